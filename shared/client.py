@@ -1,0 +1,93 @@
+"""A blocking protocol v1 client: the command-line client, the Krita plugin's network thread,
+the tests and the benchmarks all talk to the server through it.
+
+`websockets` is imported when connecting, not at import time, so the rest of `shared`
+stays importable with msgpack alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from . import PROTOCOL_VERSION, codec
+from .messages import Cancelled, Error, Generate, Hello, ListModels, ModelList, Result, Welcome
+
+
+class ServerError(Exception):
+    """The server answered a request with `error`."""
+
+    def __init__(self, error: Error):
+        where = f" (field {error.field!r})" if error.field else ""
+        super().__init__(f"{error.code}: {error.message}{where}")
+        self.error = error
+
+
+class JobCancelled(Exception):
+    """The job ended with `cancelled` instead of a result."""
+
+
+class Client:
+    """One websocket connection that has said `hello`."""
+
+    def __init__(self, url: str, *, name: str = "underpaint-client", token: str | None = None,
+                 open_timeout: float = 10.0, max_size: int = 256 * 1024 * 1024):
+        from websockets.sync.client import connect
+
+        self._ws = connect(url, open_timeout=open_timeout, max_size=max_size, compression=None)
+        try:
+            self.send(Hello(protocol=PROTOCOL_VERSION, client=name, token=token))
+            reply = self.receive(timeout=open_timeout)
+            if isinstance(reply, Error):
+                raise ServerError(reply)
+            if not isinstance(reply, Welcome):
+                raise ConnectionError(f"expected 'welcome', got {reply.TYPE!r}")
+        except BaseException:
+            self._ws.close()
+            raise
+        self.welcome: Welcome = reply
+
+    def send(self, message: Any) -> None:
+        self._ws.send(codec.encode(message))
+
+    def send_raw(self, frame: bytes | str) -> None:
+        self._ws.send(frame)
+
+    def receive(self, timeout: float | None = None) -> Any:
+        return codec.decode_server(self._ws.recv(timeout=timeout))
+
+    def messages(self, timeout: float | None = None) -> Iterator[Any]:
+        while True:
+            yield self.receive(timeout=timeout)
+
+    def models(self) -> list[dict[str, Any]]:
+        self.send(ListModels())
+        for message in self.messages():
+            if isinstance(message, ModelList):
+                return message.models
+
+    def generate(self, request: Generate, on_message: Callable[[Any], None] | None = None,
+                 timeout: float | None = None) -> Result:
+        """Send one job and wait for its terminal message; other jobs' messages go to `on_message`."""
+        self.send(request)
+        for message in self.messages(timeout=timeout):
+            if on_message is not None:
+                on_message(message)
+            if getattr(message, "id", None) != request.id:
+                continue
+            if isinstance(message, Result):
+                return message
+            if isinstance(message, Error):
+                raise ServerError(message)
+            if isinstance(message, Cancelled):
+                raise JobCancelled(message.reason or "cancelled")
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._ws.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,275 @@
+"""Protocol v1 messages as dataclasses (the contract is docs/protocol.md).
+
+Client -> server: hello, models, generate, cancel, live, live_stop.
+Server -> client: welcome, models, queued, progress, result, cancelled, error, live_stopped.
+Each class's `TYPE` is the `type` field of its frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from . import PROTOCOL_VERSION
+from .errors import TOO_LARGE, ProtocolError, bad_request
+from .schema import spec
+
+Mode = Literal["txt2img", "img2img", "inpaint"]
+FillMode = Literal["auto", "fill", "expand", "add", "remove", "replace_background"]
+PromptSyntax = Literal["a1111", "novelai", "compel"]
+ResultFormat = Literal["rgba8", "png"]
+
+ID_LENGTH = 128
+NAME_LENGTH = 256
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a server accepts; sent in `welcome` so clients can check before sending."""
+
+    max_side: int = 4096
+    max_pixels: int = 16 * 1024 * 1024
+    max_batch: int = 8
+    max_message: int = 256 * 1024 * 1024
+
+
+# --- payloads -------------------------------------------------------------------------------
+
+
+@dataclass
+class Image:
+    """Pixels at canvas position (x, y). rgba8 is straight (not premultiplied) RGBA, row-major."""
+
+    width: int = spec(min=1)
+    height: int = spec(min=1)
+    format: Literal["rgba8", "png"] = spec()
+    data: bytes = spec()
+    x: int = spec(0, min=-(2**31), max=2**31 - 1)
+    y: int = spec(0, min=-(2**31), max=2**31 - 1)
+
+    CHANNELS: ClassVar[int] = 4
+    RAW: ClassVar[str] = "rgba8"
+
+    def check(self, limits: Limits, where: str) -> None:
+        if self.width > limits.max_side or self.height > limits.max_side:
+            raise ProtocolError(
+                TOO_LARGE,
+                f"{where} is {self.width}x{self.height}, the largest side allowed is {limits.max_side}",
+                f"{where}.width" if self.width > limits.max_side else f"{where}.height",
+            )
+        if self.width * self.height > limits.max_pixels:
+            raise ProtocolError(
+                TOO_LARGE,
+                f"{where} has {self.width * self.height} pixels, at most {limits.max_pixels} allowed",
+                where,
+            )
+        if self.format == self.RAW:
+            expected = self.width * self.height * self.CHANNELS
+            if len(self.data) != expected:
+                raise bad_request(
+                    f"{where}.data",
+                    f"{where}.data has {len(self.data)} bytes; {self.width}x{self.height} {self.format} "
+                    f"needs {expected}",
+                )
+        elif not self.data.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise bad_request(f"{where}.data", f"{where}.data is not a PNG file")
+
+    @property
+    def bounds(self) -> tuple[int, int, int, int]:
+        """(x, y, width, height) in canvas coordinates."""
+        return self.x, self.y, self.width, self.height
+
+
+@dataclass
+class Mask(Image):
+    """8-bit coverage (0 = outside, 255 = inside; values between are soft edges)."""
+
+    format: Literal["a8", "png"] = spec()
+
+    CHANNELS: ClassVar[int] = 1
+    RAW: ClassVar[str] = "a8"
+
+
+@dataclass
+class Region:
+    """A prompt that applies only where its mask covers the picture."""
+
+    mask: Mask = spec()
+    prompt: str = spec()
+    negative_prompt: str = spec("")
+
+
+@dataclass
+class ResultImage:
+    image: Image
+    seed: int
+
+
+# --- client -> server ----------------------------------------------------------------------
+
+
+@dataclass
+class Hello:
+    TYPE: ClassVar[str] = "hello"
+    protocol: int = spec()
+    client: str = spec(max_len=NAME_LENGTH)
+    token: str | None = spec(None, max_len=1024)
+
+
+@dataclass
+class ListModels:
+    TYPE: ClassVar[str] = "models"
+
+
+@dataclass
+class Generate:
+    TYPE: ClassVar[str] = "generate"
+    id: str = spec(max_len=ID_LENGTH)
+    mode: Mode = spec()
+    model: str = spec(max_len=NAME_LENGTH)
+    prompt: str = spec("")
+    negative_prompt: str = spec("")
+    width: int | None = spec(None, min=8)
+    height: int | None = spec(None, min=8)
+    image: Image | None = spec(None)
+    mask: Mask | None = spec(None)
+    strength: float | None = spec(None, min=0.0, max=1.0)
+    steps: int = spec(20, min=1, max=150)
+    cfg_scale: float = spec(7.0, min=0.0, max=30.0)
+    scheduler: str = spec("dpmpp_2m", max_len=64)
+    seed: int | None = spec(None, min=0, max=MAX_SEED)
+    batch_size: int = spec(1, min=1, max=64)
+    guidance_rescale: float = spec(0.0, min=0.0, max=1.0)
+    preview: bool = spec(False)
+    # Generate at the model's native area with the requested aspect ratio, then scale the
+    # result to width x height: a canvas far from 512^2 / 1024^2 still gets a coherent picture.
+    fit_native: bool = spec(False)
+    result_format: ResultFormat = spec("rgba8")
+    regions: list[Region] = spec(default_factory=list, max_len=16)
+    # Inpaint only (docs/inpaint.md): pixels to grow the selection by and to feather over.
+    grow: int | None = spec(None, min=0, max=1024)
+    feather: int | None = spec(None, min=0, max=1024)
+    fill: FillMode = spec("auto")
+    prompt_syntax: PromptSyntax = spec("a1111")
+
+    def check(self, limits: Limits) -> None:
+        """Checks that involve more than one field (single fields are checked by the schema)."""
+        if self.batch_size > limits.max_batch:
+            raise ProtocolError(
+                TOO_LARGE, f"batch_size is {self.batch_size}, at most {limits.max_batch} allowed", "batch_size"
+            )
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None and value > limits.max_side:
+                raise ProtocolError(TOO_LARGE, f"{name} is {value}, at most {limits.max_side}", name)
+        if self.width is not None and self.height is not None and self.width * self.height > limits.max_pixels:
+            raise ProtocolError(TOO_LARGE, f"width x height exceeds {limits.max_pixels} pixels", "width")
+        if self.image is not None:
+            self.image.check(limits, "image")
+        if self.mask is not None:
+            self.mask.check(limits, "mask")
+        for i, region in enumerate(self.regions):
+            region.mask.check(limits, f"regions[{i}].mask")
+        if self.mode in ("img2img", "inpaint") and self.image is None:
+            raise bad_request("image", f"mode {self.mode!r} needs an image")
+        if self.mode == "inpaint" and self.mask is None:
+            raise bad_request("mask", "mode 'inpaint' needs a mask")
+
+
+@dataclass
+class Cancel:
+    TYPE: ClassVar[str] = "cancel"
+    id: str = spec(max_len=ID_LENGTH)
+
+
+@dataclass
+class Live(Generate):
+    """A frame of a live session: like `generate`, but a newer frame supersedes an older one."""
+
+    TYPE: ClassVar[str] = "live"
+    session: str = spec("", max_len=ID_LENGTH, required=True)
+
+
+@dataclass
+class LiveStop:
+    TYPE: ClassVar[str] = "live_stop"
+    session: str = spec(max_len=ID_LENGTH)
+
+
+# --- server -> client ----------------------------------------------------------------------
+
+
+@dataclass
+class Welcome:
+    TYPE: ClassVar[str] = "welcome"
+    server: str
+    device: str
+    models: list[dict[str, Any]]
+    schedulers: list[str]
+    limits: dict[str, Any]
+    protocol: int = PROTOCOL_VERSION
+    # Extension: display names for `schedulers`, as artists know them ("DPM++ 2M Karras").
+    scheduler_labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ModelList:
+    TYPE: ClassVar[str] = "models"
+    models: list[dict[str, Any]]
+
+
+@dataclass
+class Queued:
+    TYPE: ClassVar[str] = "queued"
+    id: str
+    position: int
+
+
+@dataclass
+class Progress:
+    TYPE: ClassVar[str] = "progress"
+    id: str
+    step: int
+    total: int
+    preview: Image | None = None
+
+
+@dataclass
+class Result:
+    TYPE: ClassVar[str] = "result"
+    id: str
+    images: list[ResultImage]
+    info: dict[str, Any]
+    elapsed: float
+
+
+@dataclass
+class Cancelled:
+    TYPE: ClassVar[str] = "cancelled"
+    id: str
+    reason: str | None = None
+
+
+@dataclass
+class Error:
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+    id: str | None = None
+    field: str | None = None
+
+
+@dataclass
+class LiveStopped:
+    TYPE: ClassVar[str] = "live_stopped"
+    session: str
+
+
+CLIENT_MESSAGES: dict[str, type] = {
+    cls.TYPE: cls for cls in (Hello, ListModels, Generate, Cancel, Live, LiveStop)
+}
+SERVER_MESSAGES: dict[str, type] = {
+    cls.TYPE: cls
+    for cls in (Welcome, ModelList, Queued, Progress, Result, Cancelled, Error, LiveStopped)
+}
