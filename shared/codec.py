@@ -30,7 +30,11 @@ def decode_client(frame: bytes | str, limits: Limits | None = None) -> Any:
     message = _decode(frame, CLIENT_MESSAGES)
     check = getattr(message, "check", None)
     if check is not None:
-        check(limits or Limits())
+        try:
+            check(limits or Limits())
+        except ProtocolError as exc:
+            exc.id = getattr(message, "id", None)
+            raise
     return message
 
 
@@ -57,7 +61,12 @@ def _decode(frame: bytes | str, registry: dict[str, type]) -> Any:
     if cls is None:
         known = ", ".join(sorted(registry))
         raise bad_request("type", f"unknown message type {kind[:40]!r}; known types: {known}")
-    return from_wire(cls, body)
+    try:
+        return from_wire(cls, body)
+    except ProtocolError as exc:
+        # Echo the job's id when there is one, so the client knows which request failed.
+        exc.id = body.get("id") if isinstance(body.get("id"), str) else None
+        raise
 
 
 def _depth(value: Any) -> int:
@@ -75,5 +84,5 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def error_frame(exc: ProtocolError, job_id: str | None = None) -> bytes:
-    return encode(Error(code=exc.code, message=exc.message, id=job_id, field=exc.field))
+def error_message(exc: ProtocolError) -> Error:
+    return Error(code=exc.code, message=exc.message, id=exc.id, field=exc.field)

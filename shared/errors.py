@@ -30,6 +30,7 @@ class ProtocolError(Exception):
         self.code = code
         self.message = message
         self.field = field
+        self.id: str | None = None  # the request's id, when known
 
     def __str__(self) -> str:
         where = f" (field {self.field!r})" if self.field else ""

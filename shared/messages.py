@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from . import PROTOCOL_VERSION
 from .errors import TOO_LARGE, ProtocolError, bad_request
+from .png import SIGNATURE as PNG_SIGNATURE
 from .schema import spec
 
 Mode = Literal["txt2img", "img2img", "inpaint"]
@@ -72,7 +73,7 @@ class Image:
                     f"{where}.data has {len(self.data)} bytes; {self.width}x{self.height} {self.format} "
                     f"needs {expected}",
                 )
-        elif not self.data.startswith(b"\x89PNG\r\n\x1a\n"):
+        elif not self.data.startswith(PNG_SIGNATURE):
             raise bad_request(f"{where}.data", f"{where}.data is not a PNG file")
 
     @property
