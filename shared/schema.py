@@ -61,7 +61,8 @@ def to_wire(value: Any) -> Any:
 def from_wire(cls: type[T], data: Any, path: str = "") -> T:
     """Build `cls` from a decoded map, validating every field against its annotation."""
     if not isinstance(data, dict):
-        raise bad_request(path or "message", f"expected a map, got {_kind(data)}")
+        where = path or "message"
+        raise bad_request(where, f"{where} must be a map, got {_kind(data)}")
     hints = _hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):

@@ -1,0 +1,1 @@
+"""The Underpaint diffusion server: a websocket server on diffusers + torch."""

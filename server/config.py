@@ -1,0 +1,48 @@
+"""Everything `underpaint serve` can be told, in one place."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared import DEFAULT_PORT
+from shared.messages import Limits
+
+DEFAULT_ORIGINS = ()
+
+
+@dataclass
+class ServerConfig:
+    models: list[Path] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    device: str = "auto"
+    dtype: str = "auto"
+    outputs: Path = field(default_factory=lambda: Path("outputs"))
+    token: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    cache_size: int = 1
+    # Browsers send an Origin header; a web page must not drive the local server, so only
+    # connections without Origin (plugins, scripts) or from these origins are accepted.
+    allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
+    max_queued_per_connection: int = 32
+    max_queued: int = 256
+    log_file: Path | None = None
+
+    def check(self) -> None:
+        """Refuse configurations that would expose the server: raises ValueError with the fix."""
+        if not is_loopback(self.host) and not self.token:
+            raise ValueError(
+                f"--host {self.host} accepts connections from other machines; "
+                "set --token SECRET so only clients that know it can use the server"
+            )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,177 @@
+"""The job handler: turns one `generate` request into a `result`, on the worker thread.
+
+Reads like a diffusers pipeline: numbered steps, each explicit.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import PIL.Image
+import torch
+
+from shared import errors
+from shared.errors import ProtocolError
+from shared.messages import Generate, Progress, Result, ResultImage
+from shared.messages import Image as ImagePayload
+
+from . import images, pipelines, previews, schedulers
+from .jobs import Job, JobCancelledError
+from .loading import PipelineCache
+from .outputs import OutputWriter
+from .registry import Registry
+from .sizing import native_size, round_to_multiple
+
+# Flattening transparent canvas onto white matches Krita's default background.
+_BACKGROUND = (255, 255, 255, 255)
+
+
+@dataclass
+class Plan:
+    """What a request resolves to before any pixel is computed."""
+
+    gen_width: int
+    gen_height: int
+    out_width: int
+    out_height: int
+    strength: float
+    seeds: list[int]
+
+
+class Generator:
+    def __init__(self, registry: Registry, cache: PipelineCache, outputs: OutputWriter):
+        self.registry = registry
+        self.cache = cache
+        self.outputs = outputs
+
+    def check(self, request: Generate) -> None:
+        """Checks that need the server's state, done before a job is queued so errors come at once."""
+        self.registry.get(request.model)
+        schedulers.check_name(request.scheduler)
+        if request.mode == "inpaint":
+            raise ProtocolError(errors.UNSUPPORTED, "inpaint is not available on this server yet", "mode")
+        if request.regions:
+            raise ProtocolError(errors.UNSUPPORTED, "regional prompts are not available on this server yet",
+                                "regions")
+
+    def __call__(self, job: Job) -> Result:
+        request = job.request
+        started = time.monotonic()
+
+        # 1. Model: loaded on first use, then resident.
+        entry = self.registry.get(request.model)
+        base = self.cache.get(entry)
+        pipe = pipelines.for_mode(base, entry.family, request.mode)
+        multiple = base.vae_scale_factor
+
+        # 2. Inputs and sizes.
+        source = images.to_pil(request.image, "image") if request.image is not None else None
+        plan = make_plan(request, source, pipelines.native_side(base), multiple)
+
+        # 3. Scheduler: a fresh one per job, schedulers keep per-run state.
+        pipe.scheduler = schedulers.make_scheduler(request.scheduler, base.scheduler.config)
+
+        # 4. Mode-specific inputs.
+        inputs: dict[str, Any] = {"width": plan.gen_width, "height": plan.gen_height}
+        if request.mode == "img2img" or pipe.unet.config.in_channels == 9:
+            start = flatten(source, plan) if source is not None else gray(plan)
+            inputs.update(image=start, strength=plan.strength)
+            if pipe.unet.config.in_channels == 9:
+                inputs["mask_image"] = PIL.Image.new("L", start.size, 255)
+
+        # 5. Denoise, reporting progress and honouring cancel between steps.
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in plan.seeds]
+        kwargs = pipelines.call_arguments(pipe, {
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt or None,
+            "num_inference_steps": request.steps,
+            "guidance_scale": request.cfg_scale,
+            "guidance_rescale": request.guidance_rescale,
+            "num_images_per_prompt": len(plan.seeds),
+            "generator": generators,
+            **inputs,
+        })
+        step_callback = progress_callback(job, entry.family)
+        output = pipe(**kwargs, callback_on_step_end=step_callback, output_type="pil")
+
+        # 6. Back to the requested size; on disk before anything is sent.
+        info = describe(request, entry.name, plan)
+        results = []
+        x, y = (request.image.x, request.image.y) if request.image is not None else (0, 0)
+        for picture, seed in zip(output.images, plan.seeds, strict=True):
+            if picture.size != (plan.out_width, plan.out_height):
+                picture = picture.resize((plan.out_width, plan.out_height), PIL.Image.Resampling.LANCZOS)
+            self.outputs.save(picture, info, seed)
+            results.append(ResultImage(image=images.from_pil(picture, request.result_format, x, y), seed=seed))
+        return Result(id=request.id, images=results, info=info, elapsed=time.monotonic() - started)
+
+
+def make_plan(request: Generate, source: PIL.Image.Image | None, native: int, multiple: int) -> Plan:
+    if source is not None:
+        out_width, out_height = source.size
+    else:
+        out_width, out_height = request.width or native, request.height or native
+    if request.fit_native:
+        gen_width, gen_height = native_size(out_width, out_height, native, multiple)
+    else:
+        gen_width = round_to_multiple(out_width, multiple)
+        gen_height = round_to_multiple(out_height, multiple)
+        out_width, out_height = gen_width, gen_height
+    strength = request.strength if request.strength is not None else (0.75 if request.mode == "img2img" else 1.0)
+    first = request.seed if request.seed is not None else secrets.randbelow(2**32)
+    seeds = [(first + i) % 2**63 for i in range(request.batch_size)]
+    return Plan(gen_width, gen_height, out_width, out_height, strength, seeds)
+
+
+def flatten(source: PIL.Image.Image, plan: Plan) -> PIL.Image.Image:
+    canvas = PIL.Image.new("RGBA", source.size, _BACKGROUND)
+    canvas.alpha_composite(source.convert("RGBA"))
+    rgb = canvas.convert("RGB")
+    if rgb.size != (plan.gen_width, plan.gen_height):
+        rgb = rgb.resize((plan.gen_width, plan.gen_height), PIL.Image.Resampling.LANCZOS)
+    return rgb
+
+
+def gray(plan: Plan) -> PIL.Image.Image:
+    return PIL.Image.new("RGB", (plan.gen_width, plan.gen_height), (128, 128, 128))
+
+
+def progress_callback(job: Job, family: str):
+    request = job.request
+
+    def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        if job.cancelled:
+            raise JobCancelledError
+        preview = None
+        if request.preview:
+            width, height, data = previews.latents_to_rgba(tensors["latents"], family)
+            preview = ImagePayload(width=width, height=height, format="rgba8", data=data)
+        job.reply(Progress(id=request.id, step=step + 1, total=pipe.num_timesteps, preview=preview))
+        return tensors
+
+    return on_step_end
+
+
+def describe(request: Generate, model: str, plan: Plan) -> dict[str, Any]:
+    """Every parameter actually used, for the result's `info` and the PNG's metadata."""
+    return {
+        "mode": request.mode,
+        "model": model,
+        "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt,
+        "steps": request.steps,
+        "cfg_scale": request.cfg_scale,
+        "scheduler": request.scheduler,
+        "sampler": schedulers.SAMPLERS[request.scheduler].label,
+        "width": plan.out_width,
+        "height": plan.out_height,
+        "generation_width": plan.gen_width,
+        "generation_height": plan.gen_height,
+        "strength": plan.strength,
+        "seeds": plan.seeds,
+        "batch_size": len(plan.seeds),
+        "guidance_rescale": request.guidance_rescale,
+    }

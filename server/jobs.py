@@ -1,0 +1,179 @@
+"""The job queue and the one inference worker thread.
+
+The asyncio loop submits and cancels jobs; the worker thread runs them one at a time. Every
+accepted job ends with exactly one terminal message (result, cancelled or error), sent
+through the job's `reply` callback, which the server makes thread-safe.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared import errors
+from shared.errors import ProtocolError
+from shared.messages import Cancelled, Error, Generate, Queued
+
+log = logging.getLogger("underpaint.jobs")
+
+Reply = Callable[[Any], None]
+
+
+class JobCancelledError(Exception):
+    """Raised inside a running job (from its step callback) to stop it."""
+
+
+@dataclass(eq=False)
+class Job:
+    request: Generate
+    owner: int  # the connection that sent it
+    reply: Reply
+    session: str | None = None  # live session, if a live frame
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str | None = None
+    queued_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+    serial: int = field(default_factory=itertools.count().__next__)
+
+    @property
+    def id(self) -> str:
+        return self.request.id
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def cancel(self, reason: str | None = None) -> None:
+        if not self.cancel_event.is_set():
+            self.cancel_reason = reason
+            self.cancel_event.set()
+
+
+Runner = Callable[[Job], Any]  # returns the result message, raises to fail
+
+
+class JobQueue:
+    """FIFO of waiting jobs plus the job running now, shared by the loop and the worker."""
+
+    def __init__(self, runner: Runner, *, max_per_owner: int = 32, max_total: int = 256):
+        self._runner = runner
+        self._max_per_owner = max_per_owner
+        self._max_total = max_total
+        self._waiting: deque[Job] = deque()
+        self._running: Job | None = None
+        self._lock = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._work, name="underpaint-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel everything and wait (bounded) for the worker to finish its step."""
+        with self._lock:
+            self._stopping = True
+            waiting, self._waiting = list(self._waiting), deque()
+            if self._running is not None:
+                self._running.cancel("server stopping")
+            self._lock.notify_all()
+        for job in waiting:
+            job.reply(Cancelled(id=job.id, reason="server stopping"))
+        self._thread.join(timeout)
+
+    # --- called from the event loop ----------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        """Queue a job and tell its owner its position; ProtocolError if it cannot be accepted."""
+        with self._lock:
+            if self._stopping:
+                raise ProtocolError(errors.BUSY, "the server is shutting down")
+            mine = sum(1 for j in self._active() if j.owner == job.owner)
+            if mine >= self._max_per_owner:
+                raise ProtocolError(
+                    errors.BUSY, f"this connection already has {mine} jobs waiting; wait for some to finish"
+                )
+            if len(self._waiting) >= self._max_total:
+                raise ProtocolError(errors.BUSY, "the server's queue is full; try again shortly")
+            if any(j.owner == job.owner and j.id == job.id for j in self._active()):
+                raise errors.bad_request("id", f"a job with id {job.id!r} is already queued or running")
+            self._waiting.append(job)
+            position = len(self._waiting) - 1 + (self._running is not None)
+            job.reply(Queued(id=job.id, position=position))
+            self._lock.notify_all()
+
+    def cancel(self, owner: int, job_id: str, reason: str | None = None) -> bool:
+        """Cancel one job of `owner`; False if it has no such queued or running job."""
+        with self._lock:
+            for job in self._waiting:
+                if job.owner == owner and job.id == job_id:
+                    self._waiting.remove(job)
+                    job.reply(Cancelled(id=job.id, reason=reason))
+                    return True
+            running = self._running
+            if running is not None and running.owner == owner and running.id == job_id:
+                running.cancel(reason)
+                return True
+        return False
+
+    def cancel_owner(self, owner: int, reason: str) -> None:
+        """A connection went away: drop its waiting jobs and stop its running one."""
+        with self._lock:
+            for job in [j for j in self._waiting if j.owner == owner]:
+                self._waiting.remove(job)
+                job.reply(Cancelled(id=job.id, reason=reason))
+            if self._running is not None and self._running.owner == owner:
+                self._running.cancel(reason)
+
+    def snapshot(self) -> tuple[Job | None, list[Job]]:
+        with self._lock:
+            return self._running, list(self._waiting)
+
+    def _active(self) -> list[Job]:
+        return ([self._running] if self._running is not None else []) + list(self._waiting)
+
+    # --- the worker thread ---------------------------------------------------------------------
+
+    def _take(self) -> Job | None:
+        with self._lock:
+            while not self._waiting and not self._stopping:
+                self._lock.wait()
+            if self._stopping:
+                return None
+            job = self._waiting.popleft()
+            job.started_at = time.monotonic()
+            self._running = job
+            return job
+
+    def _work(self) -> None:
+        while (job := self._take()) is not None:
+            try:
+                message = self._run(job)
+            finally:
+                with self._lock:
+                    self._running = None
+            job.reply(message)
+
+    def _run(self, job: Job) -> Any:
+        try:
+            if job.cancelled:
+                raise JobCancelledError
+            message = self._runner(job)
+            # A cancel that arrives while the last step finishes still wins: the client was told
+            # nothing else, and the image is already on disk.
+            if job.cancelled:
+                raise JobCancelledError
+            return message
+        except JobCancelledError:
+            return Cancelled(id=job.id, reason=job.cancel_reason)
+        except ProtocolError as exc:
+            return Error(code=exc.code, message=exc.message, id=job.id, field=exc.field)
+        except Exception:
+            log.exception("job %s failed", job.id)
+            return Error(code=errors.INTERNAL, message="the server failed to run this job; see its log",
+                         id=job.id)

@@ -1,0 +1,66 @@
+"""Results on disk: PNG with an A1111-style `parameters` chunk, written before anything is sent."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+import PIL.PngImagePlugin
+
+log = logging.getLogger("underpaint.outputs")
+
+
+def parameters_text(info: dict[str, Any], seed: int) -> str:
+    """The `parameters` text A1111, ComfyUI importers and image browsers read."""
+    lines = [info.get("prompt", "")]
+    if info.get("negative_prompt"):
+        lines.append(f"Negative prompt: {info['negative_prompt']}")
+    fields = {
+        "Steps": info.get("steps"),
+        "Sampler": info.get("sampler"),
+        "CFG scale": info.get("cfg_scale"),
+        "Seed": seed,
+        "Size": f"{info.get('width')}x{info.get('height')}",
+        "Model": info.get("model"),
+        "Denoising strength": info.get("strength") if info.get("mode") != "txt2img" else None,
+        "Guidance rescale": info.get("guidance_rescale") or None,
+        "Mode": info.get("mode"),
+    }
+    lines.append(", ".join(f"{key}: {value}" for key, value in fields.items() if value is not None))
+    return "\n".join(lines)
+
+
+class OutputWriter:
+    """Writes results under `root/YYYY-MM-DD/`. File names come from time and a counter only,
+    never from anything a client sent."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._counter = 0
+        self._lock = threading.Lock()
+
+    def save(self, image: PIL.Image.Image, info: dict[str, Any], seed: int) -> Path | None:
+        """Write one result; a full or read-only disk is logged, not raised: the artist still gets
+        the image over the connection."""
+        with self._lock:
+            self._counter += 1
+            counter = self._counter
+        folder = self.root / time.strftime("%Y-%m-%d")
+        name = f"{time.strftime('%H%M%S')}-{os.getpid()}-{counter:05d}-{seed}.png"
+        meta = PIL.PngImagePlugin.PngInfo()
+        meta.add_text("parameters", parameters_text(info, seed))
+        temporary = folder / f".{name}.tmp"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            image.save(temporary, format="PNG", pnginfo=meta, compress_level=4)
+            os.replace(temporary, folder / name)
+        except OSError as exc:
+            log.error("could not save a result to %s: %s", folder, exc)
+            temporary.unlink(missing_ok=True)
+            return None
+        return folder / name

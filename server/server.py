@@ -1,0 +1,224 @@
+"""The websocket server: handshake, decoding, dispatch. Inference happens elsewhere (jobs.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import logging
+import signal
+from collections import deque
+from typing import Any
+
+import websockets
+from websockets.asyncio.server import ServerConnection, serve
+
+from shared import PROTOCOL_VERSION, codec, errors
+from shared.errors import ProtocolError
+from shared.messages import (
+    Cancel,
+    Error,
+    Generate,
+    Hello,
+    ListModels,
+    Live,
+    LiveStop,
+    ModelList,
+    Progress,
+    Welcome,
+)
+
+from . import schedulers
+from .config import ServerConfig
+from .generate import Generator
+from .jobs import Job, JobQueue
+from .loading import PipelineCache, resolve_device, resolve_dtype
+from .outputs import OutputWriter
+from .registry import Registry
+
+log = logging.getLogger("underpaint.server")
+
+SERVER_NAME = "underpaint/0.1"
+# Progress frames are disposable: past this many unsent frames for one client, older progress
+# is dropped so a slow reader cannot make the server buffer without bound.
+MAX_PENDING_PROGRESS = 8
+
+
+class Server:
+    def __init__(self, config: ServerConfig):
+        config.check()
+        self.config = config
+        self.registry = Registry(config.models)
+        self.registry.scan()
+        device = resolve_device(config.device)
+        self.cache = PipelineCache(device, resolve_dtype(config.dtype, device), config.cache_size)
+        self.generator = Generator(self.registry, self.cache, OutputWriter(config.outputs))
+        self.queue = JobQueue(self.generator, max_per_owner=config.max_queued_per_connection,
+                              max_total=config.max_queued)
+        self._numbers = itertools.count(1)
+        self._server: Any = None
+
+    @property
+    def port(self) -> int:
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def device(self) -> str:
+        return f"{self.cache.device} ({str(self.cache.dtype).removeprefix('torch.')})"
+
+    async def start(self) -> None:
+        self.queue.start()
+        self._server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            max_size=self.config.limits.max_message,
+            compression=None,
+            origins=[None, *self.config.allowed_origins],
+            ping_interval=20,
+            ping_timeout=60,
+        )
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.queue.stop)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def run(self) -> None:
+        """Serve until SIGINT or SIGTERM."""
+        await self.start()
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stopped.set)
+            except NotImplementedError:  # Windows: Ctrl+C still raises KeyboardInterrupt
+                pass
+        log.info("serving on ws://%s:%d on %s", self.config.host, self.port, self.device)
+        await stopped.wait()
+        log.info("stopping")
+        await self.stop()
+
+    def welcome(self) -> Welcome:
+        limits = self.config.limits
+        return Welcome(
+            server=SERVER_NAME,
+            device=self.device,
+            models=[entry.to_wire() for entry in self.registry.entries()],
+            schedulers=list(schedulers.SAMPLERS),
+            scheduler_labels=schedulers.labels(),
+            limits={"max_side": limits.max_side, "max_pixels": limits.max_pixels,
+                    "max_batch": limits.max_batch, "max_message": limits.max_message},
+        )
+
+    async def _handle(self, websocket: ServerConnection) -> None:
+        await Connection(self, websocket, next(self._numbers)).run()
+
+
+class Connection:
+    """One client: reads frames in order, writes replies from any thread through one outbox."""
+
+    def __init__(self, server: Server, websocket: ServerConnection, number: int):
+        self.server = server
+        self.websocket = websocket
+        self.number = number
+        self.greeted = False
+        self._loop = asyncio.get_running_loop()
+        self._outbox: deque[tuple[bool, bytes]] = deque()
+        self._ready = asyncio.Event()
+        self._closing = False
+
+    async def run(self) -> None:
+        writer = asyncio.create_task(self._write())
+        try:
+            async for frame in self.websocket:
+                await self._receive(frame)
+                if self._closing:
+                    break
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.server.queue.cancel_owner(self.number, "client disconnected")
+            self._closing = True
+            self._ready.set()
+            await writer
+
+    # Replies come from the loop and from the worker thread.
+    def reply(self, message: Any) -> None:
+        frame = codec.encode(message)
+        self._loop.call_soon_threadsafe(self._enqueue, isinstance(message, Progress), frame)
+
+    def _enqueue(self, disposable: bool, frame: bytes) -> None:
+        if disposable and sum(1 for d, _ in self._outbox if d) >= MAX_PENDING_PROGRESS:
+            oldest = next(i for i, (d, _) in enumerate(self._outbox) if d)
+            del self._outbox[oldest]
+        self._outbox.append((disposable, frame))
+        self._ready.set()
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                await self._ready.wait()
+                self._ready.clear()
+                while self._outbox:
+                    _, frame = self._outbox.popleft()
+                    await self.websocket.send(frame)
+                if self._closing:
+                    await self.websocket.close()
+                    return
+        except websockets.ConnectionClosed:
+            pass
+
+    async def _receive(self, frame: bytes | str) -> None:
+        try:
+            message = codec.decode_client(frame, self.server.config.limits)
+            await self._dispatch(message)
+        except ProtocolError as exc:
+            self.reply(codec.error_message(exc))
+            if isinstance(exc, _Fatal):
+                self._closing = True
+        except Exception:
+            log.exception("unexpected failure handling a message")
+            self.reply(Error(code=errors.INTERNAL, message="the server could not handle this message"))
+
+    async def _dispatch(self, message: Any) -> None:
+        if isinstance(message, Hello):
+            self._hello(message)
+        elif not self.greeted:
+            raise ProtocolError(errors.UNAUTHORIZED, "send 'hello' before anything else", "type")
+        elif isinstance(message, ListModels):
+            await asyncio.to_thread(self.server.registry.scan)
+            self.reply(ModelList(models=[e.to_wire() for e in self.server.registry.entries()]))
+        elif isinstance(message, Live | LiveStop):
+            raise ProtocolError(errors.UNSUPPORTED, "live mode is not available on this server yet", "type")
+        elif isinstance(message, Generate):
+            self._generate(message)
+        elif isinstance(message, Cancel):
+            if not self.server.queue.cancel(self.number, message.id):
+                error = ProtocolError(errors.NOT_FOUND, f"no queued or running job {message.id!r}", "id")
+                error.id = message.id
+                raise error
+
+    def _hello(self, hello: Hello) -> None:
+        if hello.protocol != PROTOCOL_VERSION:
+            raise _Fatal(errors.PROTOCOL_MISMATCH,
+                         f"this server speaks protocol {PROTOCOL_VERSION}, the client {hello.protocol}", "protocol")
+        expected = self.server.config.token
+        if expected and not hmac.compare_digest((hello.token or "").encode(), expected.encode()):
+            raise _Fatal(errors.UNAUTHORIZED, "wrong or missing token", "token")
+        self.greeted = True
+        self.reply(self.server.welcome())
+
+    def _generate(self, request: Generate) -> None:
+        try:
+            self.server.generator.check(request)
+            self.server.queue.submit(Job(request=request, owner=self.number, reply=self.reply))
+        except ProtocolError as exc:
+            exc.id = request.id
+            raise
+
+
+class _Fatal(ProtocolError):
+    """An error after which the connection is closed."""
+
