@@ -1,0 +1,406 @@
+"""Which models the server can offer: found in the users' model folders, identified by content.
+
+Each folder given is scanned, together with the sub-folders that A1111 and ComfyUI use
+(`checkpoints/`, `Stable-diffusion/`, `loras/`, `Lora/`, `embeddings/`, also under `models/`), so an
+existing models folder works as it is. Found are diffusers folders (with `model_index.json`) and
+`.safetensors` files. What a file is (checkpoint, LoRA, embedding), its family (SD1.5 / SDXL) and
+variant (regular / 9-channel inpaint) are read from its tensor names and shapes, never from its
+name; only the safetensors header is read. Pickle files (`.ckpt`, `.pt`, `.bin`, `.pth`) are listed
+as refused and never opened: unpickling runs code from the file.
+
+Names come from file and folder names. A name a client sends is looked up in the registry and
+never joined to a path.
+
+A single-file checkpoint of an unusual architecture loads with the diffusers config folder next
+to it, named `<stem>.config/` (model_index.json and component configs, as `save_pretrained`
+writes them); otherwise the configs shipped in server/configs/ are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from safetensors import safe_open
+
+from shared.errors import MODEL_BROKEN, UNKNOWN_MODEL, ProtocolError, bad_request
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["checkpoint", "lora", "embedding"]
+Family = Literal["sd15", "sdxl"]
+Variant = Literal["regular", "inpaint"]
+
+# Sub-folder name -> the kind of file a user keeps there (A1111 and ComfyUI spellings).
+SUBFOLDERS: dict[str, Kind] = {
+    "checkpoints": "checkpoint",
+    "Stable-diffusion": "checkpoint",
+    "loras": "lora",
+    "Lora": "lora",
+    "embeddings": "embedding",
+}
+PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".bin", ".pth"})
+CONFIG_SUFFIX = ".config"
+MAX_DEPTH = 4
+MAX_TRIGGER_WORDS = 5
+PICKLE_REFUSED = (
+    "pickle files (.ckpt, .pt, .bin, .pth) can run code when opened and are not loaded; "
+    "use the .safetensors version of this model"
+)
+UNREADABLE = "cannot be read: the file is truncated or not a safetensors file"
+
+# Original (LDM) layout names a single-file checkpoint is recognised by.
+UNET = "model.diffusion_model."
+UNET_CONV_IN = UNET + "input_blocks.0.0.weight"
+SDXL_LABEL_EMBEDDING = UNET + "label_emb.0.0.weight"
+VAE_PREFIXES = ("first_stage_model.", "vae.")
+SD15_TEXT = "cond_stage_model.transformer."
+SD2_TEXT = "cond_stage_model.model."
+SDXL_TEXT = "conditioner.embedders.0.transformer."
+SDXL_TEXT_2 = "conditioner.embedders.1.model."
+SDXL_REFINER_TEXT = "conditioner.embedders.0.model."
+
+# Cross-attention width (text encoder output) of each family.
+CONTEXT_WIDTH: dict[int, Family] = {768: "sd15", 2048: "sdxl"}
+SD2_WIDTH = 1024
+
+DIFFUSERS_PIPELINES: dict[str, Family] = {
+    "StableDiffusionPipeline": "sd15",
+    "StableDiffusionImg2ImgPipeline": "sd15",
+    "StableDiffusionInpaintPipeline": "sd15",
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusionXLImg2ImgPipeline": "sdxl",
+    "StableDiffusionXLInpaintPipeline": "sdxl",
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    kind: Kind
+    path: Path
+    format: Literal["diffusers", "single_file"]
+    family: Family | None
+    variant: Variant | None = None
+    refused: str | None = None  # why it cannot be used, or None
+    embedded: bool = False
+    trigger_words: tuple[str, ...] = ()
+
+    def to_wire(self) -> dict[str, Any]:
+        """What clients see: no paths."""
+        wire: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "family": self.family,
+            "variant": self.variant,
+            "format": self.format,
+        }
+        if self.refused:
+            wire["refused"] = self.refused
+        if self.embedded:
+            wire["embedded"] = True
+        if self.trigger_words:
+            wire["trigger_words"] = list(self.trigger_words)
+        return wire
+
+
+class Registry:
+    def __init__(self, folders: Sequence[Path]):
+        self.folders = [Path(f) for f in folders]
+        self._entries: dict[tuple[str, str], ModelEntry] = {}
+        self._lock = threading.Lock()
+
+    def scan(self) -> None:
+        """(Re)scan all folders. Builds a new table and swaps it in, so lookups never see half a scan."""
+        found: dict[tuple[str, str], ModelEntry] = {}
+        for entry in scan_folders(self.folders):
+            key = (entry.kind, entry.name)
+            if key in found:
+                log.warning("%s %r at %s is hidden by the one at %s", entry.kind, entry.name, entry.path,
+                            found[key].path)
+                continue
+            found[key] = entry
+        if not any(e.kind == "checkpoint" and not e.refused for e in found.values()):
+            demo = embedded_entry()
+            if demo is not None:
+                found[(demo.kind, demo.name)] = demo
+        with self._lock:
+            self._entries = found
+        usable = sum(1 for e in found.values() if not e.refused)
+        log.info("models: %d usable, %d refused", usable, len(found) - usable)
+
+    def entries(self) -> list[ModelEntry]:
+        """All entries, refused ones included, sorted by kind then name."""
+        return sorted(self._entries.values(), key=lambda e: (e.kind, e.name.lower(), e.name))
+
+    def checkpoints(self) -> list[ModelEntry]:
+        """Checkpoints that can be used."""
+        return [e for e in self.entries() if e.kind == "checkpoint" and not e.refused]
+
+    def get(self, name: str, kind: str = "checkpoint", field: str = "model") -> ModelEntry:
+        if not is_valid_name(name):
+            raise bad_request(field, f"{field} {name!r} is not a model name: names have no '/', '\\' or '..'")
+        entry = self._entries.get((kind, name))
+        if entry is None:
+            raise ProtocolError(UNKNOWN_MODEL, f"there is no {kind} named {name!r} on this server", field)
+        if entry.refused:
+            raise ProtocolError(MODEL_BROKEN, f"{name} cannot be used: {entry.refused}", field)
+        return entry
+
+    def mark_broken(self, name: str, reason: str, kind: str = "checkpoint") -> None:
+        """Record that a model failed to load; it is listed as refused until the next scan."""
+        with self._lock:
+            entry = self._entries.get((kind, name))
+            if entry is not None:
+                self._entries = {**self._entries, (kind, name): replace(entry, refused=reason)}
+
+
+def is_valid_name(name: object) -> bool:
+    return (
+        isinstance(name, str)
+        and name != ""
+        and not any(bad in name for bad in ("/", "\\", "..", "\x00"))
+    )
+
+
+# --- scanning ------------------------------------------------------------------------------------
+
+
+def scan_folders(folders: Sequence[Path]) -> Iterator[ModelEntry]:
+    seen: set[Path] = set()
+    for folder in folders:
+        for base in (folder, folder / "models"):
+            if not base.is_dir():
+                continue
+            # The folder itself only at its top level: it may be any folder a user points at.
+            yield from _scan(base, "checkpoint", 1, seen)
+            for sub, kind in SUBFOLDERS.items():
+                if (base / sub).is_dir():
+                    yield from _scan(base / sub, kind, MAX_DEPTH, seen)
+
+
+def _scan(folder: Path, kind: Kind, depth: int, seen: set[Path]) -> Iterator[ModelEntry]:
+    """Models in `folder` and, `depth` - 1 levels down, in its sub-folders."""
+    try:
+        children = sorted(folder.iterdir())
+    except OSError as exc:
+        log.warning("cannot list %s: %s", folder, exc.strerror)
+        return
+    for child in children:
+        if child.name.startswith("."):
+            continue
+        try:
+            real = child.resolve()
+            is_dir = child.is_dir()
+        except OSError:
+            continue
+        if real in seen:
+            continue
+        if is_dir:
+            if (child / "model_index.json").is_file():
+                seen.add(real)
+                if not _is_config_of_file(child):
+                    yield identify_folder(child)
+            elif depth > 1:
+                yield from _scan(child, kind, depth - 1, seen)
+        elif child.suffix.lower() in PICKLE_SUFFIXES or child.suffix.lower() == ".safetensors":
+            seen.add(real)
+            yield identify_file(child, kind)
+
+
+def _is_config_of_file(folder: Path) -> bool:
+    return folder.suffix == CONFIG_SUFFIX and folder.with_suffix(".safetensors").is_file()
+
+
+def embedded_entry() -> ModelEntry | None:
+    """The demo model that ships with the server, when it is installed."""
+    try:
+        demo = importlib.import_module(f"{__package__}.demo")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"{__package__}.demo":
+            return None
+        raise
+    model_dir = Path(demo.MODEL_DIR)
+    if not (model_dir / "model_index.json").is_file():
+        return None
+    return replace(identify_folder(model_dir, name=demo.NAME), embedded=True)
+
+
+# --- identification --------------------------------------------------------------------------------
+
+
+def identify_file(path: Path, kind_hint: Kind = "checkpoint") -> ModelEntry:
+    """What a model file is. `kind_hint` (the folder it was found in) only names unrecognised files."""
+    entry = ModelEntry(name=path.stem, kind=kind_hint, path=path, format="single_file", family=None)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return replace(entry, refused=PICKLE_REFUSED)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            identified = _identify_tensors(entry, _Header(f))
+    except Exception as exc:  # noqa: BLE001 - any failure to read the header means an unusable file
+        log.warning("%s %s: %s", path, UNREADABLE, exc)
+        return replace(entry, refused=UNREADABLE)
+    if identified.refused is None and not is_valid_name(identified.name):
+        return replace(identified, refused="its name contains '..'; rename the file")
+    return identified
+
+
+class _Header:
+    """Tensor names, metadata and shapes of an open safetensors file; shapes read on demand."""
+
+    def __init__(self, handle: Any):
+        self._handle = handle
+        self.keys = frozenset(handle.keys())
+        self.metadata: dict[str, str] = handle.metadata() or {}
+
+    def shape(self, key: str) -> list[int]:
+        return list(self._handle.get_slice(key).get_shape())
+
+    def has_prefix(self, *prefixes: str) -> bool:
+        return any(k.startswith(prefixes) for k in self.keys)
+
+
+def _identify_tensors(entry: ModelEntry, header: _Header) -> ModelEntry:
+    if header.has_prefix(UNET):
+        return _identify_checkpoint(replace(entry, kind="checkpoint"), header)
+    if _is_lora(header.keys):
+        return _identify_lora(replace(entry, kind="lora"), header)
+    if _is_embedding(header.keys):
+        return _identify_embedding(replace(entry, kind="embedding"), header)
+    if "conv_in.weight" in header.keys or header.has_prefix("down_blocks."):
+        return replace(entry, refused="holds a single diffusers component, not a whole checkpoint")
+    return replace(entry, refused="not a Stable Diffusion checkpoint, LoRA or embedding")
+
+
+def _identify_checkpoint(entry: ModelEntry, header: _Header) -> ModelEntry:
+    if UNET_CONV_IN not in header.keys:
+        return replace(entry, refused="not a Stable Diffusion 1.5 or SDXL checkpoint (unsupported architecture)")
+    channels = header.shape(UNET_CONV_IN)[1]
+    variant: Variant | None = {4: "regular", 9: "inpaint"}.get(channels)
+    family: Family = "sdxl" if SDXL_LABEL_EMBEDDING in header.keys else "sd15"
+    entry = replace(entry, family=family, variant=variant)
+    if variant is None:
+        return replace(entry, refused=f"its UNet takes {channels} input channels; 4 (regular) or 9 (inpaint) work")
+    if header.has_prefix(SD2_TEXT):
+        return replace(entry, family=None, refused="Stable Diffusion 2.x checkpoints are not supported")
+    if header.has_prefix(SDXL_REFINER_TEXT) and not header.has_prefix(SDXL_TEXT):
+        return replace(entry, refused="SDXL refiner checkpoints are not supported; use an SDXL base model")
+    needed = (SDXL_TEXT, SDXL_TEXT_2) if family == "sdxl" else (SD15_TEXT,)
+    if not all(header.has_prefix(p) for p in needed):
+        return replace(entry, refused="has no text encoder weights; a whole checkpoint is needed")
+    if not header.has_prefix(*VAE_PREFIXES):
+        return replace(entry, refused="has no VAE weights; a whole checkpoint is needed")
+    return entry
+
+
+LORA_MARKERS = (".lora_down.", ".lora_A.", ".lora.down.", ".hada_w1_a", ".lokr_w1")
+
+
+def _is_lora(keys: frozenset[str]) -> bool:
+    return any(k.startswith(("lora_unet_", "lora_te")) or any(m in k for m in LORA_MARKERS) for k in keys)
+
+
+def _identify_lora(entry: ModelEntry, header: _Header) -> ModelEntry:
+    entry = replace(entry, trigger_words=trigger_words(header.metadata))
+    width = _lora_context_width(header)
+    if width == SD2_WIDTH:
+        return replace(entry, refused="Stable Diffusion 2.x LoRAs are not supported")
+    family = CONTEXT_WIDTH.get(width) if width is not None else None
+    if family is None:
+        keys = header.keys
+        if any(k.startswith(("lora_te1_", "lora_te2_")) or "text_encoder_2." in k for k in keys):
+            family = "sdxl"
+        elif any(k.startswith("lora_te_") or k.startswith("text_encoder.") for k in keys):
+            family = "sd15"
+        elif any(k.startswith(("lora_unet_input_blocks_", "lora_unet_output_blocks_")) for k in keys):
+            # kohya names SDXL UNet layers in the original layout, SD1.5 ones in the diffusers layout.
+            family = "sdxl"
+    return replace(entry, family=family)
+
+
+def _lora_context_width(header: _Header) -> int | None:
+    """Input width of a LoRA on a cross-attention key projection: the text encoders' output width."""
+    for key in sorted(header.keys):
+        if "attn2" in key and "to_k" in key and key.endswith(("lora_down.weight", "lora_A.weight", "down.weight")):
+            return header.shape(key)[-1]
+    return None
+
+
+def _is_embedding(keys: frozenset[str]) -> bool:
+    return "emb_params" in keys or {"clip_l", "clip_g"} <= keys or any(k.startswith("string_to_param") for k in keys)
+
+
+def _identify_embedding(entry: ModelEntry, header: _Header) -> ModelEntry:
+    if {"clip_l", "clip_g"} <= header.keys:
+        return replace(entry, family="sdxl")
+    key = "emb_params" if "emb_params" in header.keys else min(k for k in header.keys if k.startswith("string_to"))
+    if header.shape(key)[-1] == SD2_WIDTH:
+        return replace(entry, refused="Stable Diffusion 2.x embeddings are not supported")
+    return replace(entry, family="sd15")
+
+
+def trigger_words(metadata: dict[str, str]) -> tuple[str, ...]:
+    """A LoRA's trigger words: its stated trigger phrase, else the tags it was trained with most."""
+    phrase = metadata.get("modelspec.trigger_phrase", "")
+    if phrase.strip():
+        return tuple(w.strip() for w in phrase.split(",") if w.strip())[:MAX_TRIGGER_WORDS]
+    try:
+        datasets = json.loads(metadata.get("ss_tag_frequency", "{}"))
+        counts: Counter[str] = Counter()
+        for tags in datasets.values():
+            counts.update({tag.strip(): int(n) for tag, n in tags.items() if tag.strip()})
+    except (ValueError, TypeError, AttributeError):
+        return ()
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return tuple(tag for tag, _ in ranked[:MAX_TRIGGER_WORDS])
+
+
+def identify_folder(folder: Path, name: str | None = None) -> ModelEntry:
+    """What a diffusers folder holds, from model_index.json and the UNet config."""
+    entry = ModelEntry(name=name or folder.name, kind="checkpoint", path=folder, format="diffusers", family=None)
+    try:
+        index = _read_json(folder / "model_index.json")
+        unet = _read_json(folder / "unet" / "config.json")
+    except (OSError, ValueError) as exc:
+        return replace(entry, refused=f"its diffusers configs cannot be read ({type(exc).__name__})")
+    pipeline = index.get("_class_name")
+    family = DIFFUSERS_PIPELINES.get(pipeline) if isinstance(pipeline, str) else None
+    if family is None:
+        return replace(entry, refused=f"{pipeline} models are not supported; SD1.5 and SDXL are")
+    channels = unet.get("in_channels")
+    variant: Variant | None = {4: "regular", 9: "inpaint"}.get(channels) if isinstance(channels, int) else None
+    entry = replace(entry, family=family, variant=variant)
+    if variant is None:
+        return replace(entry, refused=f"its UNet takes {channels} input channels; 4 (regular) or 9 (inpaint) work")
+    if unet.get("cross_attention_dim") == SD2_WIDTH:
+        return replace(entry, family=None, refused="Stable Diffusion 2.x models are not supported")
+    components = ["unet", "vae", "text_encoder"] + (["text_encoder_2"] if family == "sdxl" else [])
+    for component in components:
+        if (index.get(component) or [None])[0] is None:
+            reason = f"has no {component}; SDXL refiners and partial models are not supported"
+            return replace(entry, refused=reason)
+        if not _has_safetensors(folder / component):
+            reason = f"has no .safetensors weights for {component} (pickled weights are not loaded)"
+            return replace(entry, refused=reason)
+    if not is_valid_name(entry.name):
+        return replace(entry, refused="its name contains '..'; rename the folder")
+    return entry
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name} is not a JSON object")
+    return data
+
+
+def _has_safetensors(folder: Path) -> bool:
+    return folder.is_dir() and (any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")))
+

@@ -1,0 +1,26 @@
+"""Shared test setup: no network, modest CPU use, the tiny models written once per session."""
+
+from __future__ import annotations
+
+import os
+
+# Before diffusers / huggingface_hub are imported: they read it at import time.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from tiny_models import write_tiny_models  # noqa: E402
+
+# Other engineers' test runs share this machine.
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding the tiny models of tests/tiny_models.py (see write_tiny_models)."""
+    root = tmp_path_factory.mktemp("models")
+    write_tiny_models(root)
+    return root

@@ -1,0 +1,410 @@
+"""Tiny random-weight Stable Diffusion 1.5 / SDXL pipelines and model folders for tests.
+
+The pipelines have the real architectures at toy sizes (a 2-level UNet, a 4-level VAE so the
+latent scale factor is 8 like the real ones, 2-layer CLIP text encoders) and load, save and run
+like real models. `write_tiny_models` lays them out as a user's models folder: diffusers folders,
+single-file checkpoints in the original (LDM / A1111) key layout, LoRAs, embeddings, and files
+the server must refuse.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import shutil
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DiffusionPipeline,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+Family = Literal["sd15", "sdxl"]
+Variant = Literal["regular", "inpaint"]
+
+CONFIGS = Path(__file__).resolve().parent.parent / "server" / "configs"
+VOCAB_SIZE = 1000
+# Bumped whenever the models change, so a cached folder from an older version is rebuilt.
+VERSION = "2"
+MARKER = ".tiny-models"
+TEXT_HIDDEN = 32
+TEXT2_HIDDEN = 64  # differs from TEXT_HIDDEN: single-file loading tells SDXL's two encoders apart by width
+TEXT2_PROJECTION = 32
+TIME_EMBED = 8
+
+
+@cache
+def _clip_bpe() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
+    """The real CLIP BPE cut to its first merges: every kept merge only joins earlier tokens."""
+    tokenizer_dir = CONFIGS / "sd15" / "tokenizer"
+    full = json.loads((tokenizer_dir / "vocab.json").read_text(encoding="utf-8"))
+    lines = (tokenizer_dir / "merges.txt").read_text(encoding="utf-8").splitlines()[1:]
+    merges = lines[: VOCAB_SIZE - 512 - 2]
+    by_id = sorted(full, key=full.__getitem__)
+    tokens = by_id[: 512 + len(merges)] + ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}, tuple(tuple(m.split()) for m in merges)
+
+
+def tiny_tokenizer(pad_token: str = "<|endoftext|>") -> CLIPTokenizer:
+    vocab, merges = _clip_bpe()
+    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token=pad_token, model_max_length=77)
+
+
+def _text_config(hidden: int, projection: int) -> CLIPTextConfig:
+    vocab, _ = _clip_bpe()
+    return CLIPTextConfig(
+        bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"],
+        hidden_size=hidden,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        pad_token_id=1,
+        vocab_size=VOCAB_SIZE,
+        hidden_act="gelu",
+        projection_dim=projection,
+    )
+
+
+def _unet(family: Family, variant: Variant) -> UNet2DConditionModel:
+    common = dict(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=9 if variant == "inpaint" else 4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=2,
+        attention_head_dim=(2, 4),
+    )
+    if family == "sd15":
+        return UNet2DConditionModel(cross_attention_dim=TEXT_HIDDEN, **common)
+    return UNet2DConditionModel(
+        cross_attention_dim=TEXT_HIDDEN + TEXT2_HIDDEN,
+        transformer_layers_per_block=(1, 2),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=TIME_EMBED,
+        # 6 time ids (original size, crop, target size) + the pooled text embedding.
+        projection_class_embeddings_input_dim=6 * TIME_EMBED + TEXT2_PROJECTION,
+        **common,
+    )
+
+
+def _vae(family: Family) -> AutoencoderKL:
+    extra = {"scaling_factor": 0.13025, "force_upcast": True} if family == "sdxl" else {}
+    return AutoencoderKL(
+        block_out_channels=(4, 4, 8, 8),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=2,
+        sample_size=64,
+        **extra,
+    )
+
+
+def tiny_pipeline(family: Family, variant: Variant = "regular") -> DiffusionPipeline:
+    """A seeded random-weight pipeline: the same arguments always give the same weights."""
+    torch.manual_seed(0)
+    unet = _unet(family, variant)
+    torch.manual_seed(0)
+    vae = _vae(family)
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(_text_config(TEXT_HIDDEN, TEXT_HIDDEN))
+    if family == "sd15":
+        cls = StableDiffusionInpaintPipeline if variant == "inpaint" else StableDiffusionPipeline
+        return cls(
+            vae=vae,
+            text_encoder=text_encoder.eval(),
+            tokenizer=tiny_tokenizer(),
+            unet=unet,
+            scheduler=PNDMScheduler.from_pretrained(CONFIGS / "sd15", subfolder="scheduler"),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    torch.manual_seed(0)
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(TEXT2_HIDDEN, TEXT2_PROJECTION))
+    components = dict(
+        vae=vae,
+        text_encoder=text_encoder.eval(),
+        text_encoder_2=text_encoder_2.eval(),
+        tokenizer=tiny_tokenizer(),
+        tokenizer_2=tiny_tokenizer(pad_token="!"),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler.from_pretrained(CONFIGS / "sdxl", subfolder="scheduler"),
+    )
+    if variant == "inpaint":
+        return StableDiffusionXLInpaintPipeline(**components, requires_aesthetics_score=False)
+    return StableDiffusionXLPipeline(**components)
+
+
+# --- diffusers -> original (LDM) key layout ---------------------------------------------------
+# The inverse of what diffusers' single-file loader does, so that loading a file written here
+# through `from_single_file` exercises the real conversion.
+
+_UNET_TOP = {
+    "time_embedding.linear_1.": "time_embed.0.",
+    "time_embedding.linear_2.": "time_embed.2.",
+    "add_embedding.linear_1.": "label_emb.0.0.",
+    "add_embedding.linear_2.": "label_emb.0.2.",
+    "conv_in.": "input_blocks.0.0.",
+    "conv_norm_out.": "out.0.",
+    "conv_out.": "out.2.",
+}
+_UNET_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "time_emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "conv_shortcut": "skip_connection",
+}
+
+
+def _unet_resnet(rest: str) -> str:
+    layer, _, param = rest.partition(".")
+    return f"{_UNET_RESNET[layer]}.{param}"
+
+
+def unet_key_to_ldm(key: str, layers_per_block: int, up_blocks_with_attention: frozenset[int]) -> str:
+    per_block = layers_per_block + 1
+    for old, new in _UNET_TOP.items():
+        if key.startswith(old):
+            return new + key[len(old) :]
+    if m := re.fullmatch(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+        block, part, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
+        index = 1 + per_block * block + layer
+        return f"input_blocks.{index}." + (f"0.{_unet_resnet(rest)}" if part == "resnets" else f"1.{rest}")
+    if m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
+        return f"input_blocks.{per_block * (int(m[1]) + 1)}.0.op.{m[2]}"
+    if m := re.fullmatch(r"mid_block\.resnets\.(\d+)\.(.+)", key):
+        return f"middle_block.{2 * int(m[1])}.{_unet_resnet(m[2])}"
+    if m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", key):
+        return f"middle_block.1.{m[1]}"
+    if m := re.fullmatch(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+        block, part, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
+        index = per_block * block + layer
+        return f"output_blocks.{index}." + (f"0.{_unet_resnet(rest)}" if part == "resnets" else f"1.{rest}")
+    if m := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
+        block = int(m[1])
+        slot = 2 if block in up_blocks_with_attention else 1
+        return f"output_blocks.{per_block * block + layers_per_block}.{slot}.conv.{m[2]}"
+    raise ValueError(f"no original-layout name for UNet parameter {key!r}")
+
+
+_VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+
+
+def vae_key_to_ldm(key: str, num_blocks: int) -> str:
+    key = key.replace("conv_norm_out.", "norm_out.").replace("conv_shortcut.", "nin_shortcut.")
+    if m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
+        return f"encoder.down.{m[1]}.block.{m[2]}.{m[3]}"
+    if m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
+        return f"encoder.down.{m[1]}.downsample.conv.{m[2]}"
+    if m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
+        return f"decoder.up.{num_blocks - 1 - int(m[1])}.block.{m[2]}.{m[3]}"
+    if m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
+        return f"decoder.up.{num_blocks - 1 - int(m[1])}.upsample.conv.{m[2]}"
+    if m := re.fullmatch(r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.+)", key):
+        return f"{m[1]}.mid.block_{int(m[2]) + 1}.{m[3]}"
+    if m := re.fullmatch(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.+)\.(weight|bias)", key):
+        return f"{m[1]}.mid.attn_1.{_VAE_ATTENTION[m[2]]}.{m[3]}"
+    return key
+
+
+def _vae_to_ldm(vae: AutoencoderKL) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, tensor in vae.state_dict().items():
+        new = vae_key_to_ldm(key, len(vae.config.block_out_channels))
+        # The original VAE's attention projections are 1x1 convolutions.
+        if ".mid.attn_1." in new and new.endswith(".weight") and not new.endswith("norm.weight"):
+            tensor = tensor[:, :, None, None]
+        out[new] = tensor
+    return out
+
+
+def _unet_to_ldm(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
+    with_attention = frozenset(i for i, t in enumerate(unet.config.up_block_types) if "CrossAttn" in t)
+    return {
+        unet_key_to_ldm(key, unet.config.layers_per_block, with_attention): tensor
+        for key, tensor in unet.state_dict().items()
+    }
+
+
+def _clip_to_ldm(text_encoder: CLIPTextModel) -> dict[str, torch.Tensor]:
+    # transformers >= 5.6 drops the `text_model.` level from CLIPTextModel; the original layout has it.
+    return {
+        (key if key.startswith("text_model.") else f"text_model.{key}"): tensor
+        for key, tensor in text_encoder.state_dict().items()
+    }
+
+
+_OPEN_CLIP_LAYER = {
+    "self_attn.out_proj": "attn.out_proj",
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+}
+
+
+def _open_clip_to_ldm(text_encoder: CLIPTextModelWithProjection) -> dict[str, torch.Tensor]:
+    """OpenCLIP's layout: fused q/k/v projections and a transposed text projection."""
+    sd = text_encoder.state_dict()
+    out = {
+        "token_embedding.weight": sd["text_model.embeddings.token_embedding.weight"],
+        "positional_embedding": sd["text_model.embeddings.position_embedding.weight"],
+        "ln_final.weight": sd["text_model.final_layer_norm.weight"],
+        "ln_final.bias": sd["text_model.final_layer_norm.bias"],
+        "text_projection": sd["text_projection.weight"].T.contiguous(),
+    }
+    for i in range(text_encoder.config.num_hidden_layers):
+        layer = f"text_model.encoder.layers.{i}."
+        block = f"transformer.resblocks.{i}."
+        for param in ("weight", "bias"):
+            fused = [sd[f"{layer}self_attn.{p}_proj.{param}"] for p in "qkv"]
+            out[f"{block}attn.in_proj_{param}"] = torch.cat(fused)
+            for old, new in _OPEN_CLIP_LAYER.items():
+                out[f"{block}{new}.{param}"] = sd[f"{layer}{old}.{param}"]
+    return out
+
+
+def _prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {prefix + key: tensor.contiguous() for key, tensor in tensors.items()}
+
+
+def original_state_dict(pipe: DiffusionPipeline) -> dict[str, torch.Tensor]:
+    """The pipeline's weights named as in an A1111 / ComfyUI single-file checkpoint."""
+    tensors = _prefixed("model.diffusion_model.", _unet_to_ldm(pipe.unet))
+    tensors |= _prefixed("first_stage_model.", _vae_to_ldm(pipe.vae))
+    if hasattr(pipe, "text_encoder_2"):
+        tensors |= _prefixed("conditioner.embedders.0.transformer.", _clip_to_ldm(pipe.text_encoder))
+        tensors |= _prefixed("conditioner.embedders.1.model.", _open_clip_to_ldm(pipe.text_encoder_2))
+    else:
+        tensors |= _prefixed("cond_stage_model.transformer.", _clip_to_ldm(pipe.text_encoder))
+    return tensors
+
+
+def write_single_file(pipe: DiffusionPipeline, path: Path) -> None:
+    """`path` (.safetensors) plus the `<stem>.config/` folder that describes its architecture."""
+    save_file(original_state_dict(pipe), str(path), metadata={"format": "pt"})
+    config_dir = path.with_suffix(".config")
+    pipe.save_pretrained(config_dir)
+    for weights in config_dir.rglob("*.safetensors"):
+        weights.unlink()
+
+
+# --- LoRAs and embeddings -----------------------------------------------------------------------
+
+
+def _write_lora(pipe: DiffusionPipeline, path: Path) -> None:
+    """A diffusers-format LoRA (unet + text encoders) with non-zero weights, so it changes outputs."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_k", "to_q", "to_v", "to_out.0"], init_lora_weights=False)
+    text_config = LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"],
+                             init_lora_weights=False)
+    torch.manual_seed(0)
+    pipe.unet.add_adapter(config)
+    layers = {"unet_lora_layers": get_peft_model_state_dict(pipe.unet)}
+    encoders = ["text_encoder", "text_encoder_2"] if hasattr(pipe, "text_encoder_2") else ["text_encoder"]
+    for name in encoders:
+        getattr(pipe, name).add_adapter(text_config)
+        layers[f"{name}_lora_layers"] = get_peft_model_state_dict(getattr(pipe, name))
+    tmp = path.with_suffix(".tmp")
+    type(pipe).save_lora_weights(tmp, **layers)
+    (tmp / "pytorch_lora_weights.safetensors").replace(path)
+    shutil.rmtree(tmp)
+
+
+def _write_embedding(family: Family, path: Path) -> None:
+    """Textual-inversion vectors in the A1111 layouts: `emb_params` (SD1.5), `clip_l` + `clip_g` (SDXL)."""
+    gen = torch.Generator().manual_seed(0)
+    if family == "sd15":
+        tensors = {"emb_params": torch.randn(2, TEXT_HIDDEN, generator=gen)}
+    else:
+        tensors = {
+            "clip_l": torch.randn(2, TEXT_HIDDEN, generator=gen),
+            "clip_g": torch.randn(2, TEXT2_HIDDEN, generator=gen),
+        }
+    save_file(tensors, str(path))
+
+
+class _ExplodesWhenUnpickled:
+    """Unpickling this divides by zero: a .ckpt holding it proves the server never unpickles."""
+
+    def __reduce__(self):
+        import operator
+
+        return operator.truediv, (1, 0)
+
+
+def write_tiny_models(root: Path) -> dict[str, Path]:
+    """Lay out a models folder in `root` and return model name -> path.
+
+    checkpoints/: tiny-sd15, tiny-sd15-inpaint, tiny-sdxl, tiny-sdxl-inpaint (diffusers folders),
+    the same four as single files in the original key layout (tiny-sd15-single.safetensors,
+    tiny-sd15-inpaint-single.safetensors, ..., each with its `<stem>.config/` folder),
+    broken.safetensors (truncated), old.ckpt (a pickle that raises when unpickled);
+    loras/: tiny-sd15-lora, tiny-sdxl-lora; embeddings/: tiny-sd15-embedding, tiny-sdxl-embedding.
+    Writing is skipped when `root` already holds this version of the models.
+    """
+    checkpoints, loras, embeddings = root / "checkpoints", root / "loras", root / "embeddings"
+    paths = {
+        "tiny-sd15": checkpoints / "tiny-sd15",
+        "tiny-sd15-inpaint": checkpoints / "tiny-sd15-inpaint",
+        "tiny-sdxl": checkpoints / "tiny-sdxl",
+        "tiny-sdxl-inpaint": checkpoints / "tiny-sdxl-inpaint",
+        "tiny-sd15-single": checkpoints / "tiny-sd15-single.safetensors",
+        "tiny-sdxl-single": checkpoints / "tiny-sdxl-single.safetensors",
+        "tiny-sd15-inpaint-single": checkpoints / "tiny-sd15-inpaint-single.safetensors",
+        "tiny-sdxl-inpaint-single": checkpoints / "tiny-sdxl-inpaint-single.safetensors",
+        "broken": checkpoints / "broken.safetensors",
+        "old": checkpoints / "old.ckpt",
+        "tiny-sd15-lora": loras / "tiny-sd15-lora.safetensors",
+        "tiny-sdxl-lora": loras / "tiny-sdxl-lora.safetensors",
+        "tiny-sd15-embedding": embeddings / "tiny-sd15-embedding.safetensors",
+        "tiny-sdxl-embedding": embeddings / "tiny-sdxl-embedding.safetensors",
+    }
+    marker = root / MARKER
+    if marker.is_file() and marker.read_text() == VERSION:
+        return paths
+    for folder in (checkpoints, loras, embeddings):
+        folder.mkdir(parents=True, exist_ok=True)
+
+    for family in ("sd15", "sdxl"):
+        for variant in ("regular", "inpaint"):
+            suffix = "-inpaint" if variant == "inpaint" else ""
+            pipe = tiny_pipeline(family, variant)
+            pipe.save_pretrained(paths[f"tiny-{family}{suffix}"])
+            write_single_file(pipe, paths[f"tiny-{family}{suffix}-single"])
+            if variant == "regular":
+                _write_lora(pipe, paths[f"tiny-{family}-lora"])
+        _write_embedding(family, paths[f"tiny-{family}-embedding"])
+
+    whole = paths["tiny-sd15-single"].read_bytes()
+    paths["broken"].write_bytes(whole[: len(whole) // 2])
+    paths["old"].write_bytes(pickle.dumps({"state_dict": _ExplodesWhenUnpickled()}))
+    marker.write_text(VERSION)
+    return paths
