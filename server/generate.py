@@ -145,11 +145,12 @@ def progress_callback(job: Job, family: str):
     def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         if job.cancelled:
             raise JobCancelledError
+        job.step, job.total = step + 1, pipe.num_timesteps
         preview = None
         if request.preview:
             width, height, data = previews.latents_to_rgba(tensors["latents"], family)
             preview = ImagePayload(width=width, height=height, format="rgba8", data=data)
-        job.reply(Progress(id=request.id, step=step + 1, total=pipe.num_timesteps, preview=preview))
+        job.reply(Progress(id=request.id, step=job.step, total=job.total, preview=preview))
         return tensors
 
     return on_step_end
