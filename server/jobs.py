@@ -39,6 +39,8 @@ class Job:
     cancel_reason: str | None = None
     queued_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
+    step: int = 0  # denoising steps done, set by the running job
+    total: int = 0
     serial: int = field(default_factory=itertools.count().__next__)
 
     @property
@@ -48,6 +50,13 @@ class Job:
     @property
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
+
+    def same_session(self, other: Job) -> bool:
+        return self.session is not None and (self.owner, self.session) == (other.owner, other.session)
+
+    @property
+    def past_half(self) -> bool:
+        return self.total > 0 and self.step * 2 > self.total
 
     def cancel(self, reason: str | None = None) -> None:
         if not self.cancel_event.is_set():
@@ -89,23 +98,40 @@ class JobQueue:
     # --- called from the event loop ----------------------------------------------------------
 
     def submit(self, job: Job) -> None:
-        """Queue a job and tell its owner its position; ProtocolError if it cannot be accepted."""
+        """Queue a job and tell its owner its position; ProtocolError if it cannot be accepted.
+
+        A live frame (job.session set) supersedes its session's waiting frame and takes over
+        its place in the queue, and cancels the session's running frame unless that one is past
+        half of its steps (so continuous painting still produces results). Each session thus
+        holds at most one waiting slot, and normal jobs queued behind it are never starved.
+        """
         with self._lock:
             if self._stopping:
                 raise ProtocolError(errors.BUSY, "the server is shutting down")
-            mine = sum(1 for j in self._active() if j.owner == job.owner)
-            if mine >= self._max_per_owner:
-                raise ProtocolError(
-                    errors.BUSY, f"this connection already has {mine} jobs waiting; wait for some to finish"
-                )
-            if len(self._waiting) >= self._max_total:
-                raise ProtocolError(errors.BUSY, "the server's queue is full; try again shortly")
             if any(j.owner == job.owner and j.id == job.id for j in self._active()):
                 raise errors.bad_request("id", f"a job with id {job.id!r} is already queued or running")
-            self._waiting.append(job)
-            position = len(self._waiting) - 1 + (self._running is not None)
+            superseded = next((j for j in self._waiting if j.same_session(job)), None)
+            if superseded is not None:
+                self._waiting[self._waiting.index(superseded)] = job
+                superseded.reply(Cancelled(id=superseded.id, reason="superseded"))
+            else:
+                self._check_capacity(job)
+                self._waiting.append(job)
+            running = self._running
+            if running is not None and running.same_session(job) and not running.past_half:
+                running.cancel("superseded")
+            position = self._waiting.index(job) + (self._running is not None)
             job.reply(Queued(id=job.id, position=position))
             self._lock.notify_all()
+
+    def _check_capacity(self, job: Job) -> None:
+        mine = sum(1 for j in self._active() if j.owner == job.owner)
+        if mine >= self._max_per_owner:
+            raise ProtocolError(
+                errors.BUSY, f"this connection already has {mine} jobs waiting; wait for some to finish"
+            )
+        if len(self._waiting) >= self._max_total:
+            raise ProtocolError(errors.BUSY, "the server's queue is full; try again shortly")
 
     def cancel(self, owner: int, job_id: str, reason: str | None = None) -> bool:
         """Cancel one job of `owner`; False if it has no such queued or running job."""
@@ -121,13 +147,18 @@ class JobQueue:
                 return True
         return False
 
-    def cancel_owner(self, owner: int, reason: str) -> None:
-        """A connection went away: drop its waiting jobs and stop its running one."""
+    def cancel_owner(self, owner: int, reason: str, session: str | None = None) -> None:
+        """Drop the waiting jobs of `owner` (of one live session, if given) and stop its running one:
+        the connection went away, or the session ended."""
+
+        def matches(job: Job) -> bool:
+            return job.owner == owner and (session is None or job.session == session)
+
         with self._lock:
-            for job in [j for j in self._waiting if j.owner == owner]:
+            for job in [j for j in self._waiting if matches(j)]:
                 self._waiting.remove(job)
                 job.reply(Cancelled(id=job.id, reason=reason))
-            if self._running is not None and self._running.owner == owner:
+            if self._running is not None and matches(self._running):
                 self._running.cancel(reason)
 
     def snapshot(self) -> tuple[Job | None, list[Job]]:

@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import itertools
 import logging
+import secrets
 import signal
 from collections import deque
 from typing import Any
@@ -23,6 +24,7 @@ from shared.messages import (
     ListModels,
     Live,
     LiveStop,
+    LiveStopped,
     ModelList,
     Progress,
     Welcome,
@@ -128,6 +130,7 @@ class Connection:
         self._outbox: deque[tuple[bool, bytes]] = deque()
         self._ready = asyncio.Event()
         self._closing = False
+        self._live_seeds: dict[str, int] = {}
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write())
@@ -190,8 +193,12 @@ class Connection:
         elif isinstance(message, ListModels):
             await asyncio.to_thread(self.server.registry.scan)
             self.reply(ModelList(models=[e.to_wire() for e in self.server.registry.entries()]))
-        elif isinstance(message, Live | LiveStop):
-            raise ProtocolError(errors.UNSUPPORTED, "live mode is not available on this server yet", "type")
+        elif isinstance(message, Live):
+            self._live(message)
+        elif isinstance(message, LiveStop):
+            self._live_seeds.pop(message.session, None)
+            self.server.queue.cancel_owner(self.number, "live stopped", session=message.session)
+            self.reply(LiveStopped(session=message.session))
         elif isinstance(message, Generate):
             self._generate(message)
         elif isinstance(message, Cancel):
@@ -210,13 +217,23 @@ class Connection:
         self.greeted = True
         self.reply(self.server.welcome())
 
-    def _generate(self, request: Generate) -> None:
+    def _generate(self, request: Generate, session: str | None = None) -> None:
         try:
             self.server.generator.check(request)
-            self.server.queue.submit(Job(request=request, owner=self.number, reply=self.reply))
+            self.server.queue.submit(Job(request=request, owner=self.number, reply=self.reply, session=session))
         except ProtocolError as exc:
             exc.id = request.id
             raise
+
+    def _live(self, frame: Live) -> None:
+        if frame.mode == "txt2img":
+            error = errors.bad_request("mode", "live frames refine the canvas: use mode 'img2img' or 'inpaint'")
+            error.id = frame.id
+            raise error
+        # One seed per session, so only the strokes change the picture from frame to frame.
+        if frame.seed is None:
+            frame.seed = self._live_seeds.setdefault(frame.session, secrets.randbelow(2**32))
+        self._generate(frame, session=frame.session)
 
 
 class _Fatal(ProtocolError):

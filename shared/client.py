@@ -34,7 +34,8 @@ class Client:
                  open_timeout: float = 10.0, max_size: int = 256 * 1024 * 1024):
         from websockets.sync.client import connect
 
-        self._ws = connect(url, open_timeout=open_timeout, max_size=max_size, compression=None)
+        # Entered by hand because the connection outlives this call; close() leaves it.
+        self._ws = connect(url, open_timeout=open_timeout, max_size=max_size, compression=None).__enter__()
         try:
             self.send(Hello(protocol=PROTOCOL_VERSION, client=name, token=token))
             reply = self.receive(timeout=open_timeout)
