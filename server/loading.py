@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -99,18 +100,21 @@ def load_pipeline(entry: ModelEntry, dtype: torch.dtype) -> DiffusionPipeline:
     """The entry's base pipeline on the CPU, read from disk without network access."""
     cls = PIPELINES[(entry.family, entry.variant)]
     extra = NO_SAFETY_CHECKER if entry.family == "sd15" else {}
-    if entry.format == "diffusers":
-        return cls.from_pretrained(
-            entry.path,
-            torch_dtype=dtype,
-            use_safetensors=True,
-            local_files_only=True,
-            variant=weights_variant(entry.path),
-            **extra,
+    with warnings.catch_warnings():
+        # Newer diffusers call it `dtype`; `torch_dtype` works with every version this server supports.
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
+        if entry.format == "diffusers":
+            return cls.from_pretrained(
+                entry.path,
+                torch_dtype=dtype,
+                use_safetensors=True,
+                local_files_only=True,
+                variant=weights_variant(entry.path),
+                **extra,
+            )
+        return cls.from_single_file(
+            str(entry.path), config=str(config_dir(entry)), local_files_only=True, torch_dtype=dtype, **extra
         )
-    return cls.from_single_file(
-        str(entry.path), config=str(config_dir(entry)), local_files_only=True, torch_dtype=dtype, **extra
-    )
 
 
 class PipelineCache:
