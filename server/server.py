@@ -53,7 +53,8 @@ class Server:
         self.registry = Registry(config.models)
         self.registry.scan()
         device = resolve_device(config.device)
-        self.cache = PipelineCache(device, resolve_dtype(config.dtype, device), config.cache_size)
+        self.cache = PipelineCache(device, resolve_dtype(config.dtype, device), config.cache_size,
+                                   on_broken=self.registry.mark_broken)
         self.generator = Generator(self.registry, self.cache, OutputWriter(config.outputs))
         self.queue = JobQueue(self.generator, max_per_owner=config.max_queued_per_connection,
                               max_total=config.max_queued)
