@@ -1,0 +1,175 @@
+"""The model manifest (`models.json`) and putting its files into a models folder."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from . import InstallError
+from .download import ProgressBar, VerifiedRecord, copy_verified, download, sha256_file
+
+MANIFEST = Path(__file__).with_name("models.json")
+RECORD_NAME = ".verified.json"
+FIELDS = ("name", "url", "sha256", "destination", "family", "role")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    name: str
+    url: str
+    sha256: str
+    destination: str  # relative to the models folder, with forward slashes
+    family: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    files: dict[str, ModelFile]
+    sets: dict[str, tuple[str, ...]]
+
+    def select(self, set_names: Iterable[str]) -> list[ModelFile]:
+        """The files of these sets, each once, in manifest order."""
+        wanted: set[str] = set()
+        for set_name in set_names:
+            if set_name not in self.sets:
+                raise InstallError(
+                    f"there is no model set {set_name!r}",
+                    f"choose one of: {', '.join(self.sets)}",
+                )
+            wanted.update(self.sets[set_name])
+        return [file for name, file in self.files.items() if name in wanted]
+
+
+def _check_file(raw: object, index: int) -> ModelFile:
+    where = f"files[{index}]"
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} must be an object with {', '.join(FIELDS)}")
+    for field in FIELDS:
+        if not isinstance(raw.get(field), str) or not raw[field]:
+            raise ValueError(f"{where}.{field} must be a non-empty string")
+    if not _SHA256.fullmatch(raw["sha256"]):
+        raise ValueError(f"{where}.sha256 must be 64 lowercase hex digits, not {raw['sha256']!r}")
+    if not raw["url"].startswith(("https://", "http://")):
+        raise ValueError(f"{where}.url must be an http(s) address, not {raw['url']!r}")
+    destination = PurePosixPath(raw["destination"])
+    # A destination is joined to the user's models folder: it must stay inside it.
+    if destination.is_absolute() or ".." in destination.parts or "\\" in raw["destination"]:
+        raise ValueError(f"{where}.destination must be a relative path inside the models folder")
+    return ModelFile(**{field: raw[field] for field in FIELDS})
+
+
+def parse_manifest(data: object) -> Manifest:
+    """A manifest from parsed JSON; ValueError names the field that is wrong."""
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        raise ValueError("the manifest must be an object with a 'files' list and a 'sets' object")
+    files: dict[str, ModelFile] = {}
+    for index, raw in enumerate(data["files"]):
+        file = _check_file(raw, index)
+        if file.name in files:
+            raise ValueError(f"files[{index}].name {file.name!r} is used twice")
+        files[file.name] = file
+    sets = data.get("sets")
+    if not isinstance(sets, dict):
+        raise ValueError("sets must be an object of set name → list of file names")
+    for set_name, names in sets.items():
+        unknown = [name for name in names if name not in files] if isinstance(names, list) else None
+        if unknown is None:
+            raise ValueError(f"sets.{set_name} must be a list of file names")
+        if unknown:
+            raise ValueError(f"sets.{set_name} names files the manifest lacks: {', '.join(unknown)}")
+    return Manifest(files, {name: tuple(names) for name, names in sets.items()})
+
+
+def load_manifest(path: Path = MANIFEST) -> Manifest:
+    try:
+        return parse_manifest(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as error:
+        raise InstallError(
+            f"the model list {path} cannot be used: {error}",
+            "download the installer again (the file may be damaged)",
+        ) from error
+
+
+def _offline_copy(offline_dir: Path, file: ModelFile) -> Path | None:
+    """The file in an offline folder: at its destination path, or anywhere under its name."""
+    direct = offline_dir / file.destination
+    if direct.is_file():
+        return direct
+    name = PurePosixPath(file.destination).name
+    return next((found for found in sorted(offline_dir.rglob(name)) if found.is_file()), None)
+
+
+def install_model(
+    file: ModelFile,
+    models_dir: Path,
+    record: VerifiedRecord,
+    *,
+    verify: bool = False,
+    offline_dir: Path | None = None,
+    progress: Callable[[str], Callable[[int, int | None], None]] = ProgressBar,
+    **download_options,
+) -> str:
+    """Make sure `file` is in `models_dir` with the right hash; returns what was done.
+
+    A file already recorded as verified (same size and time) is trusted unless `verify`;
+    a bad file stays until a good copy replaces it.
+    """
+    target = models_dir / file.destination
+    damaged = target.exists()
+    if damaged:
+        if not verify and record.is_verified(target, file.sha256):
+            return "already verified"
+        if sha256_file(target, progress(f"checking {file.name}")) == file.sha256:
+            record.add(target, file.sha256)
+            return "verified"
+        record.forget(target)
+    if offline_dir is not None:
+        source = _offline_copy(offline_dir, file)
+        if source is None:
+            raise InstallError(
+                f"{file.name} ({PurePosixPath(file.destination).name}) is not in {offline_dir}",
+                f"download {file.url} on a machine with network and put it into that folder",
+            )
+        copy_verified(source, target, file.sha256, progress(file.name))
+        done = "copied"
+    else:
+        download(file.url, target, file.sha256, progress=progress(file.name), **download_options)
+        done = "downloaded"
+    record.add(target, file.sha256)
+    return f"{done} (replacing a damaged copy)" if damaged else done
+
+
+def install_models(
+    files: list[ModelFile],
+    models_dir: Path,
+    *,
+    log: Callable[[str], None] = print,
+    **options,
+) -> None:
+    record = VerifiedRecord(models_dir / RECORD_NAME)
+    for file in files:
+        log(f"  {file.name}: {install_model(file, models_dir, record, **options)}")
+
+
+def purge_downloads(models_dir: Path) -> int:
+    """Delete the files this installer downloaded (those in its record, and unfinished `.part`
+    files) and the folders they leave empty; other files in the folder stay. Returns the count."""
+    record_path = models_dir / RECORD_NAME
+    record = VerifiedRecord(record_path)
+    files = [models_dir / key for key in record.entries] + list(models_dir.rglob("*.part"))
+    removed = 0
+    for file in files:
+        if file.is_file():
+            file.unlink()
+            removed += 1
+    record_path.unlink(missing_ok=True)
+    folders = sorted((p for p in models_dir.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+    for folder in [*folders, models_dir]:
+        if folder.exists() and not any(folder.iterdir()):
+            folder.rmdir()
+    return removed

@@ -1,0 +1,86 @@
+"""installer/models.json: the shipped model sets, and the checks every manifest passes."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import PurePosixPath
+
+import pytest
+
+from installer import InstallError
+from installer.models import load_manifest, parse_manifest
+
+SHA = "a" * 64
+GOOD = {
+    "files": [
+        {
+            "name": "A",
+            "url": "https://example.com/a.safetensors",
+            "sha256": SHA,
+            "destination": "checkpoints/a.safetensors",
+            "family": "sd15",
+            "role": "checkpoint-artwork",
+        }
+    ],
+    "sets": {"one": ["A"], "none": []},
+}
+
+
+def test_shipped_sets() -> None:
+    manifest = load_manifest()
+    assert {"minimal", "sdxl", "none"} <= set(manifest.sets)
+    minimal = manifest.select(["minimal"])
+    assert sorted((f.family, f.role) for f in minimal) == [("sd15", "checkpoint-artwork"), ("sd15", "lora-live")]
+    assert {f.family for f in manifest.select(["sdxl"])} == {"sdxl"}
+    assert manifest.select(["none"]) == []
+    # Sets may overlap; each file comes once.
+    assert len(manifest.select(["minimal", "photo"])) == 3
+
+
+def test_shipped_files_go_where_the_server_looks() -> None:
+    for file in load_manifest().files.values():
+        assert file.url.startswith("https://huggingface.co/"), file.name
+        folder = PurePosixPath(file.destination).parts[0]
+        assert (
+            folder == {"checkpoint": "checkpoints", "lora": "loras", "embedding": "embeddings"}[file.role.split("-")[0]]
+        )
+
+
+def test_unknown_set_names_the_choices() -> None:
+    with pytest.raises(InstallError, match="no model set 'xl'") as caught:
+        parse_manifest(GOOD).select(["xl"])
+    assert caught.value.hint == "choose one of: one, none"
+
+
+def changed(path: tuple, value: object) -> dict:
+    data = copy.deepcopy(GOOD)
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    if value is KeyError:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (changed(("files", 0, "sha256"), "ABC"), "files[0].sha256 must be 64 lowercase hex digits"),
+        (changed(("files", 0, "url"), "ftp://x"), "files[0].url must be an http(s) address"),
+        (changed(("files", 0, "destination"), "../../.bashrc"), "files[0].destination must be a relative path"),
+        (changed(("files", 0, "destination"), "/etc/passwd"), "files[0].destination must be a relative path"),
+        (changed(("files", 0, "destination"), "a\\..\\..\\b"), "files[0].destination must be a relative path"),
+        (changed(("files", 0, "role"), KeyError), "files[0].role must be a non-empty string"),
+        ({**GOOD, "files": GOOD["files"] * 2}, "files[1].name 'A' is used twice"),
+        (changed(("sets", "one"), ["A", "B"]), "sets.one names files the manifest lacks: B"),
+        (changed(("sets", "one"), "A"), "sets.one must be a list of file names"),
+        (changed(("sets",), KeyError), "sets must be an object"),
+        ([], "the manifest must be an object"),
+    ],
+)
+def test_bad_manifests_name_the_field(data: object, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_manifest(data)
+    assert str(caught.value).startswith(message)
