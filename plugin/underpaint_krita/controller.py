@@ -1,0 +1,317 @@
+"""What the plugin does, without Krita or Qt: the docker and the tests drive it the same way.
+
+It owns the connection and one session per open document (its history, the result shown in
+the preview layer, its running jobs). The UI calls the actions and `poll()` from a timer, and
+re-reads the state when a subscriber is told something changed.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from shared.messages import Cancelled, Error, Generate, Image, Progress, Queued, Result, Welcome
+
+from . import naming
+from .connection import Connected, Connection, Disconnected, Failed, Received
+from .errors import NO_DOCUMENT, NO_RESULT, PLUGIN_FAULT, UserError, artist_message
+from .history import DEFAULT_LIMIT, Entry, History
+from .requests import Canvas, Settings, build_request
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+WAITING = "Waiting for the server…"
+
+
+class Document(Canvas, Protocol):
+    """A document as the controller sees it (plugin/document.py wraps Krita's)."""
+
+    def show_preview(self, name: str, image: Image) -> None:
+        """Show `image` in the one locked preview layer on top, replacing what it showed."""
+
+    def hide_preview(self) -> None:
+        """Hide the preview layer (kept, so showing the next result adds no undo step)."""
+
+    def add_result_layer(self, name: str, image: Image) -> None:
+        """A new paint layer holding `image` at its canvas position, above the active layer."""
+
+    def load_history(self) -> bytes | None: ...
+
+    def save_history(self, blob: bytes) -> None: ...
+
+
+class Workspace(Protocol):
+    def active_document(self) -> Document | None:
+        """The document the artist works on; equal (==) to earlier wrappers of the same document."""
+
+    def is_open(self, document: Document) -> bool: ...
+
+
+@dataclass
+class Job:
+    request: Generate
+    state: str = "waiting"  # waiting (for a connection), queued, running
+    position: int = 0
+    step: int = 0
+    total: int = 0
+    preview: Image | None = None
+
+    @property
+    def id(self) -> str:
+        return self.request.id
+
+
+@dataclass
+class Session:
+    document: Document
+    history: History
+    shown: str | None = None  # the entry in the preview layer
+    jobs: list[Job] = field(default_factory=list)
+    message: str = ""  # the last error or notice for this document
+
+
+@dataclass
+class ServerState:
+    connected: bool = False
+    message: str = "Connecting…"
+    welcome: Welcome | None = None
+
+    @property
+    def models(self) -> list[str]:
+        if self.welcome is None:
+            return []
+        return [m["name"] for m in self.welcome.models
+                if m.get("kind", "checkpoint") == "checkpoint" and not m.get("refused")]
+
+
+def _reports_errors(action: Callable[..., T]) -> Callable[..., T | None]:
+    """The one error path of UI actions: failures become the active document's message."""
+
+    @functools.wraps(action)
+    def wrapper(self: Controller, *args: Any, **kwargs: Any) -> T | None:
+        try:
+            return action(self, *args, **kwargs)
+        except UserError as exc:
+            self._tell(str(exc))
+        except Exception as exc:
+            log.exception("%s failed", action.__name__)
+            self._tell(artist_message(PLUGIN_FAULT, f"{type(exc).__name__}: {exc}"))
+        return None
+
+    return wrapper
+
+
+class Controller:
+    def __init__(self, connection: Connection, workspace: Workspace, history_limit: int = DEFAULT_LIMIT):
+        self.connection = connection
+        self.workspace = workspace
+        self.history_limit = history_limit
+        self.settings = Settings()
+        self.server = ServerState()
+        self._sessions: list[Session] = []
+        self._listeners: list[Callable[[], None]] = []
+        self._orphan_message = ""
+
+    # --- observing ---------------------------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Callable[[], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def session(self) -> Session | None:
+        """The active document's session (created, with its stored history, on first use)."""
+        document = self.workspace.active_document()
+        if document is None:
+            return None
+        for session in self._sessions:
+            if session.document == document:
+                return session
+        session = Session(document, self._load_history(document))
+        self._sessions.append(session)
+        return session
+
+    @property
+    def message(self) -> str:
+        session = self.session()
+        return session.message if session is not None else self._orphan_message
+
+    # --- actions -----------------------------------------------------------------------------
+
+    @_reports_errors
+    def generate(self) -> str:
+        """Start a job for the active document with the current settings; returns its id."""
+        session = self._require_session()
+        request = build_request(session.document, self.settings, uuid.uuid4().hex)
+        session.jobs.append(Job(request))
+        session.message = "" if self.server.connected else WAITING
+        self.connection.submit(request)
+        self._changed()
+        return request.id
+
+    @_reports_errors
+    def cancel(self) -> None:
+        """Cancel the active document's jobs."""
+        for job in self._require_session().jobs:
+            self.connection.cancel(job.id)
+
+    @_reports_errors
+    def show(self, entry_id: str) -> None:
+        session = self._require_session()
+        entry = self._entry(session, entry_id)
+        session.document.show_preview(naming.preview_name(entry.prompt), entry.image())
+        session.shown = entry.id
+        self._changed()
+
+    @_reports_errors
+    def apply(self, entry_id: str | None = None) -> str:
+        """Copy a result (default: the one shown) into a new layer; returns the layer's name."""
+        session = self._require_session()
+        entry = self._entry(session, entry_id or session.shown or "")
+        name = naming.generated_name(entry.prompt, entry.seed)
+        session.document.hide_preview()
+        session.document.add_result_layer(name, entry.image())
+        session.shown = None
+        session.message = f"Added the layer “{name}”."
+        self._changed()
+        return name
+
+    @_reports_errors
+    def discard(self, entry_id: str) -> None:
+        session = self._require_session()
+        self._entry(session, entry_id)
+        session.history.remove(entry_id)
+        if session.shown == entry_id:
+            session.document.hide_preview()
+            session.shown = None
+        session.document.save_history(session.history.to_blob())
+        self._changed()
+
+    def set_server(self, url: str, token: str | None = None) -> None:
+        self.server = ServerState(message=f"Connecting to {url}…")
+        self.connection.set_url(url, token)
+        self._changed()
+
+    # --- events from the network thread ------------------------------------------------------
+
+    def poll(self) -> None:
+        """Apply what the connection reported; call it often from the UI thread."""
+        events = self.connection.events()
+        if events:
+            self._sessions = [s for s in self._sessions if self.workspace.is_open(s.document)]
+        for event in events:
+            try:
+                self._handle(event)
+            except Exception:  # one bad event must not stop the following ones
+                log.exception("handling %s failed", type(event).__name__)
+        if events:
+            self._changed()
+
+    def _handle(self, event: Any) -> None:
+        if isinstance(event, Connected):
+            self.server = ServerState(True, f"Connected to {event.welcome.server} on {event.welcome.device}",
+                                      event.welcome)
+            if not self.settings.model and self.server.models:
+                self.settings.model = self.server.models[0]
+            for session in self._sessions:
+                if session.message == WAITING:
+                    session.message = ""
+        elif isinstance(event, Disconnected):
+            retry = f" Retrying in {event.retry_in:.0f} s." if event.retry_in >= 1 else ""
+            welcome = self.server.welcome  # keep the model list while reconnecting
+            self.server = ServerState(False, artist_message(event.code) + retry, welcome)
+        elif isinstance(event, Failed):
+            self._finish(event.job_id, artist_message(event.code, event.detail))
+        elif isinstance(event, Received):
+            self._receive(event.message)
+
+    def _receive(self, message: Any) -> None:
+        job_id = getattr(message, "id", None)
+        found = self._job(job_id) if job_id else None
+        if found is None:
+            if isinstance(message, Error):
+                log.warning("server error without a job: %s", message)
+            return
+        session, job = found
+        if isinstance(message, Queued):
+            job.state, job.position = "queued", message.position
+        elif isinstance(message, Progress):
+            job.state, job.step, job.total = "running", message.step, message.total
+            job.preview = message.preview or job.preview
+        elif isinstance(message, Result):
+            self._finish(job.id, "")
+            self._store(session, job.request, message)
+        elif isinstance(message, Cancelled):
+            self._finish(job.id, "Cancelled.")
+        elif isinstance(message, Error):
+            self._finish(job.id, artist_message(message.code, message.message))
+
+    def _store(self, session: Session, request: Generate, result: Result) -> None:
+        entries = [Entry.from_result(f"{request.id}-{i}", request, item.image, item.seed)
+                   for i, item in enumerate(result.images)]
+        for entry in entries:
+            session.history.add(entry)
+        if session.shown is not None and session.history.get(session.shown) is None:
+            session.shown = None
+        session.document.save_history(session.history.to_blob())
+        if entries and self.workspace.is_open(session.document):
+            first = entries[0]
+            session.document.show_preview(naming.preview_name(first.prompt), first.image())
+            session.shown = first.id
+
+    def _finish(self, job_id: str, message: str) -> None:
+        found = self._job(job_id)
+        if found is not None:
+            session, job = found
+            session.jobs.remove(job)
+            session.message = message
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> tuple[Session, Job] | None:
+        for session in self._sessions:
+            for job in session.jobs:
+                if job.id == job_id:
+                    return session, job
+        return None
+
+    def _require_session(self) -> Session:
+        session = self.session()
+        if session is None:
+            raise UserError(NO_DOCUMENT)
+        return session
+
+    @staticmethod
+    def _entry(session: Session, entry_id: str) -> Entry:
+        entry = session.history.get(entry_id)
+        if entry is None:
+            raise UserError(NO_RESULT)
+        return entry
+
+    def _load_history(self, document: Document) -> History:
+        blob = document.load_history()
+        if blob:
+            try:
+                return History.from_blob(blob, self.history_limit)
+            except ValueError as exc:
+                log.warning("starting a new history: %s", exc)
+        return History(self.history_limit)
+
+    def _tell(self, message: str) -> None:
+        session = self.session()
+        if session is not None:
+            session.message = message
+        else:
+            self._orphan_message = message
+        self._changed()
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            listener()
+

@@ -1,0 +1,170 @@
+"""Krita glue: a krita.Document as the controller's `Document`, and Krita as its `Workspace`.
+
+The only module besides the UI that touches the Krita API. Pixels cross here in both
+directions: Krita's 8-bit layers are BGRA, the protocol is straight RGBA; documents in other
+depths or colour models are read through Krita's own conversion to 8-bit sRGB, and results
+are written into sRGB 8-bit layers that Krita converts into the document's colour space.
+"""
+
+from __future__ import annotations
+
+from krita import Krita
+from PyQt5.QtCore import QByteArray
+from PyQt5.QtGui import QImage
+
+from shared.crop import Rect
+from shared.images import swap_red_blue, transparent
+from shared.messages import Image
+
+from . import naming
+
+HISTORY_ANNOTATION = "underpaint/history"
+SRGB = ("RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc")
+
+
+class KritaDocument:
+    def __init__(self, document):  # a krita.Document
+        self.document = document
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KritaDocument) and self.document == other.document
+
+    __hash__ = None  # Krita's wrappers compare equal without a stable identity to hash
+
+    # --- Canvas --------------------------------------------------------------------------------
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.document.width(), self.document.height()
+
+    def selection_bounds(self) -> Rect | None:
+        selection = self.document.selection()
+        if selection is None or selection.width() <= 0 or selection.height() <= 0:
+            return None
+        return Rect(selection.x(), selection.y(), selection.width(), selection.height())
+
+    def read_pixels(self, rect: Rect) -> bytes:
+        preview = self._preview()
+        hidden = preview is not None and preview.visible()
+        if hidden:
+            preview.setVisible(False)
+        self._refresh()
+        try:
+            return self._projection(rect)
+        finally:
+            if hidden:
+                preview.setVisible(True)
+                self._refresh()
+
+    def read_selection(self, rect: Rect) -> bytes:
+        return bytes(self.document.selection().pixelData(rect.x, rect.y, rect.width, rect.height))
+
+    # --- results --------------------------------------------------------------------------------
+
+    def show_preview(self, name: str, image: Image) -> None:
+        preview = self._preview()
+        if preview is None:
+            preview = self._layer(name, image)
+            root = self.document.rootNode()
+            children = root.childNodes()
+            root.addChildNode(preview, children[-1] if children else None)
+        else:
+            old = preview.bounds()
+            if old.width() > 0 and old.height() > 0:
+                preview.setPixelData(transparent(old.width(), old.height()), old.x(), old.y(), old.width(),
+                                     old.height())
+            _write(preview, image)
+            preview.setName(name)
+        preview.setLocked(True)
+        preview.setVisible(True)
+        self._refresh()
+
+    def hide_preview(self) -> None:
+        preview = self._preview()
+        if preview is not None and preview.visible():
+            preview.setVisible(False)
+            self._refresh()
+
+    def add_result_layer(self, name: str, image: Image) -> None:
+        layer = self._layer(name, image)
+        parent, above = self._insertion_point()
+        parent.addChildNode(layer, above)
+        self._refresh()
+
+    def load_history(self) -> bytes | None:
+        if HISTORY_ANNOTATION not in self.document.annotationTypes():
+            return None
+        return bytes(self.document.annotation(HISTORY_ANNOTATION))
+
+    def save_history(self, blob: bytes) -> None:
+        self.document.setAnnotation(HISTORY_ANNOTATION, "Underpaint results", QByteArray(blob))
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _is_srgb8(self) -> bool:
+        return (self.document.colorModel() == "RGBA" and self.document.colorDepth() == "U8"
+                and "srgb" in self.document.colorProfile().lower())
+
+    def _projection(self, rect: Rect) -> bytes:
+        if self._is_srgb8():
+            return swap_red_blue(bytes(self.document.pixelData(rect.x, rect.y, rect.width, rect.height)))
+        # Krita converts any depth and colour model to 8-bit sRGB for a QImage.
+        image = self.document.projection(rect.x, rect.y, rect.width, rect.height)
+        image = image.convertToFormat(QImage.Format_RGBA8888)
+        bits = image.constBits()
+        bits.setsize(image.sizeInBytes())
+        return bytes(bits)
+
+    def _layer(self, name: str, image: Image):
+        """A paint layer, not yet in the document, holding `image` in the document's colour space."""
+        layer = self.document.createNode(name, "paintlayer")
+        if not self._is_srgb8():
+            layer.setColorSpace(*SRGB)
+            _write(layer, image)
+            layer.setColorSpace(self.document.colorModel(), self.document.colorDepth(),
+                                self.document.colorProfile())
+        else:
+            _write(layer, image)
+        return layer
+
+    def _preview(self):
+        for node in self.document.rootNode().childNodes():
+            if naming.is_preview(node.name()):
+                return node
+        return None
+
+    def _insertion_point(self):
+        """(parent, sibling to go above) for a new layer: above the active layer, below the preview."""
+        root = self.document.rootNode()
+        active = self.document.activeNode()
+        # Masks live inside layers; a new layer goes above the layer that holds the mask.
+        while active is not None and active.type().endswith("mask"):
+            active = active.parentNode()
+        if active is None or active == root or naming.is_preview(active.name()):
+            layers = [n for n in root.childNodes() if not naming.is_preview(n.name())
+                      and not n.type().endswith("mask")]
+            return root, layers[-1] if layers else None
+        return active.parentNode(), active
+
+    def _refresh(self) -> None:
+        self.document.refreshProjection()
+        self.document.waitForDone()
+
+
+def _write(layer, image: Image) -> None:
+    layer.setPixelData(swap_red_blue(image.data), image.x, image.y, image.width, image.height)
+
+
+class KritaWorkspace:
+    """The open documents of this Krita."""
+
+    def active_document(self) -> KritaDocument | None:
+        """The document in the active view; without views (scripts, kritarunner) the newest open one."""
+        krita = Krita.instance()
+        document = krita.activeDocument()
+        if document is None and not krita.windows() and krita.documents():
+            document = krita.documents()[-1]
+        return KritaDocument(document) if document is not None else None
+
+    def is_open(self, document: KritaDocument) -> bool:
+        return any(d == document.document for d in Krita.instance().documents())

@@ -1,0 +1,66 @@
+"""What went wrong, in words an artist can act on.
+
+The server's `error` codes (docs/protocol.md) and the plugin's own failures become one
+sentence each; the server's technical message is kept only where it helps (it names sizes
+and limits), never a traceback.
+"""
+
+from __future__ import annotations
+
+from shared import errors as codes
+
+# Failures found by the plugin itself, before or after talking to the server.
+UNREACHABLE = "unreachable"
+CONNECTION_LOST = "connection_lost"
+NO_MODEL = "no_model"
+NO_DOCUMENT = "no_document"
+SELECTION_OUTSIDE = "selection_outside"
+UNSUPPORTED_DOCUMENT = "unsupported_document"
+NO_RESULT = "no_result"
+PLUGIN_FAULT = "plugin_fault"
+
+_SENTENCES = {
+    codes.BAD_REQUEST: "The server did not understand the request. Check the settings.",
+    codes.TOO_LARGE: "The image or selection is too large for the server.",
+    codes.UNKNOWN_MODEL: "The server has no model of that name any more. Pick another model.",
+    codes.MODEL_BROKEN: "The model could not be loaded; its file may be damaged. Pick another model.",
+    codes.UNSUPPORTED: "The server cannot do this with the chosen model.",
+    codes.UNAUTHORIZED: "The server refused the connection: the access token is missing or wrong.",
+    codes.PROTOCOL_MISMATCH: "The plugin and the server are different versions. Update both.",
+    codes.EMPTY_SELECTION: "The selection is empty. Select the area to repaint first.",
+    codes.NOT_FOUND: "That job has already finished.",
+    codes.BUSY: "The server is busy with too many jobs. Wait for some to finish.",
+    codes.OUT_OF_MEMORY: "The graphics card ran out of memory. Try a smaller image, selection or batch.",
+    codes.INTERNAL: "The server failed on this job. Its log has the details.",
+    UNREACHABLE: "Cannot reach the server. Is it running?",
+    CONNECTION_LOST: "The connection to the server was lost while the job ran. Generate again.",
+    NO_MODEL: "Pick a model first.",
+    NO_DOCUMENT: "Open or create an image first.",
+    SELECTION_OUTSIDE: "The selection lies outside the canvas.",
+    UNSUPPORTED_DOCUMENT: "This image's colour format cannot be sent to the server.",
+    NO_RESULT: "That result is no longer in the history.",
+    PLUGIN_FAULT: "The plugin failed; Krita's log has the details.",
+}
+
+# Codes whose server message carries numbers worth showing (sizes, limits, what to try).
+_WITH_DETAIL = {
+    PLUGIN_FAULT, codes.TOO_LARGE, codes.OUT_OF_MEMORY, codes.BAD_REQUEST, codes.UNSUPPORTED,
+    codes.MODEL_BROKEN,
+}
+
+
+def artist_message(code: str, detail: str | None = None) -> str:
+    """One or two sentences for `code`; `detail` (the server's message) is appended where useful."""
+    sentence = _SENTENCES.get(code, "Something went wrong.")
+    if detail and (code in _WITH_DETAIL or code not in _SENTENCES):
+        detail = detail.strip().rstrip(".")
+        return f"{sentence} ({detail[:1].upper()}{detail[1:]}.)"
+    return sentence
+
+
+class UserError(Exception):
+    """A failure the artist must see; `str()` is the sentence."""
+
+    def __init__(self, code: str, detail: str | None = None):
+        super().__init__(artist_message(code, detail))
+        self.code = code

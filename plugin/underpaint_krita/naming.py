@@ -1,0 +1,39 @@
+"""Layer names: artists find results in the layer stack by their prompt and seed."""
+
+from __future__ import annotations
+
+PREVIEW = "[Preview]"
+GENERATED = "[Generated]"
+LIVE = "[Live]"
+PROMPT_CHARS = 40
+ELLIPSIS = "…"
+
+
+def short_prompt(prompt: str, limit: int = PROMPT_CHARS) -> str:
+    """The prompt on one line, cut at a word boundary where one is near, with an ellipsis."""
+    text = " ".join(prompt.split())
+    if not text:
+        return "(no prompt)"
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ")
+    if space >= limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + ELLIPSIS
+
+
+def preview_name(prompt: str) -> str:
+    return f"{PREVIEW} {short_prompt(prompt)}"
+
+
+def generated_name(prompt: str, seed: int) -> str:
+    return f"{GENERATED} {short_prompt(prompt)} ({seed})"
+
+
+def live_name(prompt: str, seed: int) -> str:
+    return f"{LIVE} {short_prompt(prompt)} ({seed})"
+
+
+def is_preview(name: str) -> bool:
+    return name.startswith(PREVIEW + " ")

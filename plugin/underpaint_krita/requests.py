@@ -1,0 +1,87 @@
+"""From what the artist has on the canvas and in the docker to one `generate` request.
+
+Krita-free: the canvas is read through the `Canvas` interface (plugin/document.py for Krita,
+a fake in the tests). Only the region the crop rule names is ever read, never more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from shared.crop import Rect, context_rect, edge_defaults
+from shared.messages import Generate, Image, Mask
+
+from .errors import NO_MODEL, SELECTION_OUTSIDE, UserError
+
+
+class Canvas(Protocol):
+    """The part of a document a request is built from."""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the canvas in pixels."""
+
+    def selection_bounds(self) -> Rect | None:
+        """Bounding box of the selection in canvas coordinates, None without a selection."""
+
+    def read_pixels(self, rect: Rect) -> bytes:
+        """The merged visible image inside `rect`, straight RGBA8, without the preview layer."""
+
+    def read_selection(self, rect: Rect) -> bytes:
+        """The selection's 8-bit coverage inside `rect` (0 outside the selection)."""
+
+
+@dataclass
+class Settings:
+    """What the docker's controls say."""
+
+    model: str = ""
+    prompt: str = ""
+    negative_prompt: str = ""
+    # 1.0 generates (or inpaints) from scratch; below, the existing pixels are refined.
+    strength: float = 1.0
+    batch_size: int = 1
+    seed: int | None = None  # None: a new random seed each time
+    steps: int = 20
+    cfg_scale: float = 7.0
+    scheduler: str = "dpmpp_2m"
+
+
+def canvas_rect(canvas: Canvas) -> Rect:
+    width, height = canvas.size
+    return Rect(0, 0, width, height)
+
+
+def build_request(canvas: Canvas, settings: Settings, job_id: str) -> Generate:
+    """txt2img / img2img of the whole canvas, or an inpaint of the selection's context region."""
+    if not settings.model:
+        raise UserError(NO_MODEL)
+    bounds = canvas_rect(canvas)
+    selection = canvas.selection_bounds()
+    common = dict(
+        id=job_id, model=settings.model, prompt=settings.prompt, negative_prompt=settings.negative_prompt,
+        steps=settings.steps, cfg_scale=settings.cfg_scale, scheduler=settings.scheduler, seed=settings.seed,
+        batch_size=settings.batch_size, preview=True,
+    )
+    if selection is not None:
+        inside = selection.intersect(bounds)
+        if inside.is_empty:
+            raise UserError(SELECTION_OUTSIDE)
+        edge = edge_defaults(inside)
+        region = context_rect(inside, bounds, edge)
+        return Generate(
+            mode="inpaint", strength=settings.strength, image=_image(canvas, region),
+            mask=Mask(width=region.width, height=region.height, format="a8", x=region.x, y=region.y,
+                      data=canvas.read_selection(region)),
+            grow=edge.grow, feather=edge.feather, **common,
+        )
+    if settings.strength >= 1.0:
+        return Generate(mode="txt2img", width=bounds.width, height=bounds.height, fit_native=True, **common)
+    return Generate(mode="img2img", strength=settings.strength, image=_image(canvas, bounds), fit_native=True,
+                    **common)
+
+
+def _image(canvas: Canvas, rect: Rect) -> Image:
+    return Image(width=rect.width, height=rect.height, format="rgba8", x=rect.x, y=rect.y,
+                 data=canvas.read_pixels(rect))

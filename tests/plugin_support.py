@@ -1,0 +1,166 @@
+"""Test helpers for the Krita plugin: its package on sys.path, a fake document, a server process.
+
+The plugin is imported as Krita imports it, as the top-level package `underpaint_krita`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.crop import Rect
+from shared.images import crop
+from shared.messages import Image
+
+REPO = Path(__file__).resolve().parent.parent
+PLUGIN_SOURCE = REPO / "plugin"
+if str(PLUGIN_SOURCE) not in sys.path:
+    sys.path.insert(0, str(PLUGIN_SOURCE))
+
+
+def solid(width: int, height: int, rgba: tuple[int, int, int, int]) -> bytes:
+    return bytes(rgba) * (width * height)
+
+
+def gradient(width: int, height: int) -> bytes:
+    """RGBA where red follows x and green follows y: every crop of it is different."""
+    base = bytearray(b"".join(bytes([x % 256, 0, (x * 3) % 256, 255]) for x in range(width)))
+    rows = []
+    for y in range(height):
+        base[1::4] = bytes([y % 256]) * width
+        rows.append(bytes(base))
+    return b"".join(rows)
+
+
+def box_mask(width: int, height: int, box: Rect, value: int = 255) -> bytes:
+    """A full-canvas 8-bit selection covering `box`."""
+    rows = []
+    for y in range(height):
+        inside = box.y <= y < box.bottom
+        rows.append(bytes(box.x) + bytes([value if inside else 0]) * box.width + bytes(width - box.right))
+    return b"".join(rows)
+
+
+@dataclass
+class FakeDocument:
+    """A document as the controller sees it: one merged image, a selection, the layers added."""
+
+    width: int
+    height: int
+    pixels: bytes = b""  # the merged visible image, straight RGBA
+    selection: bytes | None = None  # full-canvas 8-bit coverage
+    reads: list[Rect] = field(default_factory=list)
+    preview: tuple[str, Image] | None = None
+    preview_visible: bool = False
+    layers: list[tuple[str, Image]] = field(default_factory=list)
+    history_blob: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if not self.pixels:
+            self.pixels = solid(self.width, self.height, (90, 120, 150, 255))
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    __hash__ = object.__hash__
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    def selection_bounds(self) -> Rect | None:
+        if self.selection is None:
+            return None
+        rows = [self.selection[y * self.width:(y + 1) * self.width] for y in range(self.height)]
+        covered = [(y, row) for y, row in enumerate(rows) if row.strip(b"\0")]
+        if not covered:
+            return None
+        left = min(len(row) - len(row.lstrip(b"\0")) for _, row in covered)
+        right = max(len(row.rstrip(b"\0")) for _, row in covered)
+        return Rect(left, covered[0][0], right - left, covered[-1][0] - covered[0][0] + 1)
+
+    def read_pixels(self, rect: Rect) -> bytes:
+        self.reads.append(rect)
+        return crop(self.pixels, self.width, rect.x, rect.y, rect.width, rect.height)
+
+    def read_selection(self, rect: Rect) -> bytes:
+        return crop(self.selection, self.width, rect.x, rect.y, rect.width, rect.height, channels=1)
+
+    def show_preview(self, name: str, image: Image) -> None:
+        self.preview, self.preview_visible = (name, image), True
+
+    def hide_preview(self) -> None:
+        self.preview_visible = False
+
+    def add_result_layer(self, name: str, image: Image) -> None:
+        self.layers.append((name, image))
+
+    def load_history(self) -> bytes | None:
+        return self.history_blob
+
+    def save_history(self, blob: bytes) -> None:
+        self.history_blob = blob
+
+
+@dataclass
+class FakeWorkspace:
+    documents: list[FakeDocument] = field(default_factory=list)
+    active: FakeDocument | None = None
+
+    def active_document(self) -> FakeDocument | None:
+        return self.active
+
+    def is_open(self, document: FakeDocument) -> bool:
+        return any(d is document for d in self.documents)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """A real `python -m server serve` this test can start late, kill and restart."""
+
+    def __init__(self, models: Path, outputs: Path, port: int | None = None):
+        self.models, self.outputs = models, outputs
+        self.port = port or free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120.0) -> None:
+        env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+        self.outputs.mkdir(parents=True, exist_ok=True)
+        log = self.outputs / "server.log"
+        with open(log, "ab") as sink:  # a file, not a pipe: an unread pipe would block the server
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "server", "serve", "--models", str(self.models), "--port", str(self.port),
+                 "--outputs", str(self.outputs)],
+                cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited: {log.read_text(errors='replace')[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"the server did not listen on port {self.port} within {timeout} s")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None

@@ -1,0 +1,261 @@
+"""The plugin's controller with a fake document: jobs, previews, apply, discard, history, errors.
+
+The connection here is scripted (it replays server messages), so each rule is checked alone;
+tests/test_plugin_connection.py runs the same controller against a real server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from plugin_support import FakeDocument, FakeWorkspace, box_mask, solid
+from underpaint_krita.connection import Connected, Disconnected, Failed, Received
+from underpaint_krita.controller import Controller
+from underpaint_krita.history import History
+
+from shared import errors as codes
+from shared.crop import Rect
+from shared.messages import Cancelled, Error, Generate, Image, Progress, Queued, Result, ResultImage, Welcome
+
+MODELS = [
+    {"name": "broken", "kind": "checkpoint", "refused": "cannot be read"},
+    {"name": "tiny-sd15", "kind": "checkpoint", "family": "sd15", "variant": "regular"},
+    {"name": "tiny-sd15-lora", "kind": "lora"},
+    {"name": "tiny-sd15-inpaint", "kind": "checkpoint", "family": "sd15", "variant": "inpaint"},
+]
+WELCOME = Welcome(server="underpaint/test", device="cpu", models=MODELS, schedulers=["euler", "dpmpp_2m"],
+                  limits={"max_batch": 8})
+
+
+@dataclass
+class ScriptedConnection:
+    url: str = "ws://test"
+    sent: list[Any] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    pending: list[Any] = field(default_factory=list)
+
+    def submit(self, message: Any) -> None:
+        self.sent.append(message)
+
+    def cancel(self, job_id: str) -> None:
+        self.cancelled.append(job_id)
+
+    def set_url(self, url: str, token: str | None = None) -> None:
+        self.url = url
+
+    def events(self) -> list[Any]:
+        out, self.pending = self.pending, []
+        return out
+
+    def reply(self, *messages: Any) -> None:
+        self.pending.extend(m if isinstance(m, (Connected, Disconnected, Failed)) else Received(m) for m in messages)
+
+
+def _result_image(x: int, y: int, w: int, h: int, colour: tuple[int, int, int, int]) -> Image:
+    return Image(width=w, height=h, format="rgba8", data=solid(w, h, colour), x=x, y=y)
+
+
+@pytest.fixture
+def setup() -> tuple[Controller, ScriptedConnection, FakeWorkspace, FakeDocument]:
+    document = FakeDocument(64, 48)
+    workspace = FakeWorkspace([document], document)
+    connection = ScriptedConnection()
+    controller = Controller(connection, workspace)
+    connection.reply(Connected(WELCOME))
+    controller.poll()
+    controller.settings.prompt = "a fox"
+    return controller, connection, workspace, document
+
+
+def test_connected_lists_usable_checkpoints_and_picks_the_first(setup) -> None:
+    controller, _, _, _ = setup
+    assert controller.server.connected
+    assert controller.server.models == ["tiny-sd15", "tiny-sd15-inpaint"]
+    assert controller.settings.model == "tiny-sd15"
+    assert "underpaint/test" in controller.server.message
+
+
+def test_a_job_from_request_to_preview(setup) -> None:
+    controller, connection, _, document = setup
+    changes = []
+    controller.subscribe(lambda: changes.append(1))
+    job_id = controller.generate()
+    (request,) = connection.sent
+    assert isinstance(request, Generate) and request.id == job_id and request.mode == "txt2img"
+    assert controller.session().jobs[0].state == "waiting"
+
+    preview = _result_image(0, 0, 8, 6, (1, 2, 3, 255))
+    connection.reply(Queued(id=job_id, position=1), Progress(id=job_id, step=3, total=10, preview=preview))
+    controller.poll()
+    job = controller.session().jobs[0]
+    assert (job.state, job.position, job.step, job.total, job.preview) == ("running", 1, 3, 10, preview)
+
+    images = [ResultImage(_result_image(0, 0, 64, 48, (255, 0, 0, 255)), seed=5),
+              ResultImage(_result_image(0, 0, 64, 48, (0, 255, 0, 255)), seed=6)]
+    connection.reply(Result(id=job_id, images=images, info={}, elapsed=1.0))
+    controller.poll()
+    session = controller.session()
+    assert session.jobs == [] and session.message == ""
+    assert [e.id for e in session.history] == [f"{job_id}-0", f"{job_id}-1"]
+    assert [e.seed for e in session.history] == [5, 6]
+    assert session.shown == f"{job_id}-0"
+    name, shown = document.preview
+    assert name == "[Preview] a fox" and document.preview_visible
+    assert shown.data == images[0].image.data
+    assert [e.id for e in History.from_blob(document.history_blob)] == [e.id for e in session.history]
+    assert changes  # the docker was told
+
+
+def test_thumbnails_switch_the_preview_and_apply_adds_a_layer(setup) -> None:
+    controller, connection, _, document = setup
+    document.selection = box_mask(64, 48, Rect(10, 10, 20, 20))
+    controller.settings.model = "tiny-sd15-inpaint"
+    job_id = controller.generate()
+    patch = [ResultImage(_result_image(2, 3, 40, 30, (0, 0, 255, 128)), seed=41),
+             ResultImage(_result_image(2, 3, 40, 30, (0, 255, 0, 128)), seed=42)]
+    connection.reply(Result(id=job_id, images=patch, info={}, elapsed=1.0))
+    controller.poll()
+
+    controller.show(f"{job_id}-1")
+    assert document.preview[1].data == patch[1].image.data
+    assert controller.session().shown == f"{job_id}-1"
+
+    name = controller.apply()
+    assert name == "[Generated] a fox (42)"
+    ((layer_name, layer),) = document.layers
+    assert layer_name == name
+    assert (layer.x, layer.y, layer.width, layer.height) == (2, 3, 40, 30)
+    assert layer.data == patch[1].image.data
+    assert not document.preview_visible and controller.session().shown is None
+    assert "[Generated] a fox (42)" in controller.message
+
+    controller.apply(f"{job_id}-0")
+    assert [n for n, _ in document.layers] == [name, "[Generated] a fox (41)"]
+
+
+def test_discard_removes_the_result_and_its_preview(setup) -> None:
+    controller, connection, _, document = setup
+    job_id = controller.generate()
+    connection.reply(Result(id=job_id, images=[ResultImage(_result_image(0, 0, 4, 4, (9, 9, 9, 255)), 1)],
+                            info={}, elapsed=0.1))
+    controller.poll()
+    controller.discard(f"{job_id}-0")
+    assert list(controller.session().history) == []
+    assert not document.preview_visible
+    assert list(History.from_blob(document.history_blob)) == []
+    controller.apply(f"{job_id}-0")
+    assert controller.message == "That result is no longer in the history."
+    assert document.layers == []
+
+
+def test_history_survives_a_new_controller(setup) -> None:
+    controller, connection, workspace, document = setup
+    job_id = controller.generate()
+    connection.reply(Result(id=job_id, images=[ResultImage(_result_image(0, 0, 4, 4, (9, 9, 9, 255)), 77)],
+                            info={}, elapsed=0.1))
+    controller.poll()
+    reopened = Controller(ScriptedConnection(), workspace)
+    (entry,) = reopened.session().history
+    assert entry.seed == 77 and entry.prompt == "a fox"
+    reopened.apply(entry.id)
+    assert document.layers[-1][0] == "[Generated] a fox (77)"
+
+
+def test_an_unreadable_stored_history_starts_a_new_one(setup) -> None:
+    _, _, workspace, document = setup
+    document.history_blob = b"garbage"
+    assert len(Controller(ScriptedConnection(), workspace).session().history) == 0
+
+
+@pytest.mark.parametrize(
+    "event, message",
+    [
+        (Error(code=codes.OUT_OF_MEMORY, message="try a smaller batch", id="JOB"),
+         "The graphics card ran out of memory. Try a smaller image, selection or batch. (Try a smaller batch.)"),
+        (Error(code=codes.UNKNOWN_MODEL, message="no model 'x'", id="JOB", field="model"),
+         "The server has no model of that name any more. Pick another model."),
+        (Cancelled(id="JOB", reason="client asked"), "Cancelled."),
+        (Failed("JOB", "connection_lost"), "The connection to the server was lost while the job ran. Generate again."),
+        (Failed("JOB", "unreachable", "refused"), "Cannot reach the server. Is it running?"),
+    ],
+)
+def test_job_failures_read_as_sentences(setup, event: Any, message: str) -> None:
+    controller, connection, _, document = setup
+    job_id = controller.generate()
+    if isinstance(event, Failed):
+        event.job_id = job_id
+    else:
+        event.id = job_id
+    connection.reply(event)
+    controller.poll()
+    assert controller.session().jobs == []
+    assert controller.message == message
+    assert document.preview is None
+
+
+def test_cancel_asks_for_every_job_of_the_document(setup) -> None:
+    controller, connection, _, _ = setup
+    ids = [controller.generate(), controller.generate()]
+    controller.cancel()
+    assert connection.cancelled == ids
+
+
+def test_results_go_to_the_document_that_asked(setup) -> None:
+    controller, connection, workspace, first = setup
+    job_id = controller.generate()
+    second = FakeDocument(32, 32)
+    workspace.documents.append(second)
+    workspace.active = second
+    connection.reply(Result(id=job_id, images=[ResultImage(_result_image(0, 0, 4, 4, (9, 9, 9, 255)), 1)],
+                            info={}, elapsed=0.1))
+    controller.poll()
+    assert first.preview is not None and second.preview is None
+    assert len(controller.session().history) == 0  # the active (second) document has none
+    workspace.active = first
+    assert len(controller.session().history) == 1
+
+
+def test_results_for_a_closed_document_are_dropped(setup) -> None:
+    controller, connection, workspace, document = setup
+    job_id = controller.generate()
+    workspace.documents.clear()
+    workspace.active = None
+    connection.reply(Result(id=job_id, images=[ResultImage(_result_image(0, 0, 4, 4, (9, 9, 9, 255)), 1)],
+                            info={}, elapsed=0.1))
+    controller.poll()
+    assert document.preview is None
+
+
+def test_no_document_is_told_in_words() -> None:
+    controller = Controller(ScriptedConnection(), FakeWorkspace())
+    assert controller.generate() is None
+    assert controller.message == "Open or create an image first."
+
+
+def test_disconnect_keeps_the_models_and_says_when_it_retries(setup) -> None:
+    controller, connection, _, _ = setup
+    connection.reply(Disconnected("unreachable", "refused", 4.0))
+    controller.poll()
+    assert not controller.server.connected
+    assert controller.server.message == "Cannot reach the server. Is it running? Retrying in 4 s."
+    assert controller.server.models == ["tiny-sd15", "tiny-sd15-inpaint"]
+    controller.generate()
+    assert controller.message == "Waiting for the server…"
+    connection.reply(Connected(WELCOME))
+    controller.poll()
+    assert controller.message == ""
+
+
+def test_a_failing_document_reports_instead_of_raising(setup) -> None:
+    controller, _, _, document = setup
+
+    def broken(rect: Rect) -> bytes:
+        raise RuntimeError("projection unavailable")
+
+    document.read_pixels = broken
+    controller.settings.strength = 0.5
+    assert controller.generate() is None
+    assert controller.message == ("The plugin failed; Krita's log has the details. "
+                                  "(RuntimeError: projection unavailable.)")
