@@ -176,6 +176,10 @@ def is_valid_name(name: object) -> bool:
 def scan_folders(folders: Sequence[Path]) -> Iterator[ModelEntry]:
     seen: set[Path] = set()
     for folder in folders:
+        if folder.name in SUBFOLDERS and folder.is_dir():
+            # Pointed straight at an app's checkpoints (or LoRA, embeddings) folder.
+            yield from _scan(folder, SUBFOLDERS[folder.name], MAX_DEPTH, seen)
+            continue
         for base in (folder, folder / "models"):
             if not base.is_dir():
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
 import shutil
 import weakref
@@ -211,6 +212,19 @@ def test_shipped_configs_describe_the_published_models(name: str) -> None:
             models.append(CLIPTextModelWithProjection(config_2))
     counts = tuple(sum(p.numel() for p in m.parameters()) for m in models)
     assert counts == tuple(n for n in PARAMETERS[name] if n is not None)
+
+
+def test_shipped_configs_are_what_the_generator_writes() -> None:
+    """server/configs is the committed output of tools/make_model_configs.py: the two must not drift apart."""
+    script = CONFIGS.parent.parent / "tools" / "make_model_configs.py"
+    spec = importlib.util.spec_from_file_location("make_model_configs", script)
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    for name, files in generator.families().items():
+        written = {p.relative_to(CONFIGS / name).as_posix() for p in (CONFIGS / name).rglob("*.json")}
+        assert written - {"tokenizer/vocab.json", "tokenizer_2/vocab.json"} == set(files)
+        for rel, content in files.items():
+            assert json.loads((CONFIGS / name / rel).read_text()) == content, f"{name}/{rel}"
 
 
 @pytest.mark.parametrize("name", PARAMETERS)

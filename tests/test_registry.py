@@ -161,6 +161,15 @@ def test_a1111_and_comfyui_folders_work_as_they_are(tmp_path: Path, models_dir: 
     assert found == expected
 
 
+def test_pointing_at_an_apps_checkpoints_folder_searches_its_sub_folders(tmp_path: Path, models_dir: Path,
+                                                                        no_demo: None) -> None:
+    _copy_single(models_dir, "tiny-sd15-single", tmp_path / "Stable-diffusion" / "sd15" / "anime")
+    _copy_single(models_dir, "tiny-sdxl-single", tmp_path / "plain" / "sub")
+    assert [e.name for e in scanned(tmp_path / "Stable-diffusion", tmp_path / "plain").entries()] == [
+        "tiny-sd15-single"  # a folder of any other name is searched at its top level only
+    ]
+
+
 def test_several_folders_and_overlaps_list_each_model_once(tmp_path: Path, models_dir: Path, no_demo: None) -> None:
     _copy_single(models_dir, "tiny-sd15-single", tmp_path / "one" / "checkpoints")
     _copy_single(models_dir, "tiny-sdxl-single", tmp_path / "two")
