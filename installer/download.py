@@ -150,25 +150,21 @@ class _Part:
         self.hasher, self.size = hashlib.sha256(), 0
 
     def append_from(self, source, total: int | None, progress: Progress | None) -> None:
-        with open(self.path, "ab") as out:
-            for block in iter(lambda: source.read(CHUNK), b""):
-                _write(out, block, self.path)
-                self.hasher.update(block)
-                self.size += len(block)
-                if progress:
-                    progress(self.size, total)
-
-
-def _write(out, block: bytes, path: Path) -> None:
-    try:
-        out.write(block)
-    except OSError as error:
-        if error.errno == errno.ENOSPC:
-            raise DiskFull(
-                f"the disk is full while writing {path}",
-                f"free some space in {path.parent}, then run the installer again (it resumes)",
-            ) from error
-        raise
+        try:
+            with open(self.path, "ab") as out:
+                for block in iter(lambda: source.read(CHUNK), b""):
+                    out.write(block)
+                    self.hasher.update(block)
+                    self.size += len(block)
+                    if progress:
+                        progress(self.size, total)
+        except OSError as error:
+            if error.errno == errno.ENOSPC:
+                raise DiskFull(
+                    f"the disk is full while writing {self.path}",
+                    f"free some space in {self.path.parent}, then run the installer again (it resumes)",
+                ) from error
+            raise
 
 
 def check_space(folder: Path, needed: int) -> None:
@@ -261,14 +257,16 @@ def download(
         try:
             _fetch(url, part, timeout, progress)
         except urllib.error.HTTPError as error:
-            if error.code == 416:
-                # The .part is longer than the file on the server: it is not a prefix of it.
-                part.restart()
-            failure = _http_error(error, url, dest)
-            if failure is not None:
-                raise failure from error
-            failure = _network_error(error, url)
-            continue
+            # 416: the .part is as long as the file or longer. Either it is complete (a run stopped
+            # just before moving it into place) or it is not a prefix of the file.
+            if error.code != 416 or part.hasher.hexdigest() != sha256:
+                if error.code == 416:
+                    part.restart()
+                failure = _http_error(error, url, dest)
+                if failure is not None:
+                    raise failure from error
+                failure = _network_error(error, url)
+                continue
         except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as error:
             failure = _network_error(error, url)
             continue

@@ -185,7 +185,7 @@ def ensure_venv(
                 f"{venv} exists and is not a Python environment",
                 "choose another install folder with --dir, or move that folder away",
             )
-        log(f"  {venv} is broken (its Python does not start): creating it again")
+        log(f"  {venv} is broken (its Python does not start or is too old): creating it again")
         shutil.rmtree(venv)
     venv.parent.mkdir(parents=True, exist_ok=True)
     check_space(venv.parent, ENVIRONMENT_SIZE[build.kind])

@@ -10,7 +10,7 @@ import os
 import platform as platform_module
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import InstallError
 from .platforms import current_platform
@@ -36,7 +36,6 @@ class Accelerator:
     name: str = ""
     capability: tuple[int, int] | None = None
     driver: str = ""
-    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class TorchBuild:
     kind: str
     tag: str
     index_url: str | None
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return f"PyTorch {self.tag} ({self.index_url or 'PyPI'})"
@@ -91,7 +90,7 @@ def driver_major(driver: str) -> int | None:
 
 
 def _cuda(accel: Accelerator) -> TorchBuild:
-    notes = list(accel.notes)
+    notes = []
     cap, driver = accel.capability, driver_major(accel.driver)
     if cap is not None and cap < CUDA_MIN_CAPABILITY:
         raise InstallError(
@@ -115,7 +114,7 @@ def _cuda(accel: Accelerator) -> TorchBuild:
     return TorchBuild("cuda", tag, f"{PYTORCH_INDEX}/{tag}", tuple(notes))
 
 
-def _cpu(platform: str, notes: tuple[str, ...]) -> TorchBuild:
+def _cpu(platform: str, notes: tuple[str, ...] = ()) -> TorchBuild:
     # On Linux the PyPI wheel is the multi-GB CUDA build; PyTorch's own index has a CPU-only one.
     # macOS wheels on PyPI are CPU/MPS builds already.
     index = None if platform == "macos" else f"{PYTORCH_INDEX}/cpu"
@@ -135,9 +134,9 @@ def choose_torch(platform: str, accel: Accelerator, requested: str = "auto") -> 
         kind = {"nvidia": "cuda", "amd": "rocm", "apple": "mps"}.get(accel.kind, "cpu")
         if kind == "rocm" and platform != "linux":
             note = "PyTorch has ROCm builds for Linux only: this install runs on the CPU (slow)"
-            return _cpu(platform, (*accel.notes, note))
+            return _cpu(platform, (note,))
     if kind == "cpu":
-        return _cpu(platform, accel.notes)
+        return _cpu(platform)
     if kind == "cuda":
         if platform == "macos":
             raise InstallError("CUDA is not available on macOS", "use --torch mps (Apple Silicon) or cpu")
@@ -145,10 +144,10 @@ def choose_torch(platform: str, accel: Accelerator, requested: str = "auto") -> 
     if kind == "rocm":
         if platform != "linux":
             raise InstallError("PyTorch has ROCm builds for Linux only", "use --torch cpu on this system")
-        return TorchBuild("rocm", ROCM, f"{PYTORCH_INDEX}/{ROCM}", accel.notes)
+        return TorchBuild("rocm", ROCM, f"{PYTORCH_INDEX}/{ROCM}")
     if platform != "macos":
         raise InstallError("MPS is the GPU backend of Apple Silicon Macs only", "use --torch cpu or cuda")
-    return TorchBuild("mps", "mps", None, accel.notes)
+    return TorchBuild("mps", "mps", None)
 
 
 # ---- detection (runs tools) ----

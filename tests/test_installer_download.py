@@ -165,6 +165,16 @@ def test_part_longer_than_the_file_is_discarded(server: FileServer, tmp_path: Pa
     assert server.requests == [("/m.bin", "bytes=5000-"), ("/m.bin", None)]
 
 
+def test_complete_part_is_moved_into_place(server: FileServer, tmp_path: Path) -> None:
+    data = payload(1000)
+    server.files["/m.bin"] = data
+    dest = tmp_path / "m.bin"
+    part_path(dest).write_bytes(data)
+    download(server.url("/m.bin"), dest, sha(data), **FAST)
+    assert dest.read_bytes() == data
+    assert server.requests == [("/m.bin", "bytes=1000-")]
+
+
 def test_wrong_sha256_is_refused_retried_and_never_placed(server: FileServer, tmp_path: Path) -> None:
     data = payload(50_000)
     server.files["/m.bin"] = data

@@ -5,6 +5,7 @@ packages (--system-site-packages), so nothing is downloaded."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -168,3 +169,14 @@ def test_unknown_model_set_fails_before_installing_anything(tmp_path: Path) -> N
     assert done.returncode == 1
     assert "error: there is no model set 'nonsense'\n  what to do: choose one of: tiny, none" in done.stdout
     assert not setup.install_dir.exists()
+
+
+def test_old_python_gets_a_message_not_a_traceback() -> None:
+    script = ROOT / "installer" / "install.py"
+    # The version check must be reachable: the file parses with an old grammar.
+    ast.parse(script.read_text(encoding="utf-8"), feature_version=(3, 8))
+    pretend = f"import runpy, sys; sys.version_info = (3, 9, 2); runpy.run_path({str(script)!r}, run_name='__main__')"
+    done = subprocess.run([sys.executable, "-c", pretend], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: Underpaint needs Python 3.11 or newer; this is Python 3.9.2 (")
+    assert "what to do: install Python 3.11+" in done.stderr
