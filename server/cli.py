@@ -51,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServerConfig(
-        models=args.models, host=args.host, port=args.port, device=args.device, dtype=args.dtype,
+        models=args.models or _default_models(), host=args.host, port=args.port, device=args.device, dtype=args.dtype,
         outputs=args.outputs, token=args.token, limits=Limits(max_message=args.max_message),
         cache_size=args.cache_size, allowed_origins=tuple(args.allow_origin), log_file=args.log_file,
     )
@@ -67,6 +67,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"underpaint serve: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1
     return 0
+
+
+def _default_models() -> list[Path]:
+    """The installer's models folder, when the user names none."""
+    from installer.platforms import data_dir
+
+    folder = data_dir() / "models"
+    return [folder] if folder.is_dir() else []
 
 
 def _announce_models(server) -> None:
@@ -146,9 +154,14 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _install_plugin(args: argparse.Namespace) -> int:
+    from installer import InstallError
     from installer.krita_plugin import install_plugin
 
-    path = install_plugin(args.krita_dir)
+    try:
+        path = install_plugin(args.krita_dir)
+    except InstallError as exc:
+        print(f"underpaint install-plugin: {exc}", file=sys.stderr)
+        return 1
     print(f"Krita plugin installed in {path}; restart Krita and open Settings > Dockers > Underpaint")
     return 0
 
