@@ -18,7 +18,7 @@ from shared.errors import ProtocolError
 from shared.messages import Generate, Progress, Result, ResultImage
 from shared.messages import Image as ImagePayload
 
-from . import images, pipelines, previews, schedulers
+from . import images, inpaint, pipelines, previews, schedulers
 from .jobs import Job, JobCancelledError
 from .loading import PipelineCache
 from .outputs import OutputWriter
@@ -52,7 +52,7 @@ class Generator:
         self.registry.get(request.model)
         schedulers.check_name(request.scheduler)
         if request.mode == "inpaint":
-            raise ProtocolError(errors.UNSUPPORTED, "inpaint is not available on this server yet", "mode")
+            inpaint.check(request)
         if request.regions:
             raise ProtocolError(errors.UNSUPPORTED, "regional prompts are not available on this server yet",
                                 "regions")
@@ -64,11 +64,15 @@ class Generator:
         # 1. Model: loaded on first use, then resident.
         entry = self.registry.get(request.model)
         base = self.cache.get(entry)
-        pipe = pipelines.for_mode(base, entry.family, request.mode)
+        # Inpaint with a regular model is img2img plus a per-step latent blend (inpaint.py).
+        pipe = pipelines.for_mode(base, entry.family, "img2img" if request.mode == "inpaint" else request.mode)
         multiple = base.vae_scale_factor
 
         # 2. Inputs and sizes.
         source = images.to_pil(request.image, "image") if request.image is not None else None
+        area = inpaint.prepare(request, source) if request.mode == "inpaint" else None
+        if area is not None:
+            request, source = area.request, area.context_image
         plan = make_plan(request, source, pipelines.native_side(base), multiple)
 
         # 3. Scheduler: a fresh one per job, schedulers keep per-run state.
@@ -76,7 +80,12 @@ class Generator:
 
         # 4. Mode-specific inputs.
         inputs: dict[str, Any] = {"width": plan.gen_width, "height": plan.gen_height}
-        if request.mode == "img2img" or pipe.unet.config.in_channels == 9:
+        blend = None
+        if area is not None:
+            extra, blend = inpaint.diffusion_inputs(area, pipe, plan.gen_width, plan.gen_height, plan.strength,
+                                                    plan.seeds)
+            inputs.update(extra)
+        elif request.mode == "img2img" or pipe.unet.config.in_channels == 9:
             start = flatten(source, plan) if source is not None else gray(plan)
             inputs.update(image=start, strength=plan.strength)
             if pipe.unet.config.in_channels == 9:
@@ -95,14 +104,21 @@ class Generator:
             **inputs,
         })
         step_callback = progress_callback(job, entry.family)
+        if blend is not None:
+            step_callback = inpaint.chain(blend, step_callback)
         output = pipe(**kwargs, callback_on_step_end=step_callback, output_type="pil")
 
         # 6. Back to the requested size; on disk before anything is sent.
         info = describe(request, entry.name, plan)
         results = []
         x, y = (request.image.x, request.image.y) if request.image is not None else (0, 0)
+        if area is not None:
+            info.update(area.describe())
+            x, y = area.patch.x, area.patch.y
         for picture, seed in zip(output.images, plan.seeds, strict=True):
-            if picture.size != (plan.out_width, plan.out_height):
+            if area is not None:
+                picture = area.finish(picture)
+            elif picture.size != (plan.out_width, plan.out_height):
                 picture = picture.resize((plan.out_width, plan.out_height), PIL.Image.Resampling.LANCZOS)
             self.outputs.save(picture, info, seed)
             results.append(ResultImage(image=images.from_pil(picture, request.result_format, x, y), seed=seed))
@@ -114,7 +130,8 @@ def make_plan(request: Generate, source: PIL.Image.Image | None, native: int, mu
         out_width, out_height = source.size
     else:
         out_width, out_height = request.width or native, request.height or native
-    if request.fit_native:
+    # Inpaint always works at the native area: small selections come out crisp (docs/inpaint.md).
+    if request.fit_native or request.mode == "inpaint":
         gen_width, gen_height = native_size(out_width, out_height, native, multiple)
     else:
         gen_width = round_to_multiple(out_width, multiple)

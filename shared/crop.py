@@ -1,8 +1,11 @@
 """Which part of the canvas an inpaint reads, and how far its result may reach.
 
 The plugin reads only `context_rect(...)` from the canvas; the server grows and feathers the
-selection by `edge_defaults(...)`. Both sides import these functions, so they always agree.
-Pure integer math, no dependencies.
+selection by `edge_defaults(...)` and applies the same crop rule to what it receives. Both sides
+import these functions, so they always agree. Pure integer math, no dependencies.
+
+Nothing here depends on the canvas size except the final clamp: a 256 px selection costs the
+same on a 1024² canvas as on an 8192² one (docs/inpaint.md has the measurement).
 """
 
 from __future__ import annotations
@@ -11,18 +14,26 @@ import math
 from dataclasses import dataclass
 
 # Why these numbers (docs/inpaint.md): the model needs surroundings to continue the picture.
-# Half the selection's mean side on every side gives it about twice the selection's area of
-# context; small selections get at least MIN_PAD, and the whole context is at least
-# MIN_CONTEXT wide so a tiny selection still sees a recognisable neighbourhood.
+# Half the selection's mean side on every side gives it about four times the selection's area
+# in all; small selections get at least MIN_PAD, and the whole context is at least MIN_CONTEXT
+# wide so a tiny selection still sees a recognisable neighbourhood. The context is scaled to
+# the model's native area before diffusion, so MIN_CONTEXT also caps the enlargement: at most
+# 512/384 for SD1.5 and 1024/384 for SDXL, where textures keep a plausible scale.
 CONTEXT_FACTOR = 0.5
 MIN_PAD = 32
-MIN_CONTEXT = 256
-# Grow and feather scale with the selection's diagonal: a 100 px selection fades over ~4 px,
-# a 1000 px one over ~40 px, so the seam hides without eating into nearby detail.
+MIN_CONTEXT = 384
+# Grow and feather scale with the selection's diagonal: a 100 px selection is grown by 3 px and
+# fades over 7 px, a 1000 px one by 28 px over 71 px. Grow makes new content cover the old
+# edge's anti-aliased fringe; the feather is a linear alpha ramp, so the colour change per pixel
+# across it is at most 1/feather of the difference. The minimums keep the fade at least a few
+# pixels wide for a one-pixel selection; the maximums stop a huge selection from repainting a
+# wide band around it.
 GROW_FACTOR = 0.02
-FEATHER_FACTOR = 0.04
+FEATHER_FACTOR = 0.05
 MIN_GROW, MAX_GROW = 2, 64
-MIN_FEATHER, MAX_FEATHER = 2, 128
+MIN_FEATHER, MAX_FEATHER = 4, 128
+# The fill mode whose context is the whole canvas: it repaints everything but the selection.
+WHOLE_CANVAS_FILLS = frozenset({"replace_background"})
 
 
 @dataclass(frozen=True)
@@ -56,10 +67,18 @@ class Rect:
     def grown(self, amount: int) -> Rect:
         return Rect(self.x - amount, self.y - amount, self.width + 2 * amount, self.height + 2 * amount)
 
+    def relative_to(self, origin: Rect) -> Rect:
+        """This rectangle in the coordinates of `origin`'s top-left corner."""
+        return Rect(self.x - origin.x, self.y - origin.y, self.width, self.height)
+
 
 @dataclass(frozen=True)
 class Edge:
-    """How far the result reaches beyond the selection (grow) and over how many pixels it fades (feather)."""
+    """How far the result reaches beyond the selection (grow) and over how many pixels it fades (feather).
+
+    The result is fully opaque up to `grow` pixels from the selection and exactly transparent from
+    `reach` pixels on.
+    """
 
     grow: int
     feather: int
@@ -76,15 +95,20 @@ def edge_defaults(selection: Rect) -> Edge:
     return Edge(grow, feather)
 
 
-def context_rect(selection: Rect, canvas: Rect, edge: Edge | None = None) -> Rect:
+def context_rect(selection: Rect, canvas: Rect, edge: Edge | None = None, fill: str = "auto") -> Rect:
     """The region of the canvas to send for an inpaint of `selection` (its bounding box).
 
     Padded on every side by context proportional to the selection (at least MIN_PAD and at
     least the edge's reach, so the faded border has real pixels under it), widened to
-    MIN_CONTEXT where the canvas allows, and kept inside the canvas.
+    MIN_CONTEXT where the canvas allows, and kept inside the canvas. `replace_background`
+    repaints everything outside the selection, so its context is the whole canvas.
+    Applying the rule to its own result changes nothing, which lets the server re-apply it
+    to whatever a client sends.
     """
     if selection.is_empty:
         raise ValueError("the selection is empty")
+    if fill in WHOLE_CANVAS_FILLS:
+        return canvas
     edge = edge or edge_defaults(selection)
     mean_side = (selection.width + selection.height) / 2
     pad = max(MIN_PAD, round(CONTEXT_FACTOR * mean_side), edge.reach)

@@ -13,7 +13,6 @@ import msgpack
 import pytest
 
 from shared import codec, messages
-from shared.crop import Rect, context_rect, edge_defaults
 from shared.errors import ProtocolError
 from shared.png import png_size
 
@@ -139,28 +138,6 @@ def test_png_size():
     assert png_size(buffer.getvalue()) == (37, 301)
     with pytest.raises(ValueError):
         png_size(b"GIF89a....")
-
-
-CROPS = [
-    # selection, canvas, expected context
-    (Rect(100, 100, 50, 50), Rect(0, 0, 1000, 1000), Rect(0, 0, 256, 256)),  # shifted inside
-    (Rect(400, 400, 400, 200), Rect(0, 0, 2000, 2000), Rect(250, 250, 700, 500)),
-    (Rect(0, 0, 10, 10), Rect(0, 0, 100, 100), Rect(0, 0, 100, 100)),  # clipped to a small canvas
-    (Rect(1000, 2000, 1, 1), Rect(0, 0, 4000, 4000), Rect(873, 1873, 256, 256)),
-]
-
-
-@pytest.mark.parametrize(("selection", "canvas", "expected"), CROPS)
-def test_context_rect(selection, canvas, expected):
-    context = context_rect(selection, canvas)
-    assert context == expected
-    assert canvas.contains(context) and context.contains(selection)
-
-
-def test_context_covers_the_edge_reach():
-    selection = Rect(2000, 2000, 3000, 3000)
-    context = context_rect(selection, Rect(0, 0, 10000, 10000))
-    assert context.contains(selection.grown(edge_defaults(selection).reach))
 
 
 def test_shared_runs_without_numpy_or_torch(tmp_path):

@@ -1,0 +1,130 @@
+"""The per-step latent blend on real (tiny) diffusers pipelines: the soft mask is a per-pixel denoising
+strength, pixels outside it end as the original latents, and the blend's noise is the noise img2img
+starts from."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import DiffusionPipeline
+from tiny_models import tiny_pipeline
+
+from server import inpaint, pipelines, schedulers
+from shared.messages import Generate, Image, Mask
+
+
+@cache
+def base(family: str, variant: str) -> DiffusionPipeline:
+    pipe = tiny_pipeline(family, variant)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def img2img(family: str, variant: str = "regular", scheduler: str = "dpmpp_2m") -> DiffusionPipeline:
+    pipe = pipelines.for_mode(base(family, variant), family, "img2img")
+    pipe.scheduler = schedulers.make_scheduler(scheduler, pipe.scheduler.config)
+    return pipe
+
+
+def area_of(mask: np.ndarray, strength: float | None = None) -> inpaint.Area:
+    """An inpaint of a flat-coloured 128x128 picture with `mask`, worked out as the server does."""
+    height, width = mask.shape
+    pixels = np.zeros((height, width, 4), np.uint8)
+    pixels[...] = (40, 120, 200, 255)
+    pixels[:, width // 2:, :3] = (220, 200, 30)
+    request = Generate(id="t", mode="inpaint", model="m", strength=strength, grow=0, feather=0,
+                       image=Image(width=width, height=height, format="rgba8", data=pixels.tobytes()),
+                       mask=Mask(width=width, height=height, format="a8", data=mask.tobytes()))
+    return inpaint.prepare(request, PIL.Image.fromarray(pixels, "RGBA"))
+
+
+def run(pipe: DiffusionPipeline, area: inpaint.Area, steps: int, strength: float,
+        seeds: list[int]) -> tuple[torch.Tensor, inpaint.LatentBlend]:
+    size = area.context.width
+    inputs, blend = inpaint.diffusion_inputs(area, pipe, size, size, strength, seeds)
+    inputs = pipelines.call_arguments(pipe, inputs)
+    output = pipe(prompt="a cat", num_inference_steps=steps, guidance_scale=1.0, output_type="latent",
+                  num_images_per_prompt=len(seeds),
+                  generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
+                  callback_on_step_end=blend, **inputs)
+    return output.images, blend
+
+
+def left_half(size: int = 128) -> np.ndarray:
+    mask = np.zeros((size, size), np.uint8)
+    mask[:, size // 2:] = 255
+    return mask
+
+
+@pytest.mark.parametrize(("family", "variant"), [("sd15", "regular"), ("sd15", "inpaint"), ("sdxl", "regular"),
+                                                 ("sdxl", "inpaint")])
+def test_unselected_latents_end_as_the_original(family, variant):
+    pipe = img2img(family, variant)
+    latents, blend = run(pipe, area_of(left_half()), steps=3, strength=1.0, seeds=[5, 6])
+    outside = slice(0, 128 // 8 // 2 - 1)  # latent columns whose coverage is exactly 0
+    inside = slice(128 // 8 // 2 + 1, None)
+    assert torch.equal(latents[..., outside], blend.original[..., outside])
+    assert not torch.allclose(latents[..., inside], blend.original[..., inside], atol=1e-3)
+    assert not torch.equal(latents[0], latents[1]), "each seed its own picture"
+
+
+@pytest.mark.parametrize("scheduler", ["euler", "euler_a", "dpmpp_2m", "ddim", "unipc", "lcm", "heun"])
+@pytest.mark.parametrize("strength", [1.0, 0.5])
+def test_soft_coverage_is_a_per_pixel_denoising_strength(scheduler, strength):
+    """Half coverage: the re-noised original for the first half of the schedule, the model's after."""
+    steps = 4
+    mask = np.full((64, 64), 128, np.uint8)
+    mask[:, :8] = 255  # full coverage somewhere, so the selection's edge grows from there
+    pipe = img2img("sd15", scheduler=scheduler)
+    inputs, blend = inpaint.diffusion_inputs(area_of(mask, strength), pipe, 64, 64, strength, [1])
+    kinds = []
+
+    def record(pipe, step, timestep, tensors):
+        schedule = pipe.scheduler.timesteps
+        position = len(schedule) - pipe.num_timesteps + step
+        kept = blend.original
+        if position + 1 < len(schedule):
+            kept = pipe.scheduler.add_noise(blend.original, blend.noise, schedule[position + 1:position + 2])
+        probe = (..., slice(4, None), slice(4, None))  # latent pixels of coverage 128/255
+        kinds.append("original" if torch.equal(tensors["latents"][probe], kept[probe]) else "model")
+        return tensors
+
+    pipe(prompt="x", num_inference_steps=steps, guidance_scale=1.0, output_type="latent",
+         generator=[torch.Generator("cpu").manual_seed(1)], callback_on_step_end=inpaint.chain(blend, record),
+         **pipelines.call_arguments(pipe, inputs))
+    length = len(pipe.scheduler.timesteps)
+    start = length - pipe.num_timesteps
+    expected = ["model" if 128 / 255 > (length - p - 0.5) / length else "original" for p in range(start, length)]
+    assert kinds == expected
+    assert "model" in kinds and (strength < 1 or "original" in kinds)
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_blend_noise_is_the_noise_img2img_starts_from(family):
+    pipe = img2img(family)
+    area = area_of(left_half(64))
+    inputs, blend = inpaint.diffusion_inputs(area, pipe, 64, 64, 1.0, [7, 8])
+    pipe.scheduler.set_timesteps(4)
+    first = pipe.scheduler.timesteps[:1]
+    generators = [torch.Generator("cpu").manual_seed(s) for s in (7, 8)]
+    started = pipe.prepare_latents(inputs["image"], first, 1, 2, torch.float32, torch.device("cpu"), generators)
+    assert torch.allclose(started, pipe.scheduler.add_noise(blend.original, blend.noise, first))
+
+
+def test_chain_runs_callbacks_in_order():
+    calls = []
+
+    def first(pipe, step, timestep, tensors):
+        calls.append("first")
+        return {**tensors, "latents": tensors["latents"] + 1}
+
+    def second(pipe, step, timestep, tensors):
+        calls.append(("second", tensors["latents"]))
+        return tensors
+
+    assert inpaint.chain(first, second)(None, 0, 0, {"latents": 1}) == {"latents": 2}
+    assert calls == ["first", ("second", 2)]
