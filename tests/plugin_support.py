@@ -10,8 +10,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from shared.crop import Rect
 from shared.images import crop
@@ -164,3 +167,19 @@ class ServerProcess:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+
+def server_url_or_own(request: pytest.FixtureRequest, models_dir: Path,
+                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """For a fixture: the suite's shared server (conftest's `server_url`) where there is one, else our own."""
+    try:
+        yield request.getfixturevalue("server_url")
+        return
+    except pytest.FixtureLookupError:
+        pass
+    server = ServerProcess(models_dir, tmp_path_factory.mktemp("plugin-server"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.kill()

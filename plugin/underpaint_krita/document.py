@@ -25,6 +25,9 @@ SRGB = ("RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc")
 class KritaDocument:
     def __init__(self, document):  # a krita.Document
         self.document = document
+        # Krita makes a newly added layer the active one; the artist's choice from before the
+        # preview layer appeared is where results go.
+        self._artist_layer = None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, KritaDocument) and self.document == other.document
@@ -67,7 +70,10 @@ class KritaDocument:
             preview = self._layer(name, image)
             root = self.document.rootNode()
             children = root.childNodes()
+            self._artist_layer = self.document.activeNode()
             root.addChildNode(preview, children[-1] if children else None)
+            if self._artist_layer is not None:
+                self.document.setActiveNode(self._artist_layer)
         else:
             old = preview.bounds()
             if old.width() > 0 and old.height() > 0:
@@ -137,6 +143,8 @@ class KritaDocument:
         """(parent, sibling to go above) for a new layer: above the active layer, below the preview."""
         root = self.document.rootNode()
         active = self.document.activeNode()
+        if (active is None or naming.is_preview(active.name())) and self._exists(self._artist_layer):
+            active = self._artist_layer
         # Masks live inside layers; a new layer goes above the layer that holds the mask.
         while active is not None and active.type().endswith("mask"):
             active = active.parentNode()
@@ -145,6 +153,17 @@ class KritaDocument:
                       and not n.type().endswith("mask")]
             return root, layers[-1] if layers else None
         return active.parentNode(), active
+
+    def _exists(self, node) -> bool:
+        if node is None:
+            return False
+        stack = list(self.document.rootNode().childNodes())
+        while stack:
+            candidate = stack.pop()
+            if candidate == node:
+                return True
+            stack.extend(candidate.childNodes())
+        return False
 
     def _refresh(self) -> None:
         self.document.refreshProjection()

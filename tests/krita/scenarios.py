@@ -1,0 +1,300 @@
+"""Scenarios run inside real Krita; tests/test_plugin_krita.py runs them and asserts on their findings.
+
+`kritarunner -s scenarios -f <name>` calls a scenario with PYTHONPATH naming this folder; the GUI
+test driver (underpaint_test_driver) calls them the same way once Krita's window is up.
+"""
+
+from __future__ import annotations
+
+from harness import extension, fingerprint, layer_names, new_document, pump, report
+from krita import Krita, Selection
+from PyQt5.QtGui import QImage
+
+RED_BGRA = bytes([0, 0, 255, 255])
+
+
+def _fill(node, width: int, height: int, bgra: bytes, x: int = 0, y: int = 0) -> None:
+    node.setPixelData(bgra * (width * height), x, y, width, height)
+
+
+def _node(document, name: str):
+    return next((n for n in document.rootNode().childNodes() if n.name() == name), None)
+
+
+def _projection_rgba(document, x: int, y: int) -> list[int]:
+    image = document.projection(x, y, 1, 1).convertToFormat(QImage.Format_RGBA8888)
+    bits = image.constBits()
+    bits.setsize(4)
+    return list(bytes(bits))
+
+
+@report
+def document_glue(job: dict, out: dict) -> None:
+    """The Krita wrapper alone (no server): channel order both ways, preview, selection, layers, .kra."""
+    extension(job)
+    from underpaint_krita.document import KritaDocument
+
+    from shared.crop import Rect
+    from shared.messages import Image
+
+    document = new_document(64, 48)
+    background = document.rootNode().childNodes()[0]
+    _fill(background, 64, 48, RED_BGRA)
+    doc = KritaDocument(document)
+    out["size"] = list(doc.size)
+    out["read_red"] = list(doc.read_pixels(Rect(1, 2, 2, 1)))
+
+    doc.add_result_layer("[Generated] green (1)", Image(width=2, height=2, format="rgba8", x=5, y=6,
+                                                       data=bytes([0, 255, 0, 128]) * 4))
+    layer = _node(document, "[Generated] green (1)")
+    out["result_layer_bgra"] = list(bytes(layer.pixelData(5, 6, 1, 1)))
+    bounds = layer.bounds()
+    out["result_layer_bounds"] = [bounds.x(), bounds.y(), bounds.width(), bounds.height()]
+
+    blue, white = bytes([0, 0, 255, 255]), bytes([255, 255, 255, 255])
+    doc.show_preview("[Preview] first", Image(width=4, height=4, format="rgba8", data=blue * 16))
+    doc.show_preview("[Preview] second", Image(width=2, height=2, format="rgba8", data=white * 4, x=10, y=10))
+    preview = document.rootNode().childNodes()[-1]
+    out["preview"] = {"name": preview.name(), "locked": preview.locked(), "visible": preview.visible(),
+                      "old_pixel": list(bytes(preview.pixelData(0, 0, 1, 1))),
+                      "new_pixel": list(bytes(preview.pixelData(10, 10, 1, 1))),
+                      "projection": _projection_rgba(document, 10, 10)}
+    out["read_under_preview"] = list(doc.read_pixels(Rect(10, 10, 1, 1)))
+    out["preview_visible_after_read"] = preview.visible()
+    doc.hide_preview()
+    out["preview_visible_after_hide"] = preview.visible()
+    out["layers_before_insert"] = layer_names(document)
+
+    selection = Selection()
+    selection.select(3, 4, 5, 6, 255)
+    document.setSelection(selection)
+    bounds = doc.selection_bounds()
+    out["selection_bounds"] = [bounds.x, bounds.y, bounds.width, bounds.height]
+    out["selection_row"] = list(doc.read_selection(Rect(2, 4, 3, 1)))
+
+    document.setActiveNode(background)
+    active = document.activeNode()
+    out["active_layer"] = active.name() if active is not None else None
+    doc.add_result_layer("[Generated] above background (2)", Image(width=1, height=1, format="rgba8",
+                                                                   data=bytes(4)))
+    out["layers_after_insert"] = layer_names(document)
+
+    deep = new_document(16, 16, "U16", "deep")
+    # 16-bit BGRA, little-endian: red at full.
+    _fill(deep.rootNode().childNodes()[0], 16, 16, bytes([0, 0, 0, 0, 255, 255, 255, 255]))
+    deep_doc = KritaDocument(deep)
+    out["deep_read_red"] = list(deep_doc.read_pixels(Rect(0, 0, 1, 1)))
+    deep_doc.add_result_layer("[Generated] green (3)", Image(width=16, height=16, format="rgba8",
+                                                             data=bytes([0, 255, 0, 255]) * 256))
+    deep_layer = _node(deep, "[Generated] green (3)")
+    out["deep_layer_space"] = [deep_layer.colorModel(), deep_layer.colorDepth()]
+    out["deep_projection"] = _projection_rgba(deep, 8, 8)
+
+    doc.save_history(b"history\x00blob")
+    path = job["workdir"] + "/glue.kra"
+    document.setBatchmode(True)
+    out["saved"] = document.saveAs(path)
+    document.close()
+    reopened = Krita.instance().openDocument(path)
+    out["history_after_reopen"] = KritaDocument(reopened).load_history().decode("latin-1")
+    out["fresh_history"] = KritaDocument(deep).load_history()
+
+
+def _paint_scene(document) -> dict[str, str]:
+    """A background, a red square on "Paint" and an empty "Top"; returns the layers' fingerprints."""
+    width, height = document.width(), document.height()
+    root = document.rootNode()
+    background = root.childNodes()[0]
+    background.setPixelData(bytes(b % 256 for b in range(width * height * 4)), 0, 0, width, height)
+    paint = document.createNode("Paint", "paintlayer")
+    _fill(paint, 60, 50, RED_BGRA, 30, 40)
+    root.addChildNode(paint, background)
+    top = document.createNode("Top", "paintlayer")
+    root.addChildNode(top, paint)
+    document.refreshProjection()
+    document.waitForDone()
+    return {n.name(): fingerprint(n, document) for n in (background, paint, top)}
+
+
+def _untouched(document, artist: dict[str, str]) -> dict[str, bool]:
+    return {name: fingerprint(_node(document, name), document) == value for name, value in artist.items()}
+
+
+def _select(document, x: int, y: int, width: int, height: int) -> None:
+    selection = Selection()
+    selection.select(x, y, width, height, 255)
+    document.setSelection(selection)
+
+
+def _wait_for_jobs(controller, timeout: float = 120.0) -> bool:
+    return pump(lambda: controller.session() is not None and not controller.session().jobs, timeout)
+
+
+def _prepare(job: dict, out: dict):
+    plugin = extension(job)
+    controller = plugin.controller
+    out["connected"] = pump(lambda: controller.server.connected, 60)
+    out["models"] = controller.server.models
+    return controller
+
+
+@report
+def inpaint_apply(job: dict, out: dict) -> None:
+    """Paint, select, inpaint, apply: a new layer above the active one, transparent beyond the grown
+    selection, the artist's layers untouched; the history survives saving the .kra."""
+    controller = _prepare(job, out)
+    from shared.crop import Rect, edge_defaults
+
+    width, height = 256, 192
+    document = new_document(width, height)
+    root = document.rootNode()
+    artist = _paint_scene(document)
+    box = Rect(100, 80, 60, 40)
+    _select(document, box.x, box.y, box.width, box.height)
+
+    settings = controller.settings
+    settings.model, settings.prompt, settings.steps, settings.seed = job["model"], "a blue bird", 3, 5
+    settings.strength = 1.0
+    job_id = controller.generate()
+    out["job"] = job_id
+    out["finished"] = _wait_for_jobs(controller)
+    out["message"] = controller.message
+    session = controller.session()
+    out["results"] = [[e.id, e.seed, e.x, e.y, e.width, e.height] for e in session.history]
+    preview = next((n for n in root.childNodes() if n.name().startswith("[Preview]")), None)
+    out["preview"] = None if preview is None else [preview.name(), preview.locked(), preview.visible()]
+
+    out["applied"] = controller.apply()
+    names = layer_names(document)
+    out["layers"] = names
+    layer = _node(document, out["applied"])
+    data = bytes(layer.pixelData(0, 0, width, height))
+    reach = edge_defaults(box).reach
+    grown = box.grown(reach)
+    outside = inside = 0
+    for y in range(height):
+        row = data[y * width * 4:(y + 1) * width * 4]
+        alpha = row[3::4]
+        for x in range(width):
+            if alpha[x]:
+                if grown.x <= x < grown.right and grown.y <= y < grown.bottom:
+                    inside += 1
+                else:
+                    outside += 1
+    out["opaque_inside_grown_selection"] = inside
+    out["opaque_outside_grown_selection"] = outside
+    out["selection_pixels"] = box.width * box.height
+    centre = bytes(layer.pixelData(box.x + box.width // 2, box.y + box.height // 2, 1, 1))
+    out["centre_alpha"] = centre[3]
+    out["artist_untouched"] = _untouched(document, artist)
+    out["preview_visible_after_apply"] = None if preview is None else preview.visible()
+
+    path = job["workdir"] + "/inpaint.kra"
+    document.setBatchmode(True)
+    out["saved"] = document.saveAs(path)
+    document.close()
+    reopened = Krita.instance().openDocument(path)
+    out["reopened"] = reopened is not None and reopened.fileName() == path
+    out["open_documents"] = [d.fileName() for d in Krita.instance().documents()]
+    restored = controller.session()
+    out["history_after_reopen"] = [[e.id, e.seed] for e in restored.history] if restored else None
+
+
+@report
+def refine_keeps_red(job: dict, out: dict) -> None:
+    """A pure red area refined at very low strength comes back red, not blue (BGRA vs RGBA)."""
+    controller = _prepare(job, out)
+    width = height = 128
+    document = new_document(width, height)
+    _fill(document.rootNode().childNodes()[0], width, height, RED_BGRA)
+    document.waitForDone()
+    settings = controller.settings
+    settings.model, settings.prompt, settings.seed = job["model"], "red", 1
+    settings.strength, settings.steps = job.get("strength", 0.05), job.get("steps", 20)
+    if job.get("select"):
+        _select(document, *job["select"])
+    controller.generate()
+    out["finished"] = _wait_for_jobs(controller)
+    out["message"] = controller.message
+    out["applied"] = controller.apply()
+    layer = _node(document, out["applied"])
+    bounds = layer.bounds()
+    data = bytes(layer.pixelData(bounds.x(), bounds.y(), bounds.width(), bounds.height()))
+    opaque = [i for i in range(0, len(data), 4) if data[i + 3] == 255]
+    out["pixels"] = len(opaque)
+    # Krita's bytes are BGRA: index 2 is red, 0 is blue.
+    out["mean_red"] = sum(data[i + 2] for i in opaque) / max(1, len(opaque))
+    out["mean_blue"] = sum(data[i] for i in opaque) / max(1, len(opaque))
+    out["mean_green"] = sum(data[i + 1] for i in opaque) / max(1, len(opaque))
+
+
+def _docker():
+    return next((d for d in Krita.instance().dockers() if d.objectName() == "underpaint_docker"), None)
+
+
+@report
+def gui_apply_undo(job: dict, out: dict) -> None:
+    """In the GUI: the docker exists and drives the job; Apply adds one layer above the active
+    layer; one undo removes it again."""
+    plugin = extension({**job, "server": ""})  # the address comes from kritarc, as for an artist
+    controller = plugin.controller
+    out["url_at_start"] = controller.connection.url
+    docker = _docker()
+    out["docker"] = None if docker is None else [type(docker).__name__, docker.windowTitle()]
+    out["connected"] = pump(lambda: controller.server.connected, 60)
+    document = new_document(256, 192)
+    artist = _paint_scene(document)
+    _select(document, 100, 80, 60, 40)
+    document.setActiveNode(_node(document, "Paint"))  # the view applies it asynchronously
+    pump(lambda: document.activeNode() is not None and document.activeNode().name() == "Paint", 5)
+    out["active_layer"] = document.activeNode().name()
+    docker.show()
+    docker.model.setCurrentIndex(docker.model.findData(job["model"]))
+    docker.prompt.setPlainText("a blue bird")
+    docker.advanced_toggle.setChecked(True)
+    docker.steps.setValue(3)
+    out["models_in_docker"] = [docker.model.itemText(i) for i in range(docker.model.count())]
+    out["generate_label"] = docker.generate.text()
+    out["settings"] = [controller.settings.model, controller.settings.prompt, controller.settings.steps]
+
+    docker.generate.click()
+    out["finished"] = _wait_for_jobs(controller)
+    pump(lambda: docker.results.count() > 0, 5)
+    out["message"] = controller.message
+    out["thumbnails"] = docker.results.count()
+    before_apply = layer_names(document)
+    docker.apply.click()
+    document.waitForDone()
+    out["applied_message"] = docker.message.text()
+    out["layers_after_apply"] = layer_names(document)
+    out["layers_before_apply"] = before_apply
+    out["artist_untouched"] = _untouched(document, artist)
+
+    Krita.instance().action("edit_undo").trigger()
+    document.waitForDone()
+    pump(lambda: False, 0.3)
+    out["layers_after_undo"] = layer_names(document)
+    out["artist_untouched_after_undo"] = _untouched(document, artist)
+
+
+@report
+def screenshot_pose(job: dict, out: dict) -> None:
+    """Krita as an artist sees it after one inpaint: tools/screenshot.sh photographs this."""
+    controller = extension({**job, "server": ""}).controller
+    docker = _docker()
+    window = Krita.instance().activeWindow().qwindow()
+    window.showMaximized()
+    out["connected"] = pump(lambda: controller.server.connected, 60)
+    document = new_document(768, 512, name="landscape")
+    _paint_scene(document)
+    _select(document, 400, 200, 200, 160)
+    docker.show()
+    docker.raise_()
+    docker.model.setCurrentIndex(docker.model.findData(job["model"]))
+    docker.prompt.setPlainText(job.get("prompt", "a small red house with a white door"))
+    docker.negative.setPlainText("blurry, text")
+    docker.steps.setValue(job.get("steps", 8))
+    docker.generate.click()
+    out["finished"] = _wait_for_jobs(controller, 300)
+    out["message"] = controller.message
+    pump(lambda: False, 1.0)

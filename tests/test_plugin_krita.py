@@ -1,0 +1,215 @@
+"""The plugin inside real Krita: kritarunner (headless) scenarios and a GUI Krita under Xvfb.
+
+Krita runs in a clean environment (env -i): only HOME, PATH, fresh XDG folders holding the
+installed plugin, and PYTHONPATH naming tests/krita. A virtualenv or our own site-packages
+would break Krita's Python. Each scenario writes its findings as JSON; the asserts are here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from plugin_support import REPO, free_port, server_url_or_own
+
+from shared.crop import Rect, edge_defaults
+from shared.images import encode_png
+
+pytestmark = pytest.mark.krita
+
+SCRIPTS = REPO / "tests" / "krita"
+KRITARUNNER = shutil.which("kritarunner")
+KRITA = shutil.which("krita")
+XVFB = shutil.which("Xvfb")
+
+needs_kritarunner = pytest.mark.skipif(KRITARUNNER is None, reason="kritarunner is not installed")
+needs_gui = pytest.mark.skipif(KRITA is None or XVFB is None, reason="krita or Xvfb is not installed")
+
+
+class KritaHome:
+    """Fresh HOME and XDG folders with the plugin installed the way the installer does it."""
+
+    def __init__(self, root: Path):
+        from installer.krita_plugin import build_plugin, with_plugin_enabled
+
+        self.root = root
+        self.data, self.config = root / "data", root / "config"
+        self.pykrita = self.data / "krita" / "pykrita"
+        build_plugin(self.pykrita)
+        for rc in ("kritarc", "kritarunnerrc"):
+            (self.config / rc).parent.mkdir(parents=True, exist_ok=True)
+            (self.config / rc).write_text(with_plugin_enabled("", True))
+
+    def env(self, **extra: str) -> dict[str, str]:
+        runtime = self.root / "runtime"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        return {"HOME": str(self.root), "PATH": "/usr/bin:/bin", "XDG_DATA_HOME": str(self.data),
+                "XDG_CONFIG_HOME": str(self.config), "XDG_RUNTIME_DIR": str(runtime),
+                "PYTHONPATH": str(SCRIPTS), **extra}
+
+    def write_job(self, name: str, **job: object) -> tuple[Path, Path]:
+        output = self.root / f"{name}.json"
+        output.unlink(missing_ok=True)
+        path = self.root / f"{name}.job.json"
+        path.write_text(json.dumps({"output": str(output), "pykrita": str(self.pykrita),
+                                    "workdir": str(self.root), **job}))
+        return path, output
+
+
+def _findings(output: Path, log: str) -> dict:
+    assert output.exists(), f"the scenario wrote no findings; Krita's output:\n{log[-4000:]}"
+    findings = json.loads(output.read_text())
+    assert "error" not in findings, findings["error"]
+    return findings
+
+
+def run_scenario(home: KritaHome, function: str, timeout: float = 300, **job: object) -> dict:
+    job_path, output = home.write_job(function, **job)
+    env = home.env(QT_QPA_PLATFORM="offscreen", UNDERPAINT_KRITA_JOB=str(job_path))
+    done = subprocess.run(["env", "-i", *[f"{k}={v}" for k, v in env.items()], KRITARUNNER, "-s", "scenarios",
+                           "-f", function], capture_output=True, text=True, timeout=timeout, cwd=home.root)
+    return _findings(output, done.stdout + done.stderr)
+
+
+@pytest.fixture(scope="module")
+def plugin_server_url(request: pytest.FixtureRequest, models_dir: Path,
+                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from server_url_or_own(request, models_dir, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def krita_home(tmp_path_factory: pytest.TempPathFactory) -> KritaHome:
+    """One home for the module: Krita builds its resource database (~10 s) only once."""
+    return KritaHome(tmp_path_factory.mktemp("krita-home"))
+
+
+class Display:
+    """A private Xvfb display."""
+
+    def __init__(self) -> None:
+        self.number = 90 + free_port() % 400
+        self.process = subprocess.Popen([XVFB, f":{self.number}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        socket = Path(f"/tmp/.X11-unix/X{self.number}")
+        deadline = time.monotonic() + 10
+        while not socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+def run_gui(home: KritaHome, scenario: str, server: str, timeout: float = 300, **job: object) -> dict:
+    """Start GUI Krita on a private display with the test driver plugin running `scenario`."""
+    for item in ("underpaint_test_driver", "underpaint_test_driver.desktop"):
+        target = home.pykrita / item
+        if target.is_dir():
+            shutil.rmtree(target)
+        (shutil.copytree if (SCRIPTS / item).is_dir() else shutil.copy)(SCRIPTS / item, target)
+    (home.config / "kritarc").write_text(
+        "[python]\nenable_underpaint_krita=true\nenable_underpaint_test_driver=true\n\n"
+        f"[underpaint]\nserver_url={server}\n"
+    )
+    job_path, output = home.write_job(scenario, scenario=scenario, **job)
+    start = home.root / "start.png"  # the driver waits for a document's view; Krita opens this one
+    start.write_bytes(encode_png(bytes([255, 255, 255, 255]) * 64 * 64, 64, 64))
+    display = Display()
+    try:
+        env = home.env(DISPLAY=f":{display.number}", UNDERPAINT_KRITA_JOB=str(job_path))
+        done = subprocess.run(["env", "-i", *[f"{k}={v}" for k, v in env.items()], KRITA, "--nosplash", str(start)],
+                              capture_output=True, text=True, timeout=timeout, cwd=home.root)
+    finally:
+        display.close()
+    return _findings(output, done.stdout + done.stderr)
+
+
+@needs_kritarunner
+def test_document_glue_in_real_krita(krita_home: KritaHome) -> None:
+    found = run_scenario(krita_home, "document_glue", server="")
+    assert found["size"] == [64, 48]
+    # Krita's bytes are BGRA; the plugin's are RGBA, both ways.
+    assert found["read_red"] == [255, 0, 0, 255] * 2
+    assert found["result_layer_bgra"] == [0, 255, 0, 128]
+    assert found["result_layer_bounds"] == [5, 6, 2, 2]
+    preview = found["preview"]
+    assert preview["name"] == "[Preview] second" and preview["locked"] and preview["visible"]
+    assert preview["old_pixel"] == [0, 0, 0, 0]  # the first preview's pixels were cleared
+    assert preview["new_pixel"] == [255, 255, 255, 255] and preview["projection"] == [255, 255, 255, 255]
+    assert found["read_under_preview"] == [255, 0, 0, 255]  # the canvas is read without the preview
+    assert found["preview_visible_after_read"] and not found["preview_visible_after_hide"]
+    assert found["selection_bounds"] == [3, 4, 5, 6]
+    assert found["selection_row"] == [0, 255, 255]
+    before = found["layers_before_insert"]
+    assert before == ["Background", "[Generated] green (1)", "[Preview] second"]
+    after = [name for name in found["layers_after_insert"] if name != "Selection Mask"]
+    if found["active_layer"] == "Background":  # a view exists: above the active layer
+        assert after == ["Background", "[Generated] above background (2)", *before[1:]]
+    else:  # kritarunner has no view, so no active layer: on top, below the preview
+        assert found["active_layer"] is None
+        assert after == [*before[:2], "[Generated] above background (2)", before[2]]
+    # Another depth: read through Krita's conversion, written into a layer of the document's depth.
+    assert found["deep_read_red"] == [255, 0, 0, 255]
+    assert found["deep_layer_space"] == ["RGBA", "U16"]
+    assert found["deep_projection"] == [0, 255, 0, 255]
+    assert found["saved"] and found["history_after_reopen"] == "history\x00blob"
+    assert found["fresh_history"] is None
+
+
+@needs_kritarunner
+def test_inpaint_apply_in_real_krita(krita_home: KritaHome, plugin_server_url: str) -> None:
+    found = run_scenario(krita_home, "inpaint_apply", server=plugin_server_url, model="tiny-sd15-inpaint")
+    assert found["connected"] and "tiny-sd15-inpaint" in found["models"]
+    assert found["finished"] and found["message"] == ""
+    (result,) = found["results"]
+    assert result[1] == 5  # the fixed seed
+    assert found["preview"] == ["[Preview] a blue bird", True, True]
+    assert found["applied"] == "[Generated] a blue bird (5)"
+    # kritarunner has no view and so no active layer: the new layer goes on top, under the preview.
+    layers = [name for name in found["layers"] if name != "Selection Mask"]
+    assert layers == ["Background", "Paint", "Top", "[Generated] a blue bird (5)", "[Preview] a blue bird"]
+    assert not found["preview_visible_after_apply"]
+    # The result covers the selection and nothing beyond its grown, feathered edge.
+    box = Rect(100, 80, 60, 40)
+    assert found["opaque_outside_grown_selection"] == 0
+    assert found["opaque_inside_grown_selection"] >= found["selection_pixels"]
+    assert found["opaque_inside_grown_selection"] <= box.grown(edge_defaults(box).reach).width * box.grown(
+        edge_defaults(box).reach).height
+    assert found["centre_alpha"] == 255
+    assert found["artist_untouched"] == {"Background": True, "Paint": True, "Top": True}
+    assert found["saved"] and found["history_after_reopen"] == [[result[0], 5]]
+
+
+@needs_kritarunner
+def test_refined_red_stays_red_in_real_krita(krita_home: KritaHome, plugin_server_url: str) -> None:
+    """Krita's layers are BGRA: a channel-order slip anywhere on the way would turn red into blue."""
+    found = run_scenario(krita_home, "refine_keeps_red", server=plugin_server_url, model="tiny-sd15-inpaint",
+                         strength=0.05, steps=20, select=[32, 32, 64, 64])
+    assert found["finished"] and found["message"] == ""
+    assert found["pixels"] > 0
+    assert found["mean_red"] > 150 and found["mean_blue"] < 100, found
+
+
+@needs_gui
+def test_docker_apply_and_one_undo_in_gui_krita(krita_home: KritaHome, plugin_server_url: str) -> None:
+    found = run_gui(krita_home, "gui_apply_undo", plugin_server_url, model="tiny-sd15-inpaint")
+    assert found["url_at_start"] == plugin_server_url  # read from kritarc
+    assert found["docker"] == ["UnderpaintDocker", "Underpaint"]
+    assert found["connected"]
+    assert "tiny-sd15-inpaint" in found["models_in_docker"]
+    assert found["generate_label"] == "Inpaint selection"
+    assert found["settings"] == ["tiny-sd15-inpaint", "a blue bird", 3]
+    assert found["finished"] and found["message"] == "" and found["thumbnails"] == 1
+    assert found["active_layer"] == "Paint"
+    after = [n for n in found["layers_after_apply"] if n != "Selection Mask"]
+    new = [n for n in after if n.startswith("[Generated] a blue bird (")]
+    assert len(new) == 1 and after.index(new[0]) == after.index("Paint") + 1  # right above the active layer
+    assert new[0] in found["applied_message"]
+    assert found["artist_untouched"] == {"Background": True, "Paint": True, "Top": True}
+    assert found["layers_after_undo"] == found["layers_before_apply"]  # one undo removes it
+    assert found["artist_untouched_after_undo"] == {"Background": True, "Paint": True, "Top": True}
