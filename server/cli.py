@@ -40,7 +40,8 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-size", type=int, default=1, help="models kept loaded at once")
     p.add_argument("--allow-origin", action="append", default=[],
                    help="a browser origin allowed to connect (default: none)")
-    p.add_argument("--log-file", type=Path, help="per-job log lines, rotated")
+    p.add_argument("--log-file", type=Path,
+                   help="one JSON line per job (no prompts); rotates at 10 MiB, keeping 5 old files")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -29,6 +29,9 @@ class ServerConfig:
     max_queued_per_connection: int = 32
     max_queued: int = 256
     log_file: Path | None = None
+    # Pings keep idle connections open through NATs and proxies and find peers that vanished.
+    ping_interval: float = 20.0
+    ping_timeout: float = 60.0
 
     def check(self) -> None:
         """Refuse configurations that would expose the server: raises ValueError with the fix."""

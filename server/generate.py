@@ -21,6 +21,7 @@ from shared.messages import Image as ImagePayload
 from . import images, inpaint, pipelines, previews, schedulers
 from .jobs import Job, JobCancelledError
 from .loading import PipelineCache
+from .memory import is_out_of_memory, out_of_memory_error
 from .outputs import OutputWriter
 from .registry import Registry
 from .sizing import native_size, round_to_multiple
@@ -58,6 +59,16 @@ class Generator:
                                 "regions")
 
     def __call__(self, job: Job) -> Result:
+        try:
+            return self._run(job)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+        # Freed here, after the handler: until then the traceback keeps the failed step's tensors alive.
+        self.cache.free_memory()
+        raise out_of_memory_error(job.request, self.cache.device)
+
+    def _run(self, job: Job) -> Result:
         request = job.request
         started = time.monotonic()
 

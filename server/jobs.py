@@ -39,6 +39,7 @@ class Job:
     cancel_reason: str | None = None
     queued_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
+    ended_at: float | None = None
     step: int = 0  # denoising steps done, set by the running job
     total: int = 0
     serial: int = field(default_factory=itertools.count().__next__)
@@ -65,13 +66,16 @@ class Job:
 
 
 Runner = Callable[[Job], Any]  # returns the result message, raises to fail
+Ended = Callable[[Job, Any], None]  # told every accepted job's terminal message (the job log)
 
 
 class JobQueue:
     """FIFO of waiting jobs plus the job running now, shared by the loop and the worker."""
 
-    def __init__(self, runner: Runner, *, max_per_owner: int = 32, max_total: int = 256):
+    def __init__(self, runner: Runner, *, max_per_owner: int = 32, max_total: int = 256,
+                 on_end: Ended | None = None):
         self._runner = runner
+        self.on_end = on_end
         self._max_per_owner = max_per_owner
         self._max_total = max_total
         self._waiting: deque[Job] = deque()
@@ -88,11 +92,13 @@ class JobQueue:
         with self._lock:
             self._stopping = True
             waiting, self._waiting = list(self._waiting), deque()
+            for job in waiting:
+                job.ended_at = time.monotonic()
             if self._running is not None:
                 self._running.cancel("server stopping")
             self._lock.notify_all()
         for job in waiting:
-            job.reply(Cancelled(id=job.id, reason="server stopping"))
+            self._end(job, Cancelled(id=job.id, reason="server stopping"))
         self._thread.join(timeout)
 
     # --- called from the event loop ----------------------------------------------------------
@@ -111,9 +117,12 @@ class JobQueue:
             if any(j.owner == job.owner and j.id == job.id for j in self._active()):
                 raise errors.bad_request("id", f"a job with id {job.id!r} is already queued or running")
             superseded = next((j for j in self._waiting if j.same_session(job)), None)
+            # Stamped under the lock, so waits and positions can be checked against each other exactly.
+            job.queued_at = time.monotonic()
             if superseded is not None:
                 self._waiting[self._waiting.index(superseded)] = job
-                superseded.reply(Cancelled(id=superseded.id, reason="superseded"))
+                superseded.ended_at = job.queued_at
+                self._end(superseded, Cancelled(id=superseded.id, reason="superseded"))
             else:
                 self._check_capacity(job)
                 self._waiting.append(job)
@@ -139,7 +148,8 @@ class JobQueue:
             for job in self._waiting:
                 if job.owner == owner and job.id == job_id:
                     self._waiting.remove(job)
-                    job.reply(Cancelled(id=job.id, reason=reason))
+                    job.ended_at = time.monotonic()
+                    self._end(job, Cancelled(id=job.id, reason=reason))
                     return True
             running = self._running
             if running is not None and running.owner == owner and running.id == job_id:
@@ -157,7 +167,8 @@ class JobQueue:
         with self._lock:
             for job in [j for j in self._waiting if matches(j)]:
                 self._waiting.remove(job)
-                job.reply(Cancelled(id=job.id, reason=reason))
+                job.ended_at = time.monotonic()
+                self._end(job, Cancelled(id=job.id, reason=reason))
             if self._running is not None and matches(self._running):
                 self._running.cancel(reason)
 
@@ -188,7 +199,17 @@ class JobQueue:
             finally:
                 with self._lock:
                     self._running = None
-            job.reply(message)
+                    job.ended_at = time.monotonic()
+            self._end(job, message)
+
+    def _end(self, job: Job, message: Any) -> None:
+        """The one place a job's terminal message leaves the queue: recorded, then sent."""
+        if self.on_end is not None:
+            try:
+                self.on_end(job, message)
+            except Exception:
+                log.exception("recording the end of job %s failed", job.id)
+        job.reply(message)
 
     def _run(self, job: Job) -> Any:
         try:

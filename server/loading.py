@@ -169,7 +169,7 @@ class PipelineCache:
         try:
             pipe = load_pipeline(entry, self.dtype).to(self.device)
         except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-            self._free_memory()
+            self.free_memory()
             raise ProtocolError(
                 OUT_OF_MEMORY, f"not enough memory to load {entry.name} on {self.device}", "model"
             ) from exc
@@ -186,9 +186,10 @@ class PipelineCache:
         (name, _), pipe = self._pipes.popitem(last=False)
         log.info("freeing %s", name)
         del pipe
-        self._free_memory()
+        self.free_memory()
 
-    def _free_memory(self) -> None:
+    def free_memory(self) -> None:
+        """Return memory that dead tensors still hold (after an eviction or an out-of-memory failure)."""
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -61,6 +62,7 @@ class OutputWriter:
             os.replace(temporary, folder / name)
         except OSError as exc:
             log.error("could not save a result to %s: %s", folder, exc)
-            temporary.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the folder itself may be what is broken
+                temporary.unlink(missing_ok=True)
             return None
         return folder / name

@@ -33,6 +33,7 @@ from shared.messages import (
 from . import schedulers
 from .config import ServerConfig
 from .generate import Generator
+from .joblog import JobLog
 from .jobs import Job, JobQueue
 from .loading import PipelineCache, resolve_device, resolve_dtype
 from .outputs import OutputWriter
@@ -44,6 +45,12 @@ SERVER_NAME = "underpaint/0.1"
 # Progress frames are disposable: past this many unsent frames for one client, older progress
 # is dropped so a slow reader cannot make the server buffer without bound.
 MAX_PENDING_PROGRESS = 8
+# A client that does not read its replies is not read from either: past this many unsent frames the
+# server stops taking its requests, so the replies to a flood of requests cannot pile up.
+MAX_UNSENT = 64
+# A client that does not answer the closing handshake within this time is cut off, so stopping the
+# server never waits long on one.
+CLOSE_TIMEOUT = 2.0
 
 
 class Server:
@@ -56,8 +63,10 @@ class Server:
         self.cache = PipelineCache(device, resolve_dtype(config.dtype, device), config.cache_size,
                                    on_broken=self.registry.mark_broken)
         self.generator = Generator(self.registry, self.cache, OutputWriter(config.outputs))
+        self.job_log = JobLog(config.log_file) if config.log_file else None
         self.queue = JobQueue(self.generator, max_per_owner=config.max_queued_per_connection,
-                              max_total=config.max_queued)
+                              max_total=config.max_queued, on_end=self.job_log.record if self.job_log else None)
+        self.connections: set[Connection] = set()
         self._numbers = itertools.count(1)
         self._server: Any = None
 
@@ -78,8 +87,9 @@ class Server:
             max_size=self.config.limits.max_message,
             compression=None,
             origins=[None, *self.config.allowed_origins],
-            ping_interval=20,
-            ping_timeout=60,
+            ping_interval=self.config.ping_interval,
+            ping_timeout=self.config.ping_timeout,
+            close_timeout=CLOSE_TIMEOUT,
         )
 
     async def stop(self) -> None:
@@ -87,6 +97,8 @@ class Server:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        if self.job_log is not None:
+            self.job_log.close()
 
     async def run(self) -> None:
         """Serve until SIGINT or SIGTERM."""
@@ -116,7 +128,12 @@ class Server:
         )
 
     async def _handle(self, websocket: ServerConnection) -> None:
-        await Connection(self, websocket, next(self._numbers)).run()
+        connection = Connection(self, websocket, next(self._numbers))
+        self.connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self.connections.discard(connection)
 
 
 class Connection:
@@ -130,7 +147,10 @@ class Connection:
         self._loop = asyncio.get_running_loop()
         self._outbox: deque[tuple[bool, bytes]] = deque()
         self._ready = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
         self._closing = False
+        self._writer_gone = False
         self._live_seeds: dict[str, int] = {}
 
     async def run(self) -> None:
@@ -140,6 +160,8 @@ class Connection:
                 await self._receive(frame)
                 if self._closing:
                     break
+                await asyncio.sleep(0)  # the replies just made reach the outbox before its size is checked
+                await self._drained.wait()
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -154,11 +176,22 @@ class Connection:
         self._loop.call_soon_threadsafe(self._enqueue, isinstance(message, Progress), frame)
 
     def _enqueue(self, disposable: bool, frame: bytes) -> None:
+        if self._writer_gone:
+            return  # nothing can reach this client any more
         if disposable and sum(1 for d, _ in self._outbox if d) >= MAX_PENDING_PROGRESS:
             oldest = next(i for i, (d, _) in enumerate(self._outbox) if d)
             del self._outbox[oldest]
         self._outbox.append((disposable, frame))
+        if len(self._outbox) >= MAX_UNSENT:
+            self._drained.clear()
         self._ready.set()
+
+    def unsent(self) -> tuple[int, int]:
+        """(frames, bytes) waiting for this client: the outbox plus the socket's write buffer."""
+        frames = list(self._outbox)  # one C-level copy: safe while the loop appends
+        transport = self.websocket.transport
+        buffered = transport.get_write_buffer_size() if transport is not None else 0
+        return len(frames), sum(len(frame) for _, frame in frames) + buffered
 
     async def _write(self) -> None:
         try:
@@ -168,11 +201,17 @@ class Connection:
                 while self._outbox:
                     _, frame = self._outbox.popleft()
                     await self.websocket.send(frame)
+                    if len(self._outbox) < MAX_UNSENT:
+                        self._drained.set()
                 if self._closing:
                     await self.websocket.close()
                     return
         except websockets.ConnectionClosed:
             pass
+        finally:
+            self._writer_gone = True
+            self._outbox.clear()
+            self._drained.set()  # the reader must not wait on a writer that is gone
 
     async def _receive(self, frame: bytes | str) -> None:
         try:

@@ -10,12 +10,21 @@ from typing import Any
 
 import msgpack
 
-from .errors import ProtocolError, bad_request
-from .messages import CLIENT_MESSAGES, SERVER_MESSAGES, Error, Limits
+from .errors import TOO_LARGE, ProtocolError, bad_request
+from .messages import CLIENT_MESSAGES, ID_LENGTH, SERVER_MESSAGES, Error, Limits
 from .schema import from_wire, to_wire
 
 # Nesting deeper than any real message is refused before it can cost memory or recursion.
 _MAX_DEPTH = 16
+# List items plus map entries in one frame, and the longest string, counted while unpacking: a frame of
+# nested empty lists or nils would otherwise grow about 70-fold in memory and hold the server's event
+# loop for seconds per megabyte. Real frames hold a few dozen items; their bulk is binary image data.
+_MAX_ITEMS = 100_000
+_MAX_STRING_BYTES = 1024 * 1024
+
+
+class _TooManyItems(Exception):
+    pass
 
 
 def encode(message: Any) -> bytes:
@@ -47,7 +56,15 @@ def _decode(frame: bytes | str, registry: dict[str, type]) -> Any:
     if isinstance(frame, str):
         raise bad_request("frame", "text frames are not part of the protocol; send msgpack in binary frames")
     try:
-        body = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
+        body = _unpack(frame)
+    except _TooManyItems:
+        raise ProtocolError(TOO_LARGE, f"the frame holds more than {_MAX_ITEMS} list items and map entries",
+                            "frame") from None
+    except ValueError as exc:
+        if "exceeds max_" not in str(exc):
+            raise bad_request("frame", f"the frame is not valid msgpack ({type(exc).__name__})") from None
+        raise ProtocolError(TOO_LARGE, "the frame has a list, map or string longer than the protocol allows",
+                            "frame") from None
     except Exception as exc:  # msgpack raises a zoo of types for bad bytes
         raise bad_request("frame", f"the frame is not valid msgpack ({type(exc).__name__})") from None
     if not isinstance(body, dict):
@@ -64,9 +81,26 @@ def _decode(frame: bytes | str, registry: dict[str, type]) -> Any:
     try:
         return from_wire(cls, body)
     except ProtocolError as exc:
-        # Echo the job's id when there is one, so the client knows which request failed.
-        exc.id = body.get("id") if isinstance(body.get("id"), str) else None
+        # Echo the job's id when there is one, so the client knows which request failed; an id that is
+        # itself invalid is not echoed (a client could not decode the reply).
+        job_id = body.get("id")
+        exc.id = job_id if isinstance(job_id, str) and len(job_id) <= ID_LENGTH else None
         raise
+
+
+def _unpack(frame: bytes) -> Any:
+    left = _MAX_ITEMS
+
+    def count(container: Any) -> Any:
+        nonlocal left
+        left -= len(container) + 1
+        if left < 0:
+            raise _TooManyItems
+        return container
+
+    return msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True, list_hook=count,
+                           object_hook=count, max_array_len=_MAX_ITEMS, max_map_len=_MAX_ITEMS,
+                           max_str_len=_MAX_STRING_BYTES)
 
 
 def _depth(value: Any) -> int:

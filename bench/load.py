@@ -1,0 +1,208 @@
+"""Many clients at once: each sends a mix of jobs and cancels; every job must be accounted for.
+
+Each client checks what it saw against the protocol: every job it sent was either refused at once
+(one `error`, e.g. `busy`) or queued and then ended with exactly one terminal message (`result`,
+`cancelled` or `error`); no message came for a job it did not send, nothing came for a job after
+its end, and no job was queued twice. The server's job log must hold exactly one line per queued
+job. Queue-to-start latency (p50 / p99) comes from the job log's `wait_s`.
+
+`python -m bench.load` runs 20 clients x 25 jobs against a real server process and writes
+bench/results/load.json; tests/test_load.py runs a smaller round against an in-process server
+and also checks every queue position the server told.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.client import Client
+from shared.messages import Cancel, Cancelled, Error, Generate, Progress, Queued, Result
+
+TERMINAL = (Result, Cancelled, Error)
+
+
+@dataclass
+class ClientRun:
+    """What one client sent and received."""
+
+    name: str
+    sent: list[str] = field(default_factory=list)
+    cancels: list[str] = field(default_factory=list)
+    received: list[Any] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def positions(self) -> dict[str, int]:
+        return {m.id: m.position for m in self.received if isinstance(m, Queued)}
+
+    def violations(self) -> list[str]:
+        """Everything this client saw that breaks the protocol's promises."""
+        problems = []
+        mine = set(self.sent)
+        state: dict[str, str] = dict.fromkeys(self.sent, "sent")
+        for message in self.received:
+            job = getattr(message, "id", None)
+            if job not in mine:
+                problems.append(f"{self.name}: {message.TYPE} for a job it did not send: {job!r}")
+                continue
+            if isinstance(message, Error) and (message.code, message.field) == ("not_found", "id"):
+                if job not in self.cancels:
+                    problems.append(f"{self.name}: not_found for {job}, which it never cancelled")
+                continue  # the answer to a cancel that came too late, not the job's end
+            now = state[job]
+            if isinstance(message, Queued):
+                state[job] = "queued" if now == "sent" else "bad"
+            elif isinstance(message, Progress):
+                state[job] = now if now == "queued" else "bad"
+            elif isinstance(message, Error) and now == "sent":
+                state[job] = "refused"
+            elif isinstance(message, TERMINAL):
+                state[job] = "ended" if now == "queued" else "bad"
+            if state[job] == "bad":
+                problems.append(f"{self.name}: {message.TYPE} for {job} after it was {now}")
+        problems += [f"{self.name}: {job} was left {s}" for job, s in state.items() if s in ("sent", "queued")]
+        return problems
+
+    def outcomes(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        queued = set(self.positions())
+        for message in self.received:
+            if isinstance(message, Error) and message.code == "not_found":
+                counts["late cancel (not_found)"] += 1
+            elif isinstance(message, Error) and message.id not in queued:
+                counts[f"refused ({message.code})"] += 1
+            elif isinstance(message, TERMINAL):
+                counts[message.TYPE if not isinstance(message, Error) else f"error ({message.code})"] += 1
+        return counts
+
+
+def job_request(job_id: str, rng: random.Random, model: str) -> Generate:
+    return Generate(id=job_id, mode="txt2img", model=model, prompt="a red circle on blue", width=64, height=64,
+                    steps=rng.choice((1, 2)), seed=rng.randrange(2**32), scheduler="euler")
+
+
+def run_client(url: str, index: int, jobs: int, cancel_rate: float, seed: int, model: str,
+               start: threading.Barrier | None = None, timeout: float = 600) -> ClientRun:
+    """One client: sends `jobs` jobs with small random pauses, cancelling a random earlier one now and
+    then (finished or not), then reads until every job is settled."""
+    rng = random.Random(seed * 1000 + index)
+    run = ClientRun(name=f"load-{index}")
+    with Client(url, name=run.name) as client:
+        if start is not None:
+            start.wait()
+        began = time.monotonic()
+        for n in range(jobs):
+            job_id = f"{index}-{n}-{rng.randrange(16**6):06x}"
+            client.send(job_request(job_id, rng, model))
+            run.sent.append(job_id)
+            if rng.random() < cancel_rate:
+                victim = rng.choice(run.sent)
+                client.send(Cancel(id=victim))
+                run.cancels.append(victim)
+            time.sleep(rng.uniform(0, 0.02))
+        deadline = time.monotonic() + timeout
+        while not _settled(run):
+            run.received.append(client.receive(timeout=max(0.1, deadline - time.monotonic())))
+        run.seconds = time.monotonic() - began
+    return run
+
+
+def _settled(run: ClientRun) -> bool:
+    queued = set(run.positions())
+    ended = {m.id for m in run.received if isinstance(m, TERMINAL)
+             and not (isinstance(m, Error) and m.code == "not_found")}
+    refused = {m.id for m in run.received if isinstance(m, Error) and m.id not in queued}
+    return all(job in ended or job in refused for job in run.sent)
+
+
+def run_load(url: str, clients: int = 20, jobs: int = 25, cancel_rate: float = 0.2, seed: int = 1,
+             model: str = "tiny-sd15") -> list[ClientRun]:
+    """`clients` clients at once, started together."""
+    start = threading.Barrier(clients)
+    with ThreadPoolExecutor(clients) as pool:
+        futures = [pool.submit(run_client, url, i, jobs, cancel_rate, seed, model, start) for i in range(clients)]
+        return [f.result() for f in futures]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def summarise(runs: list[ClientRun], log: list[dict[str, Any]]) -> dict[str, Any]:
+    """Client-side invariants and the server log's view of the same jobs."""
+    violations = [v for run in runs for v in run.violations()]
+    queued = [job for run in runs for job in run.positions()]
+    logged = Counter(line["id"] for line in log)
+    violations += [f"job {job} has {logged[job]} log lines" for job in queued if logged[job] != 1]
+    violations += [f"log line for {job}, which no client saw queued" for job in set(logged) - set(queued)]
+    waits = [line["wait_s"] for line in log if line["wait_s"] is not None]
+    runs_s = [line["run_s"] for line in log if line["outcome"] == "result"]
+    outcomes: Counter[str] = Counter()
+    for run in runs:
+        outcomes.update(run.outcomes())
+    wall = max(run.seconds for run in runs)
+    return {
+        "clients": len(runs),
+        "jobs_sent": sum(len(run.sent) for run in runs),
+        "cancels_sent": sum(len(run.cancels) for run in runs),
+        "jobs_queued": len(queued),
+        "outcomes": dict(outcomes.most_common()),
+        "violations": len(violations),
+        "first_violations": violations[:10],
+        "queue_to_start_s": {"p50": _round(percentile(waits, 50)), "p99": _round(percentile(waits, 99)),
+                             "max": _round(max(waits, default=None))},
+        "run_s": {"p50": _round(percentile(runs_s, 50)), "p99": _round(percentile(runs_s, 99))},
+        "wall_s": round(wall, 1),
+        "results_per_s": round(outcomes["result"] / wall, 2) if wall else None,
+        "mean_queue_length_at_submit": _round(statistics.fmean(
+            [p for run in runs for p in run.positions().values()])) if queued else None,
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--jobs", type=int, default=25, help="jobs per client")
+    parser.add_argument("--cancel-rate", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "load.json")
+    args = parser.parse_args(argv)
+
+    from bench.serve import ServerProcess
+
+    with ServerProcess() as server:
+        # Load the model first, so the first jobs' latency is not the model load.
+        with Client(server.url) as warm:
+            warm.generate(job_request("warm-up", random.Random(0), "tiny-sd15"))
+        runs = run_load(server.url, args.clients, args.jobs, args.cancel_rate, args.seed)
+        time.sleep(0.5)  # the last log lines
+        log = [line for line in server.job_lines() if line["id"] != "warm-up"]
+    report = {"settings": {"clients": args.clients, "jobs_per_client": args.jobs, "cancel_rate": args.cancel_rate,
+                           "model": "tiny-sd15 (random weights)", "size": "64x64", "steps": "1-2",
+                           "scheduler": "euler", "seed": args.seed},
+              **summarise(runs, log)}
+    print(json.dumps(report, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 1 if report["violations"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

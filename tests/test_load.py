@@ -1,0 +1,243 @@
+"""Many clients, queue limits, idle and dead connections, and clients that do not read.
+
+The long load run is `python -m bench.load`; the soak run `python -m bench.soak`.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+import torch
+from raw_client import RawClient
+from serving import running_server, url
+
+from bench.load import run_load, summarise
+from server.config import ServerConfig
+from server.jobs import Job
+from server.server import MAX_PENDING_PROGRESS, MAX_UNSENT, Connection
+from shared.client import Client
+from shared.messages import Cancel, Cancelled, Error, Generate, Progress, Queued, Result
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # Tiny models are all per-operation overhead: a second thread only adds spin-waiting on a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def request(**fields) -> Generate:
+    defaults = {"id": uuid.uuid4().hex, "mode": "txt2img", "model": "tiny-sd15", "prompt": "a red circle",
+                "width": 64, "height": 64, "steps": 1, "seed": 1}
+    return Generate(**{**defaults, **fields})
+
+
+def slow(**fields) -> Generate:
+    return request(width=256, height=256, steps=150, **fields)
+
+
+@pytest.fixture(scope="module")
+def server(models_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("load")
+    config = ServerConfig(models=[models_dir], outputs=folder / "outputs", log_file=folder / "jobs.log")
+    with running_server(config) as running:
+        yield running
+
+
+def wait_until(condition, timeout: float = 15, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+# --- many clients ----------------------------------------------------------------------------------
+
+
+def test_twenty_clients_sending_jobs_and_cancels_get_every_job_accounted_for(server):
+    ended: list[Job] = []
+    log_to_file = server.queue.on_end
+    server.queue.on_end = lambda job, message: (ended.append(job), log_to_file(job, message))
+    try:
+        runs = run_load(url(server), clients=20, jobs=3, cancel_rate=0.3, seed=5)
+    finally:
+        server.queue.on_end = log_to_file
+    sent = {job for run in runs for job in run.sent}
+    log = [line for line in map(json.loads, server.config.log_file.read_text().splitlines()) if line["id"] in sent]
+    report = summarise(runs, log)
+    assert report["violations"] == 0, report["first_violations"]
+    assert report["jobs_queued"] == 60 and report["outcomes"]["result"] > 0
+    assert report["outcomes"].get("cancelled", 0) > 0
+
+    # Every position a client was told is the number of jobs queued or running ahead of its job then.
+    told = {job: position for run in runs for job, position in run.positions().items()}
+    assert sorted(job.id for job in ended) == sorted(told)
+    for job in ended:
+        ahead = sum(1 for other in ended if other.queued_at < job.queued_at < other.ended_at)
+        assert told[job.id] == ahead, f"{job.id} was told position {told[job.id]}, {ahead} jobs were ahead"
+    # First in, first started.
+    started = sorted((job for job in ended if job.started_at is not None), key=lambda job: job.started_at)
+    assert started == sorted(started, key=lambda job: job.queued_at)
+
+
+def collect(client: Client, ids: set[str], kinds: tuple[type, ...]) -> dict[str, object]:
+    """The first message of one of `kinds` for each of `ids`."""
+    found: dict[str, object] = {}
+    for message in client.messages(timeout=60):
+        if isinstance(message, kinds) and getattr(message, "id", None) in ids and message.id not in found:
+            found[message.id] = message
+        if set(found) == ids:
+            return found
+
+
+def test_per_connection_and_global_queue_caps_answer_busy(models_dir, tmp_path):
+    config = ServerConfig(models=[models_dir], outputs=tmp_path, max_queued_per_connection=3, max_queued=4)
+    with running_server(config) as server, Client(url(server)) as first, Client(url(server)) as second:
+        blocker = slow()
+        first.send(blocker)
+        for message in first.messages(timeout=60):
+            if isinstance(message, Progress):
+                break
+        mine = [request() for _ in range(3)]
+        theirs = [request() for _ in range(3)]
+        for job in mine:
+            first.send(job)
+        replies = collect(first, {j.id for j in mine}, (Queued, Error))
+        assert [getattr(replies[j.id], "position", None) for j in mine] == [1, 2, None]
+        assert replies[mine[2].id].code == "busy" and "3 jobs" in replies[mine[2].id].message
+        for job in theirs:
+            second.send(job)
+        replies = collect(second, {j.id for j in theirs}, (Queued, Error))
+        assert [getattr(replies[j.id], "position", None) for j in theirs] == [3, 4, None]
+        assert replies[theirs[2].id].code == "busy" and "queue is full" in replies[theirs[2].id].message
+        # Cancelling makes room again.
+        second.send(Cancel(id=theirs[0].id))
+        assert collect(second, {theirs[0].id}, (Cancelled,))
+        retry = request()
+        second.send(retry)
+        assert collect(second, {retry.id}, (Queued,))[retry.id].position == 4
+        for job in (blocker, *mine[:2]):
+            first.send(Cancel(id=job.id))
+        assert len(collect(first, {blocker.id, mine[0].id, mine[1].id}, (Cancelled,))) == 3
+
+
+# --- idle and dead connections --------------------------------------------------------------------------
+
+
+def test_idle_connections_are_kept_alive_by_pings_and_silent_ones_dropped(models_dir, tmp_path):
+    config = ServerConfig(models=[models_dir], outputs=tmp_path, ping_interval=0.2, ping_timeout=0.5)
+    with running_server(config) as server, Client(url(server)) as idle:
+        silent = RawClient(url(server))
+        silent.hello()  # and then never reads again, so never answers a ping
+        time.sleep(1.5)  # seven ping intervals
+        assert idle.models()
+        wait_until(lambda: len(server.connections) == 1, timeout=5, what="the silent connection to be dropped")
+        (alive,) = server.connections
+        assert alive.websocket.latency > 0  # its pongs came back
+        assert silent.closed(timeout=5)
+
+
+# --- clients that do not read ------------------------------------------------------------------------------
+
+
+def shrink_send_buffer(connection: Connection) -> None:
+    """A slow network: the kernel holds only a few KiB on the server's side, so what a client does not
+    read stays in the server process, where it is measured."""
+    connection.websocket.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+
+def test_a_client_flooding_requests_without_reading_cannot_grow_the_server_buffers(server):
+    frames = 20_000
+    flooder = RawClient(url(server), receive_buffer=4096)
+    flooder.hello()
+    (connection,) = [c for c in server.connections]
+    shrink_send_buffer(connection)
+    worst = [0, 0]
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            worst[:] = map(max, worst, connection.unsent())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        for _ in range(frames):
+            while not flooder.try_send_raw(b"\xc1"):
+                time.sleep(0.01)  # the server stopped reading us: back-pressure reached the client
+        time.sleep(1)
+    finally:
+        sampling.set()
+        sampler.join()
+    # No reply was lost on the way: every frame gets its error, in order.
+    replies = [flooder.receive(timeout=30) for _ in range(frames)]
+    assert all(isinstance(r, Error) and r.field == "frame" for r in replies)
+    flooder.close()
+    print(f"\nflood of {frames} frames: at most {worst[0]} frames / {worst[1]} bytes unsent in the server")
+    assert worst[0] <= MAX_UNSENT + 1
+    assert worst[1] < 128 * 1024  # 20 000 replies are ~1.9 MB
+
+
+def test_a_client_that_stops_reading_gets_the_newest_previews_not_unbounded_buffers(server):
+    steps = 60
+    reader = RawClient(url(server), receive_buffer=4096)
+    reader.hello()
+    (connection,) = [c for c in server.connections]
+    shrink_send_buffer(connection)
+    job = request(width=256, height=256, steps=steps, preview=True, result_format="png")
+    reader.send(job)
+    wait_until(lambda: server.queue.snapshot()[0] is not None, what="the job to start")
+    worst = [0, 0]
+    while True:
+        unsent = connection.unsent()
+        if server.queue.snapshot()[0] is None:  # read after the sample: the sample holds no result yet
+            break
+        worst[:] = map(max, worst, unsent)
+        time.sleep(0.005)
+    messages = []
+    while not isinstance(message := reader.receive(timeout=60), Result):
+        messages.append(message)
+    reader.close()
+    progress = [m for m in messages if isinstance(m, Progress)]
+    preview_bytes = len(progress[0].preview.data)
+    print(f"\n{steps} previews of {preview_bytes} bytes: {len(progress)} delivered, at most {worst[0]} frames / "
+          f"{worst[1]} bytes unsent in the server")
+    assert progress[-1].step == steps  # the newest survives
+    assert len(progress) < steps  # older ones were dropped, not queued
+    assert [p.step for p in progress] == sorted(p.step for p in progress)
+    assert worst[0] <= MAX_PENDING_PROGRESS + 1
+    assert worst[1] <= (MAX_PENDING_PROGRESS + 2) * (preview_bytes + 64) + 64 * 1024
+
+
+# --- nothing kept ------------------------------------------------------------------------------------------
+
+
+def test_finished_jobs_and_closed_connections_are_not_kept(server):
+    def live() -> tuple[int, int]:
+        gc.collect()
+        objects = gc.get_objects()
+        return sum(type(o) is Job for o in objects), sum(type(o) is Connection for o in objects)
+
+    with Client(url(server)) as warm:
+        warm.generate(request())
+    wait_until(lambda: not server.connections, what="connections to close")
+    before = live()
+    for _ in range(3):
+        with Client(url(server)) as client:
+            for _ in range(5):
+                client.generate(request(), timeout=60)
+            client.send(slow())
+            for message in client.messages(timeout=60):
+                if isinstance(message, Progress):
+                    break
+    wait_until(lambda: not server.connections and server.queue.snapshot() == (None, []), what="everything to end")
+    assert live() == before
