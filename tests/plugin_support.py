@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,9 @@ class FakeDocument:
     def read_pixels(self, rect: Rect) -> bytes:
         self.reads.append(rect)
         return crop(self.pixels, self.width, rect.x, rect.y, rect.width, rect.height)
+
+    def change_token(self, rect: Rect) -> int:
+        return zlib.crc32(crop(self.pixels, self.width, rect.x, rect.y, rect.width, rect.height))
 
     def read_selection(self, rect: Rect) -> bytes:
         return crop(self.selection, self.width, rect.x, rect.y, rect.width, rect.height, channels=1)

@@ -161,6 +161,22 @@ def test_controller_end_to_end_with_a_real_server(models_dir: Path, tmp_path: Pa
             controller.poll()
             time.sleep(0.02)
         assert controller.message == "The server has no model of that name any more. Pick another model."
+
+        # Live: a frame for the canvas, then one for each change; pictures land in the preview.
+        controller.settings.model, controller.settings.strength = "tiny-sd15", 0.5
+        controller.set_live(True)
+        session = controller.session()
+        for stroke in range(2):
+            if stroke:
+                document.pixels = bytes([200, 30, 30, 255]) * (96 * 40)
+            before = session.live_result
+            while session.live_result is before and time.monotonic() < deadline + 150:
+                controller.poll()
+                time.sleep(0.02)
+            assert session.live_result is not before, controller.message
+        assert session.live_result.image.bounds == (0, 0, 96, 40)
+        assert controller.apply() == f"[Live] a red fox ({session.live_result.seed})"
+        controller.set_live(False)
     finally:
         connection.stop()
         server.kill()

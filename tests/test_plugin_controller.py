@@ -17,7 +17,19 @@ from underpaint_krita.history import History
 
 from shared import errors as codes
 from shared.crop import Rect
-from shared.messages import Cancelled, Error, Generate, Image, Progress, Queued, Result, ResultImage, Welcome
+from shared.messages import (
+    Cancelled,
+    Error,
+    Generate,
+    Image,
+    Live,
+    LiveStop,
+    Progress,
+    Queued,
+    Result,
+    ResultImage,
+    Welcome,
+)
 
 MODELS = [
     {"name": "broken", "kind": "checkpoint", "refused": "cannot be read"},
@@ -259,3 +271,100 @@ def test_a_failing_document_reports_instead_of_raising(setup) -> None:
     assert controller.generate() is None
     assert controller.message == ("The plugin failed; Krita's log has the details. "
                                   "(RuntimeError: projection unavailable.)")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def live_setup(setup):
+    controller, connection, workspace, document = setup
+    controller.clock = clock = Clock()
+    controller.settings.strength = 0.5
+    controller.set_live(True)
+    return controller, connection, document, clock
+
+
+def _frames(connection: ScriptedConnection) -> list[Live]:
+    return [m for m in connection.sent if isinstance(m, Live)]
+
+
+def test_live_sends_a_frame_only_when_the_canvas_or_settings_change(live_setup) -> None:
+    controller, connection, document, clock = live_setup
+    controller.poll()
+    (first,) = _frames(connection)
+    assert (first.mode, first.strength, first.batch_size, first.preview) == ("img2img", 0.5, 1, False)
+    assert first.image.bounds == (0, 0, 64, 48) and first.session == controller.session().live.id
+
+    controller.poll()  # within the interval: nothing is even looked at
+    clock.now += 1.0
+    controller.poll()  # nothing changed
+    assert len(_frames(connection)) == 1
+
+    document.pixels = solid(64, 48, (200, 0, 0, 255))  # a stroke
+    clock.now += 1.0
+    controller.poll()
+    controller.settings.prompt = "a red fox"
+    clock.now += 1.0
+    controller.poll()
+    frames = _frames(connection)
+    assert len(frames) == 3 and frames[1].image.data == document.pixels and frames[2].prompt == "a red fox"
+    assert len({f.id for f in frames}) == 3 and {f.session for f in frames} == {first.session}
+
+
+def test_live_with_a_selection_sends_inpaint_frames(live_setup) -> None:
+    controller, connection, document, clock = live_setup
+    document.selection = box_mask(64, 48, Rect(8, 8, 10, 10))
+    controller.poll()
+    (frame,) = _frames(connection)
+    assert frame.mode == "inpaint" and frame.mask is not None
+
+
+def test_live_pictures_replace_each_other_and_apply_as_a_live_layer(live_setup) -> None:
+    controller, connection, document, clock = live_setup
+    controller.poll()
+    document.pixels = solid(64, 48, (1, 1, 1, 255))
+    clock.now += 1.0
+    controller.poll()
+    old, new = _frames(connection)
+    connection.reply(Cancelled(id=old.id, reason="superseded"),
+                     Result(id=new.id, images=[ResultImage(_result_image(0, 0, 64, 48, (0, 0, 9, 255)), 31)],
+                            info={}, elapsed=0.2))
+    controller.poll()
+    assert controller.message == ""  # superseded frames pass silently
+    assert document.preview[0] == "[Preview] a fox" and document.preview[1].data == solid(64, 48, (0, 0, 9, 255))
+    assert len(controller.session().history) == 0  # live pictures do not fill the history
+    assert controller.apply() == "[Live] a fox (31)"
+    assert document.layers[-1][1].data == solid(64, 48, (0, 0, 9, 255))
+
+
+def test_stopping_live_tells_the_server_and_ignores_late_frames(live_setup) -> None:
+    controller, connection, document, clock = live_setup
+    controller.poll()
+    (frame,) = _frames(connection)
+    session_id = frame.session
+    controller.set_live(False)
+    assert isinstance(connection.sent[-1], LiveStop) and connection.sent[-1].session == session_id
+    connection.reply(Result(id=frame.id, images=[ResultImage(_result_image(0, 0, 4, 4, (1, 2, 3, 255)), 1)],
+                            info={}, elapsed=0.1))
+    clock.now += 1.0
+    controller.poll()
+    assert document.preview is None and len(_frames(connection)) == 1
+
+
+def test_live_waits_for_a_connection_and_lost_frames_pass_silently(live_setup) -> None:
+    controller, connection, document, clock = live_setup
+    connection.reply(Disconnected("unreachable", "refused", 1.0))
+    controller.poll()
+    assert _frames(connection) == []
+    connection.reply(Connected(WELCOME))
+    controller.poll()
+    (frame,) = _frames(connection)
+    connection.reply(Failed(frame.id, "connection_lost"))
+    controller.poll()
+    assert controller.message == ""

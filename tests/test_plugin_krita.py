@@ -206,6 +206,7 @@ def test_docker_apply_and_one_undo_in_gui_krita(krita_home: KritaHome, plugin_se
     assert found["settings"] == ["tiny-sd15-inpaint", "a blue bird", 3]
     assert found["finished"] and found["message"] == "" and found["thumbnails"] == 1
     assert found["active_layer"] == "Paint"
+    assert found["active_layer_with_preview"] == "Paint"  # the preview layer does not take it over
     after = [n for n in found["layers_after_apply"] if n != "Selection Mask"]
     new = [n for n in after if n.startswith("[Generated] a blue bird (")]
     assert len(new) == 1 and after.index(new[0]) == after.index("Paint") + 1  # right above the active layer
@@ -213,3 +214,7 @@ def test_docker_apply_and_one_undo_in_gui_krita(krita_home: KritaHome, plugin_se
     assert found["artist_untouched"] == {"Background": True, "Paint": True, "Top": True}
     assert found["layers_after_undo"] == found["layers_before_apply"]  # one undo removes it
     assert found["artist_untouched_after_undo"] == {"Background": True, "Paint": True, "Top": True}
+    # Live mode follows a stroke; Apply copies the live picture into a [Live] layer.
+    assert found["live_on"] and found["live_first"] and found["live_after_stroke"], found["live_message"]
+    live = [n for n in found["layers_after_live_apply"] if n.startswith("[Live] a blue bird (")]
+    assert len(live) == 1

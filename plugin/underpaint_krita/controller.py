@@ -9,25 +9,28 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from shared.messages import Cancelled, Error, Generate, Image, Progress, Queued, Result, Welcome
+from shared.messages import Cancelled, Error, Generate, Image, LiveStop, Progress, Queued, Result, Welcome
 
 from . import naming
 from .connection import Connected, Connection, Disconnected, Failed, Received
 from .errors import NO_DOCUMENT, NO_RESULT, PLUGIN_FAULT, UserError, artist_message
 from .history import DEFAULT_LIMIT, Entry, History
-from .requests import Canvas, Settings, build_request
+from .live import LiveCanvas, LiveResult, LiveSession
+from .requests import Settings, build_request
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 WAITING = "Waiting for the server…"
+LIVE = "live"  # Session.shown when the preview layer shows the live picture
 
 
-class Document(Canvas, Protocol):
+class Document(LiveCanvas, Protocol):
     """A document as the controller sees it (plugin/document.py wraps Krita's)."""
 
     def show_preview(self, name: str, image: Image) -> None:
@@ -69,8 +72,10 @@ class Job:
 class Session:
     document: Document
     history: History
-    shown: str | None = None  # the entry in the preview layer
+    shown: str | None = None  # the entry in the preview layer, or LIVE
     jobs: list[Job] = field(default_factory=list)
+    live: LiveSession | None = None  # live mode is on
+    live_result: LiveResult | None = None  # the newest live picture, kept after live mode ends
     message: str = ""  # the last error or notice for this document
 
 
@@ -106,8 +111,10 @@ def _reports_errors(action: Callable[..., T]) -> Callable[..., T | None]:
 
 
 class Controller:
-    def __init__(self, connection: Connection, workspace: Workspace, history_limit: int = DEFAULT_LIMIT):
+    def __init__(self, connection: Connection, workspace: Workspace, history_limit: int = DEFAULT_LIMIT,
+                 clock: Callable[[], float] = time.monotonic):
         self.connection = connection
+        self.clock = clock
         self.workspace = workspace
         self.history_limit = history_limit
         self.settings = Settings()
@@ -171,12 +178,16 @@ class Controller:
 
     @_reports_errors
     def apply(self, entry_id: str | None = None) -> str:
-        """Copy a result (default: the one shown) into a new layer; returns the layer's name."""
+        """Copy a result (default: the one shown, live or not) into a new layer; returns the layer's name."""
         session = self._require_session()
-        entry = self._entry(session, entry_id or session.shown or "")
-        name = naming.generated_name(entry.prompt, entry.seed)
+        if entry_id is None and session.shown == LIVE and session.live_result is not None:
+            live = session.live_result
+            name, image = naming.live_name(live.prompt, live.seed), live.image
+        else:
+            entry = self._entry(session, entry_id or session.shown or "")
+            name, image = naming.generated_name(entry.prompt, entry.seed), entry.image()
         session.document.hide_preview()
-        session.document.add_result_layer(name, entry.image())
+        session.document.add_result_layer(name, image)
         session.shown = None
         session.message = f"Added the layer “{name}”."
         self._changed()
@@ -191,6 +202,17 @@ class Controller:
             session.document.hide_preview()
             session.shown = None
         session.document.save_history(session.history.to_blob())
+        self._changed()
+
+    @_reports_errors
+    def set_live(self, on: bool) -> None:
+        """Start or stop live mode for the active document; the last live picture stays to apply."""
+        session = self._require_session()
+        if on and session.live is None:
+            session.live = LiveSession()
+        elif not on and session.live is not None:
+            self.connection.submit(LiveStop(session=session.live.id))
+            session.live = None
         self._changed()
 
     def set_server(self, url: str, token: str | None = None) -> None:
@@ -212,6 +234,18 @@ class Controller:
                 log.exception("handling %s failed", type(event).__name__)
         if events:
             self._changed()
+        self._live_tick()
+
+    @_reports_errors
+    def _live_tick(self) -> None:
+        if not any(s.live is not None for s in self._sessions):
+            return
+        session = self.session()
+        if session is None or session.live is None or not self.server.connected:
+            return
+        frame = session.live.next_frame(session.document, self.settings, self.clock())
+        if frame is not None:
+            self.connection.submit(frame)
 
     def _handle(self, event: Any) -> None:
         if isinstance(event, Connected):
@@ -227,12 +261,18 @@ class Controller:
             welcome = self.server.welcome  # keep the model list while reconnecting
             self.server = ServerState(False, artist_message(event.code) + retry, welcome)
         elif isinstance(event, Failed):
-            self._finish(event.job_id, artist_message(event.code, event.detail))
+            # A lost live frame needs no word: the next change sends a new one.
+            if not any(s.live is not None and s.live.owns(event.job_id) for s in self._sessions):
+                self._finish(event.job_id, artist_message(event.code, event.detail))
         elif isinstance(event, Received):
             self._receive(event.message)
 
     def _receive(self, message: Any) -> None:
         job_id = getattr(message, "id", None)
+        live = next((s for s in self._sessions if s.live is not None and s.live.owns(job_id)), None)
+        if live is not None:
+            self._receive_live(live, message)
+            return
         found = self._job(job_id) if job_id else None
         if found is None:
             if isinstance(message, Error):
@@ -251,6 +291,17 @@ class Controller:
             self._finish(job.id, "Cancelled.")
         elif isinstance(message, Error):
             self._finish(job.id, artist_message(message.code, message.message))
+
+    def _receive_live(self, session: Session, message: Any) -> None:
+        """Live pictures replace each other in the preview layer; superseded frames pass silently."""
+        if isinstance(message, Result) and message.images:
+            item = message.images[0]
+            session.live_result = session.live.result(message.id, item.image, item.seed)
+            session.document.show_preview(naming.preview_name(session.live_result.prompt), item.image)
+            session.shown = LIVE
+            session.message = ""
+        elif isinstance(message, Error):
+            session.message = artist_message(message.code, message.message)
 
     def _store(self, session: Session, request: Generate, result: Result) -> None:
         entries = [Entry.from_result(f"{request.id}-{i}", request, item.image, item.seed)

@@ -154,8 +154,13 @@ class UnderpaintDocker(DockWidget):
         self.generate.clicked.connect(lambda: self.controller.generate())
         self.cancel = QPushButton("Cancel")
         self.cancel.clicked.connect(lambda: self.controller.cancel())
+        self.live = QPushButton("Live")
+        self.live.setCheckable(True)
+        self.live.setToolTip("Repaint the preview whenever the canvas changes (set the strength below 100%)")
+        self.live.toggled.connect(lambda on: self.controller.set_live(on))
         buttons.addWidget(self.generate, 2)
         buttons.addWidget(self.cancel, 1)
+        buttons.addWidget(self.live, 1)
         layout.addLayout(buttons)
 
         self.progress = QProgressBar()
@@ -276,6 +281,10 @@ class UnderpaintDocker(DockWidget):
         self.generate.setEnabled(session is not None)
         jobs = session.jobs if session is not None else []
         self.cancel.setEnabled(bool(jobs))
+        self.live.setEnabled(session is not None)
+        self.live.blockSignals(True)
+        self.live.setChecked(session is not None and session.live is not None)
+        self.live.blockSignals(False)
         self._show_progress(jobs)
         self._show_results(session)
 
@@ -290,10 +299,8 @@ class UnderpaintDocker(DockWidget):
             combo.setCurrentIndex(index)
 
     def _show_progress(self, jobs: list) -> None:
+        self.progress.setVisible(bool(jobs))
         if not jobs:
-            self.progress.setRange(0, 1)
-            self.progress.setValue(0)
-            self.progress.setFormat("")
             self.step_preview.setVisible(False)
             return
         job = jobs[0]
@@ -319,7 +326,7 @@ class UnderpaintDocker(DockWidget):
         if ids != shown:
             self.results.clear()
             for entry in entries:
-                item = QListWidgetItem(self._icon(entry), "")
+                item = QListWidgetItem(self._icon(entry), str(entry.seed))
                 item.setData(Qt.UserRole, entry.id)
                 item.setToolTip(f"{entry.prompt or '(no prompt)'}\nseed {entry.seed} · {entry.model} · {entry.mode}")
                 self.results.addItem(item)
@@ -327,6 +334,8 @@ class UnderpaintDocker(DockWidget):
         current = session.shown if session is not None else None
         for i in range(self.results.count()):
             item = self.results.item(i)
+            if item.data(Qt.UserRole) == current:
+                self.results.setCurrentItem(item)
             item.setSelected(item.data(Qt.UserRole) == current)
         self.apply.setEnabled(current is not None)
         self.discard.setEnabled(bool(entries))

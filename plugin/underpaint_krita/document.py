@@ -8,8 +8,10 @@ are written into sRGB 8-bit layers that Krita converts into the document's colou
 
 from __future__ import annotations
 
+import zlib
+
 from krita import Krita
-from PyQt5.QtCore import QByteArray
+from PyQt5.QtCore import QByteArray, QTimer
 from PyQt5.QtGui import QImage
 
 from shared.crop import Rect
@@ -59,6 +61,22 @@ class KritaDocument:
                 preview.setVisible(True)
                 self._refresh()
 
+    def change_token(self, rect: Rect) -> int:
+        """A hash of the active layer's pixels in `rect` and of every layer's name, visibility and
+        opacity: strokes land on the active layer, so this sees them without compositing."""
+        structure = []
+        stack = list(self.document.rootNode().childNodes())
+        while stack:
+            node = stack.pop()
+            if not naming.is_preview(node.name()):
+                structure.append(f"{node.name()}|{node.visible()}|{node.opacity()}|{node.blendingMode()}")
+                stack.extend(node.childNodes())
+        token = zlib.crc32("\n".join(structure).encode())
+        active = self.document.activeNode()
+        if active is None or naming.is_preview(active.name()):
+            return zlib.crc32(self.read_pixels(rect), token)  # no active layer (scripts): the composite
+        return zlib.crc32(bytes(active.pixelData(rect.x, rect.y, rect.width, rect.height)), token)
+
     def read_selection(self, rect: Rect) -> bytes:
         return bytes(self.document.selection().pixelData(rect.x, rect.y, rect.width, rect.height))
 
@@ -73,7 +91,8 @@ class KritaDocument:
             self._artist_layer = self.document.activeNode()
             root.addChildNode(preview, children[-1] if children else None)
             if self._artist_layer is not None:
-                self.document.setActiveNode(self._artist_layer)
+                # Krita activates the new layer once control returns to its event loop.
+                QTimer.singleShot(0, self._restore_active_layer)
         else:
             old = preview.bounds()
             if old.width() > 0 and old.height() > 0:
@@ -153,6 +172,11 @@ class KritaDocument:
                       and not n.type().endswith("mask")]
             return root, layers[-1] if layers else None
         return active.parentNode(), active
+
+    def _restore_active_layer(self) -> None:
+        active = self.document.activeNode()
+        if active is not None and naming.is_preview(active.name()) and self._exists(self._artist_layer):
+            self.document.setActiveNode(self._artist_layer)
 
     def _exists(self, node) -> bool:
         if node is None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shared.crop import Rect, context_rect, edge_defaults
-from shared.messages import Generate, Image, Mask
+from shared.messages import Generate, Image, Live, Mask
 
 from .errors import NO_MODEL, SELECTION_OUTSIDE, UserError
 
@@ -53,33 +53,47 @@ def canvas_rect(canvas: Canvas) -> Rect:
     return Rect(0, 0, width, height)
 
 
-def build_request(canvas: Canvas, settings: Settings, job_id: str) -> Generate:
-    """txt2img / img2img of the whole canvas, or an inpaint of the selection's context region."""
+def source_rect(canvas: Canvas) -> Rect:
+    """The part of the canvas a request reads: the selection's context region, else the whole canvas."""
+    bounds = canvas_rect(canvas)
+    selection = canvas.selection_bounds()
+    if selection is None:
+        return bounds
+    inside = selection.intersect(bounds)
+    if inside.is_empty:
+        raise UserError(SELECTION_OUTSIDE)
+    return context_rect(inside, bounds, edge_defaults(inside))
+
+
+def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session: str | None = None) -> Generate:
+    """txt2img / img2img of the whole canvas, or an inpaint of the selection's context region.
+
+    With `live_session` it is a `live` frame: one image, always from the canvas (img2img, never
+    txt2img), with the session's seed unless the artist fixed one.
+    """
     if not settings.model:
         raise UserError(NO_MODEL)
     bounds = canvas_rect(canvas)
     selection = canvas.selection_bounds()
+    kind, extra = (Generate, {}) if live_session is None else (Live, {"session": live_session})
     common = dict(
         id=job_id, model=settings.model, prompt=settings.prompt, negative_prompt=settings.negative_prompt,
         steps=settings.steps, cfg_scale=settings.cfg_scale, scheduler=settings.scheduler, seed=settings.seed,
-        batch_size=settings.batch_size, preview=True,
+        batch_size=1 if live_session else settings.batch_size, preview=live_session is None, **extra,
     )
     if selection is not None:
-        inside = selection.intersect(bounds)
-        if inside.is_empty:
-            raise UserError(SELECTION_OUTSIDE)
-        edge = edge_defaults(inside)
-        region = context_rect(inside, bounds, edge)
-        return Generate(
+        region = source_rect(canvas)
+        edge = edge_defaults(selection.intersect(bounds))
+        return kind(
             mode="inpaint", strength=settings.strength, image=_image(canvas, region),
             mask=Mask(width=region.width, height=region.height, format="a8", x=region.x, y=region.y,
                       data=canvas.read_selection(region)),
             grow=edge.grow, feather=edge.feather, **common,
         )
-    if settings.strength >= 1.0:
-        return Generate(mode="txt2img", width=bounds.width, height=bounds.height, fit_native=True, **common)
-    return Generate(mode="img2img", strength=settings.strength, image=_image(canvas, bounds), fit_native=True,
-                    **common)
+    if settings.strength >= 1.0 and live_session is None:
+        return kind(mode="txt2img", width=bounds.width, height=bounds.height, fit_native=True, **common)
+    return kind(mode="img2img", strength=settings.strength, image=_image(canvas, bounds), fit_native=True,
+                **common)
 
 
 def _image(canvas: Canvas, rect: Rect) -> Image:

@@ -262,6 +262,7 @@ def gui_apply_undo(job: dict, out: dict) -> None:
     pump(lambda: docker.results.count() > 0, 5)
     out["message"] = controller.message
     out["thumbnails"] = docker.results.count()
+    out["active_layer_with_preview"] = document.activeNode().name()
     before_apply = layer_names(document)
     docker.apply.click()
     document.waitForDone()
@@ -276,25 +277,72 @@ def gui_apply_undo(job: dict, out: dict) -> None:
     out["layers_after_undo"] = layer_names(document)
     out["artist_untouched_after_undo"] = _untouched(document, artist)
 
+    # Live, from the docker: a picture for the canvas, and a new one after a stroke on the active layer.
+    docker.strength.setValue(50)
+    docker.live.click()
+    session = controller.session()
+    out["live_on"] = session.live is not None
+    out["live_first"] = pump(lambda: session.live_result is not None, 60)
+    seen = session.live_result
+    _fill(_node(document, "Paint"), 20, 20, bytes([0, 200, 0, 255]), 110, 90)  # the artist paints
+    document.refreshProjection()
+    out["live_after_stroke"] = pump(lambda: session.live_result is not seen, 60)
+    out["live_message"] = controller.message
+    docker.apply.click()
+    document.waitForDone()
+    out["layers_after_live_apply"] = layer_names(document)
+    docker.live.click()
+    out["live_off"] = session.live is None
+
+
+def _paint_landscape(document) -> None:
+    """Sky, hills and a red house: a picture that reads at a glance in the screenshot."""
+    width, height = document.width(), document.height()
+    horizon = height * 3 // 5
+    rows = []
+    for y in range(height):
+        if y < horizon:
+            t = y / horizon
+            rgb = (int(120 + 100 * t), int(175 + 60 * t), int(230 + 20 * t))
+        else:
+            t = (y - horizon) / (height - horizon)
+            rgb = (int(110 - 50 * t), int(165 - 60 * t), int(85 - 40 * t))
+        rows.append(bytes([rgb[2], rgb[1], rgb[0], 255]) * width)
+    document.rootNode().childNodes()[0].setPixelData(b"".join(rows), 0, 0, width, height)
+    house = document.createNode("House", "paintlayer")
+    _fill(house, 120, 90, bytes([40, 40, 200, 255]), 140, horizon - 70)
+    _fill(house, 30, 50, bytes([245, 245, 245, 255]), 185, horizon - 30)
+    document.rootNode().addChildNode(house, None)
+    document.refreshProjection()
+
 
 @report
 def screenshot_pose(job: dict, out: dict) -> None:
     """Krita as an artist sees it after one inpaint: tools/screenshot.sh photographs this."""
+    from PyQt5.QtCore import Qt
+
     controller = extension({**job, "server": ""}).controller
-    docker = _docker()
     window = Krita.instance().activeWindow().qwindow()
-    window.showMaximized()
+    window.setGeometry(0, 0, 1600, 1000)  # Xvfb has no window manager that could maximize it
+    docker = _docker()
+    for other in Krita.instance().dockers():
+        if other.objectName() not in ("underpaint_docker", "KisLayerBox", "ToolBox"):
+            other.hide()
+    docker.show()
+    layers = next(d for d in Krita.instance().dockers() if d.objectName() == "KisLayerBox")
+    window.resizeDocks([docker], [420], Qt.Horizontal)
+    window.resizeDocks([layers, docker], [150, 850], Qt.Vertical)
     out["connected"] = pump(lambda: controller.server.connected, 60)
     document = new_document(768, 512, name="landscape")
-    _paint_scene(document)
-    _select(document, 400, 200, 200, 160)
-    docker.show()
-    docker.raise_()
+    _paint_landscape(document)
+    _select(document, 420, 150, 220, 160)
     docker.model.setCurrentIndex(docker.model.findData(job["model"]))
-    docker.prompt.setPlainText(job.get("prompt", "a small red house with a white door"))
+    docker.prompt.setPlainText(job["prompt"])
     docker.negative.setPlainText("blurry, text")
-    docker.steps.setValue(job.get("steps", 8))
+    docker.batch.setValue(2)
+    docker.steps.setValue(job["steps"])
     docker.generate.click()
     out["finished"] = _wait_for_jobs(controller, 300)
     out["message"] = controller.message
     pump(lambda: False, 1.0)
+    out["active_layer"] = document.activeNode().name()

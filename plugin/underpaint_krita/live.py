@@ -1,0 +1,62 @@
+"""Live mode: a new frame whenever what the artist sees under the live region changes.
+
+Krita-free. Every `interval` seconds the controller asks the session for a frame; the session
+asks the document for a cheap change token first and reads pixels only when it changed, so an
+idle canvas costs almost nothing and a stroke is sent within one interval. The server keeps
+only the newest frame of a session (docs/live.md), so sending eagerly never piles up work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from shared.crop import Rect
+from shared.messages import Image, Live
+
+from .requests import Canvas, Settings, build_request, source_rect
+
+
+class LiveCanvas(Canvas, Protocol):
+    def change_token(self, rect: Rect) -> int:
+        """A number that changes whenever the pixels a request for `rect` would read change;
+        far cheaper than reading them (plugin/document.py hashes the active layer)."""
+
+
+@dataclass
+class LiveResult:
+    prompt: str
+    image: Image
+    seed: int
+
+
+@dataclass
+class LiveSession:
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    interval: float = 0.2
+    frames: dict[str, str] = field(default_factory=dict)  # id -> prompt of the frames sent
+    _checked: float = -math.inf
+    _key: Any = None
+
+    def next_frame(self, canvas: LiveCanvas, settings: Settings, now: float) -> Live | None:
+        """A frame to send, or None when it is too early or nothing changed since the last one."""
+        if now - self._checked < self.interval:
+            return None
+        self._checked = now
+        rect = source_rect(canvas)
+        key = (canvas.change_token(rect), rect, dataclasses.astuple(settings))
+        if key == self._key:
+            return None
+        self._key = key  # also on failure below: a broken setting is reported once, not every interval
+        frame = build_request(canvas, settings, uuid.uuid4().hex, live_session=self.id)
+        self.frames[frame.id] = frame.prompt
+        return frame
+
+    def owns(self, frame_id: str | None) -> bool:
+        return frame_id in self.frames
+
+    def result(self, frame_id: str, image: Image, seed: int) -> LiveResult:
+        return LiveResult(self.frames[frame_id], image, seed)
