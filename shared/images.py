@@ -38,21 +38,6 @@ def crop(data: bytes, width: int, x: int, y: int, crop_width: int, crop_height: 
     )
 
 
-def with_alpha(rgba: bytes, alpha: bytes) -> bytes:
-    """`rgba` with its alpha channel replaced by the 8-bit coverage `alpha` (one byte a pixel)."""
-    _check_multiple(len(rgba), RGBA, "pixel data")
-    if len(alpha) * RGBA != len(rgba):
-        raise ValueError(f"alpha has {len(alpha)} bytes for {len(rgba) // RGBA} pixels")
-    out = bytearray(rgba)
-    out[3::4] = alpha
-    return bytes(out)
-
-
-def alpha_channel(rgba: bytes) -> bytes:
-    _check_multiple(len(rgba), RGBA, "pixel data")
-    return rgba[3::4]
-
-
 def transparent(width: int, height: int) -> bytes:
     return bytes(width * height * RGBA)
 

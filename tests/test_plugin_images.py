@@ -8,7 +8,7 @@ import zlib
 
 import pytest
 
-from shared.images import alpha_channel, crop, decode_png, encode_png, swap_red_blue, transparent, with_alpha
+from shared.images import crop, decode_png, encode_png, swap_red_blue, transparent
 
 
 @pytest.mark.parametrize(
@@ -51,15 +51,6 @@ def test_crop_matches_pixel_by_pixel(x: int, y: int, w: int, h: int, channels: i
 def test_crop_outside_the_image_names_the_sizes(x: int, y: int, w: int, h: int) -> None:
     with pytest.raises(ValueError, match="not inside the 5x4 image"):
         crop(bytes(5 * 4 * 4), 5, x, y, w, h)
-
-
-def test_alpha_replaced_and_read_back() -> None:
-    rgba = bytes([9, 8, 7, 255]) * 3
-    out = with_alpha(rgba, bytes([0, 128, 255]))
-    assert out == bytes([9, 8, 7, 0, 9, 8, 7, 128, 9, 8, 7, 255])
-    assert alpha_channel(out) == bytes([0, 128, 255])
-    with pytest.raises(ValueError, match="alpha has 2 bytes for 3 pixels"):
-        with_alpha(rgba, b"\x00\x00")
 
 
 def test_png_round_trip_and_format() -> None:

@@ -73,7 +73,9 @@ def run_scenario(home: KritaHome, function: str, timeout: float = 300, **job: ob
     env = home.env(QT_QPA_PLATFORM="offscreen", UNDERPAINT_KRITA_JOB=str(job_path))
     done = subprocess.run(["env", "-i", *[f"{k}={v}" for k, v in env.items()], KRITARUNNER, "-s", "scenarios",
                            "-f", function], capture_output=True, text=True, timeout=timeout, cwd=home.root)
-    return _findings(output, done.stdout + done.stderr)
+    found = _findings(output, done.stdout + done.stderr)
+    found["log"] = done.stdout + done.stderr
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +128,9 @@ def run_gui(home: KritaHome, scenario: str, server: str, timeout: float = 300, *
                               capture_output=True, text=True, timeout=timeout, cwd=home.root)
     finally:
         display.close()
-    return _findings(output, done.stdout + done.stderr)
+    found = _findings(output, done.stdout + done.stderr)
+    found["log"] = done.stdout + done.stderr
+    return found
 
 
 @needs_kritarunner
@@ -140,6 +144,7 @@ def test_document_glue_in_real_krita(krita_home: KritaHome) -> None:
     preview = found["preview"]
     assert preview["name"] == "[Preview] second" and preview["locked"] and preview["visible"]
     assert preview["old_pixel"] == [0, 0, 0, 0]  # the first preview's pixels were cleared
+    assert preview["old_projection"] == [255, 0, 0, 255]  # ... and the canvas shows what is under them
     assert preview["new_pixel"] == [255, 255, 255, 255] and preview["projection"] == [255, 255, 255, 255]
     assert found["read_under_preview"] == [255, 0, 0, 255]  # the canvas is read without the preview
     assert found["preview_visible_after_read"] and not found["preview_visible_after_hide"]
@@ -157,6 +162,9 @@ def test_document_glue_in_real_krita(krita_home: KritaHome) -> None:
     assert found["deep_read_red"] == [255, 0, 0, 255]
     assert found["deep_layer_space"] == ["RGBA", "U16"]
     assert found["deep_projection"] == [0, 255, 0, 255]
+    grey = found["grey_read"]
+    assert grey[0] == grey[1] == grey[2] and 150 < grey[0] < 250 and grey[3] == 255
+    assert found["grey_layer_space"] == "GRAYA"
     assert found["saved"] and found["history_after_reopen"] == "history\x00blob"
     assert found["fresh_history"] is None
 
@@ -198,6 +206,7 @@ def test_refined_red_stays_red_in_real_krita(krita_home: KritaHome, plugin_serve
 @needs_gui
 def test_docker_apply_and_one_undo_in_gui_krita(krita_home: KritaHome, plugin_server_url: str) -> None:
     found = run_gui(krita_home, "gui_apply_undo", plugin_server_url, model="tiny-sd15-inpaint")
+    assert "Traceback" not in found["log"] and "Error" not in found["log"], found["log"][-3000:]
     assert found["url_at_start"] == plugin_server_url  # read from kritarc
     assert found["docker"] == ["UnderpaintDocker", "Underpaint"]
     assert found["connected"]

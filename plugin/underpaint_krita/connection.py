@@ -106,6 +106,10 @@ class Connection:
     def url(self) -> str:
         return self._url
 
+    @property
+    def token(self) -> str | None:
+        return self._token
+
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="underpaint-connection", daemon=True)

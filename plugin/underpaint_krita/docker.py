@@ -7,7 +7,7 @@ the controller's state whenever the controller says something changed.
 from __future__ import annotations
 
 from krita import DockWidget
-from PyQt5.QtCore import QSize, Qt
+from PyQt5.QtCore import QSize, Qt, QTimer
 from PyQt5.QtGui import QIcon, QImage, QPixmap
 from PyQt5.QtWidgets import (
     QCheckBox,
@@ -42,6 +42,14 @@ def _qimage(image: Image) -> QImage:
     return QImage(image.data, image.width, image.height, image.width * 4, QImage.Format_RGBA8888).copy()
 
 
+def _newest_job_first(entries: list) -> list:
+    """Newest job first; the images of one batch stay in seed order."""
+    jobs: dict[str, list] = {}
+    for entry in entries:
+        jobs.setdefault(entry.id.rsplit("-", 1)[0], []).append(entry)
+    return [entry for batch in reversed(list(jobs.values())) for entry in batch]
+
+
 def _text_box(placeholder: str, lines: int) -> QPlainTextEdit:
     box = QPlainTextEdit()
     box.setPlaceholderText(placeholder)
@@ -66,9 +74,14 @@ class UnderpaintDocker(DockWidget):
             return
         self._extension = extension
         self.url.setText(self.controller.connection.url)
+        self.token.setText(self.controller.connection.token or "")
         self._load_settings()
         self.controller.subscribe(self.refresh)
         self.destroyed.connect(lambda *_: self.controller.unsubscribe(self.refresh))
+        # The selection changes without telling anyone; the button names what it will do.
+        self._label_timer = QTimer(self)
+        self._label_timer.timeout.connect(self._label_strength)
+        self._label_timer.start(500)
         self.refresh()
 
     # --- layout ----------------------------------------------------------------------------
@@ -82,7 +95,15 @@ class UnderpaintDocker(DockWidget):
         self.url.setToolTip("Address of the Underpaint server, e.g. ws://127.0.0.1:9860")
         connect = QPushButton("Connect")
         connect.clicked.connect(self._connect)
+        self.token = QLineEdit()
+        self.token.setEchoMode(QLineEdit.Password)
+        self.token.setPlaceholderText("token")
+        self.token.setToolTip("The server's access token; only servers on another computer need one")
+        self.token.setMaximumWidth(90)
+        self.token.returnPressed.connect(self._connect)
+        self.url.returnPressed.connect(self._connect)
         server.addWidget(self.url, 1)
+        server.addWidget(self.token)
         server.addWidget(connect)
         layout.addLayout(server)
         self.status = QLabel("Connecting…")
@@ -249,7 +270,7 @@ class UnderpaintDocker(DockWidget):
         self.generate.setText(action)
 
     def _connect(self) -> None:
-        self._extension.set_server(self.url.text().strip())
+        self._extension.set_server(self.url.text().strip(), self.token.text().strip() or None)
 
     def _discard(self) -> None:
         item = self.results.currentItem()
@@ -320,7 +341,7 @@ class UnderpaintDocker(DockWidget):
             self.step_preview.setVisible(True)
 
     def _show_results(self, session) -> None:
-        entries = list(reversed(list(session.history))) if session is not None else []
+        entries = _newest_job_first(list(session.history)) if session is not None else []
         ids = [entry.id for entry in entries]
         shown = [self.results.item(i).data(Qt.UserRole) for i in range(self.results.count())]
         if ids != shown:

@@ -53,13 +53,14 @@ class KritaDocument:
         hidden = preview is not None and preview.visible()
         if hidden:
             preview.setVisible(False)
-        self._refresh()
+            _recompose(preview)
+        self.document.waitForDone()
         try:
             return self._projection(rect)
         finally:
             if hidden:
                 preview.setVisible(True)
-                self._refresh()
+                _recompose(preview)
 
     def change_token(self, rect: Rect) -> int:
         """A hash of the active layer's pixels in `rect` and of every layer's name, visibility and
@@ -102,19 +103,21 @@ class KritaDocument:
             preview.setName(name)
         preview.setLocked(True)
         preview.setVisible(True)
-        self._refresh()
+        _recompose(preview)
+        self.document.waitForDone()
 
     def hide_preview(self) -> None:
         preview = self._preview()
         if preview is not None and preview.visible():
             preview.setVisible(False)
-            self._refresh()
+            _recompose(preview)
+            self.document.waitForDone()
 
     def add_result_layer(self, name: str, image: Image) -> None:
         layer = self._layer(name, image)
         parent, above = self._insertion_point()
         parent.addChildNode(layer, above)
-        self._refresh()
+        self.document.waitForDone()
 
     def load_history(self) -> bytes | None:
         if HISTORY_ANNOTATION not in self.document.annotationTypes():
@@ -189,9 +192,13 @@ class KritaDocument:
             stack.extend(candidate.childNodes())
         return False
 
-    def _refresh(self) -> None:
-        self.document.refreshProjection()
-        self.document.waitForDone()
+
+def _recompose(node) -> None:
+    """Have Krita recompose the canvas under `node` after a change it does not notice itself
+    (pixels written, visibility toggled from a script). Setting the blending mode is the one call
+    of Krita 5.1's API that marks just the layer's area dirty: ~6 ms for a 1024² layer on a 4096²
+    canvas, where Document.refreshProjection recomposes everything (~55 ms)."""
+    node.setBlendingMode(node.blendingMode())
 
 
 def _write(layer, image: Image) -> None:

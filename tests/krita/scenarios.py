@@ -58,7 +58,8 @@ def document_glue(job: dict, out: dict) -> None:
     out["preview"] = {"name": preview.name(), "locked": preview.locked(), "visible": preview.visible(),
                       "old_pixel": list(bytes(preview.pixelData(0, 0, 1, 1))),
                       "new_pixel": list(bytes(preview.pixelData(10, 10, 1, 1))),
-                      "projection": _projection_rgba(document, 10, 10)}
+                      "projection": _projection_rgba(document, 10, 10),
+                      "old_projection": _projection_rgba(document, 0, 0)}
     out["read_under_preview"] = list(doc.read_pixels(Rect(10, 10, 1, 1)))
     out["preview_visible_after_read"] = preview.visible()
     doc.hide_preview()
@@ -89,6 +90,14 @@ def document_glue(job: dict, out: dict) -> None:
     deep_layer = _node(deep, "[Generated] green (3)")
     out["deep_layer_space"] = [deep_layer.colorModel(), deep_layer.colorDepth()]
     out["deep_projection"] = _projection_rgba(deep, 8, 8)
+
+    grey = Krita.instance().createDocument(8, 8, "grey", "GRAYA", "U8", "", 72.0)
+    _fill(grey.rootNode().childNodes()[0], 8, 8, bytes([200, 255]))  # grey level, alpha
+    grey_doc = KritaDocument(grey)
+    out["grey_read"] = list(grey_doc.read_pixels(Rect(0, 0, 1, 1)))
+    grey_doc.add_result_layer("[Generated] white (4)", Image(width=8, height=8, format="rgba8",
+                                                             data=bytes([255, 255, 255, 255]) * 64))
+    out["grey_layer_space"] = _node(grey, "[Generated] white (4)").colorModel()
 
     doc.save_history(b"history\x00blob")
     path = job["workdir"] + "/glue.kra"
