@@ -212,12 +212,12 @@ def test_docker_apply_and_one_undo_in_gui_krita(krita_home: KritaHome, plugin_se
     assert found["connected"]
     assert "tiny-sd15-inpaint" in found["models_in_docker"]
     assert found["generate_label"] == "Inpaint selection"
-    assert found["settings"] == ["tiny-sd15-inpaint", "a blue bird", 3]
+    assert found["settings"] == ["tiny-sd15-inpaint", "a blue bird", 3, 4000000000]
     assert found["finished"] and found["message"] == "" and found["thumbnails"] == 1
     assert found["active_layer"] == "Paint"
     assert found["active_layer_with_preview"] == "Paint"  # the preview layer does not take it over
     after = [n for n in found["layers_after_apply"] if n != "Selection Mask"]
-    new = [n for n in after if n.startswith("[Generated] a blue bird (")]
+    new = [n for n in after if n == "[Generated] a blue bird (4000000000)"]
     assert len(new) == 1 and after.index(new[0]) == after.index("Paint") + 1  # right above the active layer
     assert new[0] in found["applied_message"]
     assert found["artist_untouched"] == {"Background": True, "Paint": True, "Top": True}

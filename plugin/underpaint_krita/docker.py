@@ -7,8 +7,8 @@ the controller's state whenever the controller says something changed.
 from __future__ import annotations
 
 from krita import DockWidget
-from PyQt5.QtCore import QSize, Qt, QTimer
-from PyQt5.QtGui import QIcon, QImage, QPixmap
+from PyQt5.QtCore import QRegularExpression, QSize, Qt, QTimer
+from PyQt5.QtGui import QIcon, QImage, QPixmap, QRegularExpressionValidator
 from PyQt5.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -135,10 +135,11 @@ class UnderpaintDocker(DockWidget):
         seed_row = QHBoxLayout()
         self.fixed_seed = QCheckBox("Fixed")
         self.fixed_seed.setToolTip("Off: a new random seed every time. On: repeat this seed.")
-        self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
+        self.seed = QLineEdit("0")
+        self.seed.setValidator(QRegularExpressionValidator(QRegularExpression("[0-9]{1,19}")))
+        self.seed.setToolTip("A result's seed is under its thumbnail")
         self.fixed_seed.toggled.connect(self._store_settings)
-        self.seed.valueChanged.connect(self._store_settings)
+        self.seed.textChanged.connect(self._store_settings)
         seed_row.addWidget(self.fixed_seed)
         seed_row.addWidget(self.seed, 1)
         form.addRow("Seed", seed_row)
@@ -234,7 +235,7 @@ class UnderpaintDocker(DockWidget):
         self.strength.setValue(round(settings.strength * 100))
         self.batch.setValue(settings.batch_size)
         self.fixed_seed.setChecked(settings.seed is not None)
-        self.seed.setValue(min(settings.seed or 0, self.seed.maximum()))
+        self.seed.setText(str(settings.seed or 0))
         self.steps.setValue(settings.steps)
         self.cfg.setValue(settings.cfg_scale)
         self._loading = False
@@ -248,7 +249,7 @@ class UnderpaintDocker(DockWidget):
         settings.negative_prompt = self.negative.toPlainText()
         settings.strength = self.strength.value() / 100
         settings.batch_size = self.batch.value()
-        settings.seed = min(self.seed.value(), MAX_SEED) if self.fixed_seed.isChecked() else None
+        settings.seed = min(int(self.seed.text() or 0), MAX_SEED) if self.fixed_seed.isChecked() else None
         settings.steps = self.steps.value()
         settings.cfg_scale = self.cfg.value()
         if self.model.currentText():

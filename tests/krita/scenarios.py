@@ -262,9 +262,12 @@ def gui_apply_undo(job: dict, out: dict) -> None:
     docker.prompt.setPlainText("a blue bird")
     docker.advanced_toggle.setChecked(True)
     docker.steps.setValue(3)
+    docker.fixed_seed.setChecked(True)
+    docker.seed.setText("4000000000")  # beyond 32 bits, as seeds from the server often are
     out["models_in_docker"] = [docker.model.itemText(i) for i in range(docker.model.count())]
     out["generate_label"] = docker.generate.text()
-    out["settings"] = [controller.settings.model, controller.settings.prompt, controller.settings.steps]
+    out["settings"] = [controller.settings.model, controller.settings.prompt, controller.settings.steps,
+                       controller.settings.seed]
 
     docker.generate.click()
     out["finished"] = _wait_for_jobs(controller)
@@ -287,6 +290,7 @@ def gui_apply_undo(job: dict, out: dict) -> None:
     out["artist_untouched_after_undo"] = _untouched(document, artist)
 
     # Live, from the docker: a picture for the canvas, and a new one after a stroke on the active layer.
+    docker.fixed_seed.setChecked(False)
     docker.strength.setValue(50)
     docker.live.click()
     session = controller.session()
