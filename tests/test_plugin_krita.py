@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from plugin_support import REPO, free_port, server_url_or_own
+from plugin_support import REPO, ServerProcess, free_port, server_url_or_own
 
 from shared.crop import Rect, edge_defaults
 from shared.images import encode_png
@@ -227,3 +227,28 @@ def test_docker_apply_and_one_undo_in_gui_krita(krita_home: KritaHome, plugin_se
     assert found["live_on"] and found["live_first"] and found["live_after_stroke"], found["live_message"]
     live = [n for n in found["layers_after_live_apply"] if n.startswith("[Live] a blue bird (")]
     assert len(live) == 1
+
+
+def _demo_model_installed() -> bool:
+    from server.demo import MODEL_DIR
+
+    return (MODEL_DIR / "model_index.json").is_file()
+
+
+@needs_kritarunner
+@pytest.mark.skipif(not _demo_model_installed(), reason="the demo model's weights are not installed")
+def test_refined_whole_canvas_stays_red_with_the_demo_model(krita_home: KritaHome, tmp_path: Path) -> None:
+    """No selection: the whole visible canvas goes out as img2img and comes back. The demo model's
+    trained VAE keeps colours (the tiny test models' random one does not), so red must stay red."""
+    from server.demo import NAME
+
+    (tmp_path / "models").mkdir()
+    server = ServerProcess(tmp_path / "models", tmp_path / "outputs")  # no models: it serves the demo
+    server.start()
+    try:
+        found = run_scenario(krita_home, "refine_keeps_red", server=server.url, model=NAME, strength=0.3, steps=10)
+    finally:
+        server.kill()
+    assert found["finished"] and found["message"] == ""
+    assert found["pixels"] == 128 * 128
+    assert found["mean_red"] > 150 and found["mean_blue"] < 100, found

@@ -115,7 +115,8 @@ class Connection:
             self._thread = threading.Thread(target=self._run, name="underpaint-connection", daemon=True)
             self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
+        """End the thread; it is a daemon, so Krita never waits long for a connect in progress."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:

@@ -15,7 +15,6 @@ CONNECTION_LOST = "connection_lost"
 NO_MODEL = "no_model"
 NO_DOCUMENT = "no_document"
 SELECTION_OUTSIDE = "selection_outside"
-UNSUPPORTED_DOCUMENT = "unsupported_document"
 NO_RESULT = "no_result"
 PLUGIN_FAULT = "plugin_fault"
 
@@ -37,7 +36,6 @@ _SENTENCES = {
     NO_MODEL: "Pick a model first.",
     NO_DOCUMENT: "Open or create an image first.",
     SELECTION_OUTSIDE: "The selection lies outside the canvas.",
-    UNSUPPORTED_DOCUMENT: "This image's colour format cannot be sent to the server.",
     NO_RESULT: "That result is no longer in the history.",
     PLUGIN_FAULT: "The plugin failed; Krita's log has the details.",
 }
