@@ -155,6 +155,19 @@ def test_controller_end_to_end_with_a_real_server(models_dir: Path, tmp_path: Pa
         assert controller.apply(entries[1].id) == f"[Generated] a red fox ({entries[1].seed})"
         assert document.layers[0][1].bounds == (0, 0, 96, 40)
 
+        controller.settings.batch_size, controller.settings.steps = 1, 150
+        controller.generate()
+        job = controller.session().jobs[0]
+        while job.state != "running" and time.monotonic() < deadline + 90:
+            controller.poll()
+            time.sleep(0.02)
+        controller.cancel()
+        while controller.session().jobs and time.monotonic() < deadline + 90:
+            controller.poll()
+            time.sleep(0.02)
+        assert controller.message == "Cancelled." and job.step < 150
+        controller.settings.steps = 2
+
         controller.settings.model = "no-such-model"
         controller.generate()
         while controller.session().jobs and time.monotonic() < deadline + 90:

@@ -3,6 +3,9 @@
 Krita runs in a clean environment (env -i): only HOME, PATH, fresh XDG folders holding the
 installed plugin, and PYTHONPATH naming tests/krita. A virtualenv or our own site-packages
 would break Krita's Python. Each scenario writes its findings as JSON; the asserts are here.
+
+Undo is checked in the GUI test: kritarunner has no main window, so Krita's actions (edit_undo)
+do not exist there, and Krita.openWindow() crashes it.
 """
 
 from __future__ import annotations
