@@ -52,6 +52,13 @@ def test_add_get_remove() -> None:
     assert [e.id for e in history] == ["b"]
 
 
+def test_newest_job_first_with_batches_in_order() -> None:
+    history = History()
+    for entry_id in ["a-0", "a-1", "b-0", "c-0", "c-1", "c-2"]:
+        history.add(_entry(entry_id))
+    assert [e.id for e in history.newest_first()] == ["c-0", "c-1", "c-2", "b-0", "a-0", "a-1"]
+
+
 def test_oldest_entries_are_dropped_beyond_the_limit() -> None:
     one = _entry("x", side=32, noisy=True).size
     history = History(limit=3 * one + one // 2)

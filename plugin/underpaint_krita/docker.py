@@ -42,14 +42,6 @@ def _qimage(image: Image) -> QImage:
     return QImage(image.data, image.width, image.height, image.width * 4, QImage.Format_RGBA8888).copy()
 
 
-def _newest_job_first(entries: list) -> list:
-    """Newest job first; the images of one batch stay in seed order."""
-    jobs: dict[str, list] = {}
-    for entry in entries:
-        jobs.setdefault(entry.id.rsplit("-", 1)[0], []).append(entry)
-    return [entry for batch in reversed(list(jobs.values())) for entry in batch]
-
-
 def _text_box(placeholder: str, lines: int) -> QPlainTextEdit:
     box = QPlainTextEdit()
     box.setPlaceholderText(placeholder)
@@ -342,7 +334,7 @@ class UnderpaintDocker(DockWidget):
             self.step_preview.setVisible(True)
 
     def _show_results(self, session) -> None:
-        entries = _newest_job_first(list(session.history)) if session is not None else []
+        entries = session.history.newest_first() if session is not None else []
         ids = [entry.id for entry in entries]
         shown = [self.results.item(i).data(Qt.UserRole) for i in range(self.results.count())]
         if ids != shown:

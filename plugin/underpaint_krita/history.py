@@ -77,6 +77,13 @@ class History:
     def size(self) -> int:
         return sum(entry.size for entry in self._entries)
 
+    def newest_first(self) -> list[Entry]:
+        """Newest job first, the images of one batch (ids `<job>-<index>`) in their own order."""
+        jobs: dict[str, list[Entry]] = {}
+        for entry in self._entries:
+            jobs.setdefault(entry.id.rsplit("-", 1)[0], []).append(entry)
+        return [entry for batch in reversed(jobs.values()) for entry in batch]
+
     def get(self, entry_id: str) -> Entry | None:
         return next((e for e in self._entries if e.id == entry_id), None)
 
