@@ -139,6 +139,10 @@ def run_gui(home: KritaHome, scenario: str, server: str, timeout: float = 300, *
 @needs_kritarunner
 def test_document_glue_in_real_krita(krita_home: KritaHome) -> None:
     found = run_scenario(krita_home, "document_glue", server="")
+    # Krita's Python has none of the plugin's dependencies: they come from its vendor folder, pure Python.
+    vendor = str(krita_home.pykrita / "underpaint_krita" / "vendor")
+    assert all(path.startswith(vendor) for path in found["modules"].values()), found["modules"]
+    assert found["msgpack_packer"] == "msgpack.fallback"
     assert found["size"] == [64, 48]
     # Krita's bytes are BGRA; the plugin's are RGBA, both ways.
     assert found["read_red"] == [255, 0, 0, 255] * 2

@@ -32,7 +32,14 @@ def _projection_rgba(document, x: int, y: int) -> list[int]:
 def document_glue(job: dict, out: dict) -> None:
     """The Krita wrapper alone (no server): channel order both ways, preview, selection, layers, .kra."""
     extension(job)
+    import sys
+
+    import msgpack
+    import websockets.sync.client  # noqa: F401  (what the connection imports when it connects)
     from underpaint_krita.document import KritaDocument
+
+    out["modules"] = {name: sys.modules[name].__file__ for name in ("shared", "msgpack", "websockets")}
+    out["msgpack_packer"] = msgpack.Packer.__module__
 
     from shared.crop import Rect
     from shared.messages import Image
