@@ -341,6 +341,7 @@ def test_live_pictures_replace_each_other_and_apply_as_a_live_layer(live_setup) 
     assert len(controller.session().history) == 0  # live pictures do not fill the history
     assert controller.apply() == "[Live] a fox (31)"
     assert document.layers[-1][1].data == solid(64, 48, (0, 0, 9, 255))
+    assert controller.session().live.frames == {}  # finished frames are forgotten
 
 
 def test_stopping_live_tells_the_server_and_ignores_late_frames(live_setup) -> None:

@@ -261,8 +261,10 @@ class Controller:
             welcome = self.server.welcome  # keep the model list while reconnecting
             self.server = ServerState(False, artist_message(event.code) + retry, welcome)
         elif isinstance(event, Failed):
-            # A lost live frame needs no word: the next change sends a new one.
-            if not any(s.live is not None and s.live.owns(event.job_id) for s in self._sessions):
+            live = next((s for s in self._sessions if s.live is not None and s.live.owns(event.job_id)), None)
+            if live is not None:  # a lost live frame needs no word: the next change sends a new one
+                live.live.finish(event.job_id)
+            else:
                 self._finish(event.job_id, artist_message(event.code, event.detail))
         elif isinstance(event, Received):
             self._receive(event.message)
@@ -294,10 +296,13 @@ class Controller:
 
     def _receive_live(self, session: Session, message: Any) -> None:
         """Live pictures replace each other in the preview layer; superseded frames pass silently."""
+        if not isinstance(message, (Result, Cancelled, Error)):
+            return
+        prompt = session.live.finish(message.id)
         if isinstance(message, Result) and message.images:
             item = message.images[0]
-            session.live_result = session.live.result(message.id, item.image, item.seed)
-            session.document.show_preview(naming.preview_name(session.live_result.prompt), item.image)
+            session.live_result = LiveResult(prompt, item.image, item.seed)
+            session.document.show_preview(naming.preview_name(prompt), item.image)
             session.shown = LIVE
             session.message = ""
         elif isinstance(message, Error):

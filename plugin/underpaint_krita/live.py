@@ -37,7 +37,7 @@ class LiveResult:
 class LiveSession:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     interval: float = 0.2
-    frames: dict[str, str] = field(default_factory=dict)  # id -> prompt of the frames sent
+    frames: dict[str, str] = field(default_factory=dict)  # id -> prompt of the frames not finished
     _checked: float = -math.inf
     _key: Any = None
 
@@ -58,5 +58,6 @@ class LiveSession:
     def owns(self, frame_id: str | None) -> bool:
         return frame_id in self.frames
 
-    def result(self, frame_id: str, image: Image, seed: int) -> LiveResult:
-        return LiveResult(self.frames[frame_id], image, seed)
+    def finish(self, frame_id: str) -> str:
+        """Forget a frame that got its last message; returns its prompt."""
+        return self.frames.pop(frame_id)
