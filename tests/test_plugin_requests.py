@@ -87,6 +87,20 @@ class _OutsideSelection(FakeDocument):
         return Rect(500, 500, 10, 10)
 
 
+class _OverhangingSelection(FakeDocument):
+    def selection_bounds(self) -> Rect:
+        return Rect(-20, -10, 60, 50)  # Krita allows selections beyond the canvas edge
+
+
+def test_a_selection_over_the_canvas_edge_is_clipped_to_the_canvas() -> None:
+    document = _OverhangingSelection(512, 512, selection=box_mask(512, 512, Rect(0, 0, 40, 40)))
+    request = build_request(document, Settings(model="m"), "j")
+    inside = Rect(0, 0, 40, 40)
+    region = context_rect(inside, Rect(0, 0, 512, 512), edge_defaults(inside))
+    assert request.image.bounds == (region.x, region.y, region.width, region.height)
+    assert (request.grow, request.feather) == (edge_defaults(inside).grow, edge_defaults(inside).feather)
+
+
 def test_a_selection_outside_the_canvas_is_refused_in_words() -> None:
     with pytest.raises(UserError, match="outside the canvas"):
         build_request(_OutsideSelection(100, 100), Settings(model="m"), "j")

@@ -53,16 +53,23 @@ def canvas_rect(canvas: Canvas) -> Rect:
     return Rect(0, 0, width, height)
 
 
-def source_rect(canvas: Canvas) -> Rect:
-    """The part of the canvas a request reads: the selection's context region, else the whole canvas."""
-    bounds = canvas_rect(canvas)
+def _selection(canvas: Canvas) -> Rect | None:
+    """The selection's bounds on the canvas; UserError when it lies wholly outside."""
     selection = canvas.selection_bounds()
     if selection is None:
-        return bounds
-    inside = selection.intersect(bounds)
+        return None
+    inside = selection.intersect(canvas_rect(canvas))
     if inside.is_empty:
         raise UserError(SELECTION_OUTSIDE)
-    return context_rect(inside, bounds, edge_defaults(inside))
+    return inside
+
+
+def source_rect(canvas: Canvas) -> Rect:
+    """The part of the canvas a request reads: the selection's context region, else the whole canvas."""
+    selection = _selection(canvas)
+    if selection is None:
+        return canvas_rect(canvas)
+    return context_rect(selection, canvas_rect(canvas), edge_defaults(selection))
 
 
 def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session: str | None = None) -> Generate:
@@ -74,7 +81,7 @@ def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session:
     if not settings.model:
         raise UserError(NO_MODEL)
     bounds = canvas_rect(canvas)
-    selection = canvas.selection_bounds()
+    selection = _selection(canvas)
     kind, extra = (Generate, {}) if live_session is None else (Live, {"session": live_session})
     common = dict(
         id=job_id, model=settings.model, prompt=settings.prompt, negative_prompt=settings.negative_prompt,
@@ -82,8 +89,8 @@ def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session:
         batch_size=1 if live_session else settings.batch_size, preview=live_session is None, **extra,
     )
     if selection is not None:
-        region = source_rect(canvas)
-        edge = edge_defaults(selection.intersect(bounds))
+        edge = edge_defaults(selection)
+        region = context_rect(selection, bounds, edge)
         return kind(
             mode="inpaint", strength=settings.strength, image=_image(canvas, region),
             mask=Mask(width=region.width, height=region.height, format="a8", x=region.x, y=region.y,
