@@ -13,12 +13,11 @@ from typing import Any
 import PIL.Image
 import torch
 
-from shared import errors
-from shared.errors import ProtocolError
+from shared.crop import Rect
 from shared.messages import Generate, Progress, Result, ResultImage
 from shared.messages import Image as ImagePayload
 
-from . import images, inpaint, pipelines, previews, schedulers
+from . import conditioning, images, inpaint, pipelines, previews, regions, schedulers
 from .jobs import Job, JobCancelledError
 from .loading import PipelineCache
 from .memory import is_out_of_memory, out_of_memory_error
@@ -47,16 +46,15 @@ class Generator:
         self.registry = registry
         self.cache = cache
         self.outputs = outputs
+        self.conditioner = conditioning.Conditioner(registry)
 
     def check(self, request: Generate) -> None:
         """Checks that need the server's state, done before a job is queued so errors come at once."""
-        self.registry.get(request.model)
-        schedulers.check_name(request.scheduler)
+        entry = self.registry.get(request.model)
+        schedulers.check(request.scheduler, request.noise_schedule)
         if request.mode == "inpaint":
             inpaint.check(request)
-        if request.regions:
-            raise ProtocolError(errors.UNSUPPORTED, "regional prompts are not available on this server yet",
-                                "regions")
+        self.conditioner.check(request, entry.family)
 
     def __call__(self, job: Job) -> Result:
         try:
@@ -87,7 +85,8 @@ class Generator:
         plan = make_plan(request, source, pipelines.native_side(base), multiple)
 
         # 3. Scheduler: a fresh one per job, schedulers keep per-run state.
-        pipe.scheduler = schedulers.make_scheduler(request.scheduler, base.scheduler.config)
+        pipe.scheduler = schedulers.make_scheduler(request.scheduler, base.scheduler.config, request.noise_schedule,
+                                                   plan.seeds)
 
         # 4. Mode-specific inputs.
         inputs: dict[str, Any] = {"width": plan.gen_width, "height": plan.gen_height}
@@ -102,11 +101,15 @@ class Generator:
             if pipe.unet.config.in_channels == 9:
                 inputs["mask_image"] = PIL.Image.new("L", start.size, 255)
 
-        # 5. Denoise, reporting progress and honouring cancel between steps.
+        # 5. Prompts: LoRAs and embeddings on the model, weighted and regional text embeddings (cached).
+        corner = (request.image.x, request.image.y) if request.image is not None else (0, 0)
+        frame = area.context if area is not None else Rect(*corner, plan.out_width, plan.out_height)
+        prompting = self.conditioner.prepare(base, entry, request, frame, (plan.gen_width, plan.gen_height))
+
+        # 6. Denoise, reporting progress and honouring cancel between steps.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in plan.seeds]
         kwargs = pipelines.call_arguments(pipe, {
-            "prompt": request.prompt,
-            "negative_prompt": request.negative_prompt or None,
+            **prompting.arguments,
             "num_inference_steps": request.steps,
             "guidance_scale": request.cfg_scale,
             "guidance_rescale": request.guidance_rescale,
@@ -117,10 +120,11 @@ class Generator:
         step_callback = progress_callback(job, entry.family)
         if blend is not None:
             step_callback = inpaint.chain(blend, step_callback)
-        output = pipe(**kwargs, callback_on_step_end=step_callback, output_type="pil")
+        with regions.restricted(pipe.unet, prompting.restriction):
+            output = pipe(**kwargs, callback_on_step_end=step_callback, output_type="pil")
 
-        # 6. Back to the requested size; on disk before anything is sent.
-        info = describe(request, entry.name, plan)
+        # 7. Back to the requested size; on disk before anything is sent.
+        info = describe(request, entry.name, plan) | prompting.info
         results = []
         x, y = (request.image.x, request.image.y) if request.image is not None else (0, 0)
         if area is not None:
@@ -194,7 +198,8 @@ def describe(request: Generate, model: str, plan: Plan) -> dict[str, Any]:
         "steps": request.steps,
         "cfg_scale": request.cfg_scale,
         "scheduler": request.scheduler,
-        "sampler": schedulers.SAMPLERS[request.scheduler].label,
+        "noise_schedule": request.noise_schedule,
+        "sampler": schedulers.label(request.scheduler, request.noise_schedule),
         "width": plan.out_width,
         "height": plan.out_height,
         "generation_width": plan.gen_width,

@@ -18,6 +18,7 @@ from .schema import spec
 Mode = Literal["txt2img", "img2img", "inpaint"]
 FillMode = Literal["auto", "fill", "expand", "add", "remove", "replace_background"]
 PromptSyntax = Literal["a1111", "novelai", "compel"]
+NoiseSchedule = Literal["default", "karras", "exponential"]
 ResultFormat = Literal["rgba8", "png"]
 
 ID_LENGTH = 128
@@ -139,6 +140,7 @@ class Generate:
     steps: int = spec(20, min=1, max=150)
     cfg_scale: float = spec(7.0, min=0.0, max=30.0)
     scheduler: str = spec("dpmpp_2m", max_len=64)
+    noise_schedule: NoiseSchedule = spec("default")
     seed: int | None = spec(None, min=0, max=MAX_SEED)
     batch_size: int = spec(1, min=1, max=64)
     guidance_rescale: float = spec(0.0, min=0.0, max=1.0)
