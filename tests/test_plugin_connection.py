@@ -4,11 +4,11 @@ requests made while disconnected are sent after reconnect or reported failed, ne
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from plugin_support import FakeDocument, FakeWorkspace, ServerProcess, free_port
+from plugin_support import FakeDocument, FakeWorkspace, ServerProcess, free_port, server_url_or_own
 from underpaint_krita.connection import Backoff, Connected, Connection, Disconnected, Failed, Received
 from underpaint_krita.controller import Controller
 
@@ -123,12 +123,16 @@ def test_backoff_doubles_up_to_its_limit(attempts: int, expected: list[float]) -
     assert backoff.next() == 0.5
 
 
-def test_controller_end_to_end_with_a_real_server(models_dir: Path, tmp_path: Path, fast_backoff: Backoff) -> None:
+@pytest.fixture(scope="module")
+def plugin_server_url(request: pytest.FixtureRequest, models_dir: Path,
+                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from server_url_or_own(request, models_dir, tmp_path_factory)
+
+
+def test_controller_end_to_end_with_a_real_server(plugin_server_url: str, fast_backoff: Backoff) -> None:
     """Generate at a canvas size the model does not natively use: the result comes back at canvas size."""
-    server = ServerProcess(models_dir, tmp_path / "outputs")
-    server.start()
     document = FakeDocument(96, 40)
-    connection = Connection(server.url, backoff=fast_backoff)
+    connection = Connection(plugin_server_url, backoff=fast_backoff)
     controller = Controller(connection, FakeWorkspace([document], document))
     connection.start()
     try:
@@ -192,5 +196,4 @@ def test_controller_end_to_end_with_a_real_server(models_dir: Path, tmp_path: Pa
         controller.set_live(False)
     finally:
         connection.stop()
-        server.kill()
 
