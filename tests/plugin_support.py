@@ -135,8 +135,8 @@ def free_port() -> int:
 class ServerProcess:
     """A real `python -m server serve` this test can start late, kill and restart."""
 
-    def __init__(self, models: Path, outputs: Path, port: int | None = None):
-        self.models, self.outputs = models, outputs
+    def __init__(self, models: Path, outputs: Path, port: int | None = None, token: str | None = None):
+        self.models, self.outputs, self.token = models, outputs, token
         self.port = port or free_port()
         self.process: subprocess.Popen | None = None
 
@@ -151,7 +151,7 @@ class ServerProcess:
         with open(log, "ab") as sink:  # a file, not a pipe: an unread pipe would block the server
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "server", "serve", "--models", str(self.models), "--port", str(self.port),
-                 "--outputs", str(self.outputs)],
+                 "--outputs", str(self.outputs), *(["--token", self.token] if self.token else [])],
                 cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout

@@ -102,6 +102,28 @@ def test_a_request_nobody_answers_is_reported_failed_after_the_wait_limit(fast_b
         connection.stop()
 
 
+def test_a_wrong_token_fails_waiting_jobs_at_once_and_the_right_one_connects(
+        models_dir: Path, tmp_path: Path, fast_backoff: Backoff) -> None:
+    server = ServerProcess(models_dir, tmp_path / "outputs", token="s3cret")
+    server.start()
+    connection = Connection(server.url, token="wrong", backoff=fast_backoff, wait_limit=60)
+    events = Collector(connection)
+    connection.start()
+    try:
+        connection.submit(_job("refused"))
+        failed = events.wait_for(_is(Failed, "refused"), timeout=20)
+        assert failed.code == "unauthorized"  # waiting cannot help: reported now, not after the wait limit
+        refused = events.wait_for(_is(Disconnected))
+        assert refused.code == "unauthorized"
+        connection.set_url(server.url, token="s3cret")
+        events.wait_for(_is(Connected), timeout=20)
+        connection.submit(_job("accepted"))
+        events.wait_for(_is(Result, "accepted"))
+    finally:
+        connection.stop()
+        server.kill()
+
+
 def test_cancel_before_sending_and_newer_live_frames_replace_unsent_ones(fast_backoff: Backoff) -> None:
     connection = Connection(f"ws://127.0.0.1:{free_port()}", backoff=fast_backoff, wait_limit=60)
     # Not started: everything stays in the outbox, as while disconnected.
