@@ -104,7 +104,7 @@ class Conditioner:
     def __init__(self, registry: Registry, cache_size: int = CACHE_SIZE, lora_capacity: int = 4):
         self.registry = registry
         self.cache = EmbeddingCache(cache_size)
-        self.loras = LoraSlots(lora_capacity)
+        self.loras = LoraSlots(lora_capacity, lambda name, reason: registry.mark_broken(name, reason, kind="lora"))
 
     def check(self, request: Generate, family: str | None) -> None:
         """Syntax and LoRA names of every prompt, before the job is queued."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,10 +48,15 @@ def adapter_name(entry: ModelEntry) -> str:
 
 
 class LoraSlots:
-    """The adapters loaded into each model, least recently used first."""
+    """The adapters loaded into each model, least recently used first.
 
-    def __init__(self, capacity: int = CAPACITY):
+    `on_broken(name, reason)` is told when a LoRA fails to load (pass the registry's `mark_broken`
+    for kind "lora"), so the model list shows it as refused instead of offering it again.
+    """
+
+    def __init__(self, capacity: int = CAPACITY, on_broken: Callable[[str, str], None] | None = None):
         self.capacity = capacity
+        self.on_broken = on_broken
         self._order: weakref.WeakKeyDictionary[DiffusionPipeline, list[str]] = weakref.WeakKeyDictionary()
 
     def activate(self, pipe: DiffusionPipeline, wanted: Sequence[Wanted]) -> list[dict[str, Any]]:
@@ -66,7 +71,12 @@ class LoraSlots:
         for item in wanted:
             if item.adapter not in loaded:
                 self._evict(pipe, order, keep=set(names), room_for=1)
-                load(pipe, item)
+                try:
+                    load(pipe, item)
+                except ProtocolError as exc:
+                    if self.on_broken is not None:
+                        self.on_broken(item.entry.name, exc.message.removeprefix(f"LoRA {item.entry.name} "))
+                    raise
                 loaded.add(item.adapter)
             if item.adapter in order:
                 order.remove(item.adapter)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from serving import running_server, url
 from tiny_models import TEXT_HIDDEN, tiny_pipeline
 
 from server.config import ServerConfig
-from shared.client import Client
+from shared.client import Client, ServerError
 from shared.messages import Error, Generate, Mask, Progress, Queued, Region
 
 
@@ -52,6 +52,11 @@ def library(models_dir, tmp_path_factory) -> Path:
     shutil.copy(models_dir / "loras" / "tiny-sd15-lora.safetensors", loras / "ink.safetensors")
     shutil.copy(models_dir / "loras" / "tiny-sdxl-lora.safetensors", loras / "xl ink.safetensors")
     write_kohya_lora(loras / "grain.safetensors", {"film grain": 40, "photo": 12, " ": 3})
+    # A LoRA whose first down-projection does not fit the model: it fails halfway through loading.
+    tensors = load_file(str(loras / "ink.safetensors"))
+    first = min(k for k in tensors if k.startswith("unet") and "lora_A" in k)
+    tensors[first] = torch.zeros(tensors[first].shape[0], tensors[first].shape[1] + 3)
+    save_file(tensors, str(loras / "misfit.safetensors"))
     (root / "embeddings").mkdir()
     vectors = torch.randn(3, TEXT_HIDDEN, generator=torch.Generator().manual_seed(5))
     save_file({"emb_params": vectors}, str(root / "embeddings" / "PaperStyle.safetensors"))
@@ -167,3 +172,17 @@ def test_embedding_by_file_name(client, library, tmp_path):
         client.models()
     assert plain.info["embeddings"] == []
     assert plain.images[0].image.data != named.images[0].image.data
+
+
+def test_a_lora_that_fails_to_load_is_reported_and_leaves_no_trace(client, server):
+    before = pixels(client, "a red circle")
+    with pytest.raises(ServerError) as caught:
+        client.generate(request("a red circle <lora:misfit:1>"))
+    error = caught.value.error
+    assert (error.code, error.field) == ("model_broken", "prompt") and "misfit" in error.message
+    assert pixels(client, "a red circle") == before
+    # Listed as refused (until the next scan) and refused before queueing.
+    with Client(url(server), name="another") as other:
+        refused = {m["name"]: m for m in other.welcome.models if m["kind"] == "lora"}["misfit"]
+    assert refused["refused"].startswith("could not be loaded")
+    assert refusal(client, request("a cat <lora:misfit>")).code == "model_broken"
