@@ -169,6 +169,8 @@ def test_document_glue_in_real_krita(krita_home: KritaHome) -> None:
     assert found["deep_read_red"] == [255, 0, 0, 255]
     assert found["deep_layer_space"] == ["RGBA", "U16"]
     assert found["deep_projection"] == [0, 255, 0, 255]
+    # The preview, rewritten in place: the second picture where it lies, the canvas around it.
+    assert found["deep_preview"] == [[255, 255, 255, 255], [0, 255, 0, 255]]
     grey = found["grey_read"]
     assert grey[0] == grey[1] == grey[2] and 150 < grey[0] < 250 and grey[3] == 255
     assert found["grey_layer_space"] == "GRAYA"

@@ -86,7 +86,8 @@ class KritaDocument:
     def show_preview(self, name: str, image: Image) -> None:
         preview = self._preview()
         if preview is None:
-            preview = self._layer(name, image)
+            # The preview stays 8-bit sRGB whatever the document, so it can be rewritten in place.
+            preview = self._layer(name, image, in_document_space=False)
             root = self.document.rootNode()
             children = root.childNodes()
             self._artist_layer = self.document.activeNode()
@@ -143,16 +144,16 @@ class KritaDocument:
         bits.setsize(image.sizeInBytes())
         return bytes(bits)
 
-    def _layer(self, name: str, image: Image):
-        """A paint layer, not yet in the document, holding `image` in the document's colour space."""
+    def _layer(self, name: str, image: Image, in_document_space: bool = True):
+        """A paint layer, not yet in the document, holding `image` (converted into the document's
+        colour space unless told otherwise)."""
         layer = self.document.createNode(name, "paintlayer")
-        if not self._is_srgb8():
+        convert = not self._is_srgb8()
+        if convert:
             layer.setColorSpace(*SRGB)
-            _write(layer, image)
-            layer.setColorSpace(self.document.colorModel(), self.document.colorDepth(),
-                                self.document.colorProfile())
-        else:
-            _write(layer, image)
+        _write(layer, image)
+        if convert and in_document_space:
+            layer.setColorSpace(self.document.colorModel(), self.document.colorDepth(), self.document.colorProfile())
         return layer
 
     def _preview(self):

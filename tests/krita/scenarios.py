@@ -94,6 +94,12 @@ def document_glue(job: dict, out: dict) -> None:
     out["deep_read_red"] = list(deep_doc.read_pixels(Rect(0, 0, 1, 1)))
     deep_doc.add_result_layer("[Generated] green (3)", Image(width=16, height=16, format="rgba8",
                                                              data=bytes([0, 255, 0, 255]) * 256))
+    blue = bytes([0, 0, 255, 255]) * 256
+    deep_doc.show_preview("[Preview] blue", Image(width=16, height=16, format="rgba8", data=blue))
+    deep_doc.show_preview("[Preview] white", Image(width=4, height=4, format="rgba8", x=2, y=2,
+                                                   data=bytes([255, 255, 255, 255]) * 16))
+    out["deep_preview"] = [_projection_rgba(deep, 3, 3), _projection_rgba(deep, 12, 12)]
+    deep_doc.hide_preview()
     deep_layer = _node(deep, "[Generated] green (3)")
     out["deep_layer_space"] = [deep_layer.colorModel(), deep_layer.colorDepth()]
     out["deep_projection"] = _projection_rgba(deep, 8, 8)
