@@ -260,6 +260,13 @@ def test_disconnect_keeps_the_models_and_says_when_it_retries(setup) -> None:
     assert controller.message == ""
 
 
+def test_a_dropped_connection_says_it_reconnects(setup) -> None:
+    controller, connection, _, _ = setup
+    connection.reply(Disconnected("disconnected", "connection reset", 0.0))
+    controller.poll()
+    assert controller.server.message == "Lost the connection to the server. Reconnecting…"
+
+
 def test_a_failing_document_reports_instead_of_raising(setup) -> None:
     controller, _, _, document = setup
 

@@ -21,7 +21,7 @@ from shared.client import Client, ServerError
 from shared.errors import ProtocolError
 from shared.messages import Cancel, Cancelled, Error, Generate, Live, Result, Welcome
 
-from .errors import CONNECTION_LOST, UNREACHABLE
+from .errors import CONNECTION_LOST, DISCONNECTED, UNREACHABLE
 
 log = logging.getLogger(__name__)
 
@@ -182,16 +182,12 @@ class Connection:
             self._events.put(Connected(client.welcome))
             try:
                 self._serve(client)
-            except Exception as exc:  # the socket died: reconnect
+            except Exception as exc:  # the socket died: say so, then reconnect at once
                 log.info("connection to %s lost: %s", url, exc)
-                reason = str(exc) or type(exc).__name__
-            else:
-                reason = "reconnecting"
-            finally:
+                self._events.put(Disconnected(DISCONNECTED, str(exc) or type(exc).__name__, 0.0))
+            finally:  # also when asked to stop or to connect elsewhere: nothing to announce then
                 client.close()
                 self._lose_jobs()
-            if not self._stopping.is_set():
-                self._events.put(Disconnected(CONNECTION_LOST, reason, 0.0))
 
     def _serve(self, client: Client) -> None:
         while not (self._stopping.is_set() or self._reconnect.is_set()):

@@ -12,6 +12,7 @@ from shared import errors as codes
 # Failures found by the plugin itself, before or after talking to the server.
 UNREACHABLE = "unreachable"
 CONNECTION_LOST = "connection_lost"
+DISCONNECTED = "disconnected"
 NO_MODEL = "no_model"
 NO_DOCUMENT = "no_document"
 SELECTION_OUTSIDE = "selection_outside"
@@ -33,6 +34,7 @@ _SENTENCES = {
     codes.INTERNAL: "The server failed on this job. Its log has the details.",
     UNREACHABLE: "Cannot reach the server. Is it running?",
     CONNECTION_LOST: "The connection to the server was lost while the job ran. Generate again.",
+    DISCONNECTED: "Lost the connection to the server. Reconnecting…",
     NO_MODEL: "Pick a model first.",
     NO_DOCUMENT: "Open or create an image first.",
     SELECTION_OUTSIDE: "The selection lies outside the canvas.",
