@@ -17,7 +17,7 @@ from shared.crop import Rect
 from shared.messages import Generate, Progress, Result, ResultImage
 from shared.messages import Image as ImagePayload
 
-from . import conditioning, images, inpaint, pipelines, previews, regions, schedulers
+from . import conditioning, fast_decode, images, inpaint, pipelines, previews, regions, schedulers
 from .jobs import Job, JobCancelledError
 from .loading import PipelineCache
 from .memory import is_out_of_memory, out_of_memory_error
@@ -47,6 +47,7 @@ class Generator:
         self.cache = cache
         self.outputs = outputs
         self.conditioner = conditioning.Conditioner(registry)
+        self.fast_decoders = fast_decode.FastDecoders(registry.folders, cache.device, cache.dtype)
 
     def check(self, request: Generate) -> None:
         """Checks that need the server's state, done before a job is queued so errors come at once."""
@@ -120,17 +121,19 @@ class Generator:
         step_callback = progress_callback(job, entry.family)
         if blend is not None:
             step_callback = inpaint.chain(blend, step_callback)
+        decoder = self.fast_decoders.get(entry.family) if request.fast_decode else None
         with regions.restricted(pipe.unet, prompting.restriction):
-            output = pipe(**kwargs, callback_on_step_end=step_callback, output_type="pil")
+            output = pipe(**kwargs, callback_on_step_end=step_callback, output_type="latent" if decoder else "pil")
+        pictures = fast_decode.decode(decoder, output.images) if decoder else output.images
 
         # 7. Back to the requested size; on disk before anything is sent.
-        info = describe(request, entry.name, plan) | prompting.info
+        info = describe(request, entry.name, plan) | prompting.info | {"decoder": "taesd" if decoder else "vae"}
         results = []
         x, y = (request.image.x, request.image.y) if request.image is not None else (0, 0)
         if area is not None:
             info.update(area.describe())
             x, y = area.patch.x, area.patch.y
-        for picture, seed in zip(output.images, plan.seeds, strict=True):
+        for picture, seed in zip(pictures, plan.seeds, strict=True):
             if area is not None:
                 picture = area.finish(picture)
             elif picture.size != (plan.out_width, plan.out_height):

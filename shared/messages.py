@@ -155,6 +155,9 @@ class Generate:
     feather: int | None = spec(None, min=0, max=1024)
     fill: FillMode = spec("auto")
     prompt_syntax: PromptSyntax = spec("a1111")
+    # Decode with a tiny autoencoder (TAESD) when the server has one for the model's family:
+    # several times faster, a little less detail; meant for live frames.
+    fast_decode: bool = spec(False)
 
     def check(self, limits: Limits) -> None:
         """Checks that involve more than one field (single fields are checked by the schema)."""

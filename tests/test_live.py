@@ -32,8 +32,9 @@ def canvas(shade: int, side: int = 64) -> Image:
     return Image(width=side, height=side, format="rgba8", data=bytes((shade, 90, 160, 255)) * side * side)
 
 
-def frame(session: str = "s1", shade: int = 100, steps: int = 8, side: int = 64, **fields) -> Live:
-    return Live(id=uuid.uuid4().hex, session=session, mode="img2img", model="tiny-sd15", prompt="a red circle",
+def frame(session: str = "s1", shade: int = 100, steps: int = 8, side: int = 64, prompt: str = "a red circle",
+          **fields) -> Live:
+    return Live(id=uuid.uuid4().hex, session=session, mode="img2img", model="tiny-sd15", prompt=prompt,
                 image=canvas(shade, side), strength=0.5, steps=steps, **fields)
 
 
@@ -177,3 +178,23 @@ def test_normal_jobs_are_not_starved_by_a_live_session(server):
     queued = next(m for m in seen if isinstance(m, Queued))
     assert queued.position <= 2  # the running frame and at most one waiting frame of the session
     assert sum(1 for t in painter_results if queued_at < t < finished) <= 2
+
+
+def test_an_unchanged_prompt_skips_the_text_encoder(client, server):
+    """Live frames repeat their prompt: after the first frame, the text encoder is not called."""
+    first = frame(session="cached", steps=2, prompt="a lighthouse, (stormy sea:1.2)")
+    client.send(first)
+    until_terminal(client, {first.id})
+    encoder = server.cache.get(server.registry.get("tiny-sd15")).text_encoder
+    calls = []
+    hook = encoder.register_forward_hook(lambda *args: calls.append(1))
+    hits = server.generator.conditioner.cache.hits
+    try:
+        later = [frame(session="cached", steps=2, shade=s, prompt="a lighthouse, (stormy sea:1.2)") for s in (1, 2)]
+        for item in later:
+            client.send(item)
+            until_terminal(client, {item.id})
+    finally:
+        hook.remove()
+    assert calls == []
+    assert server.generator.conditioner.cache.hits > hits
