@@ -76,7 +76,8 @@ def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session:
     """txt2img / img2img of the whole canvas, or an inpaint of the selection's context region.
 
     With `live_session` it is a `live` frame: one image, always from the canvas (img2img, never
-    txt2img), with the session's seed unless the artist fixed one.
+    txt2img), with the session's seed unless the artist fixed one, decoded the fast way where the
+    server can (docs/live.md).
     """
     if not settings.model:
         raise UserError(NO_MODEL)
@@ -86,7 +87,8 @@ def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session:
     common = dict(
         id=job_id, model=settings.model, prompt=settings.prompt, negative_prompt=settings.negative_prompt,
         steps=settings.steps, cfg_scale=settings.cfg_scale, scheduler=settings.scheduler, seed=settings.seed,
-        batch_size=1 if live_session else settings.batch_size, preview=live_session is None, **extra,
+        batch_size=1 if live_session else settings.batch_size, preview=live_session is None,
+        fast_decode=live_session is not None, **extra,
     )
     if selection is not None:
         edge = edge_defaults(selection)
