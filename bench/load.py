@@ -6,7 +6,9 @@ Each client checks what it saw against the protocol: every job it sent was eithe
 its end, and no job was queued twice. The server's job log must hold exactly one line per queued
 job. Queue-to-start latency (p50 / p99) comes from the job log's `wait_s`.
 
-`python -m bench.load` runs 20 clients x 25 jobs against a real server process and writes
+`python -m bench.load` runs 20 clients x 25 jobs against a real server process, twice: all jobs
+at once ("burst") and at most two unfinished per client ("paced"); then one client with one job
+at a time ("solo", the server's own dispatch time); it writes
 bench/results/load.json; tests/test_load.py runs a smaller round against an in-process server
 and also checks every queue position the server told.
 """
@@ -92,16 +94,21 @@ def job_request(job_id: str, rng: random.Random, model: str) -> Generate:
 
 
 def run_client(url: str, index: int, jobs: int, cancel_rate: float, seed: int, model: str,
-               start: threading.Barrier | None = None, timeout: float = 600) -> ClientRun:
-    """One client: sends `jobs` jobs with small random pauses, cancelling a random earlier one now and
-    then (finished or not), then reads until every job is settled."""
+               in_flight: int | None = None, start: threading.Barrier | None = None,
+               timeout: float = 900) -> ClientRun:
+    """One client: sends `jobs` jobs with small random pauses (with at most `in_flight` unfinished at
+    a time, if given), cancelling a random earlier one now and then (finished or not), then reads
+    until every job is settled."""
     rng = random.Random(seed * 1000 + index)
     run = ClientRun(name=f"load-{index}")
     with Client(url, name=run.name) as client:
         if start is not None:
             start.wait()
         began = time.monotonic()
+        deadline = began + timeout
         for n in range(jobs):
+            while in_flight is not None and len(run.sent) - len(_settled(run)) >= in_flight:
+                run.received.append(client.receive(timeout=max(0.1, deadline - time.monotonic())))
             job_id = f"{index}-{n}-{rng.randrange(16**6):06x}"
             client.send(job_request(job_id, rng, model))
             run.sent.append(job_id)
@@ -110,27 +117,25 @@ def run_client(url: str, index: int, jobs: int, cancel_rate: float, seed: int, m
                 client.send(Cancel(id=victim))
                 run.cancels.append(victim)
             time.sleep(rng.uniform(0, 0.02))
-        deadline = time.monotonic() + timeout
-        while not _settled(run):
+        while len(_settled(run)) < len(run.sent):
             run.received.append(client.receive(timeout=max(0.1, deadline - time.monotonic())))
         run.seconds = time.monotonic() - began
     return run
 
 
-def _settled(run: ClientRun) -> bool:
-    queued = set(run.positions())
-    ended = {m.id for m in run.received if isinstance(m, TERMINAL)
-             and not (isinstance(m, Error) and m.code == "not_found")}
-    refused = {m.id for m in run.received if isinstance(m, Error) and m.id not in queued}
-    return all(job in ended or job in refused for job in run.sent)
+def _settled(run: ClientRun) -> set[str]:
+    """The jobs that ended, or were refused (an `error` before any `queued`)."""
+    return {m.id for m in run.received
+            if isinstance(m, TERMINAL) and not (isinstance(m, Error) and m.code == "not_found")}
 
 
 def run_load(url: str, clients: int = 20, jobs: int = 25, cancel_rate: float = 0.2, seed: int = 1,
-             model: str = "tiny-sd15") -> list[ClientRun]:
+             model: str = "tiny-sd15", in_flight: int | None = None) -> list[ClientRun]:
     """`clients` clients at once, started together."""
     start = threading.Barrier(clients)
     with ThreadPoolExecutor(clients) as pool:
-        futures = [pool.submit(run_client, url, i, jobs, cancel_rate, seed, model, start) for i in range(clients)]
+        futures = [pool.submit(run_client, url, i, jobs, cancel_rate, seed, model, in_flight, start)
+                   for i in range(clients)]
         return [f.result() for f in futures]
 
 
@@ -144,11 +149,13 @@ def percentile(values: list[float], q: float) -> float | None:
 def summarise(runs: list[ClientRun], log: list[dict[str, Any]]) -> dict[str, Any]:
     """Client-side invariants and the server log's view of the same jobs."""
     violations = [v for run in runs for v in run.violations()]
-    queued = [job for run in runs for job in run.positions()]
+    told = {job: position for run in runs for job, position in run.positions().items()}
     logged = Counter(line["id"] for line in log)
-    violations += [f"job {job} has {logged[job]} log lines" for job in queued if logged[job] != 1]
-    violations += [f"log line for {job}, which no client saw queued" for job in set(logged) - set(queued)]
+    violations += [f"job {job} has {logged[job]} log lines" for job in told if logged[job] != 1]
+    violations += [f"log line for {job}, which no client saw queued" for job in set(logged) - set(told)]
     waits = [line["wait_s"] for line in log if line["wait_s"] is not None]
+    # Jobs that found the queue empty: their wait is the server's own dispatch time.
+    dispatch = [line["wait_s"] for line in log if line["wait_s"] is not None and told.get(line["id"]) == 0]
     runs_s = [line["run_s"] for line in log if line["outcome"] == "result"]
     outcomes: Counter[str] = Counter()
     for run in runs:
@@ -158,22 +165,45 @@ def summarise(runs: list[ClientRun], log: list[dict[str, Any]]) -> dict[str, Any
         "clients": len(runs),
         "jobs_sent": sum(len(run.sent) for run in runs),
         "cancels_sent": sum(len(run.cancels) for run in runs),
-        "jobs_queued": len(queued),
+        "jobs_queued": len(told),
         "outcomes": dict(outcomes.most_common()),
         "violations": len(violations),
         "first_violations": violations[:10],
-        "queue_to_start_s": {"p50": _round(percentile(waits, 50)), "p99": _round(percentile(waits, 99)),
-                             "max": _round(max(waits, default=None))},
-        "run_s": {"p50": _round(percentile(runs_s, 50)), "p99": _round(percentile(runs_s, 99))},
+        "queue_position_at_submit": {"mean": _round(statistics.fmean(told.values())) if told else None,
+                                     "max": max(told.values(), default=None)},
+        "queue_to_start_s": _spread(waits),
+        "dispatch_s (queue was empty)": _spread(dispatch),
+        "run_s": _spread(runs_s),
         "wall_s": round(wall, 1),
         "results_per_s": round(outcomes["result"] / wall, 2) if wall else None,
-        "mean_queue_length_at_submit": _round(statistics.fmean(
-            [p for run in runs for p in run.positions().values()])) if queued else None,
     }
 
 
+def _spread(values: list[float]) -> dict[str, Any]:
+    return {"n": len(values), "p50": _round(percentile(values, 50)), "p99": _round(percentile(values, 99)),
+            "max": _round(max(values, default=None))}
+
+
 def _round(value: float | None) -> float | None:
-    return round(value, 3) if value is not None else None
+    return round(value, 4) if value is not None else None
+
+
+@dataclass
+class Scenario:
+    clients: int | None  # None: --clients
+    jobs: int | None  # per client; None: --jobs
+    in_flight: int | None  # most unfinished jobs per client; None: no limit
+    cancels: bool
+
+
+SCENARIOS = {
+    # Every client sends all its jobs at once: queues fill, the global cap answers `busy`.
+    "burst": Scenario(None, None, None, True),
+    # Every client keeps at most two jobs unfinished, as an artist waiting for results does.
+    "paced": Scenario(None, None, 2, True),
+    # One client, one job at a time: the queue is empty at each submit, so the wait is the server's own.
+    "solo": Scenario(1, 100, 1, False),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,21 +217,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.serve import ServerProcess
 
-    with ServerProcess() as server:
-        # Load the model first, so the first jobs' latency is not the model load.
-        with Client(server.url) as warm:
-            warm.generate(job_request("warm-up", random.Random(0), "tiny-sd15"))
-        runs = run_load(server.url, args.clients, args.jobs, args.cancel_rate, args.seed)
-        time.sleep(0.5)  # the last log lines
-        log = [line for line in server.job_lines() if line["id"] != "warm-up"]
-    report = {"settings": {"clients": args.clients, "jobs_per_client": args.jobs, "cancel_rate": args.cancel_rate,
-                           "model": "tiny-sd15 (random weights)", "size": "64x64", "steps": "1-2",
-                           "scheduler": "euler", "seed": args.seed},
-              **summarise(runs, log)}
-    print(json.dumps(report, indent=2))
+    report: dict[str, Any] = {"settings": {
+        "clients": args.clients, "jobs_per_client": args.jobs, "cancel_rate": args.cancel_rate,
+        "model": "tiny-sd15 (random weights)", "size": "64x64", "steps": "1-2", "scheduler": "euler",
+        "seed": args.seed, "server": "one process, 1 torch thread, default caps (32 per connection, 256 in all)"}}
+    for name, scenario in SCENARIOS.items():
+        with ServerProcess(threads=1) as server:
+            # Load the model first, so the first jobs' latency is not the model load.
+            with Client(server.url) as warm:
+                warm.generate(job_request("warm-up", random.Random(0), "tiny-sd15"))
+            runs = run_load(server.url, scenario.clients or args.clients, scenario.jobs or args.jobs,
+                            args.cancel_rate if scenario.cancels else 0.0, args.seed, in_flight=scenario.in_flight)
+            log = [line for line in server.job_lines() if line["id"] != "warm-up"]
+        report[name] = {"max_unfinished_per_client": scenario.in_flight, **summarise(runs, log)}
+        print(name, json.dumps(report[name], indent=2), file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    return 1 if report["violations"] else 0
+    return 1 if any(report[name]["violations"] for name in SCENARIOS) else 0
 
 
 if __name__ == "__main__":

@@ -94,11 +94,10 @@ class JobQueue:
             waiting, self._waiting = list(self._waiting), deque()
             for job in waiting:
                 job.ended_at = time.monotonic()
+                self._end(job, Cancelled(id=job.id, reason="server stopping"))
             if self._running is not None:
                 self._running.cancel("server stopping")
             self._lock.notify_all()
-        for job in waiting:
-            self._end(job, Cancelled(id=job.id, reason="server stopping"))
         self._thread.join(timeout)
 
     # --- called from the event loop ----------------------------------------------------------
@@ -194,13 +193,16 @@ class JobQueue:
 
     def _work(self) -> None:
         while (job := self._take()) is not None:
+            message: Any = None
             try:
                 message = self._run(job)
             finally:
+                # Under the lock: a cancel that finds the job gone is answered after its terminal message.
                 with self._lock:
                     self._running = None
                     job.ended_at = time.monotonic()
-            self._end(job, message)
+                    if message is not None:
+                        self._end(job, message)
 
     def _end(self, job: Job, message: Any) -> None:
         """The one place a job's terminal message leaves the queue: recorded, then sent."""

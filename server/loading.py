@@ -25,6 +25,7 @@ from diffusers import (
 
 from shared.errors import MODEL_BROKEN, OUT_OF_MEMORY, ProtocolError
 
+from .memory import is_out_of_memory
 from .registry import CONFIG_SUFFIX, ModelEntry
 
 log = logging.getLogger(__name__)
@@ -168,12 +169,13 @@ class PipelineCache:
         log.info("loading %s (%s, %s %s) on %s", entry.name, entry.format, entry.family, entry.variant, self.device)
         try:
             pipe = load_pipeline(entry, self.dtype).to(self.device)
-        except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-            self.free_memory()
-            raise ProtocolError(
-                OUT_OF_MEMORY, f"not enough memory to load {entry.name} on {self.device}", "model"
-            ) from exc
         except Exception as exc:
+            # Not a broken model: the CPU and MPS allocators fail with a plain RuntimeError.
+            if is_out_of_memory(exc):
+                self.free_memory()
+                raise ProtocolError(
+                    OUT_OF_MEMORY, f"not enough memory to load {entry.name} on {self.device}", "model"
+                ) from exc
             log.exception("%s could not be loaded from %s", entry.name, entry.path)
             reason = short_reason(exc, entry)
             if self.on_broken is not None:

@@ -134,9 +134,3 @@ class RawClient:
 
     def close(self) -> None:
         self.socket.close()
-
-    def __enter__(self) -> RawClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.socket.close()

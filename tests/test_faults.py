@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import weakref
@@ -34,7 +35,7 @@ from bench.serve import free_port
 from server.config import ServerConfig
 from server.memory import is_out_of_memory
 from shared.client import Client, ServerError
-from shared.messages import Cancelled, Error, Generate, Image, Progress, Result
+from shared.messages import Cancel, Cancelled, Error, Generate, Image, Progress, Queued, Result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,6 +123,35 @@ def test_a_client_leaving_right_after_sending_a_job(server):
     line = log_lines(server).get(job.id)
     assert line is None or (line["outcome"], line["reason"]) == ("cancelled", "client disconnected")
     the_server_still_works(server)
+
+
+def test_a_cancel_that_crosses_the_end_of_its_job_is_answered_after_the_job_ended(server):
+    job = request()
+    recording = threading.Event()
+    log_to_file = server.queue.on_end
+
+    def slow_record(ended, message) -> None:
+        if ended.id == job.id:
+            recording.set()
+            time.sleep(0.3)  # a slow disk under the job log: the job is over, its result not yet sent
+        log_to_file(ended, message)
+
+    server.queue.on_end = slow_record
+    try:
+        with Client(url(server)) as client:
+            client.send(job)
+            assert recording.wait(60)
+            client.send(Cancel(id=job.id))
+            replies = []
+            for message in client.messages(timeout=30):
+                if not isinstance(message, (Queued, Progress)):
+                    replies.append(message)
+                if len(replies) == 2:
+                    break
+    finally:
+        server.queue.on_end = log_to_file
+    assert isinstance(replies[0], Result) and replies[0].id == job.id
+    assert (replies[1].code, replies[1].id) == ("not_found", job.id)
 
 
 def big_png(width: int, height: int) -> bytes:
@@ -266,6 +296,23 @@ def test_out_of_memory_in_a_step_is_an_error_with_advice_and_the_next_job_runs(s
         assert held and held[0]() is None
         assert client.generate(request(), timeout=120).images
     assert wait_for_log(server, [job.id])[job.id]["code"] == "out_of_memory"
+
+
+def test_running_out_of_memory_while_loading_does_not_mark_the_model_broken(server, monkeypatch):
+    from diffusers import StableDiffusionXLPipeline
+
+    def fail(*args, **kwargs):
+        monkeypatch.undo()
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(StableDiffusionXLPipeline, "from_pretrained", fail)
+    with Client(url(server)) as client:
+        with pytest.raises(ServerError) as failed:
+            client.generate(request(model="tiny-sdxl"), timeout=120)
+        assert (failed.value.error.code, failed.value.error.field) == ("out_of_memory", "model")
+        assert client.generate(request(model="tiny-sdxl"), timeout=120).images
+    with Client(url(server)) as late:
+        assert "refused" not in {m["name"]: m for m in late.welcome.models}["tiny-sdxl"]
 
 
 def test_a_failure_that_is_not_out_of_memory_stays_internal(server):
