@@ -24,3 +24,26 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
     write_tiny_models(root)
     return root
+
+
+@pytest.fixture(scope="module")
+def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real server on a free loopback port with the tiny models, one per test module."""
+    from serving import running_server
+
+    from server.config import ServerConfig
+
+    outputs = tmp_path_factory.mktemp("outputs")
+    with running_server(ServerConfig(models=[models_dir], outputs=outputs)) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server):
+    """A connection to the module's server that has said hello."""
+    from serving import url
+
+    from shared.client import Client
+
+    with Client(url(server), name="test") as connected:
+        yield connected

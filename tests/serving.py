@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
 from server.config import ServerConfig
 from server.server import Server
+from shared.messages import Generate
 
 
 @contextmanager
@@ -46,3 +48,15 @@ def running_server(config: ServerConfig) -> Iterator[Server]:
 
 def url(server: Server) -> str:
     return f"ws://127.0.0.1:{server.port}"
+
+
+def tiny_request(**fields) -> Generate:
+    """A small txt2img job on the tiny SD1.5 model; `fields` override the defaults."""
+    defaults = {"id": uuid.uuid4().hex, "mode": "txt2img", "model": "tiny-sd15", "prompt": "a red circle",
+                "width": 64, "height": 64, "steps": 2, "seed": 1}
+    return Generate(**{**defaults, **fields})
+
+
+def slow_request(**fields) -> Generate:
+    """A job that runs long enough (150 steps at 256 px) to be cancelled or disconnected mid-way."""
+    return tiny_request(**{"width": 256, "height": 256, "steps": 150, **fields})

@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from serving import running_server, url
 from tiny_models import TEXT2_HIDDEN, TEXT_HIDDEN, tiny_pipeline
 
 from server.conditioning import Conditioner, vector_count
-from server.config import ServerConfig
 from server.registry import ModelEntry, Registry
 from shared.client import Client
 from shared.crop import Rect
@@ -212,13 +210,6 @@ def test_regions_follow_the_global_prompt(pipes, conditioner):
 
 
 # --- pictures from the real server -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def client(models_dir, tmp_path_factory):
-    config = ServerConfig(models=[models_dir], outputs=tmp_path_factory.mktemp("outputs"))
-    with running_server(config) as server, Client(url(server), name="test") as connected:
-        yield connected
 
 
 def pixels(client: Client, prompt: str, **fields) -> bytes:

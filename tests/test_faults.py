@@ -7,6 +7,7 @@ leave the server serving, and show in the job log.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -17,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,25 +29,17 @@ import websockets
 import websockets.sync.client
 from raw_client import RawClient
 from safetensors.torch import load_file, save_file
-from serving import running_server, url
+from serving import running_server, slow_request, tiny_request, url
 
 from bench.serve import free_port
 from server.config import ServerConfig
 from server.memory import is_out_of_memory
 from shared.client import Client, ServerError
-from shared.messages import Cancel, Cancelled, Error, Generate, Image, Progress, Queued, Result
+from shared.messages import Cancel, Cancelled, Error, Image, Progress, Queued, Result
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def request(**fields) -> Generate:
-    defaults = {"id": uuid.uuid4().hex, "mode": "txt2img", "model": "tiny-sd15", "prompt": "a red circle",
-                "width": 64, "height": 64, "steps": 1, "seed": 1}
-    return Generate(**{**defaults, **fields})
-
-
-def slow(**fields) -> Generate:
-    return request(width=256, height=256, steps=150, **fields)
+request = functools.partial(tiny_request, steps=1)
 
 
 def log_lines(server) -> dict[str, dict]:
@@ -95,7 +87,7 @@ def the_server_still_works(server) -> None:
 
 @pytest.mark.parametrize("how", ["close", "reset"])
 def test_a_client_leaving_cancels_its_running_and_queued_jobs(server, how):
-    running, waiting = slow(), request()
+    running, waiting = slow_request(), request()
     leaver = RawClient(url(server))
     leaver.hello()
     leaver.send(running)
@@ -112,7 +104,7 @@ def test_a_client_leaving_cancels_its_running_and_queued_jobs(server, how):
 
 
 def test_a_client_leaving_right_after_sending_a_job(server):
-    job = slow()
+    job = slow_request()
     leaver = RawClient(url(server))
     leaver.hello()
     leaver.send(job)
@@ -419,7 +411,7 @@ def test_sigterm_stops_a_busy_server_within_10_s_and_every_job_is_told(models_di
         with pytest.raises(websockets.InvalidStatus):
             websockets.sync.client.connect(address, origin="https://evil.example")
         with client:
-            running, waiting = slow(), request()
+            running, waiting = slow_request(), request()
             client.send(running)
             client.send(waiting)
             first_progress(client)

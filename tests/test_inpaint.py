@@ -15,28 +15,13 @@ import cv2
 import numpy as np
 import PIL.Image
 import pytest
-from serving import running_server, url
 
 from server import masks
-from server.config import ServerConfig
 from shared.client import Client
 from shared.crop import Edge, Rect, context_rect, edge_defaults
 from shared.messages import Error, Generate, Image, Mask, Progress, Queued, Result
 
 MODELS = ["tiny-sd15", "tiny-sd15-inpaint", "tiny-sdxl", "tiny-sdxl-inpaint"]
-
-
-@pytest.fixture(scope="module")
-def server(models_dir, tmp_path_factory):
-    outputs = tmp_path_factory.mktemp("outputs")
-    with running_server(ServerConfig(models=[models_dir], outputs=outputs)) as running:
-        yield running
-
-
-@pytest.fixture
-def client(server):
-    with Client(url(server), name="inpaint-test") as connected:
-        yield connected
 
 
 def painting(width: int, height: int, seed: int = 0) -> np.ndarray:

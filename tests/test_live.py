@@ -6,26 +6,12 @@ import threading
 import time
 import uuid
 
-import pytest
-from serving import running_server, url
+from serving import url
 
-from server.config import ServerConfig
 from shared.client import Client
 from shared.messages import Cancelled, Error, Generate, Image, Live, LiveStop, LiveStopped, Progress, Queued, Result
 
 TERMINAL = (Result, Cancelled, Error)
-
-
-@pytest.fixture(scope="module")
-def server(models_dir, tmp_path_factory):
-    with running_server(ServerConfig(models=[models_dir], outputs=tmp_path_factory.mktemp("out"))) as running:
-        yield running
-
-
-@pytest.fixture
-def client(server):
-    with Client(url(server), name="live-test") as connected:
-        yield connected
 
 
 def canvas(shade: int, side: int = 64) -> Image:

@@ -5,24 +5,26 @@ The long load run is `python -m bench.load`; the soak run `python -m bench.soak`
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import socket
 import threading
 import time
-import uuid
 
 import pytest
 import torch
 from raw_client import RawClient
-from serving import running_server, url
+from serving import running_server, slow_request, tiny_request, url
 
 from bench.load import run_load, summarise
 from server.config import ServerConfig
 from server.jobs import Job
 from server.server import MAX_PENDING_PROGRESS, MAX_UNSENT, Connection
 from shared.client import Client
-from shared.messages import Cancel, Cancelled, Error, Generate, Progress, Queued, Result
+from shared.messages import Cancel, Cancelled, Error, Progress, Queued, Result
+
+request = functools.partial(tiny_request, steps=1)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -32,16 +34,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def request(**fields) -> Generate:
-    defaults = {"id": uuid.uuid4().hex, "mode": "txt2img", "model": "tiny-sd15", "prompt": "a red circle",
-                "width": 64, "height": 64, "steps": 1, "seed": 1}
-    return Generate(**{**defaults, **fields})
-
-
-def slow(**fields) -> Generate:
-    return request(width=256, height=256, steps=150, **fields)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +93,7 @@ def collect(client: Client, ids: set[str], kinds: tuple[type, ...]) -> dict[str,
 def test_per_connection_and_global_queue_caps_answer_busy(models_dir, tmp_path):
     config = ServerConfig(models=[models_dir], outputs=tmp_path, max_queued_per_connection=3, max_queued=4)
     with running_server(config) as server, Client(url(server)) as first, Client(url(server)) as second:
-        blocker = slow()
+        blocker = slow_request()
         first.send(blocker)
         for message in first.messages(timeout=60):
             if isinstance(message, Progress):
@@ -235,7 +227,7 @@ def test_finished_jobs_and_closed_connections_are_not_kept(server):
         with Client(url(server)) as client:
             for _ in range(5):
                 client.generate(request(), timeout=60)
-            client.send(slow())
+            client.send(slow_request())
             for message in client.messages(timeout=60):
                 if isinstance(message, Progress):
                     break

@@ -69,12 +69,6 @@ def server(library, tmp_path_factory):
         yield running
 
 
-@pytest.fixture
-def client(server):
-    with Client(url(server), name="test") as connected:
-        yield connected
-
-
 def request(prompt: str, **fields) -> Generate:
     defaults = {"id": uuid.uuid4().hex, "mode": "txt2img", "model": "tiny-sd15", "width": 64, "height": 64,
                 "steps": 2, "seed": 1}

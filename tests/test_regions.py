@@ -8,11 +8,9 @@ import numpy as np
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
-from serving import running_server, url
 from tiny_models import tiny_pipeline
 
 from server import regions
-from server.config import ServerConfig
 from shared.client import Client
 from shared.crop import Rect
 from shared.messages import Generate, Image, Mask, Region
@@ -137,13 +135,6 @@ def test_restricted_changes_only_cross_attention_and_restores():
 # --- pictures ------------------------------------------------------------------------------------------
 
 SIDE = 128
-
-
-@pytest.fixture(scope="module")
-def client(models_dir, tmp_path_factory):
-    config = ServerConfig(models=[models_dir], outputs=tmp_path_factory.mktemp("outputs"))
-    with running_server(config) as server, Client(url(server), name="test") as connected:
-        yield connected
 
 
 def request(**fields) -> Generate:

@@ -6,12 +6,9 @@ import uuid
 
 import numpy as np
 import pytest
-from serving import running_server, url
 
 from server import schedulers
-from server.config import ServerConfig
 from server.loading import CONFIGS
-from shared.client import Client
 from shared.errors import ProtocolError
 from shared.messages import Error, Generate, Progress, Queued
 
@@ -80,13 +77,6 @@ def test_unknown_sampler():
 
 
 # --- the server ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def client(models_dir, tmp_path_factory):
-    config = ServerConfig(models=[models_dir], outputs=tmp_path_factory.mktemp("outputs"))
-    with running_server(config) as server, Client(url(server), name="test") as connected:
-        yield connected
 
 
 def request(**fields) -> Generate:

@@ -8,14 +8,13 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import msgpack
 import PIL.Image
 import pytest
 import websockets.sync.client
-from serving import running_server, url
+from serving import running_server, slow_request, tiny_request, url
 
 from server.config import ServerConfig
 from shared import codec
@@ -37,24 +36,7 @@ from shared.messages import (
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="module")
-def server(models_dir, tmp_path_factory):
-    outputs = tmp_path_factory.mktemp("outputs")
-    with running_server(ServerConfig(models=[models_dir], outputs=outputs)) as running:
-        yield running
-
-
-@pytest.fixture
-def client(server):
-    with Client(url(server), name="test") as connected:
-        yield connected
-
-
-def request(**fields) -> Generate:
-    defaults = {"id": uuid.uuid4().hex, "mode": "txt2img", "model": "tiny-sd15", "prompt": "a red circle",
-                "width": 64, "height": 64, "steps": 2, "seed": 1}
-    return Generate(**{**defaults, **fields})
+request = tiny_request
 
 
 def pixels(result: Result, index: int = 0) -> bytes:
@@ -221,12 +203,8 @@ def test_models_rescans_folders(client, models_dir):
 # --- cancel and responsiveness ------------------------------------------------------------------------
 
 
-def slow(**fields) -> Generate:
-    return request(width=256, height=256, steps=150, **fields)
-
-
 def test_cancel_a_queued_job_at_once(client):
-    running, waiting = slow(), request()
+    running, waiting = slow_request(), request()
     client.send(running)
     client.send(waiting)
     client.send(Cancel(id=waiting.id))
@@ -242,7 +220,7 @@ def test_cancel_a_queued_job_at_once(client):
 
 
 def test_cancel_a_running_job_within_a_step(client):
-    job = slow()
+    job = slow_request()
     client.send(job)
     steps = 0
     for message in client.messages(timeout=60):
@@ -258,7 +236,7 @@ def test_cancel_a_running_job_within_a_step(client):
 
 
 def test_loop_answers_while_a_job_runs(client, server):
-    job = slow()
+    job = slow_request()
     client.send(job)
     for message in client.messages(timeout=60):
         if isinstance(message, Progress):
@@ -276,8 +254,8 @@ def test_loop_answers_while_a_job_runs(client, server):
 
 def test_disconnect_cancels_jobs_and_the_next_job_starts(server):
     leaver = Client(url(server), name="leaver")
-    leaver.send(slow())
-    leaver.send(slow())
+    leaver.send(slow_request())
+    leaver.send(slow_request())
     for message in leaver.messages(timeout=60):
         if isinstance(message, Progress):
             break
@@ -342,7 +320,7 @@ def test_png_that_lies_about_its_size(client):
 
 
 def test_duplicate_job_id(client):
-    job = slow()
+    job = slow_request()
     client.send(job)
     error = error_of(client, Generate(**{**job.__dict__}))
     assert (error.code, error.field) == ("bad_request", "id")
@@ -411,7 +389,7 @@ def test_cli_serve_runs_and_stops_on_sigterm(models_dir, tmp_path):
                 assert time.monotonic() < deadline and process.poll() is None, process.stdout.read()
                 time.sleep(0.2)
         with client:
-            client.send(slow())
+            client.send(slow_request())
             for message in client.messages(timeout=60):
                 if isinstance(message, Progress):
                     break
@@ -430,7 +408,7 @@ def test_cli_serve_refuses_public_bind_without_token(tmp_path):
 
 
 def test_job_cancelled_reaches_the_client_api(client):
-    job = slow()
+    job = slow_request()
     threading.Timer(1.0, lambda: client.send(Cancel(id=job.id))).start()
     with pytest.raises(JobCancelled):
         client.generate(job)
