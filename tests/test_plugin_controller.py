@@ -325,6 +325,28 @@ def test_live_sends_a_frame_only_when_the_canvas_or_settings_change(live_setup) 
     assert len({f.id for f in frames}) == 3 and {f.session for f in frames} == {first.session}
 
 
+def test_live_reads_every_pixel_only_when_the_quick_token_moves_or_now_and_then(live_setup) -> None:
+    controller, connection, document, clock = live_setup
+    exact = []
+    change_token = document.change_token
+    document.change_token = lambda rect: exact.append(rect) or change_token(rect)
+    controller.poll()
+    for _ in range(5):  # an idle canvas: the cheap token only
+        clock.now += 0.25
+        controller.poll()
+    assert len(exact) == 1 and len(_frames(connection)) == 1
+
+    faint = bytearray(document.pixels)
+    faint[64 * 4 + 1] ^= 1  # one level on row 1, a row the quick token does not see
+    document.pixels = bytes(faint)
+    clock.now += 0.25
+    controller.poll()
+    assert len(_frames(connection)) == 1  # not seen yet
+    clock.now += controller.session().live.exact_interval
+    controller.poll()
+    assert len(_frames(connection)) == 2 and _frames(connection)[1].image.data == document.pixels
+
+
 def test_live_with_a_selection_sends_inpaint_frames(live_setup) -> None:
     controller, connection, document, clock = live_setup
     document.selection = box_mask(64, 48, Rect(8, 8, 10, 10))

@@ -6,6 +6,9 @@ test driver (underpaint_test_driver) calls them the same way once Krita's window
 
 from __future__ import annotations
 
+import sys
+import time
+
 from harness import extension, fingerprint, layer_names, new_document, pump, report
 from krita import Krita, Selection
 from PyQt5.QtGui import QImage
@@ -372,3 +375,60 @@ def screenshot_pose(job: dict, out: dict) -> None:
     out["message"] = controller.message
     pump(lambda: False, 1.0)
     out["active_layer"] = document.activeNode().name()
+
+
+@report
+def live_detection_cost(job: dict, out: dict) -> None:
+    """CPU spent by live mode's change detection on an idle 4096² canvas checked 10 times a second
+    (the LiveSession's real schedule: the quick token every check, the exact one every 2 s), and
+    what one quick and one exact token cost."""
+    if "underpaint_krita" not in sys.modules:
+        sys.path.insert(0, job["pykrita"])
+        import underpaint_krita  # noqa: F401
+    from underpaint_krita.document import KritaDocument
+    from underpaint_krita.live import LiveSession
+    from underpaint_krita.requests import Settings
+
+    from shared.crop import Rect
+
+    side, seconds = job.get("side", 4096), job.get("seconds", 10.0)
+    document = new_document(side, side)
+    layer = document.createNode("sketch", "paintlayer")
+    document.rootNode().addChildNode(layer, None)
+    _fill(layer, side, side // 4, bytes((40, 60, 80, 255)))
+    document.waitForDone()
+
+    class ActiveLayer:
+        """kritarunner has no window, so no active layer: stand in for the one the artist paints on."""
+
+        def __getattr__(self, name: str):
+            return getattr(document, name)
+
+        def activeNode(self):  # noqa: N802 (Krita's name)
+            return layer
+
+    canvas, settings = KritaDocument(ActiveLayer()), Settings(model="m", prompt="x", strength=0.5)
+    live = LiveSession(interval=0.1)
+    live.next_frame(canvas, settings, time.monotonic())  # the first frame reads the canvas: not detection
+
+    frames, checks, start_cpu, start = 0, 0, time.process_time(), time.monotonic()
+    while time.monotonic() - start < seconds:
+        checks += 1
+        frames += live.next_frame(canvas, settings, time.monotonic()) is not None
+        time.sleep(max(0.0, start + checks * 0.1 - time.monotonic()))
+    elapsed = time.monotonic() - start
+    out["idle"] = {"cpu_share_of_one_core": round((time.process_time() - start_cpu) / elapsed, 4),
+                   "checks": checks, "frames": frames, "seconds": round(elapsed, 2)}
+
+    def per_call_ms(call) -> float:
+        began = time.perf_counter()
+        for _ in range(5):
+            call()
+        return round((time.perf_counter() - began) / 5 * 1000, 2)
+
+    out["side"] = side
+    out["quick_token_ms"] = per_call_ms(canvas.quick_change_token)
+    out["exact_token_ms"] = per_call_ms(lambda: canvas.change_token(Rect(0, 0, side, side)))
+    before = canvas.quick_change_token()
+    _fill(layer, 3, 3, bytes((255, 255, 255, 255)), x=side // 2, y=side // 2)
+    out["quick_token_sees_a_3px_dab"] = canvas.quick_change_token() != before

@@ -1,0 +1,33 @@
+"""Live mode's change detection in real Krita: CPU share at 10 checks a second on a 4096² canvas.
+
+Runs the plugin's own LiveSession and KritaDocument inside kritarunner (headless), the plugin
+installed as the installer does it. Target: at most 10% of one core.
+
+Run: python bench/krita_live.py  → bench/results/krita_live.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from test_plugin_krita import KritaHome, run_scenario  # noqa: E402
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        found = run_scenario(KritaHome(Path(tmp)), "live_detection_cost", side=4096, seconds=10.0)
+    found.pop("log", None)
+    report = {**found, "target_cpu_share": 0.10}
+    out = ROOT / "bench" / "results" / "krita_live.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
