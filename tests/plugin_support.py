@@ -63,6 +63,10 @@ class FakeDocument:
     preview_visible: bool = False
     layers: list[tuple[str, Image]] = field(default_factory=list)
     history_blob: bytes | None = None
+    # layer id -> (name, full-canvas 8-bit alpha): the layers and groups regions can be made of
+    alphas: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    active_layer: str | None = None
+    regions_blob: bytes | None = None
 
     def __post_init__(self) -> None:
         if not self.pixels:
@@ -102,6 +106,24 @@ class FakeDocument:
 
     def read_selection(self, rect: Rect) -> bytes:
         return crop(self.selection, self.width, rect.x, rect.y, rect.width, rect.height, channels=1)
+
+    def read_layer_alpha(self, layer_id: str, rect: Rect) -> bytes | None:
+        if layer_id not in self.alphas:
+            return None
+        self.reads.append(rect)
+        return crop(self.alphas[layer_id][1], self.width, rect.x, rect.y, rect.width, rect.height, channels=1)
+
+    def active_layer_id(self) -> str | None:
+        return self.active_layer
+
+    def layer_name(self, layer_id: str) -> str | None:
+        return self.alphas[layer_id][0] if layer_id in self.alphas else None
+
+    def load_regions(self) -> bytes | None:
+        return self.regions_blob
+
+    def save_regions(self, blob: bytes) -> None:
+        self.regions_blob = blob
 
     def show_preview(self, name: str, image: Image) -> None:
         self.preview, self.preview_visible = (name, image), True

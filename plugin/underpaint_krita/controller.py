@@ -19,9 +19,10 @@ from shared.messages import Cancelled, Error, Generate, Image, LiveStop, Progres
 
 from . import naming
 from .connection import Connected, Connection, Disconnected, Failed, Received
-from .errors import NO_DOCUMENT, NO_RESULT, PLUGIN_FAULT, UserError, artist_message
+from .errors import NO_DOCUMENT, NO_LAYER, NO_RESULT, PLUGIN_FAULT, UserError, artist_message
 from .history import DEFAULT_LIMIT, Entry, History
 from .live import LiveCanvas, LiveResult, LiveSession
+from .regions import RegionPrompt, Regions
 from .requests import Settings, build_request
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,16 @@ class Document(LiveCanvas, Protocol):
     def load_history(self) -> bytes | None: ...
 
     def save_history(self, blob: bytes) -> None: ...
+
+    def load_regions(self) -> bytes | None: ...
+
+    def save_regions(self, blob: bytes) -> None: ...
+
+    def active_layer_id(self) -> str | None:
+        """The uniqueId of the layer or group the artist selected (never the preview layer)."""
+
+    def layer_name(self, layer_id: str) -> str | None:
+        """The name of a layer or group; None when it no longer exists."""
 
 
 class Workspace(Protocol):
@@ -76,6 +87,7 @@ class Session:
     jobs: list[Job] = field(default_factory=list)
     live: LiveSession | None = None  # live mode is on
     live_result: LiveResult | None = None  # the newest live picture, kept after live mode ends
+    regions: Regions = field(default_factory=Regions)
     message: str = ""  # the last error or notice for this document
 
 
@@ -140,7 +152,7 @@ class Controller:
         for session in self._sessions:
             if session.document == document:
                 return session
-        session = Session(document, self._load_history(document))
+        session = Session(document, self._load_history(document), regions=self._load_regions(document))
         self._sessions.append(session)
         return session
 
@@ -155,7 +167,7 @@ class Controller:
     def generate(self) -> str:
         """Start a job for the active document with the current settings; returns its id."""
         session = self._require_session()
-        request = build_request(session.document, self.settings, uuid.uuid4().hex)
+        request = build_request(session.document, self.settings, uuid.uuid4().hex, regions=session.regions)
         session.jobs.append(Job(request))
         session.message = "" if self.server.connected else WAITING
         self.connection.submit(request)
@@ -204,6 +216,40 @@ class Controller:
         session.document.save_history(session.history.to_blob())
         self._changed()
 
+    def regions(self) -> list[tuple[RegionPrompt, str]]:
+        """The active document's region prompts with their layers' names, dropping those whose
+        layer was deleted."""
+        session = self.session()
+        if session is None:
+            return []
+        named = [(region, session.document.layer_name(region.layer_id)) for region in session.regions]
+        if any(name is None for _, name in named):
+            for region, name in named:
+                if name is None:
+                    session.regions.remove(region.layer_id)
+            session.document.save_regions(session.regions.to_json())
+        return [(region, name) for region, name in named if name is not None]
+
+    @_reports_errors
+    def add_region(self, prompt: str, negative_prompt: str = "") -> str:
+        """Make the active layer or group a region with this prompt (or give it a new one); returns
+        its layer id."""
+        session = self._require_session()
+        layer_id = session.document.active_layer_id()
+        if layer_id is None:
+            raise UserError(NO_LAYER)
+        session.regions.set(RegionPrompt(layer_id, prompt, negative_prompt))
+        session.document.save_regions(session.regions.to_json())
+        self._changed()
+        return layer_id
+
+    @_reports_errors
+    def remove_region(self, layer_id: str) -> None:
+        session = self._require_session()
+        session.regions.remove(layer_id)
+        session.document.save_regions(session.regions.to_json())
+        self._changed()
+
     @_reports_errors
     def set_live(self, on: bool) -> None:
         """Start or stop live mode for the active document; the last live picture stays to apply."""
@@ -243,7 +289,7 @@ class Controller:
         session = self.session()
         if session is None or session.live is None or not self.server.connected:
             return
-        frame = session.live.next_frame(session.document, self.settings, self.clock())
+        frame = session.live.next_frame(session.document, self.settings, self.clock(), tuple(session.regions))
         if frame is not None:
             self.connection.submit(frame)
 
@@ -358,6 +404,16 @@ class Controller:
             except ValueError as exc:
                 log.warning("starting a new history: %s", exc)
         return History(self.history_limit)
+
+    @staticmethod
+    def _load_regions(document: Document) -> Regions:
+        blob = document.load_regions()
+        if blob:
+            try:
+                return Regions.from_json(blob)
+            except ValueError as exc:
+                log.warning("starting without regions: %s", exc)
+        return Regions()
 
     def _tell(self, message: str) -> None:
         session = self.session()

@@ -17,6 +17,8 @@ NO_MODEL = "no_model"
 NO_DOCUMENT = "no_document"
 SELECTION_OUTSIDE = "selection_outside"
 NO_RESULT = "no_result"
+TOO_MANY_REGIONS = "too_many_regions"
+NO_LAYER = "no_layer"
 PLUGIN_FAULT = "plugin_fault"
 
 _SENTENCES = {
@@ -38,6 +40,8 @@ _SENTENCES = {
     NO_MODEL: "Pick a model first.",
     NO_DOCUMENT: "Open or create an image first.",
     SELECTION_OUTSIDE: "The selection lies outside the canvas.",
+    TOO_MANY_REGIONS: "An image can have at most 16 regions. Remove one first.",
+    NO_LAYER: "Select the layer or group to make a region first.",
     NO_RESULT: "That result is no longer in the history.",
     PLUGIN_FAULT: "The plugin failed; Krita's log has the details.",
 }

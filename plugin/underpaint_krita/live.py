@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from shared.crop import Rect
 from shared.messages import Image, Live
 
+from .regions import RegionPrompt
 from .requests import Canvas, Settings, build_request, source_rect
 
 
@@ -50,7 +51,8 @@ class LiveSession:
     _quick: Any = None
     _key: Any = None
 
-    def next_frame(self, canvas: LiveCanvas, settings: Settings, now: float) -> Live | None:
+    def next_frame(self, canvas: LiveCanvas, settings: Settings, now: float,
+                   regions: tuple[RegionPrompt, ...] = ()) -> Live | None:
         """A frame to send, or None when it is too early or nothing changed since the last one."""
         if now - self._checked < self.interval:
             return None
@@ -59,15 +61,15 @@ class LiveSession:
         # The exact token reads every pixel of the region (~100 ms on a whole 4096² canvas), so it
         # runs only when the quick token moved or exact_interval passed: detection stays a few
         # percent of one core at 10 checks a second (docs/live.md).
-        quick = (canvas.quick_change_token(), rect, dataclasses.astuple(settings))
+        quick = (canvas.quick_change_token(), rect, dataclasses.astuple(settings), regions)
         if quick == self._quick and now - self._exact_checked < self.exact_interval:
             return None
         self._quick, self._exact_checked = quick, now
-        key = (canvas.change_token(rect), rect, dataclasses.astuple(settings))
+        key = (canvas.change_token(rect), rect, dataclasses.astuple(settings), regions)
         if key == self._key:
             return None
         self._key = key  # also on failure below: a broken setting is reported once, not every interval
-        frame = build_request(canvas, settings, uuid.uuid4().hex, live_session=self.id)
+        frame = build_request(canvas, settings, uuid.uuid4().hex, live_session=self.id, regions=regions)
         self.frames[frame.id] = frame.prompt
         return frame
 

@@ -6,13 +6,15 @@ a fake in the tests). Only the region the crop rule names is ever read, never mo
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from shared.crop import Rect, context_rect, edge_defaults
-from shared.messages import Generate, Image, Live, Mask
+from shared.messages import Generate, Image, Live, Mask, Region
 
 from .errors import NO_MODEL, SELECTION_OUTSIDE, UserError
+from .regions import RegionPrompt
 
 
 class Canvas(Protocol):
@@ -30,6 +32,9 @@ class Canvas(Protocol):
 
     def read_selection(self, rect: Rect) -> bytes:
         """The selection's 8-bit coverage inside `rect` (0 outside the selection)."""
+
+    def read_layer_alpha(self, layer_id: str, rect: Rect) -> bytes | None:
+        """The 8-bit alpha of a layer or group inside `rect`; None when the layer no longer exists."""
 
 
 @dataclass
@@ -72,8 +77,12 @@ def source_rect(canvas: Canvas) -> Rect:
     return context_rect(selection, canvas_rect(canvas), edge_defaults(selection))
 
 
-def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session: str | None = None) -> Generate:
+def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session: str | None = None,
+                  regions: Iterable[RegionPrompt] = ()) -> Generate:
     """txt2img / img2img of the whole canvas, or an inpaint of the selection's context region.
+
+    Each region prompt goes along with its layer's alpha over the same part of the canvas as the
+    image; a region that does not reach into that part, or whose layer is gone, is left out.
 
     With `live_session` it is a `live` frame: one image, always from the canvas (img2img, never
     txt2img), with the session's seed unless the artist fixed one, decoded the fast way where the
@@ -93,12 +102,14 @@ def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session:
     if selection is not None:
         edge = edge_defaults(selection)
         region = context_rect(selection, bounds, edge)
+        common["regions"] = _regions(canvas, regions, region)
         return kind(
             mode="inpaint", strength=settings.strength, image=_image(canvas, region),
             mask=Mask(width=region.width, height=region.height, format="a8", x=region.x, y=region.y,
                       data=canvas.read_selection(region)),
             grow=edge.grow, feather=edge.feather, **common,
         )
+    common["regions"] = _regions(canvas, regions, bounds)
     if settings.strength >= 1.0 and live_session is None:
         return kind(mode="txt2img", width=bounds.width, height=bounds.height, fit_native=True, **common)
     return kind(mode="img2img", strength=settings.strength, image=_image(canvas, bounds), fit_native=True,
@@ -108,3 +119,14 @@ def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session:
 def _image(canvas: Canvas, rect: Rect) -> Image:
     return Image(width=rect.width, height=rect.height, format="rgba8", x=rect.x, y=rect.y,
                  data=canvas.read_pixels(rect))
+
+
+def _regions(canvas: Canvas, regions: Iterable[RegionPrompt], rect: Rect) -> list[Region]:
+    found = []
+    for region in regions:
+        alpha = canvas.read_layer_alpha(region.layer_id, rect)
+        if alpha is None or not alpha.strip(b"\0"):
+            continue
+        mask = Mask(width=rect.width, height=rect.height, format="a8", x=rect.x, y=rect.y, data=alpha)
+        found.append(Region(mask=mask, prompt=region.prompt, negative_prompt=region.negative_prompt))
+    return found
