@@ -174,7 +174,11 @@ def test_document_glue_in_real_krita(krita_home: KritaHome) -> None:
     grey = found["grey_read"]
     assert grey[0] == grey[1] == grey[2] and 150 < grey[0] < 250 and grey[3] == 255
     assert found["grey_layer_space"] == "GRAYA"
+    assert found["region_name"] == "sky"
+    assert found["region_alpha"] == [0, 128, 128] and found["missing_region_alpha"] is None
     assert found["saved"] and found["history_after_reopen"] == "history\x00blob"
+    assert found["regions_after_reopen"] == '{"regions": "blob"}'
+    assert found["region_alpha_after_reopen"] == [0, 128, 128]  # layer ids survive the .kra
     assert found["fresh_history"] is None
 
 

@@ -15,6 +15,7 @@ from PyQt5.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QListView,
@@ -162,6 +163,20 @@ class UnderpaintDocker(DockWidget):
         self.advanced.setVisible(False)
         layout.addWidget(self.advanced)
 
+        layout.addWidget(QLabel("Regions: a layer's own prompt, where the layer is painted"))
+        self.regions = QListWidget()
+        self.regions.setMaximumHeight(80)
+        layout.addWidget(self.regions)
+        region_buttons = QHBoxLayout()
+        add_region = QPushButton("Add active layer")
+        add_region.setToolTip("Give the active layer or group a prompt; its painted pixels are the region")
+        add_region.clicked.connect(self._add_region)
+        remove_region = QPushButton("Remove")
+        remove_region.clicked.connect(self._remove_region)
+        region_buttons.addWidget(add_region)
+        region_buttons.addWidget(remove_region)
+        layout.addLayout(region_buttons)
+
         buttons = QHBoxLayout()
         self.generate = QPushButton("Generate")
         self.generate.setDefault(True)
@@ -265,6 +280,23 @@ class UnderpaintDocker(DockWidget):
     def _connect(self) -> None:
         self._extension.set_server(self.url.text().strip(), self.token.text().strip() or None)
 
+    def _add_region(self) -> None:
+        prompt, ok = QInputDialog.getText(self, "Region prompt", "What is painted in this layer's area:")
+        if ok and prompt.strip():
+            self.controller.add_region(prompt.strip())
+
+    def _remove_region(self) -> None:
+        item = self.regions.currentItem()
+        if item is not None:
+            self.controller.remove_region(item.data(Qt.UserRole))
+
+    def _show_regions(self) -> None:
+        self.regions.clear()
+        for region, layer_name in self.controller.regions():
+            item = QListWidgetItem(f"{layer_name}: {region.prompt}")
+            item.setData(Qt.UserRole, region.layer_id)
+            self.regions.addItem(item)
+
     def _discard(self) -> None:
         item = self.results.currentItem()
         if item is not None:
@@ -301,6 +333,7 @@ class UnderpaintDocker(DockWidget):
         self.live.blockSignals(False)
         self._show_progress(jobs)
         self._show_results(session)
+        self._show_regions()
 
     @staticmethod
     def _fill_combo(combo: QComboBox, choices: list[tuple[str, str]], current: str) -> None:

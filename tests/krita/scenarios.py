@@ -115,6 +115,16 @@ def document_glue(job: dict, out: dict) -> None:
                                                              data=bytes([255, 255, 255, 255]) * 64))
     out["grey_layer_space"] = _node(grey, "[Generated] white (4)").colorModel()
 
+    # Regions: a layer's alpha read by its id; a half-covering, half-transparent layer.
+    region = document.createNode("sky", "paintlayer")
+    document.rootNode().addChildNode(region, None)
+    _fill(region, 8, 2, bytes([255, 0, 0, 128]), x=4, y=4)
+    region_id = region.uniqueId().toString()
+    out["region_name"] = doc.layer_name(region_id)
+    out["region_alpha"] = list(doc.read_layer_alpha(region_id, Rect(3, 4, 3, 1)))
+    out["missing_region_alpha"] = doc.read_layer_alpha("{00000000-0000-0000-0000-000000000000}", Rect(0, 0, 1, 1))
+    doc.save_regions(b'{"regions": "blob"}')
+
     doc.save_history(b"history\x00blob")
     path = job["workdir"] + "/glue.kra"
     document.setBatchmode(True)
@@ -122,6 +132,8 @@ def document_glue(job: dict, out: dict) -> None:
     document.close()
     reopened = Krita.instance().openDocument(path)
     out["history_after_reopen"] = KritaDocument(reopened).load_history().decode("latin-1")
+    out["regions_after_reopen"] = KritaDocument(reopened).load_regions().decode()
+    out["region_alpha_after_reopen"] = list(KritaDocument(reopened).read_layer_alpha(region_id, Rect(3, 4, 3, 1)))
     out["fresh_history"] = KritaDocument(deep).load_history()
 
 
