@@ -138,7 +138,7 @@ def grid(images: list[Image.Image], columns: int) -> Image.Image:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
-    parser.add_argument("--per-template", type=int, default=40)
+    parser.add_argument("--per-template", type=int, default=20)
     parser.add_argument("--sides", type=int, nargs="+", default=[128, 256, 64])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=5.0)

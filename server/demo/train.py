@@ -1,13 +1,15 @@
-"""Trains the demo model on a CPU: `python -m server.demo.train [--stage all|vae|latents|unet|export]`.
+"""Trains the demo model on a CPU: `python -m server.demo.train [--stage STAGE]`.
 
-1. vae      a small VAE learns to reconstruct generated pictures (L1 + MSE, tiny KL weight).
-2. latents  a fixed set of generated pictures at 64..256 px is encoded once, with its scenes.
-3. unet     the UNet and the CLIP text encoder learn together (epsilon prediction, SD1.5's noise
-            schedule, Min-SNR weighting, EMA), checkpointing as they go; a rerun resumes.
-4. export   the EMA weights are saved as a diffusers StableDiffusionPipeline in server/demo/model/.
+1. vae       a small VAE learns to reconstruct generated pictures (L1 + MSE, tiny KL weight);
+             `more-vae` goes on training the saved one.
+2. latents   a fixed set of generated pictures at 64..256 px is encoded once, with its scenes.
+3. unet      the UNet and the CLIP text encoder learn together (v-prediction on SD1.5's noise
+             schedule, EMA), checkpointing as they go; a rerun resumes, `--init-from` starts from
+             another run's weights. At the end the EMA weights are saved as a diffusers
+             StableDiffusionPipeline in server/demo/model/.
+4. export    saves the pipeline from the last checkpoint, e.g. to try a run in progress.
 
-Every stage is seeded; intermediate files live in --workdir (default build/demo).
-"""
+`all` runs 1 to 3. Every stage is seeded; intermediate files live in --workdir (default build/demo)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ import argparse
 import copy
 import logging
 import math
-import pickle
 import random
 import time
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ class Settings:
     model_dir: Path = MODEL_DIR
     seed: int = 0
     threads: int = 1
-    vae_steps: int = 600
+    vae_steps: int = 1600
     vae_batch: int = 32
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
@@ -50,12 +51,12 @@ class Settings:
     # side length -> batch size, sized so that each step costs about the same
     batches: tuple[tuple[int, int], ...] = ((64, 64), (128, 24), (192, 12), (256, 8))
     side_weights: tuple[float, ...] = (0.3, 0.4, 0.15, 0.15)
-    unet_steps: int = 2400
+    unet_steps: int = 2000
     unet_lr: float = 1e-3
     warmup: int = 150
     ema_decay: float = 0.999
-    min_snr: float = 5.0
-    checkpoint_every: int = 250
+    checkpoint_every: int = 200
+    init_from: Path | None = None  # a checkpoint to start the UNet and text encoder from
 
 
 # --- 1. VAE ---------------------------------------------------------------------------------
@@ -141,13 +142,6 @@ def tokenize(tokenizer: CLIPTokenizer, captions: list[str]) -> torch.Tensor:
     ).input_ids
 
 
-def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-gamma loss weights for epsilon prediction: converges several times faster."""
-    alphas = scheduler.alphas_cumprod[timesteps]
-    snr = alphas / (1 - alphas)
-    return torch.clamp(snr, max=gamma) / snr
-
-
 def learning_rate(step: int, settings: Settings) -> float:
     """Linear warm-up, then cosine decay to a tenth."""
     if step < settings.warmup:
@@ -205,12 +199,26 @@ def load_checkpoint(trainee: Trainee, path: Path) -> None:
     trainee.step = state["step"]
 
 
+def warm_start(trainee: Trainee, path: Path) -> None:
+    """Starts from another run's EMA weights; layers that run lacked keep their fresh values."""
+    state = torch.load(path, weights_only=True)
+    for model, ema, key in ((trainee.unet, trainee.ema_unet, "ema_unet"),
+                            (trainee.text_encoder, trainee.ema_text_encoder, "ema_text_encoder")):
+        missing, unexpected = model.load_state_dict(state[key], strict=False)
+        if unexpected:
+            raise ValueError(f"--init-from: {path} has weights this model lacks: {unexpected[:3]}")
+        ema.load_state_dict(model.state_dict())
+        log.info("warm start of %s from %s (step %d); new: %s", key, path, state["step"], missing)
+
+
 def train_unet(sets: list[LatentSet], tokenizer: CLIPTokenizer, settings: Settings,
                checkpoint: Path) -> Trainee:
     trainee = new_trainee(tokenizer, settings)
     if checkpoint.exists():
         load_checkpoint(trainee, checkpoint)
         log.info("resumed at step %d", trainee.step)
+    elif settings.init_from is not None:
+        warm_start(trainee, settings.init_from)
     noise_schedule = make_training_scheduler()
     batch_sizes = dict(settings.batches)
     by_side = {s.side: s for s in sets}
@@ -234,8 +242,7 @@ def train_unet(sets: list[LatentSet], tokenizer: CLIPTokenizer, settings: Settin
         for group in trainee.optimizer.param_groups:
             group["lr"] = learning_rate(step, settings)
         prediction = trainee.unet(noisy, timesteps, trainee.text_encoder(ids)[0]).sample
-        per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
-        loss = (per_sample * min_snr_weights(noise_schedule, timesteps, settings.min_snr)).mean()
+        loss = F.mse_loss(prediction, noise_schedule.get_velocity(x0, noise, timesteps))
         trainee.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(
@@ -293,12 +300,12 @@ def run(stage: str, settings: Settings) -> None:
 
     if stage in ("all", "latents"):
         sets, scaling = encode_dataset(vae, settings)
-        with open(latents_file, "wb") as f:
-            pickle.dump((sets, scaling), f)
+        # Plain containers: a class pickled from `python -m` would be named __main__.LatentSet.
+        torch.save({"scaling": scaling, "sets": [vars(s) for s in sets]}, latents_file)
     if stage == "latents":
         return
-    with open(latents_file, "rb") as f:
-        sets, scaling = pickle.load(f)
+    saved = torch.load(latents_file, weights_only=False)  # our own file: it holds Scene objects
+    sets, scaling = [LatentSet(**s) for s in saved["sets"]], saved["scaling"]
     vae.register_to_config(scaling_factor=scaling)
 
     if stage == "export":  # whatever the last checkpoint holds, e.g. to look at a run in progress
@@ -317,12 +324,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-dir", type=Path, default=Settings.model_dir)
     parser.add_argument("--unet-steps", type=int, default=Settings.unet_steps)
     parser.add_argument("--vae-steps", type=int, default=Settings.vae_steps)
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="start the unet stage from this checkpoint's weights (fresh optimizer)")
     parser.add_argument("--threads", type=int, default=Settings.threads,
                         help="torch threads; on a busy machine 1 beats 2, which wait on each other")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings = Settings(workdir=args.workdir, model_dir=args.model_dir, unet_steps=args.unet_steps,
-                        vae_steps=args.vae_steps, threads=args.threads)
+                        vae_steps=args.vae_steps, threads=args.threads, init_from=args.init_from)
     run(args.stage, settings)
 
 

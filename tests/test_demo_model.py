@@ -1,0 +1,172 @@
+"""The demo model: its data generator, tokenizer, detector, and the shipped weights' behaviour."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from server.demo import MODEL_DIR, NAME
+from server.demo.data import (
+    POSITIONS,
+    SHAPE_COLOURS,
+    Background,
+    Scene,
+    Shape,
+    caption,
+    render,
+    sample_scene,
+    scene_for_seed,
+    training_caption,
+)
+from server.demo.detect import Blob, background_names, check, find_blob
+from server.demo.vocab import build_tokenizer, caption_words, learn_merges
+
+PROMPT = "a large red circle on the left, blue background"
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def test_a_seed_names_one_scene_caption_and_picture() -> None:
+    first, again, other = scene_for_seed(7), scene_for_seed(7), scene_for_seed(8)
+    assert first == again and first != other
+    assert caption(first) == caption(again)
+    assert np.array_equal(np.asarray(render(first, 64)), np.asarray(render(again, 64)))
+    assert [training_caption(first, random.Random(3)) for _ in range(3)] == [
+        training_caption(again, random.Random(3)) for _ in range(3)
+    ]
+
+
+def test_caption_describes_each_shape_and_the_background() -> None:
+    scene = Scene(
+        Background("flat", ("blue",)),
+        (Shape("circle", "red", "large", "left"), Shape("star", "yellow", "small", "top")),
+    )
+    assert caption(scene) == "a large red circle on the left and a small yellow star at the top, blue background"
+    gradient = Scene(Background("gradient", ("purple", "white")), (Shape("square", "black", "small", "center"),))
+    assert caption(gradient) == "a small black square in the center, purple to white gradient background"
+
+
+def test_sampled_scenes_keep_shapes_apart_and_visible() -> None:
+    rng = random.Random(0)
+    for _ in range(300):
+        scene = sample_scene(rng)
+        assert 1 <= len(scene.shapes) <= 3
+        assert len({s.colour for s in scene.shapes}) == len(scene.shapes)
+        assert len({s.position for s in scene.shapes}) == len(scene.shapes)
+        for shape in scene.shapes:
+            assert all(np.linalg.norm(np.subtract(SHAPE_COLOURS[shape.colour], bg)) > 90 for bg in scene.background.rgb)
+
+
+def test_unknown_background_kind_is_named_in_the_error() -> None:
+    with pytest.raises(ValueError, match="background kind: unknown 'stripes'"):
+        sample_scene(random.Random(0), background_kind="stripes")
+
+
+# --- detector -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("side", [64, 128, 256])
+def test_detector_reads_back_what_the_generator_drew(side: int) -> None:
+    rng = random.Random(side)
+    for _ in range(30):
+        scene = sample_scene(rng)
+        result = check(render(scene, side), scene)
+        assert result.background_ok, (caption(scene), result.background_found)
+        for shape in result.shapes:
+            assert shape.colour_ok and shape.position_ok and shape.size_ok, (caption(scene), shape)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "position"),
+    [(0.2, 0.5, "left"), (0.8, 0.45, "right"), (0.5, 0.2, "top"), (0.55, 0.8, "bottom"), (0.5, 0.5, "center")],
+)
+def test_blob_position_is_the_nearest_anchor(x: float, y: float, position: str) -> None:
+    assert Blob("red", 0.05, x, y).position == position
+
+
+def test_detector_finds_nothing_where_the_colour_is_absent() -> None:
+    picture = render(Scene(Background("flat", ("green",)), ()), 64)
+    assert background_names(picture) == ("green", "green")
+    assert find_blob(picture, "red") is None
+    with pytest.raises(ValueError, match="colour: unknown 'teal'"):
+        find_blob(picture, "teal")
+
+
+# --- tokenizer ------------------------------------------------------------------------------
+
+
+def test_learned_merges_build_each_word_from_characters() -> None:
+    merges = learn_merges(["ab", "abc", "b"])
+    assert merges == [("a", "b"), ("a", "b</w>"), ("ab", "c</w>")]  # ties: alphabetical
+
+
+def test_tokenizer_gives_one_token_per_caption_word(tmp_path: Path) -> None:
+    tokenizer = build_tokenizer(tmp_path)
+    for word in caption_words():
+        assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1, word
+    ids = tokenizer(PROMPT).input_ids
+    assert len(ids) == len(PROMPT.replace(",", " ,").split()) + 2
+    assert tokenizer.decode(ids, skip_special_tokens=True).replace(" ,", ",") == PROMPT
+    assert len(tokenizer("zebra", add_special_tokens=False).input_ids) > 1  # unknown words still tokenize
+    assert tokenizer.model_max_length == 77
+
+
+# --- the shipped model ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    from diffusers import StableDiffusionPipeline
+
+    torch.set_num_threads(2)
+    pipe = StableDiffusionPipeline.from_pretrained(MODEL_DIR, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_shipped_model_is_a_small_sd_pipeline(pipeline) -> None:
+    assert NAME == "underpaint-demo"
+    assert sum(p.stat().st_size for p in MODEL_DIR.glob("*/*.safetensors")) <= 25 * 1024 * 1024
+    assert pipeline.vae_scale_factor == 8
+    assert pipeline.unet.config.in_channels == pipeline.vae.config.latent_channels == 4
+    assert pipeline.unet.dtype == pipeline.text_encoder.dtype == torch.float32
+    assert pipeline.scheduler.config.beta_schedule == "scaled_linear"
+    assert pipeline.scheduler.config.prediction_type == "v_prediction"
+
+
+def _generate(pipeline, prompt: str, side: int = 128, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    return pipeline(prompt, height=side, width=side, num_inference_steps=12, guidance_scale=5.0,
+                    generator=generator).images[0]
+
+
+def test_generation_follows_the_prompt(pipeline) -> None:
+    picture = _generate(pipeline, PROMPT)
+    assert background_names(picture) == ("blue", "blue")
+    red = find_blob(picture, "red")
+    assert red is not None and red.position == "left" and red.area > 0.05, red
+    assert red.x < 0.4
+
+
+@pytest.mark.parametrize(
+    "scene",
+    [
+        Scene(Background("flat", ("black",)), (Shape("star", "yellow", "small", "top"),)),
+        Scene(
+            Background("flat", ("white",)),
+            (Shape("square", "green", "large", "right"), Shape("circle", "purple", "small", "left")),
+        ),
+    ],
+    ids=["one-shape", "two-shapes"],
+)
+def test_generation_puts_each_colour_where_asked(pipeline, scene: Scene) -> None:
+    result = check(_generate(pipeline, caption(scene), seed=1), scene)
+    assert result.background_ok, result.background_found
+    for shape in result.shapes:
+        assert shape.colour_ok and shape.position_ok, shape
+    assert set(POSITIONS) >= {s.shape.position for s in result.shapes}
