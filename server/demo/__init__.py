@@ -1,7 +1,8 @@
 """The demo model: a toy text-to-image model trained on generated pictures of flat shapes.
 
-It ships inside the repository so a fresh, offline install can generate prompt-following pictures
-("a large red circle on the left, blue background"). It knows nothing beyond such shapes.
+It ships inside the repository so a fresh, offline install can generate pictures that follow the
+prompt's colours ("a large red circle on the left, blue background"); docs/demo-model.md says how
+well. It knows nothing beyond such shapes.
 """
 
 from pathlib import Path
