@@ -22,6 +22,10 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from server.demo.vocab import clip_byte_characters  # noqa: E402
+
 BPE_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
 # Lines 1..48894 of the BPE file are the merges CLIP uses: 49408 tokens = 2 * 256 bytes + merges + 2 specials.
 MERGE_COUNT = 49152 - 256 - 2
@@ -211,23 +215,9 @@ def families() -> dict[str, dict[str, dict]]:
     return out
 
 
-def bytes_to_unicode() -> dict[int, str]:
-    """CLIP's reversible byte -> printable character table."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, chars), strict=True))
-
-
 def clip_vocab(bpe_text: str) -> tuple[dict[str, int], list[str]]:
     merges = bpe_text.split("\n")[1 : MERGE_COUNT + 1]
-    tokens = list(bytes_to_unicode().values())
+    tokens = list(clip_byte_characters().values())
     tokens += [t + "</w>" for t in tokens]
     tokens += ["".join(m.split()) for m in merges]
     tokens += [START, END]

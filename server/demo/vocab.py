@@ -30,18 +30,18 @@ def caption_words() -> list[str]:
 
 
 @cache
-def _bytes_to_unicode() -> list[str]:
-    """CLIP's printable stand-in for each byte value, in CLIP's order."""
+def clip_byte_characters() -> dict[int, str]:
+    """CLIP's reversible byte -> printable character table, in CLIP's order."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
     printable += list(range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
+    chars = printable[:]
     extra = 0
     for b in range(256):
         if b not in printable:
             printable.append(b)
-            codes.append(256 + extra)
+            chars.append(256 + extra)
             extra += 1
-    return [chr(c) for c in codes]
+    return dict(zip(printable, map(chr, chars), strict=True))
 
 
 def learn_merges(words: list[str]) -> list[tuple[str, str]]:
@@ -75,7 +75,7 @@ def _merge(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
 
 def vocabulary(merges: list[tuple[str, str]]) -> dict[str, int]:
     """CLIP's layout: bytes, word-final bytes, merge results, then the two special tokens."""
-    base = _bytes_to_unicode()
+    base = list(clip_byte_characters().values())
     tokens = base + [b + END for b in base] + ["".join(pair) for pair in merges] + [BOS, EOS]
     return {token: i for i, token in enumerate(dict.fromkeys(tokens))}
 
