@@ -52,9 +52,6 @@ def check(request: Generate) -> None:
     data = request.mask.data
     if request.mask.format == "a8" and request.fill != "replace_background" and data.count(0) == len(data):
         raise ProtocolError(errors.EMPTY_SELECTION, "the mask selects no pixel", "mask")
-    if request.strength is not None and int(request.steps * request.strength) < 1:
-        raise bad_request("strength", f"strength {request.strength} of {request.steps} steps runs no step; "
-                                      "raise strength or steps")
 
 
 @dataclass

@@ -177,6 +177,9 @@ class Generate:
             self.mask.check(limits, "mask")
         for i, region in enumerate(self.regions):
             region.mask.check(limits, f"regions[{i}].mask")
+        if self.mode != "txt2img" and self.strength is not None and int(self.steps * self.strength) < 1:
+            raise bad_request("strength", f"strength {self.strength} of {self.steps} steps runs no step; "
+                                          "raise strength or steps")
         if self.mode in ("img2img", "inpaint") and self.image is None:
             raise bad_request("image", f"mode {self.mode!r} needs an image")
         if self.mode == "inpaint" and self.mask is None:

@@ -81,6 +81,7 @@ BAD = [
     (frame(**{**GENERATE, "width": 8192}), "too_large", "width"),
     (frame(**{k: v for k, v in GENERATE.items() if k != "model"}), "bad_request", "model"),
     (frame(**{**GENERATE, "mode": "img2img"}), "bad_request", "image"),
+    (frame(**{**GENERATE, "mode": "img2img", "image": IMAGE, "strength": 0.01}), "bad_request", "strength"),
     (frame(**{**GENERATE, "mode": "inpaint", "image": IMAGE}), "bad_request", "mask"),
     (frame(**{**GENERATE, "mode": "img2img", "image": {**IMAGE, "data": bytes(15)}}), "bad_request", "image.data"),
     (frame(**{**GENERATE, "mode": "img2img", "image": {**IMAGE, "format": "jpeg"}}), "bad_request", "image.format"),
