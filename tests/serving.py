@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,3 +61,11 @@ def tiny_request(**fields) -> Generate:
 def slow_request(**fields) -> Generate:
     """A job that runs long enough (150 steps at 256 px) to be cancelled or disconnected mid-way."""
     return tiny_request(**{"width": 256, "height": 256, "steps": 150, **fields})
+
+
+def wait_until(condition, timeout: float = 15, what: str = "condition") -> None:
+    """Poll `condition()` until it holds; fail the test naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)

@@ -29,7 +29,7 @@ import websockets
 import websockets.sync.client
 from raw_client import RawClient
 from safetensors.torch import load_file, save_file
-from serving import running_server, slow_request, tiny_request, url
+from serving import running_server, slow_request, tiny_request, url, wait_until
 
 from bench.serve import free_port
 from server.config import ServerConfig
@@ -54,13 +54,6 @@ def wait_for_log(server, ids, timeout: float = 30) -> dict[str, dict]:
         assert time.monotonic() < deadline, f"no log line for {set(ids) - set(lines)}"
         time.sleep(0.05)
     return lines
-
-
-def wait_until(condition, timeout: float = 15, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def first_progress(client: Client) -> Progress:

@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 from raw_client import RawClient
-from serving import running_server, slow_request, tiny_request, url
+from serving import running_server, slow_request, tiny_request, url, wait_until
 
 from bench.load import run_load, summarise
 from server.config import ServerConfig
@@ -42,13 +42,6 @@ def server(models_dir, tmp_path_factory):
     config = ServerConfig(models=[models_dir], outputs=folder / "outputs", log_file=folder / "jobs.log")
     with running_server(config) as running:
         yield running
-
-
-def wait_until(condition, timeout: float = 15, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 # --- many clients ----------------------------------------------------------------------------------
