@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import random
 import re
 import struct
@@ -31,6 +30,7 @@ from typing import Any
 import msgpack
 from hypothesis import strategies as st
 
+from bench.report import result_path, write_report
 from shared import PROTOCOL_VERSION, codec, errors
 from shared.errors import ProtocolError
 from shared.messages import (
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mutations", type=int, default=100_000, help="mutated valid frames")
     parser.add_argument("--server-frames", type=int, default=5_000, help="rejected frames sent to a real server")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "fuzz.json")
+    parser.add_argument("--out", type=Path, default=result_path("fuzz"))
     args = parser.parse_args(argv)
 
     from bench.serve import ServerProcess
@@ -409,8 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         report["server"] = server_fuzz(server, frames)
     print("server:", report["server"], file=sys.stderr)
     report["crashes"] = len(structured.crashes) + len(mutated.crashes) + report["server"]["mismatches"]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.out)
     return 1 if report["crashes"] else 0
 
 

@@ -36,6 +36,7 @@ import torch  # noqa: E402
 from serving import running_server, url  # noqa: E402
 from tiny_models import write_tiny_models  # noqa: E402
 
+from bench.report import write_report  # noqa: E402
 from server import inpaint, masks  # noqa: E402
 from server.config import ServerConfig  # noqa: E402
 from server.sizing import native_size  # noqa: E402
@@ -222,9 +223,7 @@ def main() -> None:
             report["canvas_independence"] = canvas_independence(server)
     report["seam_quality"] = seam_quality()
     report["resolution"] = resolution()
-    out = ROOT / "bench" / "results" / "inpaint.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, "inpaint")
     summary = {"canvas_ratio": report["canvas_independence"]["ratio"],
                **{k: v for k, v in report["seam_quality"].items() if k not in ("cases", "original", "flat")}}
     print(json.dumps(summary, indent=2))

@@ -8,7 +8,6 @@ Run: python bench/krita_live.py  → bench/results/krita_live.json
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -18,15 +17,15 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from test_plugin_krita import KritaHome, run_scenario  # noqa: E402
 
+from bench.report import write_report  # noqa: E402
+
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         found = run_scenario(KritaHome(Path(tmp)), "live_detection_cost", side=4096, seconds=10.0)
     found.pop("log", None)
     report = {**found, "target_cpu_share": 0.10}
-    out = ROOT / "bench" / "results" / "krita_live.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_report(report, "krita_live", show=True)
 
 
 if __name__ == "__main__":

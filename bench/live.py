@@ -17,7 +17,6 @@ Run: python bench/live.py  → bench/results/live.json
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import threading
@@ -31,6 +30,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from websockets import ConnectionClosed  # noqa: E402
 
+from bench.report import write_report  # noqa: E402
 from bench.serve import ServerProcess  # noqa: E402
 from shared.client import Client  # noqa: E402
 from shared.messages import Cancelled, Generate, Image, Live, Progress, Result  # noqa: E402
@@ -168,10 +168,7 @@ def main() -> None:
     with ServerProcess(threads=1) as server:
         for name, side, steps in SETUPS:
             report[name] = compare(server.url, side, steps)
-    out = ROOT / "bench" / "results" / "live.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_report(report, "live", show=True)
 
 
 if __name__ == "__main__":

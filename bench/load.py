@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.report import result_path, write_report
 from shared.client import Client
 from shared.messages import Cancel, Cancelled, Error, Generate, Progress, Queued, Result
 
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=25, help="jobs per client")
     parser.add_argument("--cancel-rate", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "load.json")
+    parser.add_argument("--out", type=Path, default=result_path("load"))
     args = parser.parse_args(argv)
 
     from bench.serve import ServerProcess
@@ -231,8 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             log = [line for line in server.job_lines() if line["id"] != "warm-up"]
         report[name] = {"max_unfinished_per_client": scenario.in_flight, **summarise(runs, log)}
         print(name, json.dumps(report[name], indent=2), file=sys.stderr)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.out)
     return 1 if any(report[name]["violations"] for name in SCENARIOS) else 0
 
 

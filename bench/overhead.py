@@ -26,6 +26,7 @@ import torch  # noqa: E402
 from serving import running_server, url  # noqa: E402
 from tiny_models import write_tiny_models  # noqa: E402
 
+from bench.report import write_report  # noqa: E402
 from server import pipelines, schedulers  # noqa: E402
 from server.config import ServerConfig  # noqa: E402
 from shared.client import Client  # noqa: E402
@@ -98,10 +99,7 @@ def main() -> None:
             if not args.skip_large:
                 report["sd15_size_256"] = measure(server, "random-sd15", 256, 2)
                 report["target_ratio"] = 1.03
-    out = ROOT / "bench" / "results" / "overhead.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_report(report, "overhead", show=True)
 
 
 if __name__ == "__main__":

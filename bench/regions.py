@@ -42,6 +42,7 @@ from diffusers import (  # noqa: E402
 from serving import running_server, url  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 
+from bench.report import write_report  # noqa: E402
 from server import regions  # noqa: E402
 from server.config import ServerConfig  # noqa: E402
 from server.loading import CONFIGS  # noqa: E402
@@ -53,7 +54,6 @@ UNET_BLOCKS = [160, 320, 640, 640]
 STEP_PAIRS, JOB_PAIRS, NEW_PROMPT_PAIRS = 8, 3, 3
 TARGET_RATIO = 1.3
 THREADS = 1
-RESULT = ROOT / "bench" / "results" / "regions.json"
 PROMPTS = ("a pine forest", "a stone tower", "a calm lake")
 
 
@@ -180,7 +180,7 @@ def main() -> None:
         and whole["cached_prompts"]["median_ratio"] <= TARGET_RATIO,
         "bench_seconds": round(time.monotonic() - started, 1),
     }
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(result, "regions")
     print(json.dumps({"per_step": step["median_ratio"], "cached_job": whole["cached_prompts"]["median_ratio"],
                       "new_prompts_job": whole["new_prompts"]["median_ratio"], "meets_target": result["meets_target"]},
                      indent=2))

@@ -11,12 +11,12 @@ the end and must stay under 5 %.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
+from bench.report import result_path, write_report
 from shared.client import Client
 from shared.messages import Generate, Image
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--warm-up", type=int, default=100)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "soak.json")
+    parser.add_argument("--out", type=Path, default=result_path("soak"))
     args = parser.parse_args(argv)
 
     from bench.serve import ServerProcess
@@ -75,9 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_s": round(total, 1),
         "job_log_lines": logged,
     }
-    print(json.dumps(report, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.out, show=True)
     return 0 if growth < LIMIT and logged == args.jobs else 1
 
 
