@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from plugin_support import FakeDocument, FakeWorkspace, box_mask, solid
 from underpaint_krita.connection import Connected, Disconnected, Failed, Received
-from underpaint_krita.controller import Controller
+from underpaint_krita.controller import Controller, MemoryPreferences
 from underpaint_krita.history import History
 
 from shared import errors as codes
@@ -240,6 +240,36 @@ def test_results_for_a_closed_document_are_dropped(setup) -> None:
     assert document.preview is None
 
 
+def test_the_chosen_fill_mode_reaches_the_request_and_outlives_a_restart(setup) -> None:
+    controller, connection, workspace, document = setup
+    assert controller.settings.fill == "auto"
+    document.selection = box_mask(64, 48, Rect(10, 10, 20, 20))
+    controller.set_fill("remove")
+    controller.generate()
+    (request,) = connection.sent
+    assert isinstance(request, Generate) and (request.mode, request.fill) == ("inpaint", "remove")
+
+    # Restarting the docker or Krita makes a new controller over the same stored preferences.
+    restarted = Controller(ScriptedConnection(), workspace, preferences=controller.preferences)
+    assert restarted.settings.fill == "remove"
+
+
+def test_an_unknown_stored_fill_mode_starts_as_auto(setup) -> None:
+    _, _, workspace, document = setup
+    preferences = MemoryPreferences({"fill": "outpaint"})  # e.g. left by another version of the plugin
+    connection = ScriptedConnection()
+    controller = Controller(connection, workspace, preferences=preferences)
+    assert controller.settings.fill == "auto"
+    controller.set_fill("smudge")
+    assert controller.settings.fill == "auto" and preferences.read("fill") == "auto"
+    connection.reply(Connected(WELCOME))
+    controller.poll()
+    document.selection = box_mask(64, 48, Rect(10, 10, 20, 20))
+    controller.generate()
+    (request,) = connection.sent
+    assert request.fill == "auto"
+
+
 def test_no_document_is_told_in_words() -> None:
     controller = Controller(ScriptedConnection(), FakeWorkspace())
     assert controller.generate() is None
@@ -353,6 +383,33 @@ def test_live_with_a_selection_sends_inpaint_frames(live_setup) -> None:
     controller.poll()
     (frame,) = _frames(connection)
     assert frame.mode == "inpaint" and frame.mask is not None
+
+
+def test_live_replacing_the_background_watches_and_sends_the_whole_canvas(live_setup) -> None:
+    controller, connection, document, clock = live_setup
+    document.width, document.height = 1024, 768  # larger than a small selection's context
+    document.pixels = solid(1024, 768, (90, 120, 150, 255))
+    document.selection = box_mask(1024, 768, Rect(8, 8, 10, 10))
+
+    def stroke_far_from_the_selection() -> None:
+        pixels = bytearray(document.pixels)
+        pixels[(700 * 1024 + 900) * 4] ^= 0xFF
+        document.pixels = bytes(pixels)
+        clock.now += 1.0
+        controller.poll()
+
+    controller.set_fill("replace_background")
+    controller.poll()
+    stroke_far_from_the_selection()  # the background is what is repainted, so it is watched
+    frames = _frames(connection)
+    assert [(f.fill, f.image.bounds) for f in frames] == [("replace_background", (0, 0, 1024, 768))] * 2
+    assert frames[1].image.data == document.pixels
+
+    controller.set_fill("fill")  # a new fill mode is a new frame, of the selection's context only
+    clock.now += 1.0
+    controller.poll()
+    stroke_far_from_the_selection()
+    assert [(f.fill, f.image.bounds) for f in _frames(connection)[2:]] == [("fill", (0, 0, 384, 384))]
 
 
 def test_live_pictures_replace_each_other_and_apply_as_a_live_layer(live_setup) -> None:

@@ -110,8 +110,10 @@ class Display:
         self.process.wait()
 
 
-def run_gui(home: KritaHome, scenario: str, server: str, timeout: float = 300, **job: object) -> dict:
-    """Start GUI Krita on a private display with the test driver plugin running `scenario`."""
+def run_gui(home: KritaHome, scenario: str, server: str, timeout: float = 300,
+            preferences: dict[str, str] | None = None, **job: object) -> dict:
+    """Start GUI Krita on a private display with the test driver plugin running `scenario`;
+    `preferences` are the plugin's settings in kritarc, as a previous Krita session left them."""
     for item in ("underpaint_test_driver", "underpaint_test_driver.desktop"):
         target = home.pykrita / item
         if target.is_dir():
@@ -119,7 +121,7 @@ def run_gui(home: KritaHome, scenario: str, server: str, timeout: float = 300, *
         (shutil.copytree if (SCRIPTS / item).is_dir() else shutil.copy)(SCRIPTS / item, target)
     (home.config / "kritarc").write_text(
         "[python]\nenable_underpaint_krita=true\nenable_underpaint_test_driver=true\n\n"
-        f"[underpaint]\nserver_url={server}\n"
+        f"[underpaint]\nserver_url={server}\n" + "".join(f"{k}={v}\n" for k, v in (preferences or {}).items())
     )
     job_path, output = home.write_job(scenario, scenario=scenario, **job)
     start = home.root / "start.png"  # the driver waits for a document's view; Krita opens this one
@@ -218,7 +220,8 @@ def test_refined_red_stays_red_in_real_krita(krita_home: KritaHome, plugin_serve
 
 @needs_gui
 def test_docker_apply_and_one_undo_in_gui_krita(krita_home: KritaHome, plugin_server_url: str) -> None:
-    found = run_gui(krita_home, "gui_apply_undo", plugin_server_url, model="tiny-sd15-inpaint")
+    found = run_gui(krita_home, "gui_apply_undo", plugin_server_url, model="tiny-sd15-inpaint",
+                    preferences={"fill": "expand"}, fill="add")
     assert "Traceback" not in found["log"] and "Error" not in found["log"], found["log"][-3000:]
     assert found["url_at_start"] == plugin_server_url  # read from kritarc
     assert found["docker"] == ["UnderpaintDocker", "Underpaint"]
@@ -226,6 +229,11 @@ def test_docker_apply_and_one_undo_in_gui_krita(krita_home: KritaHome, plugin_se
     assert "tiny-sd15-inpaint" in found["models_in_docker"]
     assert found["generate_label"] == "Inpaint selection"
     assert found["settings"] == ["tiny-sd15-inpaint", "a blue bird", 3, 4000000000]
+    # The fill picker: every mode in words, auto first; the last session's choice is back, and a new
+    # one goes into the request and into kritarc for the next start.
+    assert found["fill_labels"][0] == "Auto" and len(found["fill_labels"]) == 6
+    assert found["fill_at_start"] == "expand"
+    assert found["request_fill"] == "add" and found["stored_fill"] == "add"
     assert found["finished"] and found["message"] == "" and found["thumbnails"] == 1
     assert found["active_layer"] == "Paint"
     assert found["active_layer_with_preview"] == "Paint"  # the preview layer does not take it over

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 from plugin_support import FakeDocument, box_mask, gradient
 from underpaint_krita.errors import UserError
-from underpaint_krita.requests import Settings, build_request
+from underpaint_krita.requests import FILL_MODES, Settings, build_request, fill_mode
 
 from shared import codec
 from shared.crop import Rect, context_rect, edge_defaults
 from shared.images import crop
+from shared.messages import FillMode
 
 SETTINGS = Settings(model="tiny-sd15", prompt="a fox", negative_prompt="blur", steps=5, cfg_scale=4.5,
                     scheduler="euler", seed=7, batch_size=2)
@@ -80,6 +83,39 @@ def test_selection_below_full_strength_refines_inside_the_selection() -> None:
     document = FakeDocument(256, 256, selection=box_mask(256, 256, Rect(10, 10, 30, 30)))
     request = build_request(document, Settings(model="m", strength=0.4), "j")
     assert (request.mode, request.strength) == ("inpaint", 0.4)
+
+
+def test_the_fill_picker_offers_every_fill_mode_with_auto_first() -> None:
+    assert set(FILL_MODES) == set(get_args(FillMode))
+    assert next(iter(FILL_MODES)) == "auto" and Settings().fill == "auto"
+    labels = [label for label, _ in FILL_MODES.values()]
+    assert len(set(labels)) == len(labels) and all(tooltip for _, tooltip in FILL_MODES.values())
+
+
+@pytest.mark.parametrize("fill", get_args(FillMode))
+def test_the_chosen_fill_mode_goes_with_an_inpaint(fill: FillMode) -> None:
+    box = Rect(200, 150, 60, 40)
+    document = FakeDocument(1024, 768, pixels=gradient(1024, 768), selection=box_mask(1024, 768, box))
+    request = _decoded(build_request(document, Settings(model="m", fill=fill), "j"))
+    assert (request.mode, request.fill) == ("inpaint", fill)
+    # Replacing the background repaints all but the selection, so it reads the whole canvas.
+    region = Rect(0, 0, 1024, 768) if fill == "replace_background" else context_rect(box, Rect(0, 0, 1024, 768))
+    assert request.image.bounds == request.mask.bounds == (region.x, region.y, region.width, region.height)
+    assert document.reads == [region]
+
+
+def test_a_fill_mode_is_not_sent_without_a_selection() -> None:
+    request = build_request(FakeDocument(64, 64), Settings(model="m", fill="remove"), "j")
+    assert (request.mode, request.fill) == ("txt2img", "auto")
+
+
+@pytest.mark.parametrize("stored", [None, "", "Remove", "inpaint", "outpaint"])
+def test_an_unknown_stored_fill_mode_falls_back_to_auto(stored: str | None) -> None:
+    assert fill_mode(stored) == "auto"
+
+
+def test_a_known_stored_fill_mode_is_kept() -> None:
+    assert [fill_mode(mode) for mode in get_args(FillMode)] == list(get_args(FillMode))
 
 
 class _OutsideSelection(FakeDocument):

@@ -23,12 +23,13 @@ from .errors import NO_DOCUMENT, NO_LAYER, NO_RESULT, PLUGIN_FAULT, UserError, a
 from .history import DEFAULT_LIMIT, Entry, History
 from .live import LiveCanvas, LiveResult, LiveSession
 from .regions import RegionPrompt, Regions
-from .requests import Settings, build_request
+from .requests import Settings, build_request, fill_mode
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 WAITING = "Waiting for the server…"
 LIVE = "live"  # Session.shown when the preview layer shows the live picture
+FILL_KEY = "fill"  # the preference holding the fill mode
 
 
 class Document(LiveCanvas, Protocol):
@@ -56,6 +57,27 @@ class Document(LiveCanvas, Protocol):
 
     def layer_name(self, layer_id: str) -> str | None:
         """The name of a layer or group; None when it no longer exists."""
+
+
+class Preferences(Protocol):
+    """Choices kept across restarts of the docker and of Krita (Krita's settings in the plugin)."""
+
+    def read(self, key: str) -> str | None: ...
+
+    def write(self, key: str, value: str) -> None: ...
+
+
+class MemoryPreferences:
+    """Preferences that last as long as the object: where nothing outlives the controller (scripts, tests)."""
+
+    def __init__(self, values: dict[str, str] | None = None):
+        self.values = dict(values or {})
+
+    def read(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    def write(self, key: str, value: str) -> None:
+        self.values[key] = value
 
 
 class Workspace(Protocol):
@@ -124,12 +146,13 @@ def _reports_errors(action: Callable[..., T]) -> Callable[..., T | None]:
 
 class Controller:
     def __init__(self, connection: Connection, workspace: Workspace, history_limit: int = DEFAULT_LIMIT,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, preferences: Preferences | None = None):
         self.connection = connection
         self.clock = clock
         self.workspace = workspace
         self.history_limit = history_limit
-        self.settings = Settings()
+        self.preferences = preferences if preferences is not None else MemoryPreferences()
+        self.settings = Settings(fill=fill_mode(self.preferences.read(FILL_KEY)))
         self.server = ServerState()
         self._sessions: list[Session] = []
         self._listeners: list[Callable[[], None]] = []
@@ -260,6 +283,11 @@ class Controller:
             self.connection.submit(LiveStop(session=session.live.id))
             session.live = None
         self._changed()
+
+    def set_fill(self, fill: str) -> None:
+        """Inpaint selections with this fill mode from now on, also after a restart."""
+        self.settings.fill = fill_mode(fill)
+        self.preferences.write(FILL_KEY, self.settings.fill)
 
     def set_server(self, url: str, token: str | None = None) -> None:
         self.server = ServerState(message=f"Connecting to {url}…")

@@ -34,6 +34,8 @@ from PyQt5.QtWidgets import (
 
 from shared.messages import MAX_SEED, Image
 
+from .requests import FILL_MODES
+
 DOCKER_ID = "underpaint_docker"
 THUMBNAIL = 96
 PREVIEW_SIDE = 192
@@ -121,6 +123,13 @@ class UnderpaintDocker(DockWidget):
         self.strength.valueChanged.connect(self._store_settings)
         self.strength_label = QLabel()
         form.addRow(self.strength_label, self.strength)
+        self.fill_mode = QComboBox()
+        self.fill_mode.setToolTip("How a selection is inpainted; without a selection it is not used")
+        for mode, (label, tooltip) in FILL_MODES.items():
+            self.fill_mode.addItem(label, mode)
+            self.fill_mode.setItemData(self.fill_mode.count() - 1, tooltip, Qt.ToolTipRole)
+        self.fill_mode.currentIndexChanged.connect(self._choose_fill)
+        form.addRow("Fill", self.fill_mode)
         self.batch = QSpinBox()
         self.batch.setRange(1, 8)
         self.batch.valueChanged.connect(self._store_settings)
@@ -245,6 +254,7 @@ class UnderpaintDocker(DockWidget):
         self.seed.setText(str(settings.seed or 0))
         self.steps.setValue(settings.steps)
         self.cfg.setValue(settings.cfg_scale)
+        self.fill_mode.setCurrentIndex(self.fill_mode.findData(settings.fill))
         self._loading = False
         self._store_settings()
 
@@ -265,6 +275,10 @@ class UnderpaintDocker(DockWidget):
             settings.scheduler = self.scheduler.currentData()
         self.seed.setEnabled(self.fixed_seed.isChecked())
         self._label_strength()
+
+    def _choose_fill(self, *_: object) -> None:
+        if not getattr(self, "_loading", True):
+            self.controller.set_fill(self.fill_mode.currentData())
 
     def _label_strength(self) -> None:
         percent = self.strength.value()

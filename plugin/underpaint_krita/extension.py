@@ -18,6 +18,16 @@ DEFAULT_URL = f"ws://127.0.0.1:{DEFAULT_PORT}"
 POLL_MS = 50
 
 
+class KritaPreferences:
+    """The controller's preferences as entries of Krita's settings (kritarc, group `underpaint`)."""
+
+    def read(self, key: str) -> str | None:
+        return Krita.instance().readSetting(SETTINGS_GROUP, key, "") or None
+
+    def write(self, key: str, value: str) -> None:
+        Krita.instance().writeSetting(SETTINGS_GROUP, key, value)
+
+
 class UnderpaintExtension(Extension):
     """Lives as long as Krita; the controller works with or without a docker (e.g. in kritarunner)."""
 
@@ -29,11 +39,9 @@ class UnderpaintExtension(Extension):
     def setup(self) -> None:
         if self.controller is not None:
             return
-        krita = Krita.instance()
-        url = krita.readSetting(SETTINGS_GROUP, "server_url", DEFAULT_URL) or DEFAULT_URL
-        token = krita.readSetting(SETTINGS_GROUP, "token", "") or None
-        connection = Connection(url, token=token)
-        self.controller = Controller(connection, KritaWorkspace())
+        preferences = KritaPreferences()
+        connection = Connection(preferences.read("server_url") or DEFAULT_URL, token=preferences.read("token"))
+        self.controller = Controller(connection, KritaWorkspace(), preferences=preferences)
         self._timer = QTimer(self)
         self._timer.timeout.connect(self.controller.poll)
         self._timer.start(POLL_MS)
@@ -45,8 +53,8 @@ class UnderpaintExtension(Extension):
 
     def set_server(self, url: str, token: str | None = None) -> None:
         """Connect to `url` now and remember it for the next start."""
-        Krita.instance().writeSetting(SETTINGS_GROUP, "server_url", url)
-        Krita.instance().writeSetting(SETTINGS_GROUP, "token", token or "")
+        self.controller.preferences.write("server_url", url)
+        self.controller.preferences.write("token", token or "")
         self.controller.set_server(url, token)
 
 

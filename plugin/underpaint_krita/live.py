@@ -57,7 +57,7 @@ class LiveSession:
         if now - self._checked < self.interval:
             return None
         self._checked = now
-        rect = source_rect(canvas)
+        rect = source_rect(canvas, settings.fill)
         # The exact token reads every pixel of the region (~100 ms on a whole 4096² canvas), so it
         # runs only when the quick token moved or exact_interval passed: detection stays a few
         # percent of one core at 10 checks a second (docs/live.md).

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shared.crop import Rect, context_rect, edge_defaults
-from shared.messages import Generate, Image, Live, Mask, Region
+from shared.messages import FillMode, Generate, Image, Live, Mask, Region
 
 from .errors import NO_MODEL, SELECTION_OUTSIDE, UserError
 from .regions import RegionPrompt
@@ -37,6 +37,29 @@ class Canvas(Protocol):
         """The 8-bit alpha of a layer or group inside `rect`; None when the layer no longer exists."""
 
 
+# The docker's fill picker: every fill mode of the protocol (docs/inpaint.md) as a label and a
+# tooltip, `auto` first because it is the default and right for most inpaints.
+FILL_MODES: dict[FillMode, tuple[str, str]] = {
+    "auto": ("Auto", "Expand where the selection reaches transparent canvas, otherwise fill"),
+    "fill": ("Fill with new content",
+             "Paint something new that fits the surroundings, not a copy of what was there "
+             "(below 100% strength the content is refined instead)"),
+    "expand": ("Expand (outpaint)", "Keep the painting and continue it into transparent canvas"),
+    "add": ("Add to what is there", "Start from the selected content and paint onto it"),
+    "remove": ("Remove", "Paint the selected thing away, filling in from its surroundings; "
+                         "an empty prompt paints background"),
+    "replace_background": ("Replace background",
+                           "Keep the selection and repaint everything else (sends the whole canvas, "
+                           "which may be at most 4096 px a side)"),
+}
+DEFAULT_FILL: FillMode = "auto"
+
+
+def fill_mode(value: str | None) -> FillMode:
+    """A stored fill mode, or `auto` for one this plugin does not know (left by another version)."""
+    return value if value in FILL_MODES else DEFAULT_FILL
+
+
 @dataclass
 class Settings:
     """What the docker's controls say."""
@@ -51,6 +74,7 @@ class Settings:
     steps: int = 20
     cfg_scale: float = 7.0
     scheduler: str = "dpmpp_2m"
+    fill: FillMode = DEFAULT_FILL  # how a selection is inpainted; unused without one
 
 
 def canvas_rect(canvas: Canvas) -> Rect:
@@ -69,17 +93,18 @@ def _selection(canvas: Canvas) -> Rect | None:
     return inside
 
 
-def source_rect(canvas: Canvas) -> Rect:
+def source_rect(canvas: Canvas, fill: FillMode) -> Rect:
     """The part of the canvas a request reads: the selection's context region, else the whole canvas."""
     selection = _selection(canvas)
     if selection is None:
         return canvas_rect(canvas)
-    return context_rect(selection, canvas_rect(canvas), edge_defaults(selection))
+    return context_rect(selection, canvas_rect(canvas), edge_defaults(selection), fill)
 
 
 def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session: str | None = None,
                   regions: Iterable[RegionPrompt] = ()) -> Generate:
-    """txt2img / img2img of the whole canvas, or an inpaint of the selection's context region.
+    """txt2img / img2img of the whole canvas, or an inpaint of the selection's context region
+    (of the whole canvas for a fill mode that repaints around the selection).
 
     Each region prompt goes along with its layer's alpha over the same part of the canvas as the
     image; a region that does not reach into that part, or whose layer is gone, is left out.
@@ -101,13 +126,13 @@ def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session:
     )
     if selection is not None:
         edge = edge_defaults(selection)
-        region = context_rect(selection, bounds, edge)
+        region = context_rect(selection, bounds, edge, settings.fill)
         common["regions"] = _regions(canvas, regions, region)
         return kind(
             mode="inpaint", strength=settings.strength, image=_image(canvas, region),
             mask=Mask(width=region.width, height=region.height, format="a8", x=region.x, y=region.y,
                       data=canvas.read_selection(region)),
-            grow=edge.grow, feather=edge.feather, **common,
+            grow=edge.grow, feather=edge.feather, fill=settings.fill, **common,
         )
     common["regions"] = _regions(canvas, regions, bounds)
     if settings.strength >= 1.0 and live_session is None:

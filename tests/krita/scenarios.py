@@ -292,12 +292,17 @@ def gui_apply_undo(job: dict, out: dict) -> None:
     docker.steps.setValue(3)
     docker.fixed_seed.setChecked(True)
     docker.seed.setText("4000000000")  # beyond 32 bits, as seeds from the server often are
+    out["fill_labels"] = [docker.fill_mode.itemText(i) for i in range(docker.fill_mode.count())]
+    out["fill_at_start"] = docker.fill_mode.currentData()
+    docker.fill_mode.setCurrentIndex(docker.fill_mode.findData(job["fill"]))
     out["models_in_docker"] = [docker.model.itemText(i) for i in range(docker.model.count())]
     out["generate_label"] = docker.generate.text()
     out["settings"] = [controller.settings.model, controller.settings.prompt, controller.settings.steps,
                        controller.settings.seed]
 
     docker.generate.click()
+    out["request_fill"] = controller.session().jobs[0].request.fill
+    out["stored_fill"] = Krita.instance().readSetting("underpaint", "fill", "")
     out["finished"] = _wait_for_jobs(controller)
     pump(lambda: docker.results.count() > 0, 5)
     out["message"] = controller.message
