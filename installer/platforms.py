@@ -33,45 +33,48 @@ def _context(
     return platform, os.environ if env is None else env, Path.home() if home is None else home
 
 
-def _xdg(env: Mapping[str, str], name: str, home: Path, default: str) -> Path:
-    # The XDG spec says relative values are invalid and must be ignored.
-    value = env.get(name, "")
-    return Path(value) if value and os.path.isabs(value) else home / default
+# Each kind of folder per platform: the environment variable that moves it (macOS has none) and
+# where it is under the home folder otherwise.
+_Place = tuple[str | None, str]
+_LOCAL_DATA: dict[str, _Place] = {
+    "linux": ("XDG_DATA_HOME", ".local/share"),
+    "macos": (None, "Library/Application Support"),
+    "windows": ("LOCALAPPDATA", "AppData/Local"),
+}
+_ROAMING_DATA: dict[str, _Place] = {**_LOCAL_DATA, "windows": ("APPDATA", "AppData/Roaming")}
+_CONFIG: dict[str, _Place] = {
+    "linux": ("XDG_CONFIG_HOME", ".config"),
+    "macos": (None, "Library/Preferences"),
+    "windows": ("LOCALAPPDATA", "AppData/Local"),
+}
 
 
-def _windows_folder(env: Mapping[str, str], name: str, home: Path, default: str) -> Path:
-    value = env.get(name, "")
-    return Path(value) if value else home / default
+def _folder(
+    places: Mapping[str, _Place], platform: str | None, env: Mapping[str, str] | None, home: Path | None
+) -> Path:
+    platform, env, home = _context(platform, env, home)
+    variable, default = places[platform]
+    value = env.get(variable, "") if variable else ""
+    # The XDG spec says relative values are invalid and must be ignored; Windows paths are taken as
+    # given, since a drive path is not absolute to a POSIX os.path (and the rules are tested there).
+    if value and (platform == "windows" or os.path.isabs(value)):
+        return Path(value)
+    return home / default
 
 
 def data_dir(platform: str | None = None, env: Mapping[str, str] | None = None, home: Path | None = None) -> Path:
     """The default install folder: the server's environment, models and launcher state."""
-    platform, env, home = _context(platform, env, home)
-    if platform == "windows":
-        return _windows_folder(env, "LOCALAPPDATA", home, "AppData/Local") / APP_NAME
-    if platform == "macos":
-        return home / "Library" / "Application Support" / APP_NAME
-    return _xdg(env, "XDG_DATA_HOME", home, ".local/share") / APP_NAME
+    return _folder(_LOCAL_DATA, platform, env, home) / APP_NAME
 
 
 def krita_data_dir(platform: str | None = None, env: Mapping[str, str] | None = None, home: Path | None = None) -> Path:
     """Krita's resource folder, which holds `pykrita/`."""
-    platform, env, home = _context(platform, env, home)
-    if platform == "windows":
-        return _windows_folder(env, "APPDATA", home, "AppData/Roaming") / "krita"
-    if platform == "macos":
-        return home / "Library" / "Application Support" / "krita"
-    return _xdg(env, "XDG_DATA_HOME", home, ".local/share") / "krita"
+    return _folder(_ROAMING_DATA, platform, env, home) / "krita"
 
 
 def kritarc_path(platform: str | None = None, env: Mapping[str, str] | None = None, home: Path | None = None) -> Path:
     """Krita's settings file, where enabled Python plugins are recorded."""
-    platform, env, home = _context(platform, env, home)
-    if platform == "windows":
-        return _windows_folder(env, "LOCALAPPDATA", home, "AppData/Local") / "kritarc"
-    if platform == "macos":
-        return home / "Library" / "Preferences" / "kritarc"
-    return _xdg(env, "XDG_CONFIG_HOME", home, ".config") / "kritarc"
+    return _folder(_CONFIG, platform, env, home) / "kritarc"
 
 
 def launcher_dir(
