@@ -13,6 +13,7 @@ import json
 import pickle
 import re
 import shutil
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -186,30 +187,46 @@ def _unet_resnet(rest: str) -> str:
     return f"{_UNET_RESNET[layer]}.{param}"
 
 
+def _unet_layer(blocks: str, index: int, part: str, rest: str) -> str:
+    # In the original layout a block's resnet is its module 0 and its attention module 1.
+    return f"{blocks}.{index}." + (f"0.{_unet_resnet(rest)}" if part == "resnets" else f"1.{rest}")
+
+
+_Rules = tuple[tuple[str, Callable[[re.Match[str]], str]], ...]
+
+
+def _rename(key: str, rules: _Rules) -> str | None:
+    """The name the first rule whose pattern matches all of `key` gives it; None when none matches."""
+    for pattern, name in rules:
+        if m := re.fullmatch(pattern, key):
+            return name(m)
+    return None
+
+
 def unet_key_to_ldm(key: str, layers_per_block: int, up_blocks_with_attention: frozenset[int]) -> str:
     per_block = layers_per_block + 1
     for old, new in _UNET_TOP.items():
         if key.startswith(old):
             return new + key[len(old) :]
-    if m := re.fullmatch(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
-        block, part, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
-        index = 1 + per_block * block + layer
-        return f"input_blocks.{index}." + (f"0.{_unet_resnet(rest)}" if part == "resnets" else f"1.{rest}")
-    if m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
-        return f"input_blocks.{per_block * (int(m[1]) + 1)}.0.op.{m[2]}"
-    if m := re.fullmatch(r"mid_block\.resnets\.(\d+)\.(.+)", key):
-        return f"middle_block.{2 * int(m[1])}.{_unet_resnet(m[2])}"
-    if m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", key):
-        return f"middle_block.1.{m[1]}"
-    if m := re.fullmatch(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
-        block, part, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
-        index = per_block * block + layer
-        return f"output_blocks.{index}." + (f"0.{_unet_resnet(rest)}" if part == "resnets" else f"1.{rest}")
-    if m := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
-        block = int(m[1])
+
+    def upsampler(block: int) -> str:
         slot = 2 if block in up_blocks_with_attention else 1
-        return f"output_blocks.{per_block * block + layers_per_block}.{slot}.conv.{m[2]}"
-    raise ValueError(f"no original-layout name for UNet parameter {key!r}")
+        return f"output_blocks.{per_block * block + layers_per_block}.{slot}"
+
+    renamed = _rename(key, (
+        (r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)",
+         lambda m: _unet_layer("input_blocks", 1 + per_block * int(m[1]) + int(m[3]), m[2], m[4])),
+        (r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)",
+         lambda m: f"input_blocks.{per_block * (int(m[1]) + 1)}.0.op.{m[2]}"),
+        (r"mid_block\.resnets\.(\d+)\.(.+)", lambda m: f"middle_block.{2 * int(m[1])}.{_unet_resnet(m[2])}"),
+        (r"mid_block\.attentions\.0\.(.+)", lambda m: f"middle_block.1.{m[1]}"),
+        (r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)",
+         lambda m: _unet_layer("output_blocks", per_block * int(m[1]) + int(m[3]), m[2], m[4])),
+        (r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", lambda m: f"{upsampler(int(m[1]))}.conv.{m[2]}"),
+    ))
+    if renamed is None:
+        raise ValueError(f"no original-layout name for UNet parameter {key!r}")
+    return renamed
 
 
 _VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
@@ -217,19 +234,22 @@ _VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "
 
 def vae_key_to_ldm(key: str, num_blocks: int) -> str:
     key = key.replace("conv_norm_out.", "norm_out.").replace("conv_shortcut.", "nin_shortcut.")
-    if m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
-        return f"encoder.down.{m[1]}.block.{m[2]}.{m[3]}"
-    if m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
-        return f"encoder.down.{m[1]}.downsample.conv.{m[2]}"
-    if m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
-        return f"decoder.up.{num_blocks - 1 - int(m[1])}.block.{m[2]}.{m[3]}"
-    if m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
-        return f"decoder.up.{num_blocks - 1 - int(m[1])}.upsample.conv.{m[2]}"
-    if m := re.fullmatch(r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.+)", key):
-        return f"{m[1]}.mid.block_{int(m[2]) + 1}.{m[3]}"
-    if m := re.fullmatch(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.+)\.(weight|bias)", key):
-        return f"{m[1]}.mid.attn_1.{_VAE_ATTENTION[m[2]]}.{m[3]}"
-    return key
+
+    def up(block: str) -> str:
+        # The original decoder numbers its levels from the bottom, diffusers from the top.
+        return f"decoder.up.{num_blocks - 1 - int(block)}"
+
+    renamed = _rename(key, (
+        (r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", lambda m: f"encoder.down.{m[1]}.block.{m[2]}.{m[3]}"),
+        (r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)",
+         lambda m: f"encoder.down.{m[1]}.downsample.conv.{m[2]}"),
+        (r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", lambda m: f"{up(m[1])}.block.{m[2]}.{m[3]}"),
+        (r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", lambda m: f"{up(m[1])}.upsample.conv.{m[2]}"),
+        (r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.+)", lambda m: f"{m[1]}.mid.block_{int(m[2]) + 1}.{m[3]}"),
+        (r"(encoder|decoder)\.mid_block\.attentions\.0\.(.+)\.(weight|bias)",
+         lambda m: f"{m[1]}.mid.attn_1.{_VAE_ATTENTION[m[2]]}.{m[3]}"),
+    ))
+    return key if renamed is None else renamed
 
 
 def _vae_to_ldm(vae: AutoencoderKL) -> dict[str, torch.Tensor]:
