@@ -53,14 +53,10 @@ SDXL_SCHEDULER = {
     "use_karras_sigmas": False,
 }
 
-SD15_UNET = {
+UNET = {
     "_class_name": "UNet2DConditionModel",
     "act_fn": "silu",
-    "attention_head_dim": 8,
-    "block_out_channels": [320, 640, 1280, 1280],
     "center_input_sample": False,
-    "cross_attention_dim": 768,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
     "downsample_padding": 1,
     "flip_sin_to_cos": True,
     "freq_shift": 0,
@@ -70,29 +66,25 @@ SD15_UNET = {
     "norm_eps": 1e-05,
     "norm_num_groups": 32,
     "out_channels": 4,
+}
+SD15_UNET = {
+    **UNET,
+    "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
     "sample_size": 64,
     "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
 }
 SDXL_UNET = {
-    "_class_name": "UNet2DConditionModel",
-    "act_fn": "silu",
+    **UNET,
     "addition_embed_type": "text_time",
     "addition_embed_type_num_heads": 64,
     "addition_time_embed_dim": 256,
     "attention_head_dim": [5, 10, 20],
     "block_out_channels": [320, 640, 1280],
-    "center_input_sample": False,
     "cross_attention_dim": 2048,
     "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "in_channels": 4,
-    "layers_per_block": 2,
-    "mid_block_scale_factor": 1,
-    "norm_eps": 1e-05,
-    "norm_num_groups": 32,
-    "out_channels": 4,
     # 6 time ids (original size, crop offset, target size) x 256 + the 1280-wide pooled text embedding.
     "projection_class_embeddings_input_dim": 2816,
     "sample_size": 128,
