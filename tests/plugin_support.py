@@ -1,4 +1,5 @@
-"""Test helpers for the Krita plugin: its package on sys.path, a fake document, a server process.
+"""Test helpers for the Krita plugin: its package on sys.path, a fake document, a scripted
+connection and controller, a server process.
 
 The plugin is imported as Krita imports it, as the top-level package `underpaint_krita`.
 """
@@ -14,17 +15,30 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shared.crop import Rect
 from shared.images import crop
-from shared.messages import Image
+from shared.messages import Image, Welcome
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_SOURCE = REPO / "plugin"
 if str(PLUGIN_SOURCE) not in sys.path:
     sys.path.insert(0, str(PLUGIN_SOURCE))
+
+from underpaint_krita.connection import Connected, Disconnected, Failed, Received  # noqa: E402
+from underpaint_krita.controller import Controller  # noqa: E402
+
+MODELS = [
+    {"name": "broken", "kind": "checkpoint", "refused": "cannot be read"},
+    {"name": "tiny-sd15", "kind": "checkpoint", "family": "sd15", "variant": "regular"},
+    {"name": "tiny-sd15-lora", "kind": "lora"},
+    {"name": "tiny-sd15-inpaint", "kind": "checkpoint", "family": "sd15", "variant": "inpaint"},
+]
+WELCOME = Welcome(server="underpaint/test", device="cpu", models=MODELS, schedulers=["euler", "dpmpp_2m"],
+                  limits={"max_batch": 8})
 
 
 def solid(width: int, height: int, rgba: tuple[int, int, int, int]) -> bytes:
@@ -151,6 +165,54 @@ class FakeWorkspace:
 
     def is_open(self, document: FakeDocument) -> bool:
         return any(d is document for d in self.documents)
+
+
+@dataclass
+class ScriptedConnection:
+    """A connection that records what the controller sends and replays the server messages given to `reply`."""
+
+    url: str = "ws://test"
+    sent: list[Any] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    pending: list[Any] = field(default_factory=list)
+
+    def submit(self, message: Any) -> None:
+        self.sent.append(message)
+
+    def cancel(self, job_id: str) -> None:
+        self.cancelled.append(job_id)
+
+    def set_url(self, url: str, token: str | None = None) -> None:
+        self.url = url
+
+    def events(self) -> list[Any]:
+        out, self.pending = self.pending, []
+        return out
+
+    def reply(self, *messages: Any) -> None:
+        self.pending.extend(m if isinstance(m, (Connected, Disconnected, Failed)) else Received(m) for m in messages)
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def connected_controller(document: FakeDocument,
+                         prompt: str) -> tuple[Controller, ScriptedConnection, FakeWorkspace, FakeDocument]:
+    """A controller over `document` alone, just welcomed by its scripted server, with `prompt` typed in."""
+    workspace = FakeWorkspace([document], document)
+    connection = ScriptedConnection()
+    controller = Controller(connection, workspace)
+    connection.reply(Connected(WELCOME))
+    controller.poll()
+    controller.settings.prompt = prompt
+    return controller, connection, workspace, document
 
 
 def free_port() -> int:

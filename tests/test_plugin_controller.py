@@ -6,12 +6,20 @@ tests/test_plugin_connection.py runs the same controller against a real server.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from plugin_support import FakeDocument, FakeWorkspace, box_mask, solid
-from underpaint_krita.connection import Connected, Disconnected, Failed, Received
+from plugin_support import (
+    WELCOME,
+    Clock,
+    FakeDocument,
+    FakeWorkspace,
+    ScriptedConnection,
+    box_mask,
+    connected_controller,
+    solid,
+)
+from underpaint_krita.connection import Connected, Disconnected, Failed
 from underpaint_krita.controller import Controller, MemoryPreferences
 from underpaint_krita.history import History
 
@@ -28,57 +36,22 @@ from shared.messages import (
     Queued,
     Result,
     ResultImage,
-    Welcome,
 )
-
-MODELS = [
-    {"name": "broken", "kind": "checkpoint", "refused": "cannot be read"},
-    {"name": "tiny-sd15", "kind": "checkpoint", "family": "sd15", "variant": "regular"},
-    {"name": "tiny-sd15-lora", "kind": "lora"},
-    {"name": "tiny-sd15-inpaint", "kind": "checkpoint", "family": "sd15", "variant": "inpaint"},
-]
-WELCOME = Welcome(server="underpaint/test", device="cpu", models=MODELS, schedulers=["euler", "dpmpp_2m"],
-                  limits={"max_batch": 8})
-
-
-@dataclass
-class ScriptedConnection:
-    url: str = "ws://test"
-    sent: list[Any] = field(default_factory=list)
-    cancelled: list[str] = field(default_factory=list)
-    pending: list[Any] = field(default_factory=list)
-
-    def submit(self, message: Any) -> None:
-        self.sent.append(message)
-
-    def cancel(self, job_id: str) -> None:
-        self.cancelled.append(job_id)
-
-    def set_url(self, url: str, token: str | None = None) -> None:
-        self.url = url
-
-    def events(self) -> list[Any]:
-        out, self.pending = self.pending, []
-        return out
-
-    def reply(self, *messages: Any) -> None:
-        self.pending.extend(m if isinstance(m, (Connected, Disconnected, Failed)) else Received(m) for m in messages)
 
 
 def _result_image(x: int, y: int, w: int, h: int, colour: tuple[int, int, int, int]) -> Image:
     return Image(width=w, height=h, format="rgba8", data=solid(w, h, colour), x=x, y=y)
 
 
+def _small_result(job_id: str, seed: int = 1) -> Result:
+    """The server's answer to a job: one 4x4 picture."""
+    image = ResultImage(_result_image(0, 0, 4, 4, (9, 9, 9, 255)), seed)
+    return Result(id=job_id, images=[image], info={}, elapsed=0.1)
+
+
 @pytest.fixture
 def setup() -> tuple[Controller, ScriptedConnection, FakeWorkspace, FakeDocument]:
-    document = FakeDocument(64, 48)
-    workspace = FakeWorkspace([document], document)
-    connection = ScriptedConnection()
-    controller = Controller(connection, workspace)
-    connection.reply(Connected(WELCOME))
-    controller.poll()
-    controller.settings.prompt = "a fox"
-    return controller, connection, workspace, document
+    return connected_controller(FakeDocument(64, 48), "a fox")
 
 
 def test_connected_lists_usable_checkpoints_and_picks_the_first(setup) -> None:
@@ -150,8 +123,7 @@ def test_thumbnails_switch_the_preview_and_apply_adds_a_layer(setup) -> None:
 def test_discard_removes_the_result_and_its_preview(setup) -> None:
     controller, connection, _, document = setup
     job_id = controller.generate()
-    connection.reply(Result(id=job_id, images=[ResultImage(_result_image(0, 0, 4, 4, (9, 9, 9, 255)), 1)],
-                            info={}, elapsed=0.1))
+    connection.reply(_small_result(job_id))
     controller.poll()
     controller.discard(f"{job_id}-0")
     assert list(controller.session().history) == []
@@ -165,8 +137,7 @@ def test_discard_removes_the_result_and_its_preview(setup) -> None:
 def test_history_survives_a_new_controller(setup) -> None:
     controller, connection, workspace, document = setup
     job_id = controller.generate()
-    connection.reply(Result(id=job_id, images=[ResultImage(_result_image(0, 0, 4, 4, (9, 9, 9, 255)), 77)],
-                            info={}, elapsed=0.1))
+    connection.reply(_small_result(job_id, seed=77))
     controller.poll()
     reopened = Controller(ScriptedConnection(), workspace)
     (entry,) = reopened.session().history
@@ -220,8 +191,7 @@ def test_results_go_to_the_document_that_asked(setup) -> None:
     second = FakeDocument(32, 32)
     workspace.documents.append(second)
     workspace.active = second
-    connection.reply(Result(id=job_id, images=[ResultImage(_result_image(0, 0, 4, 4, (9, 9, 9, 255)), 1)],
-                            info={}, elapsed=0.1))
+    connection.reply(_small_result(job_id))
     controller.poll()
     assert first.preview is not None and second.preview is None
     assert len(controller.session().history) == 0  # the active (second) document has none
@@ -234,8 +204,7 @@ def test_results_for_a_closed_document_are_dropped(setup) -> None:
     job_id = controller.generate()
     workspace.documents.clear()
     workspace.active = None
-    connection.reply(Result(id=job_id, images=[ResultImage(_result_image(0, 0, 4, 4, (9, 9, 9, 255)), 1)],
-                            info={}, elapsed=0.1))
+    connection.reply(_small_result(job_id))
     controller.poll()
     assert document.preview is None
 
@@ -308,14 +277,6 @@ def test_a_failing_document_reports_instead_of_raising(setup) -> None:
     assert controller.generate() is None
     assert controller.message == ("The plugin failed; Krita's log has the details. "
                                   "(RuntimeError: projection unavailable.)")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -438,8 +399,7 @@ def test_stopping_live_tells_the_server_and_ignores_late_frames(live_setup) -> N
     session_id = frame.session
     controller.set_live(False)
     assert isinstance(connection.sent[-1], LiveStop) and connection.sent[-1].session == session_id
-    connection.reply(Result(id=frame.id, images=[ResultImage(_result_image(0, 0, 4, 4, (1, 2, 3, 255)), 1)],
-                            info={}, elapsed=0.1))
+    connection.reply(_small_result(frame.id))
     clock.now += 1.0
     controller.poll()
     assert document.preview is None and len(_frames(connection)) == 1

@@ -4,9 +4,7 @@ carried in generate and live requests."""
 from __future__ import annotations
 
 import pytest
-from plugin_support import FakeDocument, FakeWorkspace, box_mask, gradient
-from test_plugin_controller import WELCOME, Clock, ScriptedConnection
-from underpaint_krita.connection import Connected
+from plugin_support import Clock, FakeDocument, ScriptedConnection, box_mask, connected_controller, gradient
 from underpaint_krita.controller import Controller
 from underpaint_krita.errors import UserError
 from underpaint_krita.regions import MAX_REGIONS, RegionPrompt, Regions
@@ -107,14 +105,7 @@ def test_at_most_the_protocols_number_of_regions() -> None:
 
 @pytest.fixture
 def controller_setup():
-    document = _document()
-    workspace = FakeWorkspace([document], document)
-    connection = ScriptedConnection()
-    controller = Controller(connection, workspace)
-    connection.reply(Connected(WELCOME))
-    controller.poll()
-    controller.settings.prompt = "a meadow"
-    return controller, connection, workspace, document
+    return connected_controller(_document(), "a meadow")
 
 
 def test_the_active_layer_becomes_a_region_stored_in_the_document(controller_setup) -> None:
