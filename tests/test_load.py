@@ -133,18 +133,19 @@ def test_idle_connections_are_kept_alive_by_pings_and_silent_ones_dropped(models
 # --- clients that do not read ------------------------------------------------------------------------------
 
 
-def shrink_send_buffer(connection: Connection) -> None:
-    """A slow network: the kernel holds only a few KiB on the server's side, so what a client does not
-    read stays in the server process, where it is measured."""
+def slow_reader(server) -> tuple[RawClient, Connection]:
+    """A greeted client on a slow network, with its server-side connection: the kernel holds only a few
+    KiB on either side, so what the client does not read stays in the server process, where it is measured."""
+    client = RawClient(url(server), receive_buffer=4096)
+    client.hello()
+    (connection,) = server.connections
     connection.websocket.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    return client, connection
 
 
 def test_a_client_flooding_requests_without_reading_cannot_grow_the_server_buffers(server):
     frames = 20_000
-    flooder = RawClient(url(server), receive_buffer=4096)
-    flooder.hello()
-    (connection,) = [c for c in server.connections]
-    shrink_send_buffer(connection)
+    flooder, connection = slow_reader(server)
     worst = [0, 0]
     sampling = threading.Event()
 
@@ -174,10 +175,7 @@ def test_a_client_flooding_requests_without_reading_cannot_grow_the_server_buffe
 
 def test_a_client_that_stops_reading_gets_the_newest_previews_not_unbounded_buffers(server):
     steps = 60
-    reader = RawClient(url(server), receive_buffer=4096)
-    reader.hello()
-    (connection,) = [c for c in server.connections]
-    shrink_send_buffer(connection)
+    reader, connection = slow_reader(server)
     job = request(width=256, height=256, steps=steps, preview=True, result_format="png")
     reader.send(job)
     wait_until(lambda: server.queue.snapshot()[0] is not None, what="the job to start")
