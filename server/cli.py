@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _serve_parser(p: argparse.ArgumentParser) -> None:
+    from .config import ServerConfig
+
     p.add_argument("--models", type=Path, action="append", default=[],
                    help="a models folder (repeatable); A1111 and ComfyUI folders work as they are")
     p.add_argument("--host", default="127.0.0.1")
@@ -38,6 +40,8 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", help="required of clients; mandatory when --host is not loopback")
     p.add_argument("--max-message", type=int, default=256 * 1024 * 1024, help="largest frame in bytes")
     p.add_argument("--cache-size", type=int, default=1, help="models kept loaded at once")
+    p.add_argument("--max-connections", type=int, default=ServerConfig.max_connections,
+                   help="websocket connections open at once; more are refused with 'busy'")
     p.add_argument("--allow-origin", action="append", default=[],
                    help="a browser origin allowed to connect (default: none)")
     p.add_argument("--log-file", type=Path,
@@ -55,6 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
         models=args.models or _default_models(), host=args.host, port=args.port, device=args.device, dtype=args.dtype,
         outputs=args.outputs, token=args.token, limits=Limits(max_message=args.max_message),
         cache_size=args.cache_size, allowed_origins=tuple(args.allow_origin), log_file=args.log_file,
+        max_connections=args.max_connections,
     )
     try:
         server = Server(config)

@@ -28,6 +28,9 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
     max_queued_per_connection: int = 32
     max_queued: int = 256
+    # Open websocket connections, greeted or not. The plugin holds one or two and the load tests 20, far
+    # below this, yet a client opening sockets in a loop is stopped before the server runs out of files.
+    max_connections: int = 32
     log_file: Path | None = None
     # Pings keep idle connections open through NATs and proxies and find peers that vanished.
     ping_interval: float = 20.0
@@ -40,6 +43,8 @@ class ServerConfig:
                 f"--host {self.host} accepts connections from other machines; "
                 "set --token SECRET so only clients that know it can use the server"
             )
+        if self.max_connections < 1:
+            raise ValueError(f"--max-connections {self.max_connections} would refuse every client; use 1 or more")
 
 
 def is_loopback(host: str) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.frames import CloseCode
 
 from shared import PROTOCOL_VERSION, codec, errors
 from shared.errors import ProtocolError
@@ -68,6 +69,7 @@ class Server:
                               max_total=config.max_queued, on_end=self.job_log.record if self.job_log else None)
         self.connections: set[Connection] = set()
         self._numbers = itertools.count(1)
+        self._refusing = False
         self._server: Any = None
 
     @property
@@ -128,12 +130,34 @@ class Server:
         )
 
     async def _handle(self, websocket: ServerConnection) -> None:
+        if len(self.connections) >= self.config.max_connections:
+            await self._refuse(websocket)
+            return
         connection = Connection(self, websocket, next(self._numbers))
         self.connections.add(connection)
         try:
             await connection.run()
         finally:
             self.connections.discard(connection)
+            self._refusing = False
+
+    async def _refuse(self, websocket: ServerConnection) -> None:
+        """Tell a connection over the cap why at once, then close it."""
+        limit = self.config.max_connections
+        if not self._refusing:  # once per episode: a client retrying in a loop must not flood the log
+            log.warning("refusing connections: %d are open, the most allowed (--max-connections)", limit)
+            self._refusing = True
+        refusal = Error(code=errors.BUSY, message=f"the server already has {limit} connections open, the most it "
+                        "accepts (--max-connections); close one or try again later")
+        try:
+            await websocket.send(codec.encode(refusal))
+            # A client sends its hello as soon as it is connected; closing before that hello arrives would
+            # make its send fail, and it would never read the reason. A silent one is cut off all the same.
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await websocket.recv()
+        except (websockets.ConnectionClosed, TimeoutError):
+            pass
+        await websocket.close(CloseCode.TRY_AGAIN_LATER, "too many connections")
 
 
 class Connection:

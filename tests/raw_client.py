@@ -92,9 +92,7 @@ class RawClient:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("no message from the server")
-            for event in self._read_events(timeout=left):
-                if getattr(event, "opcode", None) is Opcode.BINARY:
-                    self._frames.append(codec.decode_server(event.data))
+            self._read_events(timeout=left)
             self.flush()  # pongs, and the reply to a close
         return self._frames.pop(0)
 
@@ -112,6 +110,8 @@ class RawClient:
         return False
 
     def _read_events(self, timeout: float) -> list[Any]:
+        """What the socket has now; messages are kept for `receive`, also those that came with the
+        handshake's response (a server may speak first)."""
         ready, _, _ = select.select([self.socket], [], [], timeout)
         if not ready:
             return []
@@ -123,6 +123,7 @@ class RawClient:
         events = self.protocol.events_received()
         if not data and not events:
             raise ConnectionError("the server closed the connection")
+        self._frames += [codec.decode_server(e.data) for e in events if getattr(e, "opcode", None) is Opcode.BINARY]
         return events
 
     # --- ending ---------------------------------------------------------------------------------------

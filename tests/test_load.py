@@ -5,6 +5,7 @@ The long load run is `python -m bench.load`; the soak run `python -m bench.soak`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import json
@@ -21,7 +22,7 @@ from bench.load import run_load, summarise
 from server.config import ServerConfig
 from server.jobs import Job
 from server.server import MAX_PENDING_PROGRESS, MAX_UNSENT, Connection
-from shared.client import Client
+from shared.client import Client, ServerError
 from shared.messages import Cancel, Cancelled, Error, Progress, Queued, Result
 
 request = functools.partial(tiny_request, steps=1)
@@ -112,6 +113,37 @@ def test_per_connection_and_global_queue_caps_answer_busy(models_dir, tmp_path):
         for job in (blocker, *mine[:2]):
             first.send(Cancel(id=job.id))
         assert len(collect(first, {blocker.id, mine[0].id, mine[1].id}, (Cancelled,))) == 3
+
+
+def test_connections_over_the_cap_are_refused_busy_and_a_freed_place_is_taken_again(models_dir, tmp_path):
+    config = ServerConfig(models=[models_dir], outputs=tmp_path, max_connections=3)
+    with running_server(config) as server, contextlib.ExitStack() as open_clients:
+        clients = [open_clients.enter_context(Client(url(server))) for _ in range(3)]
+        with pytest.raises(ServerError) as refused:
+            Client(url(server))
+        assert refused.value.error.code == "busy"
+        assert "3 connections" in refused.value.error.message and "--max-connections" in refused.value.error.message
+        # A client that never says hello is told at once, and not kept open.
+        silent = RawClient(url(server))
+        assert silent.receive(timeout=10) == refused.value.error
+        assert silent.closed(timeout=5)
+        for client in clients:
+            assert client.generate(request(), timeout=60).images
+        assert len(server.connections) == 3
+
+        clients.pop().close()
+        wait_until(lambda: len(server.connections) == 2, what="the closed connection to leave")
+        with Client(url(server)) as newcomer:
+            assert newcomer.generate(request(), timeout=60).images
+        wait_until(lambda: len(server.connections) == 2, what="the newcomer to leave")
+        # Connections count from the moment they open, not from their hello.
+        holder = RawClient(url(server))
+        wait_until(lambda: len(server.connections) == 3, what="the silent connection to be counted")
+        with pytest.raises(ServerError):
+            Client(url(server))
+        holder.close()
+    with pytest.raises(ValueError, match="--max-connections"):
+        ServerConfig(max_connections=0).check()
 
 
 # --- idle and dead connections --------------------------------------------------------------------------
