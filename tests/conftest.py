@@ -28,13 +28,15 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A real server on a free loopback port with the tiny models, one per test module."""
+    """A real server on a free loopback port with the tiny models, one per test module; it keeps a job
+    log (`server.config.log_file`) as `--log-file` does, for the tests that check what it records."""
     from serving import running_server
 
     from server.config import ServerConfig
 
-    outputs = tmp_path_factory.mktemp("outputs")
-    with running_server(ServerConfig(models=[models_dir], outputs=outputs)) as running:
+    folder = tmp_path_factory.mktemp("server")
+    config = ServerConfig(models=[models_dir], outputs=folder / "outputs", log_file=folder / "jobs.log")
+    with running_server(config) as running:
         yield running
 
 

@@ -62,14 +62,6 @@ def first_progress(client: Client) -> Progress:
             return message
 
 
-@pytest.fixture(scope="module")
-def server(models_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("faults")
-    config = ServerConfig(models=[models_dir], outputs=folder / "outputs", log_file=folder / "jobs.log")
-    with running_server(config) as running:
-        yield running
-
-
 def the_server_still_works(server) -> None:
     with Client(url(server), name="next") as client:
         assert client.generate(request(), timeout=120).images

@@ -37,14 +37,6 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def server(models_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("load")
-    config = ServerConfig(models=[models_dir], outputs=folder / "outputs", log_file=folder / "jobs.log")
-    with running_server(config) as running:
-        yield running
-
-
 # --- many clients ----------------------------------------------------------------------------------
 
 

@@ -40,4 +40,4 @@ def test_detail_is_shown_only_where_it_helps(code: str, detail: str | None, expe
 def test_user_error_carries_code_and_sentence() -> None:
     error = UserError(codes.BUSY)
     assert error.code == codes.BUSY
-    assert str(error) == "The server is busy with too many jobs. Wait for some to finish."
+    assert str(error) == "The server is busy: it has too many jobs or connections. Wait a moment and try again."

@@ -31,7 +31,7 @@ _SENTENCES = {
     codes.PROTOCOL_MISMATCH: "The plugin and the server are different versions. Update both.",
     codes.EMPTY_SELECTION: "The selection is empty. Select the area to repaint first.",
     codes.NOT_FOUND: "That job has already finished.",
-    codes.BUSY: "The server is busy with too many jobs. Wait for some to finish.",
+    codes.BUSY: "The server is busy: it has too many jobs or connections. Wait a moment and try again.",
     codes.OUT_OF_MEMORY: "The graphics card ran out of memory. Try a smaller image, selection or batch.",
     codes.INTERNAL: "The server failed on this job. Its log has the details.",
     UNREACHABLE: "Cannot reach the server. Is it running?",
