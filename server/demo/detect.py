@@ -68,6 +68,17 @@ def name_map(image: Image.Image | np.ndarray) -> np.ndarray:
     return names
 
 
+def colour_share(image: Image.Image | np.ndarray, colour: str) -> float:
+    """The fraction of pixels whose nearest palette colour is `colour`."""
+    return float((name_map(image) == _palette_index(colour)).mean())
+
+
+def _palette_index(colour: str) -> int:
+    if colour not in PALETTE:
+        raise ValueError(f"colour: unknown {colour!r}, expected one of {_NAMES}")
+    return _NAMES.index(colour)
+
+
 def background_names(image: Image.Image | np.ndarray) -> tuple[str | None, str | None]:
     """Colour names of the top and bottom bands (median pixel, so a shape in a band is ignored)."""
     pixels = _pixels(image)
@@ -79,10 +90,9 @@ def background_names(image: Image.Image | np.ndarray) -> tuple[str | None, str |
 
 def find_blob(image: Image.Image | np.ndarray, colour: str, names: np.ndarray | None = None) -> Blob | None:
     """The largest connected region of `colour`, or None if it covers less than MIN_AREA."""
-    if colour not in PALETTE:
-        raise ValueError(f"colour: unknown {colour!r}, expected one of {_NAMES}")
+    index = _palette_index(colour)
     names = name_map(image) if names is None else names
-    mask = (names == _NAMES.index(colour)).astype(np.uint8)
+    mask = (names == index).astype(np.uint8)
     count, _, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count < 2:
         return None
