@@ -131,7 +131,15 @@ def restricted(unet: torch.nn.Module, restriction: Restriction | None) -> Iterat
             processor = RegionalCrossAttention(restriction)
         processors[name] = processor
     unet.set_attn_processor(processors)
+    # A UNet that pools the prompt into its timestep embedding (the demo model) would otherwise pool
+    # every region's words too, and paint them everywhere: it pools the global prompt only.
+    pooled = None
+    if getattr(unet.config, "addition_embed_type", None) == "text":
+        global_tokens = restriction.spans[0][0]
+        pooled = unet.add_embedding.register_forward_pre_hook(lambda _, args: (args[0][:, :global_tokens],))
     try:
         yield
     finally:
         unet.set_attn_processor(original)
+        if pooled is not None:
+            pooled.remove()
