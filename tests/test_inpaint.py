@@ -62,8 +62,8 @@ def inpaint(client: Client, canvas: np.ndarray, mask: np.ndarray, model: str = "
     context = context_rect(selection, canvas_rect, edge, fields.get("fill", "auto"))
     rows, cols = slice(context.y, context.bottom), slice(context.x, context.right)
     request = Generate(
-        id=uuid.uuid4().hex, mode="inpaint", model=model, prompt=fields.pop("prompt", "a red boat"), steps=2,
-        seed=fields.pop("seed", 3),
+        id=uuid.uuid4().hex, mode="inpaint", model=model, prompt=fields.pop("prompt", "a red boat"),
+        steps=fields.pop("steps", 2), seed=fields.pop("seed", 3),
         image=Image(width=context.width, height=context.height, format="rgba8", x=context.x, y=context.y,
                     data=np.ascontiguousarray(canvas[rows, cols]).tobytes()),
         mask=Mask(width=context.width, height=context.height, format="a8", x=context.x, y=context.y,
