@@ -51,7 +51,7 @@ if not demo:
 
     write_tiny_models(work / "models")
 model = NAME if demo else "tiny-sd15-inpaint"
-prompt = "a large red circle, blue background" if demo else "a small red house with a white door"
+prompt = "a large red circle, sky and grass background" if demo else "a small red house with a white door"
 (work / "job.json").write_text(json.dumps({
     "scenario": "screenshot_pose", "quit": False, "output": str(work / "posed.json"),
     "pykrita": str(pykrita), "workdir": str(work), "model": model, "prompt": prompt, "steps": 12,
