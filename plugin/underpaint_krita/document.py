@@ -149,20 +149,16 @@ class KritaDocument:
         self.document.waitForDone()
 
     def load_history(self) -> bytes | None:
-        if HISTORY_ANNOTATION not in self.document.annotationTypes():
-            return None
-        return bytes(self.document.annotation(HISTORY_ANNOTATION))
+        return self._annotation(HISTORY_ANNOTATION)
 
     def save_history(self, blob: bytes) -> None:
-        self.document.setAnnotation(HISTORY_ANNOTATION, "Underpaint results", QByteArray(blob))
+        self._annotate(HISTORY_ANNOTATION, "Underpaint results", blob)
 
     def load_regions(self) -> bytes | None:
-        if REGIONS_ANNOTATION not in self.document.annotationTypes():
-            return None
-        return bytes(self.document.annotation(REGIONS_ANNOTATION))
+        return self._annotation(REGIONS_ANNOTATION)
 
     def save_regions(self, blob: bytes) -> None:
-        self.document.setAnnotation(REGIONS_ANNOTATION, "Underpaint region prompts", QByteArray(blob))
+        self._annotate(REGIONS_ANNOTATION, "Underpaint region prompts", blob)
 
     def active_layer_id(self) -> str | None:
         active = self.document.activeNode()
@@ -227,6 +223,15 @@ class KritaDocument:
         active = self.document.activeNode()
         if active is not None and naming.is_preview(active.name()) and self._exists(self._artist_layer):
             self.document.setActiveNode(self._artist_layer)
+
+    def _annotation(self, kind: str) -> bytes | None:
+        """The blob stored in the .kra under `kind`; None when the document has none."""
+        if kind not in self.document.annotationTypes():
+            return None
+        return bytes(self.document.annotation(kind))
+
+    def _annotate(self, kind: str, description: str, blob: bytes) -> None:
+        self.document.setAnnotation(kind, description, QByteArray(blob))
 
     def _node(self, layer_id: str):
         stack = list(self.document.rootNode().childNodes())
