@@ -12,7 +12,7 @@ import uuid
 
 import numpy as np
 import pytest
-from serving import running_server
+from serving import running_server, url
 from test_inpaint import box_mask, inpaint
 
 from server.config import ServerConfig
@@ -31,7 +31,7 @@ SETTINGS = {"model": NAME, "steps": 20, "cfg_scale": 3.0, "scheduler": "euler"}
 def demo(tmp_path_factory: pytest.TempPathFactory):
     """A client of a server whose models folder is empty, so it serves the demo model."""
     config = ServerConfig(models=[tmp_path_factory.mktemp("no-models")], outputs=tmp_path_factory.mktemp("outputs"))
-    with running_server(config) as server, Client(f"ws://127.0.0.1:{server.port}", name="test") as client:
+    with running_server(config) as server, Client(url(server), name="test") as client:
         assert [m["name"] for m in client.models()] == [NAME]
         yield client
 
