@@ -3,7 +3,7 @@
 Standard library only: `python installer/install.py` runs before anything else is installed.
 """
 
-APP_NAME = "underpaint"
+from shared.paths import APP_NAME  # noqa: F401  (the installer's modules take it from here)
 
 
 class InstallError(Exception):

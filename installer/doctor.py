@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from shared.paths import kritarc_path
+
 from .krita_plugin import is_enabled, is_installed, pykrita_dir
-from .platforms import kritarc_path
 
 Scan = Callable[[list[Path]], Iterable[Any]]
 

@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import sys
 import time
 import urllib.error
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from . import APP_NAME, InstallError
+from .network import failure_detail
 
 CHUNK = 1 << 20
 USER_AGENT = f"{APP_NAME}-installer"
@@ -215,19 +215,11 @@ def _http_error(error: urllib.error.HTTPError, url: str, dest: Path) -> Download
     return None
 
 
-def _network_error(error: BaseException, url: str) -> NetworkError:
+def _network_error(error: BaseException, url: str, timeout: float) -> NetworkError:
     host = urllib.parse.urlsplit(url).hostname
-    reason = getattr(error, "reason", error)
-    if isinstance(error, urllib.error.HTTPError):
-        what = f"{host} answered HTTP {error.code} ({error.reason})"
-    elif isinstance(reason, socket.gaierror):
-        what = f"no network: {host} could not be looked up"
-    elif isinstance(reason, ConnectionRefusedError):
-        what = f"{host} refused the connection"
-    else:
-        what = f"the connection to {host} failed ({reason})"
+    what = "answered with an error" if isinstance(error, urllib.error.HTTPError) else "cannot be reached"
     return NetworkError(
-        what,
+        f"{host} {what}: {failure_detail(error, timeout)}",
         "check the internet connection and run the installer again (finished parts are kept); "
         "on a machine without network, install from a folder with --offline DIR",
     )
@@ -265,10 +257,10 @@ def download(
                 failure = _http_error(error, url, dest)
                 if failure is not None:
                     raise failure from error
-                failure = _network_error(error, url)
+                failure = _network_error(error, url, timeout)
                 continue
         except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as error:
-            failure = _network_error(error, url)
+            failure = _network_error(error, url, timeout)
             continue
         actual = part.hasher.hexdigest()
         if actual == sha256:

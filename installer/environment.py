@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import InstallError
 from .download import check_space
+from .network import probe
 from .platforms import venv_script
 from .torch_builds import TorchBuild
 
@@ -210,6 +211,46 @@ def ensure_venv(
     return python
 
 
+LOCK = Path("requirements") / "server.lock"
+
+
+@dataclass(frozen=True)
+class Lock:
+    """The project's lock: PyTorch's version (the build depends on the hardware) and every other
+    requirement line exactly as tested."""
+
+    torch_version: str
+    others: tuple[str, ...]
+
+
+def read_lock(project: Path) -> Lock:
+    path = project / LOCK
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise InstallError(f"{path} cannot be read ({error.strerror})", "download Underpaint again") from error
+    requirements = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    torch = [line for line in requirements if line.startswith("torch==")]
+    if len(torch) != 1:
+        raise InstallError(f"{path} does not pin torch exactly once", "download Underpaint again")
+    # `torch==2.13.0+cpu ...` -> 2.13.0: the local label names the CPU build the lock was made with.
+    version = torch[0].split()[0].removeprefix("torch==").split("+")[0]
+    return Lock(version, tuple(line for line in requirements if line not in torch))
+
+
+def torch_source(build: TorchBuild, offline: bool, log: Callable[[str], None], reach=probe) -> str | None:
+    """The index to take PyTorch from: the build's own, or PyPI when that index cannot be reached
+    (PyPI's build runs on the CPU too; on Linux it is the CUDA build, on other systems the CPU one)."""
+    if offline or build.index_url is None:
+        return build.index_url
+    found = reach(build.index_url)
+    if found.ok:
+        return build.index_url
+    note = " (on Linux the CUDA build: several GB, and it runs on the CPU too)" if build.kind != "cuda" else ""
+    log(f"  PyTorch's index: {found.describe()}; installing PyPI's PyTorch instead{note}")
+    return None
+
+
 def install_server(
     installer: Installer,
     build: TorchBuild,
@@ -218,16 +259,24 @@ def install_server(
     previous_tag: str | None,
     editable: bool,
     log: Callable[[str], None],
+    reach=probe,
 ) -> None:
-    """PyTorch from the build's index first (so the project's `torch` requirement is already met
-    by the right build), then Underpaint and its other dependencies."""
+    """PyTorch at the locked version from the build's index first (so the lock's `torch` is
+    already met by the right build), then the lock's other packages, then Underpaint itself."""
+    lock = read_lock(project)
     if previous_tag is not None and previous_tag != build.tag:
         log(f"  replacing PyTorch {previous_tag} with {build.tag}")
         installer.run(installer.uninstall_command(["torch"]), log, build)
-    log(f"  installing {build.describe()}")
-    installer.run(installer.install_command(["torch"], build.index_url), log, build)
+    index = torch_source(build, installer.offline_dir is not None, log, reach)
+    log(f"  installing PyTorch {lock.torch_version} ({build.tag}) from {index or 'PyPI'}")
+    installer.run(installer.install_command([f"torch=={lock.torch_version}"], index), log, build)
+    log(f"  installing the locked packages ({len(lock.others)}) from {project / LOCK}")
+    with tempfile.TemporaryDirectory() as folder:
+        others = Path(folder) / "requirements.txt"
+        others.write_text("\n".join(lock.others) + "\n", encoding="utf-8")
+        installer.run(installer.install_command(["-r", str(others)]), log, build)
     log(f"  installing Underpaint from {project}")
-    target = ["--editable", str(project)] if editable else [str(project)]
+    target = ["--no-deps", "--editable", str(project)] if editable else ["--no-deps", str(project)]
     if installer.uv:
         # uv reuses a build of a local project unless told to rebuild; pip always rebuilds it.
         target = ["--reinstall-package", PROJECT, *target]

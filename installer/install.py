@@ -30,8 +30,14 @@ from installer import InstallError  # noqa: E402
 from installer.environment import Installer, ensure_venv, install_server, run_tool  # noqa: E402
 from installer.krita_plugin import uninstall_plugin  # noqa: E402
 from installer.launcher import remove_launcher, write_launcher  # noqa: E402
-from installer.models import MANIFEST, install_models, load_manifest, purge_downloads  # noqa: E402
-from installer.platforms import current_platform, data_dir, launcher_dir  # noqa: E402
+from installer.models import (  # noqa: E402
+    MANIFEST,
+    install_models,
+    load_manifest,
+    purge_downloads,
+    report_failures,
+)
+from installer.platforms import launcher_dir  # noqa: E402
 from installer.state import STATE_NAME, InstallState  # noqa: E402
 from installer.torch_builds import (  # noqa: E402
     TORCH_KINDS,
@@ -40,6 +46,7 @@ from installer.torch_builds import (  # noqa: E402
     choose_torch,
     detect_accelerator,
 )
+from shared.paths import current_platform, data_dir  # noqa: E402
 
 PLUGIN_SOURCE = PROJECT_ROOT / "plugin"
 
@@ -165,7 +172,8 @@ def install(args: argparse.Namespace) -> None:
     if not files:
         log("  none requested")
     models_dir.mkdir(parents=True, exist_ok=True)
-    install_models(files, models_dir, verify=args.verify, offline_dir=args.offline, log=log)
+    failures = install_models(files, models_dir, verify=args.verify, offline_dir=args.offline, log=log)
+    report_failures(failures, files, models_dir, log)
 
     on_path = launcher.parent in (Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p)
     start = "underpaint serve" if on_path else f'"{launcher}" serve'

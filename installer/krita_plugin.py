@@ -19,8 +19,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from shared.paths import krita_data_dir, kritarc_path
+
 from . import InstallError
-from .platforms import krita_data_dir, kritarc_path
 
 PLUGIN_NAME = "underpaint_krita"
 DESKTOP = f"{PLUGIN_NAME}.desktop"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from . import InstallError
-from .download import ProgressBar, VerifiedRecord, copy_verified, download, sha256_file
+from .download import NetworkError, ProgressBar, VerifiedRecord, copy_verified, download, sha256_file
+from .network import NO_NETWORK, UNREACHABLE, Reach, probe
 
 MANIFEST = Path(__file__).with_name("models.json")
 RECORD_NAME = ".verified.json"
@@ -112,6 +114,7 @@ def install_model(
     verify: bool = False,
     offline_dir: Path | None = None,
     progress: Callable[[str], Callable[[int, int | None], None]] = ProgressBar,
+    before_download: Callable[[ModelFile], None] = lambda file: None,
     **download_options,
 ) -> str:
     """Make sure `file` is in `models_dir` with the right hash; returns what was done.
@@ -138,10 +141,40 @@ def install_model(
         copy_verified(source, target, file.sha256, progress(file.name))
         done = "copied"
     else:
+        before_download(file)
         download(file.url, target, file.sha256, progress=progress(file.name), **download_options)
         done = "downloaded"
     record.add(target, file.sha256)
     return f"{done} (replacing a damaged copy)" if damaged else done
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file that is not in place after this run, and why, in one line."""
+
+    file: ModelFile
+    reason: str
+
+    @property
+    def host(self) -> str:
+        return urllib.parse.urlsplit(self.file.url).hostname or self.file.url
+
+
+class HostCheck:
+    """Each download host is probed once before its first download: one that cannot be reached
+    fails its files at once, instead of after every retry of every file."""
+
+    def __init__(self, reach: Callable[[str], Reach] = probe):
+        self.reach = reach
+        self.found: dict[str, Reach] = {}
+
+    def __call__(self, file: ModelFile) -> None:
+        host = urllib.parse.urlsplit(file.url).netloc
+        if host not in self.found:
+            self.found[host] = self.reach(file.url)
+        found = self.found[host]
+        if found.problem in (NO_NETWORK, UNREACHABLE):
+            raise NetworkError(found.describe())
 
 
 def install_models(
@@ -149,11 +182,40 @@ def install_models(
     models_dir: Path,
     *,
     log: Callable[[str], None] = print,
+    reach: Callable[[str], Reach] = probe,
     **options,
-) -> None:
+) -> list[Failure]:
+    """Put every file in place that can be; the ones that cannot are returned, not raised, so an
+    install without a model host still finishes (the server then serves what it has)."""
     record = VerifiedRecord(models_dir / RECORD_NAME)
+    check = HostCheck(reach)
+    failures = []
     for file in files:
-        log(f"  {file.name}: {install_model(file, models_dir, record, **options)}")
+        try:
+            done = install_model(file, models_dir, record, before_download=check, **options)
+        except InstallError as error:
+            failures.append(Failure(file, error.message))
+            done = f"not installed: {error.message}"
+        log(f"  {file.name}: {done}")
+    return failures
+
+
+def report_failures(
+    failures: list[Failure], files: list[ModelFile], models_dir: Path, log: Callable[[str], None] = print
+) -> None:
+    """Tell the user, at the end, which files are missing, why, and what happens meanwhile."""
+    if not failures:
+        return
+    failed = {failure.file.name for failure in failures}
+    has_checkpoint = any(f.role.startswith("checkpoint") for f in files if f.name not in failed) or any(
+        (models_dir / "checkpoints").glob("*.safetensors")
+    )
+    log("\nSome models could not be installed:")
+    for failure in failures:
+        log(f"  could not download {failure.file.name} from {failure.host}: {failure.reason}")
+    if not has_checkpoint:
+        log("The server will use the built-in demo model until a checkpoint is in place.")
+    log("Run `underpaint models download` later to fetch them (finished parts are kept and resumed).")
 
 
 def purge_downloads(models_dir: Path) -> int:

@@ -12,8 +12,9 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from shared.paths import current_platform
+
 from . import InstallError
-from .platforms import current_platform
 
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
 # CUDA 12.8 builds carry kernels for Turing (7.5) up to Blackwell; older cards need the CUDA 12.6

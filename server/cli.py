@@ -1,30 +1,35 @@
-"""`underpaint` command line: serve, generate, install-plugin, doctor."""
+"""The server's commands: `underpaint serve` and `underpaint generate` (`python -m server ...`).
+
+The `underpaint` command itself (installer.launch) adds the commands that look after an install.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 import uuid
 from pathlib import Path
 
 from shared import DEFAULT_PORT
+from shared.paths import data_dir
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add `serve` and `generate` to a command line; each sets `handler` to the function it runs."""
+    serve = commands.add_parser("serve", help="run the diffusion server")
+    _serve_parser(serve)
+    serve.set_defaults(handler=_serve)
+    generate = commands.add_parser("generate", help="generate an image through a running server")
+    _generate_parser(generate)
+    generate.set_defaults(handler=_generate)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="underpaint", description="AI image generation inside Krita")
-    commands = parser.add_subparsers(dest="command", required=True)
-    _serve_parser(commands.add_parser("serve", help="run the diffusion server"))
-    _generate_parser(commands.add_parser("generate", help="generate an image through a running server"))
-    plugin = commands.add_parser("install-plugin", help="install the Krita plugin")
-    plugin.add_argument("--krita-dir", type=Path, help="Krita's resource folder (default: the platform's)")
-    doctor = commands.add_parser("doctor", help="check this machine's set-up")
-    doctor.add_argument("--models", type=Path, action="append", default=[])
-    doctor.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser = argparse.ArgumentParser(prog="python -m server", description="Underpaint's diffusion server")
+    add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    handlers = {"serve": _serve, "generate": _generate, "install-plugin": _install_plugin, "doctor": _doctor}
-    sys.exit(handlers[args.command](args) or 0)
+    sys.exit(args.handler(args) or 0)
 
 
 def _serve_parser(p: argparse.ArgumentParser) -> None:
@@ -36,7 +41,8 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--dtype", default="auto", choices=["auto", "fp16", "bf16", "fp32"])
-    p.add_argument("--outputs", type=Path, default=Path("outputs"), help="where results are saved")
+    p.add_argument("--outputs", type=Path, default=data_dir() / "outputs",
+                   help="where results are saved (default: %(default)s)")
     p.add_argument("--token", help="required of clients; mandatory when --host is not loopback")
     p.add_argument("--max-message", type=int, default=256 * 1024 * 1024, help="largest frame in bytes")
     p.add_argument("--cache-size", type=int, default=1, help="models kept loaded at once")
@@ -49,12 +55,14 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from . import logs
+
+    logs.configure()
     from shared.messages import Limits
 
     from .config import ServerConfig
     from .server import Server
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServerConfig(
         models=args.models or _default_models(), host=args.host, port=args.port, device=args.device, dtype=args.dtype,
         outputs=args.outputs, token=args.token, limits=Limits(max_message=args.max_message),
@@ -67,6 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"underpaint serve: {exc}", file=sys.stderr)
         return 2
     _announce_models(server)
+    print(f"Results are saved in {config.outputs}", file=sys.stderr)
     try:
         asyncio.run(server.run())
     except OSError as exc:
@@ -77,8 +86,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _default_models() -> list[Path]:
     """The installer's models folder, when the user names none."""
-    from installer.platforms import data_dir
-
     folder = data_dir() / "models"
     return [folder] if folder.is_dir() else []
 
@@ -94,7 +101,7 @@ def _announce_models(server) -> None:
               f"models folder and pass it with --models DIR. Folders scanned: {folders}", file=sys.stderr)
     elif any(entry.embedded for entry in checkpoints):
         print("No model of your own found: serving the built-in demo model (a toy trained on simple shapes). "
-              "Install a real checkpoint for real work: python installer/install.py", file=sys.stderr)
+              "For real work, install a checkpoint: `underpaint models download` or --models DIR", file=sys.stderr)
     else:
         print("Models: " + ", ".join(entry.name for entry in checkpoints), file=sys.stderr)
 
@@ -156,25 +163,4 @@ def _generate(args: argparse.Namespace) -> int:
         path = args.out if len(result.images) == 1 else args.out.with_stem(f"{args.out.stem}-{index}")
         path.write_bytes(item.image.data)
         print(f"{path} (seed {item.seed}, {result.elapsed:.1f} s)")
-    return 0
-
-
-def _install_plugin(args: argparse.Namespace) -> int:
-    from installer import InstallError
-    from installer.krita_plugin import install_plugin
-
-    try:
-        path = install_plugin(args.krita_dir)
-    except InstallError as exc:
-        print(f"underpaint install-plugin: {exc}", file=sys.stderr)
-        return 1
-    print(f"Krita plugin installed in {path}; restart Krita and open Settings > Dockers > Underpaint")
-    return 0
-
-
-def _doctor(args: argparse.Namespace) -> int:
-    from installer.doctor import report
-
-    for line in report(args.models, args.port):
-        print(line)
     return 0

@@ -12,7 +12,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from tiny_models import write_tiny_models  # noqa: E402
+from tiny_models import write_tiny_adapters, write_tiny_models  # noqa: E402
 
 # Other engineers' test runs share this machine.
 torch.set_num_threads(2)
@@ -24,6 +24,14 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
     write_tiny_models(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def adapters(models_dir: Path) -> Path:
+    """The tiny LoRAs and embeddings, added to `models_dir` (see write_tiny_adapters). Its own
+    fixture: a LoRA problem fails the tests that use LoRAs, not every test with a model."""
+    write_tiny_adapters(models_dir)
+    return models_dir
 
 
 @pytest.fixture(scope="module")

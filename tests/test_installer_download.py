@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import io
 import os
+import re
 import socket
 import threading
 import urllib.parse
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from installer import InstallError
 from installer.download import (
     ChecksumMismatch,
     DiskFull,
@@ -350,12 +350,11 @@ def test_offline_folder_supplies_files_checked_like_downloads(tmp_path: Path) ->
     models = tmp_path / "models"
     install_models([a], models, offline_dir=offline, log=lambda _: None, progress=quiet)
     assert (models / "checkpoints" / "a.safetensors").read_bytes() == good
-    with pytest.raises(ChecksumMismatch):
-        install_models([b], models, offline_dir=offline, log=lambda _: None, progress=quiet)
+    (failed_b, failed_c) = install_models([b, c], models, offline_dir=offline, log=lambda _: None, progress=quiet)
+    assert failed_b.file == b and f"has SHA-256 {sha(bad)}, expected {sha(good)}" in failed_b.reason
     assert not (models / "loras" / "b.safetensors").exists()
     assert not part_path(models / "loras" / "b.safetensors").exists()
-    with pytest.raises(InstallError, match=r"c\.safetensors\) is not in .*usb stick"):
-        install_models([c], models, offline_dir=offline, log=lambda _: None, progress=quiet)
+    assert failed_c.file == c and re.search(r"c\.safetensors\) is not in .*usb stick", failed_c.reason)
 
 
 def test_purge_removes_only_downloaded_files(server: FileServer, tmp_path: Path) -> None:

@@ -13,14 +13,18 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+from test_installer_download import FileServer
 
 from installer.krita_plugin import is_enabled, is_installed
 from installer.launcher import launcher_name
-from installer.platforms import current_platform, venv_script
+from installer.platforms import venv_script
+from shared.paths import current_platform
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_PARTS = ("pyproject.toml", "server", "shared", "installer", "plugin")
+PROJECT_PARTS = ("pyproject.toml", "requirements", "server", "shared", "installer", "plugin")
 
 
 def copy_project(dest: Path) -> Path:
@@ -49,7 +53,7 @@ def free_port() -> int:
 
 
 class Setup:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, model_url: str = "https://example.invalid/tiny.safetensors"):
         self.tmp = tmp
         self.project = copy_project(tmp / "source copy")
         self.install_dir = tmp / "install dir"
@@ -68,7 +72,7 @@ class Setup:
                     "files": [
                         {
                             "name": "Tiny",
-                            "url": "https://example.invalid/tiny.safetensors",
+                            "url": model_url,
                             "sha256": hashlib.sha256(self.model).hexdigest(),
                             "destination": "checkpoints/tiny.safetensors",
                             "family": "sd15",
@@ -90,14 +94,14 @@ class Setup:
         self.kritarc = home / "config" / "kritarc"
         self.venv = self.install_dir / "venv"
 
-    def install(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    def install(self, *extra: str, check: bool = True, offline: bool = True) -> subprocess.CompletedProcess:
         command = [
             sys.executable,
             str(self.project / "installer" / "install.py"),
             "--dir", str(self.install_dir),
             "--torch", "cpu",
             "--system-site-packages",
-            "--offline", str(self.offline),
+            *(["--offline", str(self.offline)] if offline else []),
             "--manifest", str(self.manifest),
             "--krita-dir", str(self.krita),
             "--bin-dir", str(self.bin),
@@ -180,3 +184,34 @@ def test_old_python_gets_a_message_not_a_traceback() -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("error: Underpaint needs Python 3.11 or newer; this is Python 3.9.2 (")
     assert "what to do: install Python 3.11+" in done.stderr
+
+
+def test_install_finishes_without_the_pytorch_index_or_the_model_host(tmp_path: Path) -> None:
+    """The README's promise: with only the package registry reachable, the install ends (exit 0),
+    says what it could not fetch, and `underpaint models download` fetches it later."""
+    files = FileServer()
+    thread = threading.Thread(target=files.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        setup = Setup(tmp_path, model_url=files.url("/tiny.safetensors"))  # 404 until it is added below
+        refused_index = f"http://127.0.0.1:{free_port()}/whl/cpu"
+        done = setup.install("--model-set", "tiny", "--torch-index", refused_index, offline=False)
+        out = done.stdout
+        assert "PyTorch's index: " in out and "installing PyPI's PyTorch instead" in out
+        missing = files.url("/tiny.safetensors")
+        assert f"could not download Tiny from 127.0.0.1: {missing} was not found (HTTP 404)" in out
+        assert "The server will use the built-in demo model until a checkpoint is in place." in out
+        assert "Run `underpaint models download` later" in out
+        launcher = setup.bin / launcher_name(current_platform())
+        assert launcher.exists() and out.rstrip().endswith("the Underpaint docker is under Settings > Dockers.")
+
+        # Later, with the host back: the command fetches what is missing.
+        files.files["/tiny.safetensors"] = setup.model
+        fetch = ["models", "download", "--dir", str(setup.install_dir), "--manifest", str(setup.manifest)]
+        later = subprocess.run([str(launcher), *fetch], capture_output=True, text=True, env=setup.env, timeout=120)
+        assert later.returncode == 0, later.stdout + later.stderr
+        assert "Tiny: downloaded" in later.stdout
+        assert (setup.install_dir / "models" / "checkpoints" / "tiny.safetensors").read_bytes() == setup.model
+    finally:
+        files.shutdown()
+        files.server_close()

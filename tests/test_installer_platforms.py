@@ -8,8 +8,9 @@ import pytest
 
 from installer import InstallError
 from installer.krita_plugin import pykrita_dir
-from installer.platforms import data_dir, kritarc_path, launcher_dir, venv_script
+from installer.platforms import launcher_dir, venv_script
 from installer.torch_builds import Accelerator, choose_torch, parse_nvidia_smi, parse_rocminfo
+from shared.paths import data_dir, kritarc_path
 
 HOME = Path("/home/ana")
 WIN_ENV = {"LOCALAPPDATA": r"C:\Users\ana\AppData\Local", "APPDATA": r"C:\Users\ana\AppData\Roaming"}

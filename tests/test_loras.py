@@ -42,15 +42,15 @@ def write_kohya_lora(path: Path, tags: dict[str, int]) -> None:
 
 
 @pytest.fixture(scope="module")
-def library(models_dir, tmp_path_factory) -> Path:
+def library(adapters, tmp_path_factory) -> Path:
     """A models folder of its own (the session's is shared): two models, four LoRAs, an embedding."""
     root = tmp_path_factory.mktemp("library")
     for name in ("tiny-sd15", "tiny-sdxl"):
-        shutil.copytree(models_dir / "checkpoints" / name, root / "checkpoints" / name)
+        shutil.copytree(adapters / "checkpoints" / name, root / "checkpoints" / name)
     loras = root / "loras"
     loras.mkdir()
-    shutil.copy(models_dir / "loras" / "tiny-sd15-lora.safetensors", loras / "ink.safetensors")
-    shutil.copy(models_dir / "loras" / "tiny-sdxl-lora.safetensors", loras / "xl ink.safetensors")
+    shutil.copy(adapters / "loras" / "tiny-sd15-lora.safetensors", loras / "ink.safetensors")
+    shutil.copy(adapters / "loras" / "tiny-sdxl-lora.safetensors", loras / "xl ink.safetensors")
     write_kohya_lora(loras / "grain.safetensors", {"film grain": 40, "photo": 12, " ": 3})
     # A LoRA whose first down-projection does not fit the model: it fails halfway through loading.
     tensors = load_file(str(loras / "ink.safetensors"))

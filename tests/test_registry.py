@@ -48,8 +48,8 @@ def scanned(*folders: Path) -> Registry:
     return reg
 
 
-def test_identifies_every_fixture(models_dir: Path, no_demo: None) -> None:
-    found = {e.name: (e.kind, e.family, e.variant, e.format, e.refused) for e in scanned(models_dir).entries()}
+def test_identifies_every_fixture(adapters: Path, no_demo: None) -> None:
+    found = {e.name: (e.kind, e.family, e.variant, e.format, e.refused) for e in scanned(adapters).entries()}
     assert found == FIXTURES
 
 
@@ -138,14 +138,14 @@ LAYOUTS = {
     ("layout", "point_at_models"), [("a1111", False), ("a1111", True), ("comfyui", False), ("comfyui", True),
                                     ("plain", False)]
 )
-def test_a1111_and_comfyui_folders_work_as_they_are(tmp_path: Path, models_dir: Path, layout: str,
+def test_a1111_and_comfyui_folders_work_as_they_are(tmp_path: Path, adapters: Path, layout: str,
                                                      point_at_models: bool, no_demo: None) -> None:
     ckpt, lora, emb = LAYOUTS[layout]
     root = tmp_path / "app"
-    _copy_single(models_dir, "tiny-sdxl-single", root / ckpt / "sdxl")  # users sort models into sub-folders
-    shutil.copytree(models_dir / "checkpoints" / "tiny-sd15", root / ckpt / "tiny-sd15")
-    shutil.copy(models_dir / "loras" / "tiny-sd15-lora.safetensors", (root / lora).mkdir(parents=True) or root / lora)
-    shutil.copy(models_dir / "embeddings" / "tiny-sdxl-embedding.safetensors",
+    _copy_single(adapters, "tiny-sdxl-single", root / ckpt / "sdxl")  # users sort models into sub-folders
+    shutil.copytree(adapters / "checkpoints" / "tiny-sd15", root / ckpt / "tiny-sd15")
+    shutil.copy(adapters / "loras" / "tiny-sd15-lora.safetensors", (root / lora).mkdir(parents=True) or root / lora)
+    shutil.copy(adapters / "embeddings" / "tiny-sdxl-embedding.safetensors",
                 (root / emb).mkdir(parents=True) or root / emb)
 
     given = root / "models" if point_at_models else root
@@ -212,8 +212,8 @@ def test_lookup_errors(models_dir: Path, name: str, code: str, no_demo: None) ->
         assert repr(name) in err.value.message
 
 
-def test_lookup_by_kind(models_dir: Path, no_demo: None) -> None:
-    reg = scanned(models_dir)
+def test_lookup_by_kind(adapters: Path, no_demo: None) -> None:
+    reg = scanned(adapters)
     assert reg.get("tiny-sd15-lora", "lora").kind == "lora"
     assert reg.get("tiny-sdxl-embedding", "embedding").family == "sdxl"
     assert reg.get("tiny-sdxl-inpaint").variant == "inpaint"

@@ -397,6 +397,11 @@ def test_cli_serve_runs_and_stops_on_sigterm(models_dir, tmp_path):
             process.terminate()
             assert process.wait(timeout=10) == 0
             assert time.monotonic() - stopped < 10
+        printed = process.stdout.read()
+        assert f"Results are saved in {tmp_path}\n" in printed
+        # Only lines a user can act on: no library notices, no loading progress bars.
+        assert "torchvision" not in printed and "kept in float32" not in printed
+        assert "Loading pipeline components" not in printed, printed
     finally:
         process.kill()
 

@@ -3,8 +3,8 @@
 The pipelines have the real architectures at toy sizes (a 2-level UNet, a 4-level VAE so the
 latent scale factor is 8 like the real ones, 2-layer CLIP text encoders) and load, save and run
 like real models. `write_tiny_models` lays them out as a user's models folder: diffusers folders,
-single-file checkpoints in the original (LDM / A1111) key layout, LoRAs, embeddings, and files
-the server must refuse.
+single-file checkpoints in the original (LDM / A1111) key layout and files the server must refuse;
+`write_tiny_adapters` adds LoRAs and embeddings.
 """
 
 from __future__ import annotations
@@ -380,17 +380,26 @@ class _ExplodesWhenUnpickled:
         return operator.truediv, (1, 0)
 
 
+def _written(root: Path, marker: str, paths: dict[str, Path], write: Callable[[], None]) -> dict[str, Path]:
+    """Run `write` unless `root` already holds this version of its files."""
+    stamp = root / marker
+    if not (stamp.is_file() and stamp.read_text() == VERSION):
+        write()
+        stamp.write_text(VERSION)
+    return paths
+
+
 def write_tiny_models(root: Path) -> dict[str, Path]:
-    """Lay out a models folder in `root` and return model name -> path.
+    """Lay out the checkpoints of a models folder in `root` and return model name -> path.
 
     checkpoints/: tiny-sd15, tiny-sd15-inpaint, tiny-sdxl, tiny-sdxl-inpaint (diffusers folders),
     the same four as single files in the original key layout (tiny-sd15-single.safetensors,
     tiny-sd15-inpaint-single.safetensors, ..., each with its `<stem>.config/` folder),
-    broken.safetensors (truncated), old.ckpt (a pickle that raises when unpickled);
-    loras/: tiny-sd15-lora, tiny-sdxl-lora; embeddings/: tiny-sd15-embedding, tiny-sdxl-embedding.
-    Writing is skipped when `root` already holds this version of the models.
+    broken.safetensors (truncated), old.ckpt (a pickle that raises when unpickled).
+    LoRAs and embeddings come from `write_tiny_adapters`, so that a problem there fails only the
+    tests that use them.
     """
-    checkpoints, loras, embeddings = root / "checkpoints", root / "loras", root / "embeddings"
+    checkpoints = root / "checkpoints"
     paths = {
         "tiny-sd15": checkpoints / "tiny-sd15",
         "tiny-sd15-inpaint": checkpoints / "tiny-sd15-inpaint",
@@ -402,29 +411,39 @@ def write_tiny_models(root: Path) -> dict[str, Path]:
         "tiny-sdxl-inpaint-single": checkpoints / "tiny-sdxl-inpaint-single.safetensors",
         "broken": checkpoints / "broken.safetensors",
         "old": checkpoints / "old.ckpt",
+    }
+
+    def write() -> None:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        for family in ("sd15", "sdxl"):
+            for variant in ("regular", "inpaint"):
+                suffix = "-inpaint" if variant == "inpaint" else ""
+                pipe = tiny_pipeline(family, variant)
+                pipe.save_pretrained(paths[f"tiny-{family}{suffix}"])
+                write_single_file(pipe, paths[f"tiny-{family}{suffix}-single"])
+        whole = paths["tiny-sd15-single"].read_bytes()
+        paths["broken"].write_bytes(whole[: len(whole) // 2])
+        paths["old"].write_bytes(pickle.dumps({"state_dict": _ExplodesWhenUnpickled()}))
+
+    return _written(root, MARKER, paths, write)
+
+
+def write_tiny_adapters(root: Path) -> dict[str, Path]:
+    """Add LoRAs and embeddings for the tiny checkpoints to the models folder `root`:
+    loras/: tiny-sd15-lora, tiny-sdxl-lora; embeddings/: tiny-sd15-embedding, tiny-sdxl-embedding."""
+    loras, embeddings = root / "loras", root / "embeddings"
+    paths = {
         "tiny-sd15-lora": loras / "tiny-sd15-lora.safetensors",
         "tiny-sdxl-lora": loras / "tiny-sdxl-lora.safetensors",
         "tiny-sd15-embedding": embeddings / "tiny-sd15-embedding.safetensors",
         "tiny-sdxl-embedding": embeddings / "tiny-sdxl-embedding.safetensors",
     }
-    marker = root / MARKER
-    if marker.is_file() and marker.read_text() == VERSION:
-        return paths
-    for folder in (checkpoints, loras, embeddings):
-        folder.mkdir(parents=True, exist_ok=True)
 
-    for family in ("sd15", "sdxl"):
-        for variant in ("regular", "inpaint"):
-            suffix = "-inpaint" if variant == "inpaint" else ""
-            pipe = tiny_pipeline(family, variant)
-            pipe.save_pretrained(paths[f"tiny-{family}{suffix}"])
-            write_single_file(pipe, paths[f"tiny-{family}{suffix}-single"])
-            if variant == "regular":
-                _write_lora(pipe, paths[f"tiny-{family}-lora"])
-        _write_embedding(family, paths[f"tiny-{family}-embedding"])
+    def write() -> None:
+        for folder in (loras, embeddings):
+            folder.mkdir(parents=True, exist_ok=True)
+        for family in ("sd15", "sdxl"):
+            _write_lora(tiny_pipeline(family), paths[f"tiny-{family}-lora"])
+            _write_embedding(family, paths[f"tiny-{family}-embedding"])
 
-    whole = paths["tiny-sd15-single"].read_bytes()
-    paths["broken"].write_bytes(whole[: len(whole) // 2])
-    paths["old"].write_bytes(pickle.dumps({"state_dict": _ExplodesWhenUnpickled()}))
-    marker.write_text(VERSION)
-    return paths
+    return _written(root, MARKER + "-adapters", paths, write)
