@@ -137,9 +137,7 @@ def _generate(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     with client:
-        model = args.model or next(
-            (m["name"] for m in client.welcome.models if m.get("kind") == "checkpoint" and not m.get("refused")),
-            None)
+        model = args.model or next((m.name for m in client.welcome.models if m.usable_checkpoint), None)
         if model is None:
             print("underpaint generate: the server has no usable model", file=sys.stderr)
             return 1

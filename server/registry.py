@@ -31,6 +31,7 @@ from typing import Any, Literal
 from safetensors import safe_open
 
 from shared.errors import MODEL_BROKEN, UNKNOWN_MODEL, ProtocolError, bad_request
+from shared.messages import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -93,22 +94,11 @@ class ModelEntry:
     embedded: bool = False
     trigger_words: tuple[str, ...] = ()
 
-    def to_wire(self) -> dict[str, Any]:
+    def info(self) -> ModelInfo:
         """What clients see: no paths."""
-        wire: dict[str, Any] = {
-            "name": self.name,
-            "kind": self.kind,
-            "family": self.family,
-            "variant": self.variant,
-            "format": self.format,
-        }
-        if self.refused:
-            wire["refused"] = self.refused
-        if self.embedded:
-            wire["embedded"] = True
-        if self.trigger_words:
-            wire["trigger_words"] = list(self.trigger_words)
-        return wire
+        return ModelInfo(name=self.name, kind=self.kind, format=self.format, family=self.family,
+                         variant=self.variant, refused=self.refused, embedded=self.embedded,
+                         trigger_words=list(self.trigger_words))
 
 
 class Registry:

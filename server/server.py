@@ -118,15 +118,13 @@ class Server:
         await self.stop()
 
     def welcome(self) -> Welcome:
-        limits = self.config.limits
         return Welcome(
             server=SERVER_NAME,
             device=self.device,
-            models=[entry.to_wire() for entry in self.registry.entries()],
+            models=[entry.info() for entry in self.registry.entries()],
             schedulers=list(schedulers.SAMPLERS),
             scheduler_labels=schedulers.labels(),
-            limits={"max_side": limits.max_side, "max_pixels": limits.max_pixels,
-                    "max_batch": limits.max_batch, "max_message": limits.max_message},
+            limits=self.config.limits,
         )
 
     async def _handle(self, websocket: ServerConnection) -> None:
@@ -256,7 +254,7 @@ class Connection:
             raise ProtocolError(errors.UNAUTHORIZED, "send 'hello' before anything else", "type")
         elif isinstance(message, ListModels):
             await asyncio.to_thread(self.server.registry.scan)
-            self.reply(ModelList(models=[e.to_wire() for e in self.server.registry.entries()]))
+            self.reply(ModelList(models=[e.info() for e in self.server.registry.entries()]))
         elif isinstance(message, Live):
             self._live(message)
         elif isinstance(message, LiveStop):

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import PROTOCOL_VERSION, codec
-from .messages import Cancelled, Error, Generate, Hello, ListModels, ModelList, Result, Welcome
+from .messages import Cancelled, Error, Generate, Hello, ListModels, ModelInfo, ModelList, Result, Welcome
 
 
 class ServerError(Exception):
@@ -61,7 +61,7 @@ class Client:
         while True:
             yield self.receive(timeout=timeout)
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self) -> list[ModelInfo]:
         self.send(ListModels())
         for message in self.messages():
             if isinstance(message, ModelList):

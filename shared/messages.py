@@ -24,6 +24,9 @@ ResultFormat = Literal["rgba8", "png"]
 ID_LENGTH = 128
 NAME_LENGTH = 256
 MAX_SEED = 2**63 - 1
+MAX_REGIONS = 16
+# Models a server lists: well beyond a large A1111 or ComfyUI library of checkpoints and LoRAs.
+MAX_MODELS = 4096
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,26 @@ class Limits:
     max_pixels: int = 16 * 1024 * 1024
     max_batch: int = 8
     max_message: int = 256 * 1024 * 1024
+    max_regions: int = MAX_REGIONS
+
+
+@dataclass
+class ModelInfo:
+    """A model as clients see it (no paths). `kind`, `family` and `variant` are strings, not fixed
+    choices, so a client keeps working when a newer server lists kinds it does not know yet."""
+
+    name: str
+    kind: str  # checkpoint, lora, embedding
+    format: str | None = None  # diffusers, single_file
+    family: str | None = None  # sd15, sdxl; None when it could not be told
+    variant: str | None = None  # regular, inpaint (checkpoints)
+    refused: str | None = None  # why it cannot be used
+    embedded: bool = False  # the built-in demo model
+    trigger_words: list[str] = field(default_factory=list)
+
+    @property
+    def usable_checkpoint(self) -> bool:
+        return self.kind == "checkpoint" and not self.refused
 
 
 # --- payloads -------------------------------------------------------------------------------
@@ -149,7 +172,7 @@ class Generate:
     # result to width x height: a canvas far from 512^2 / 1024^2 still gets a coherent picture.
     fit_native: bool = spec(False)
     result_format: ResultFormat = spec("rgba8")
-    regions: list[Region] = spec(default_factory=list, max_len=16)
+    regions: list[Region] = spec(default_factory=list, max_len=MAX_REGIONS)
     # Inpaint only (docs/inpaint.md): pixels to grow the selection by and to feather over.
     grow: int | None = spec(None, min=0, max=1024)
     feather: int | None = spec(None, min=0, max=1024)
@@ -214,9 +237,9 @@ class Welcome:
     TYPE: ClassVar[str] = "welcome"
     server: str
     device: str
-    models: list[dict[str, Any]]
-    schedulers: list[str]
-    limits: dict[str, Any]
+    models: list[ModelInfo] = spec(max_len=MAX_MODELS)
+    schedulers: list[str] = spec()
+    limits: Limits = spec(default_factory=Limits)
     protocol: int = PROTOCOL_VERSION
     # Extension: display names for `schedulers`, as artists know them ("DPM++ 2M Karras").
     scheduler_labels: dict[str, str] = field(default_factory=dict)
@@ -225,7 +248,7 @@ class Welcome:
 @dataclass
 class ModelList:
     TYPE: ClassVar[str] = "models"
-    models: list[dict[str, Any]]
+    models: list[ModelInfo] = spec(max_len=MAX_MODELS)
 
 
 @dataclass

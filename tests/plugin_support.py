@@ -21,7 +21,7 @@ import pytest
 
 from shared.crop import Rect
 from shared.images import crop
-from shared.messages import Image, Welcome
+from shared.messages import Image, Limits, ModelInfo, Welcome
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_SOURCE = REPO / "plugin"
@@ -32,13 +32,13 @@ from underpaint_krita.connection import Connected, Disconnected, Failed, Receive
 from underpaint_krita.controller import Controller  # noqa: E402
 
 MODELS = [
-    {"name": "broken", "kind": "checkpoint", "refused": "cannot be read"},
-    {"name": "tiny-sd15", "kind": "checkpoint", "family": "sd15", "variant": "regular"},
-    {"name": "tiny-sd15-lora", "kind": "lora"},
-    {"name": "tiny-sd15-inpaint", "kind": "checkpoint", "family": "sd15", "variant": "inpaint"},
+    ModelInfo(name="broken", kind="checkpoint", refused="cannot be read"),
+    ModelInfo(name="tiny-sd15", kind="checkpoint", family="sd15", variant="regular"),
+    ModelInfo(name="tiny-sd15-lora", kind="lora"),
+    ModelInfo(name="tiny-sd15-inpaint", kind="checkpoint", family="sd15", variant="inpaint"),
 ]
 WELCOME = Welcome(server="underpaint/test", device="cpu", models=MODELS, schedulers=["euler", "dpmpp_2m"],
-                  limits={"max_batch": 8})
+                  limits=Limits(max_batch=8))
 
 
 def solid(width: int, height: int, rgba: tuple[int, int, int, int]) -> bytes:

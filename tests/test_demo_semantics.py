@@ -32,7 +32,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     """A client of a server whose models folder is empty, so it serves the demo model."""
     config = ServerConfig(models=[tmp_path_factory.mktemp("no-models")], outputs=tmp_path_factory.mktemp("outputs"))
     with running_server(config) as server, Client(url(server), name="test") as client:
-        assert [m["name"] for m in client.models()] == [NAME]
+        assert [m.name for m in client.models()] == [NAME]
         yield client
 
 

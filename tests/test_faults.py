@@ -188,7 +188,7 @@ def own_models(models_dir, tmp_path):
 def test_a_model_file_damaged_after_the_scan_is_an_error_and_marked_broken(own_models, tmp_path, damage):
     with running_server(ServerConfig(models=[own_models], outputs=tmp_path / "outputs")) as server:
         with Client(url(server)) as client:
-            assert "refused" not in {m["name"]: m for m in client.welcome.models}["victim"]
+            assert not {m.name: m for m in client.welcome.models}["victim"].refused
             damage(own_models / "checkpoints" / "victim.safetensors")
             with pytest.raises(ServerError) as failed:
                 client.generate(request(model="victim"), timeout=120)
@@ -202,14 +202,14 @@ def test_a_model_file_damaged_after_the_scan_is_an_error_and_marked_broken(own_m
             refused = client.receive(timeout=10)
             assert (refused.code, refused.id) == ("model_broken", again.id)
         with Client(url(server)) as late:
-            listed = {m["name"]: m for m in late.welcome.models}["victim"]
-            assert listed["refused"].startswith("could not be loaded")
+            listed = {m.name: m for m in late.welcome.models}["victim"]
+            assert listed.refused.startswith("could not be loaded")
 
 
 def test_a_truncated_model_found_by_the_scan_is_listed_as_refused(server):
     with Client(url(server)) as client:
-        listed = {m["name"]: m for m in client.welcome.models}["broken"]
-        assert "truncated" in listed["refused"]
+        listed = {m.name: m for m in client.welcome.models}["broken"]
+        assert "truncated" in listed.refused
         job = request(model="broken")
         client.send(job)
         error = client.receive(timeout=10)
@@ -289,7 +289,7 @@ def test_running_out_of_memory_while_loading_does_not_mark_the_model_broken(serv
         assert (failed.value.error.code, failed.value.error.field) == ("out_of_memory", "model")
         assert client.generate(request(model="tiny-sdxl"), timeout=120).images
     with Client(url(server)) as late:
-        assert "refused" not in {m["name"]: m for m in late.welcome.models}["tiny-sdxl"]
+        assert not {m.name: m for m in late.welcome.models}["tiny-sdxl"].refused
 
 
 def test_a_failure_that_is_not_out_of_memory_stays_internal(server):

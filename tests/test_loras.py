@@ -89,12 +89,12 @@ def refusal(client: Client, message: Generate) -> Error:
 
 
 def test_models_lists_loras_and_embeddings_with_family_and_trigger_words(client):
-    models = {(m["kind"], m["name"]): m for m in client.welcome.models}
-    assert models[("lora", "ink")]["family"] == "sd15"
-    assert models[("lora", "xl ink")]["family"] == "sdxl"
-    assert models[("lora", "grain")]["family"] == "sd15"
-    assert models[("lora", "grain")]["trigger_words"] == ["film grain", "photo"]
-    assert models[("embedding", "PaperStyle")]["family"] == "sd15"
+    models = {(m.kind, m.name): m for m in client.welcome.models}
+    assert models[("lora", "ink")].family == "sd15"
+    assert models[("lora", "xl ink")].family == "sdxl"
+    assert models[("lora", "grain")].family == "sd15"
+    assert models[("lora", "grain")].trigger_words == ["film grain", "photo"]
+    assert models[("embedding", "PaperStyle")].family == "sd15"
 
 
 def test_lora_changes_the_picture_and_leaves_no_trace(library, tmp_path):
@@ -177,6 +177,6 @@ def test_a_lora_that_fails_to_load_is_reported_and_leaves_no_trace(client, serve
     assert pixels(client, "a red circle") == before
     # Listed as refused (until the next scan) and refused before queueing.
     with Client(url(server), name="another") as other:
-        refused = {m["name"]: m for m in other.welcome.models if m["kind"] == "lora"}["misfit"]
-    assert refused["refused"].startswith("could not be loaded")
+        refused = {m.name: m for m in other.welcome.models if m.kind == "lora"}["misfit"]
+    assert refused.refused.startswith("could not be loaded")
     assert refusal(client, request("a cat <lora:misfit>")).code == "model_broken"

@@ -7,13 +7,13 @@ import pytest
 from plugin_support import Clock, FakeDocument, ScriptedConnection, box_mask, connected_controller, gradient
 from underpaint_krita.controller import Controller
 from underpaint_krita.errors import UserError
-from underpaint_krita.regions import MAX_REGIONS, RegionPrompt, Regions
+from underpaint_krita.regions import RegionPrompt, Regions
 from underpaint_krita.requests import Settings, build_request
 
 from shared import codec
 from shared.crop import Rect, context_rect, edge_defaults
 from shared.images import crop
-from shared.messages import Generate, Live
+from shared.messages import MAX_REGIONS, Generate, Live
 
 W, H = 1200, 900
 SKY = Rect(0, 0, 1200, 150)
@@ -97,10 +97,14 @@ def test_stored_regions_round_trip_and_bad_blobs_name_the_problem() -> None:
             Regions.from_json(blob)
 
 
-def test_at_most_the_protocols_number_of_regions() -> None:
+def test_at_most_the_servers_number_of_regions() -> None:
     regions = Regions([RegionPrompt(str(i), "p") for i in range(MAX_REGIONS)])
     with pytest.raises(UserError, match="at most 16"):
         regions.set(RegionPrompt("one-more", "p"))
+    few = Regions([RegionPrompt("a", "p"), RegionPrompt("b", "p")])
+    with pytest.raises(UserError, match="at most 2"):
+        few.set(RegionPrompt("c", "p"), limit=2)
+    few.set(RegionPrompt("a", "another prompt"), limit=2)  # a layer that is a region already: no new one
 
 
 @pytest.fixture

@@ -44,7 +44,8 @@ def test_client_messages_round_trip(message):
 
 
 @pytest.mark.parametrize("message", [
-    messages.Welcome(server="s", device="cpu", models=[{"name": "m"}], schedulers=["euler"], limits={}),
+    messages.Welcome(server="s", device="cpu", models=[messages.ModelInfo(name="m", kind="checkpoint")],
+                     schedulers=["euler"], limits=messages.Limits(max_batch=2)),
     messages.Queued(id="a", position=3),
     messages.Progress(id="a", step=1, total=2, preview=messages.Image(1, 1, "rgba8", bytes(4))),
     messages.Result(id="a", images=[messages.ResultImage(messages.Image(1, 1, "png", b"x"), seed=1)],
@@ -159,3 +160,13 @@ def test_shared_runs_without_numpy_or_torch(tmp_path):
     run = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "ok"
+
+
+def test_welcome_of_a_large_library_with_kinds_this_client_does_not_know() -> None:
+    """A user's library of hundreds of LoRAs, and a kind a newer server lists, still decode."""
+    models = [messages.ModelInfo(name=f"lora {i}", kind="lora", family="sd15") for i in range(300)]
+    models.append(messages.ModelInfo(name="scribble", kind="controlnet", family="sd15"))
+    welcome = messages.Welcome(server="s", device="cpu", models=models, schedulers=["euler"])
+    decoded = codec.decode_server(codec.encode(welcome))
+    assert decoded.models == models and decoded.limits == messages.Limits()
+    assert [m.name for m in decoded.models if m.usable_checkpoint] == []

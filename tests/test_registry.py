@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from server import registry
 from server.registry import PICKLE_REFUSED, UNREADABLE, Registry, identify_file, identify_folder, trigger_words
 from shared.errors import BAD_REQUEST, MODEL_BROKEN, UNKNOWN_MODEL, ProtocolError
+from shared.schema import to_wire
 
 # name -> (kind, family, variant, format, refused)
 FIXTURES = {
@@ -64,7 +65,7 @@ def test_entries_sorted_and_checkpoints_usable_only(models_dir: Path, no_demo: N
 
 def test_wire_form_has_no_paths(models_dir: Path, no_demo: None) -> None:
     for entry in scanned(models_dir).entries():
-        wire = entry.to_wire()
+        wire = to_wire(entry.info())
         assert "path" not in wire
         assert str(models_dir) not in json.dumps(wire)
         assert set(wire) <= {"name", "kind", "family", "variant", "format", "refused", "embedded", "trigger_words"}
@@ -339,7 +340,7 @@ def test_lora_trigger_words_come_from_the_file(tmp_path: Path) -> None:
     save_file({KOHYA_SD15_K: torch.zeros(4, 768)}, str(path), metadata={"modelspec.trigger_phrase": "zk style"})
     entry = identify_file(path, "lora")
     assert entry.trigger_words == ("zk style",)
-    assert entry.to_wire()["trigger_words"] == ["zk style"]
+    assert entry.info().trigger_words == ["zk style"]
 
 
 # --- diffusers folders ------------------------------------------------------------------------------
@@ -418,7 +419,7 @@ def test_demo_is_offered_when_no_checkpoint_is_usable(tmp_path: Path, models_dir
     reg = scanned(tmp_path)
     (demo,) = reg.checkpoints()
     assert (demo.name, demo.embedded, demo.family, demo.format) == ("demo", True, "sd15", "diffusers")
-    assert demo.to_wire()["embedded"] is True
+    assert demo.info().embedded is True
     assert reg.get("demo") == demo
 
 

@@ -61,12 +61,12 @@ def error_of(client: Client, message) -> Error:
 def test_welcome_lists_models_schedulers_and_limits(client):
     welcome = client.welcome
     assert welcome.protocol == 1
-    names = {m["name"]: m for m in welcome.models}
-    assert names["tiny-sd15"]["family"] == "sd15" and names["tiny-sdxl"]["family"] == "sdxl"
-    assert names["tiny-sd15-inpaint"]["variant"] == "inpaint"
-    assert all("path" not in m for m in welcome.models)
+    names = {m.name: m for m in welcome.models}
+    assert names["tiny-sd15"].family == "sd15" and names["tiny-sdxl"].family == "sdxl"
+    assert names["tiny-sd15-inpaint"].variant == "inpaint"
+    assert all(not hasattr(m, "path") for m in welcome.models)
     assert {"euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "unipc", "lcm"} <= set(welcome.schedulers)
-    assert welcome.limits["max_side"] == 4096
+    assert welcome.limits.max_side == 4096 and welcome.limits.max_regions == 16
 
 
 def test_protocol_mismatch_is_refused_and_closed(server):
@@ -190,12 +190,12 @@ def test_png_results_carry_parameters_and_are_on_disk(client, server):
 
 def test_models_rescans_folders(client, models_dir):
     extra = models_dir / "checkpoints" / "late-arrival"
-    assert "late-arrival" not in {m["name"] for m in client.models()}
+    assert "late-arrival" not in {m.name for m in client.models()}
     try:
         import shutil
 
         shutil.copytree(models_dir / "checkpoints" / "tiny-sd15", extra)
-        assert "late-arrival" in {m["name"] for m in client.models()}
+        assert "late-arrival" in {m.name for m in client.models()}
     finally:
         shutil.rmtree(extra, ignore_errors=True)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from shared.messages import Cancelled, Error, Generate, Image, LiveStop, Progress, Queued, Result, Welcome
+from shared.messages import Cancelled, Error, Generate, Image, Limits, LiveStop, Progress, Queued, Result, Welcome
 
 from . import naming
 from .connection import Connected, Connection, Disconnected, Failed, Received
@@ -123,8 +123,7 @@ class ServerState:
     def models(self) -> list[str]:
         if self.welcome is None:
             return []
-        return [m["name"] for m in self.welcome.models
-                if m.get("kind", "checkpoint") == "checkpoint" and not m.get("refused")]
+        return [m.name for m in self.welcome.models if m.usable_checkpoint]
 
 
 def _reports_errors(action: Callable[..., T]) -> Callable[..., T | None]:
@@ -261,7 +260,8 @@ class Controller:
         layer_id = session.document.active_layer_id()
         if layer_id is None:
             raise UserError(NO_LAYER)
-        session.regions.set(RegionPrompt(layer_id, prompt, negative_prompt))
+        limits = self.server.welcome.limits if self.server.welcome is not None else Limits()
+        session.regions.set(RegionPrompt(layer_id, prompt, negative_prompt), limits.max_regions)
         session.document.save_regions(session.regions.to_json())
         self._changed()
         return layer_id

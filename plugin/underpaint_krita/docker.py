@@ -332,7 +332,7 @@ class UnderpaintDocker(DockWidget):
             labels = server.welcome.scheduler_labels
             choices = [(labels.get(name, name), name) for name in server.welcome.schedulers]
             self._fill_combo(self.scheduler, choices, controller.settings.scheduler)
-            self.batch.setMaximum(int(server.welcome.limits.get("max_batch", 8)))
+            self.batch.setMaximum(server.welcome.limits.max_batch)
         self._loading = False
         self._store_settings()
 

@@ -40,7 +40,7 @@ _SENTENCES = {
     NO_MODEL: "Pick a model first.",
     NO_DOCUMENT: "Open or create an image first.",
     SELECTION_OUTSIDE: "The selection lies outside the canvas.",
-    TOO_MANY_REGIONS: "An image can have at most 16 regions. Remove one first.",
+    TOO_MANY_REGIONS: "This image has as many regions as the server takes. Remove one first.",
     NO_LAYER: "Select the layer or group to make a region first.",
     NO_RESULT: "That result is no longer in the history.",
     PLUGIN_FAULT: "The plugin failed; Krita's log has the details.",
@@ -49,7 +49,7 @@ _SENTENCES = {
 # Codes whose server message carries numbers worth showing (sizes, limits, what to try).
 _WITH_DETAIL = {
     PLUGIN_FAULT, codes.TOO_LARGE, codes.OUT_OF_MEMORY, codes.BAD_REQUEST, codes.UNSUPPORTED,
-    codes.MODEL_BROKEN,
+    codes.MODEL_BROKEN, TOO_MANY_REGIONS,
 }
 
 

@@ -11,10 +11,11 @@ import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
+from shared.messages import MAX_REGIONS
+
 from .errors import TOO_MANY_REGIONS, UserError
 
 VERSION = 1
-MAX_REGIONS = 16  # the protocol's limit on regions per request (shared/messages.py)
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,15 @@ class Regions:
     def get(self, layer_id: str) -> RegionPrompt | None:
         return next((r for r in self._items if r.layer_id == layer_id), None)
 
-    def set(self, region: RegionPrompt) -> None:
-        """Add a region, or give a layer that already is one its new prompt (keeping its place)."""
+    def set(self, region: RegionPrompt, limit: int = MAX_REGIONS) -> None:
+        """Add a region, or give a layer that already is one its new prompt (keeping its place);
+        `limit` is the server's (its `welcome` limits)."""
         for i, old in enumerate(self._items):
             if old.layer_id == region.layer_id:
                 self._items[i] = region
                 return
-        if len(self._items) >= MAX_REGIONS:
-            raise UserError(TOO_MANY_REGIONS)
+        if len(self._items) >= limit:
+            raise UserError(TOO_MANY_REGIONS, f"this server takes at most {limit}")
         self._items.append(region)
 
     def remove(self, layer_id: str) -> None:
