@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import sys
+import typing
 import uuid
 from pathlib import Path
 
+import PIL.Image
+
 from shared import DEFAULT_PORT
+from shared.messages import FillMode
 from shared.paths import data_dir
 
 
@@ -107,29 +112,93 @@ def _announce_models(server) -> None:
 
 
 def _generate_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--negative-prompt", default="")
-    p.add_argument("--image", type=Path, help="a PNG to refine (img2img)")
-    p.add_argument("--strength", type=float)
+    from shared.messages import Generate
+
+    defaults = Generate(id="", mode="txt2img", model="")
+    p.description = ("Generate through a running server and write PNGs (with their `parameters` chunk). "
+                     "With --image it refines that picture; with --image and --mask it repaints only the "
+                     "mask's white (or opaque) part and writes the whole picture.")
+    p.add_argument("--prompt", required=True, help="what to paint")
+    p.add_argument("--negative-prompt", default="", help="what to avoid (default: none)")
+    p.add_argument("--image", type=Path, help="a picture to refine or inpaint: any format Pillow reads")
+    p.add_argument("--mask", type=Path, help="with --image: inpaint where the mask is white or opaque; any format "
+                   "Pillow reads, the image's size")
+    p.add_argument("--fill", default=defaults.fill, choices=typing.get_args(FillMode),
+                   help="with --mask: what goes into the masked part (default: %(default)s)")
+    p.add_argument("--strength", type=float,
+                   help="how much to change, 0..1 (default: 0.75 for --image, 1 for --mask)")
     p.add_argument("--out", type=Path, default=Path("underpaint.png"),
-                   help="output PNG; a batch writes name-1.png, name-2.png, ...")
-    p.add_argument("--server", default=f"ws://127.0.0.1:{DEFAULT_PORT}")
-    p.add_argument("--token")
-    p.add_argument("--model", help="default: the server's first model")
-    p.add_argument("--width", type=int)
-    p.add_argument("--height", type=int)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--cfg-scale", type=float, default=7.0)
-    p.add_argument("--scheduler", default="dpmpp_2m")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--batch-size", type=int, default=1)
+                   help="output PNG; a batch writes name-1.png, name-2.png, ... (default: %(default)s)")
+    p.add_argument("--server", default=f"ws://127.0.0.1:{DEFAULT_PORT}", help="(default: %(default)s)")
+    p.add_argument("--token", help="the server's access token, if it has one")
+    p.add_argument("--model", help="a checkpoint's name (default: the server's first usable one)")
+    p.add_argument("--width", type=int, help="(default: the image's, else the model's native size)")
+    p.add_argument("--height", type=int, help="(default: the image's, else the model's native size)")
+    p.add_argument("--steps", type=int, default=defaults.steps, help="(default: %(default)s)")
+    p.add_argument("--cfg-scale", type=float, default=defaults.cfg_scale, help="(default: %(default)s)")
+    p.add_argument("--scheduler", default=defaults.scheduler, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, help="(default: random)")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default: %(default)s)")
+
+
+class _InputError(Exception):
+    """A file given on the command line that cannot be used: one line, no traceback."""
+
+
+def _picture(path: Path, option: str) -> PIL.Image.Image:
+    try:
+        with PIL.Image.open(path) as opened:
+            opened.load()
+            return opened.copy()
+    except FileNotFoundError:
+        raise _InputError(f"{option} {path}: no such file") from None
+    except IsADirectoryError:
+        raise _InputError(f"{option} {path}: is a folder, not a picture") from None
+    except PIL.UnidentifiedImageError:
+        raise _InputError(f"{option} {path}: not a picture Pillow can read") from None
+    except (OSError, ValueError, PIL.Image.DecompressionBombError) as exc:
+        raise _InputError(f"{option} {path}: cannot be read ({exc})") from None
+
+
+def _coverage(mask: PIL.Image.Image) -> PIL.Image.Image:
+    """A mask picture as coverage: its alpha where it has transparency (a cut-out selection), else
+    its grey level (white = repaint)."""
+    if mask.mode in ("RGBA", "LA", "PA") or "transparency" in mask.info:
+        alpha = mask.convert("RGBA").getchannel("A")
+        if alpha.getextrema() != (255, 255):
+            return alpha
+    return mask.convert("L")
+
+
+def _png(picture: PIL.Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _inputs(args: argparse.Namespace) -> tuple[PIL.Image.Image | None, PIL.Image.Image | None]:
+    if args.mask is not None and args.image is None:
+        raise _InputError("--mask needs --image: the picture to inpaint")
+    image = _picture(args.image, "--image").convert("RGBA") if args.image is not None else None
+    mask = _coverage(_picture(args.mask, "--mask")) if args.mask is not None else None
+    if image is not None and mask is not None and mask.size != image.size:
+        raise _InputError(f"--mask is {mask.width}x{mask.height} but --image is {image.width}x{image.height}: "
+                          "they must be the same size")
+    return image, mask
 
 
 def _generate(args: argparse.Namespace) -> int:
     from shared.client import Client, ServerError
-    from shared.messages import Generate, Image
-    from shared.png import png_size
+    from shared.messages import Generate, Image, Mask
+    from shared.png import with_text
 
+    from .outputs import parameters_text
+
+    try:
+        image, mask = _inputs(args)
+    except _InputError as exc:
+        print(f"underpaint generate: {exc}", file=sys.stderr)
+        return 2
     try:
         client = Client(args.server, name="underpaint-cli", token=args.token)
     except (OSError, TimeoutError) as exc:
@@ -141,16 +210,14 @@ def _generate(args: argparse.Namespace) -> int:
         if model is None:
             print("underpaint generate: the server has no usable model", file=sys.stderr)
             return 1
-        image = None
-        if args.image is not None:
-            data = args.image.read_bytes()
-            width, height = png_size(data)
-            image = Image(width=width, height=height, format="png", data=data)
+        mode = "inpaint" if mask is not None else "img2img" if image is not None else "txt2img"
         request = Generate(
-            id=uuid.uuid4().hex, mode="img2img" if image else "txt2img", model=model, prompt=args.prompt,
-            negative_prompt=args.negative_prompt, width=args.width, height=args.height, image=image,
-            strength=args.strength, steps=args.steps, cfg_scale=args.cfg_scale, scheduler=args.scheduler,
-            seed=args.seed, batch_size=args.batch_size, result_format="png",
+            id=uuid.uuid4().hex, mode=mode, model=model, prompt=args.prompt, negative_prompt=args.negative_prompt,
+            width=args.width, height=args.height,
+            image=Image(width=image.width, height=image.height, format="png", data=_png(image)) if image else None,
+            mask=Mask(width=mask.width, height=mask.height, format="png", data=_png(mask)) if mask else None,
+            fill=args.fill, strength=args.strength, steps=args.steps, cfg_scale=args.cfg_scale,
+            scheduler=args.scheduler, seed=args.seed, batch_size=args.batch_size, result_format="png",
         )
         try:
             result = client.generate(request)
@@ -159,6 +226,12 @@ def _generate(args: argparse.Namespace) -> int:
             return 1
     for index, item in enumerate(result.images, start=1):
         path = args.out if len(result.images) == 1 else args.out.with_stem(f"{args.out.stem}-{index}")
-        path.write_bytes(item.image.data)
+        data = item.image.data
+        if mask is not None:
+            # The server sends the repainted patch alone; the command line's user wants the picture.
+            whole = image.copy()
+            whole.alpha_composite(PIL.Image.open(io.BytesIO(data)).convert("RGBA"), (item.image.x, item.image.y))
+            data = _png(whole)
+        path.write_bytes(with_text(data, "parameters", parameters_text(result.info, item.seed)))
         print(f"{path} (seed {item.seed}, {result.elapsed:.1f} s)")
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 import zlib
 
-from .png import SIGNATURE
+from .png import SIGNATURE, chunk
 
 RGBA = 4
 
@@ -49,7 +49,7 @@ def encode_png(rgba: bytes, width: int, height: int, level: int = 6) -> bytes:
     stride = width * RGBA
     raw = b"".join(b"\x00" + rgba[row * stride:(row + 1) * stride] for row in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
-    return SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw, level)) + _chunk(b"IEND", b"")
+    return SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, level)) + chunk(b"IEND", b"")
 
 
 def decode_png(data: bytes) -> tuple[int, int, bytes]:
@@ -86,10 +86,6 @@ def decode_png(data: bytes) -> tuple[int, int, bytes]:
     if any(raw[row * stride] for row in range(height)):
         raise ValueError("only PNG rows with filter type None are supported")
     return width, height, b"".join(raw[row * stride + 1:(row + 1) * stride] for row in range(height))
-
-
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def _height(data: bytes, width: int, channels: int) -> int:
