@@ -61,7 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
     from shared.messages import Limits
 
     from .config import ServerConfig
-    from .server import Server
+    from .net.server import Server
 
     config = ServerConfig(
         models=args.models or _default_models(), host=args.host, port=args.port, device=args.device, dtype=args.dtype,
