@@ -22,7 +22,9 @@ from .job import Job, JobCancelledError
 log = logging.getLogger("underpaint.jobs")
 
 Runner = Callable[[Job], Any]  # returns the result message, raises to fail
-Failed = Callable[[Job, Exception], Any]  # the terminal message of a job whose runner raised
+# The terminal message of a job whose runner raised: what the client hears is the network side's
+# to say (server/net/errors.py), so the queue is given it.
+Failed = Callable[[Job, Exception], Any]
 Ended = Callable[[Job, Any], None]  # told every accepted job's terminal message (the job log)
 
 

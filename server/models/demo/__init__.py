@@ -2,7 +2,8 @@
 
 It ships inside the repository so a fresh, offline install can generate pictures that follow the
 prompt's colours ("a large red circle on the left, blue background"); docs/demo-model.md says how
-well. It knows nothing beyond such shapes.
+well. It knows nothing beyond such shapes. It is made by tools/demo_model/, which the server
+never imports.
 """
 
 from pathlib import Path
