@@ -14,36 +14,33 @@
 3. Resolution: how many generated pixels each canvas pixel of a selection gets (the rule, no
    diffusion), for SD1.5 (native 512) and SDXL (native 1024).
 
-Run: python bench/inpaint.py  → bench/results/inpaint.json
+Run: python -m bench.inpaint  → bench/results/inpaint.json
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+import cv2
+import numpy as np
+import PIL.Image
+import torch
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import PIL.Image  # noqa: E402
-import torch  # noqa: E402
-from serving import running_server, url  # noqa: E402
-from tiny_models import write_tiny_models  # noqa: E402
-
-from bench.report import write_report  # noqa: E402
-from server import inpaint, masks  # noqa: E402
-from server.config import ServerConfig  # noqa: E402
-from server.sizing import native_size  # noqa: E402
-from shared import images  # noqa: E402
-from shared.client import Client  # noqa: E402
-from shared.crop import Rect, context_rect, edge_defaults  # noqa: E402
-from shared.messages import Generate, Image, Mask  # noqa: E402
+from bench.report import write_report
+from server.config import ServerConfig
+from server.imaging import masks
+from server.imaging.sizing import native_size
+from server.modes import inpaint
+from shared import images
+from shared.client import Client
+from shared.crop import Rect, context_rect, edge_defaults
+from shared.messages import Generate, Image, Mask
+from testing.serving import running_server, url
+from testing.tiny_models import write_tiny_models
 
 SELECTION = 256
 CANVASES = (1024, 8192)

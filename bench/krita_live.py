@@ -3,21 +3,16 @@
 Runs the plugin's own LiveSession and KritaDocument inside kritarunner (headless), the plugin
 installed as the installer does it. Target: at most 10% of one core.
 
-Run: python bench/krita_live.py  → bench/results/krita_live.json
+Run: python -m bench.krita_live  → bench/results/krita_live.json
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from test_plugin_krita import KritaHome, run_scenario  # noqa: E402
-
-from bench.report import write_report  # noqa: E402
+from bench.report import write_report
+from testing.krita import KritaHome, run_scenario
 
 
 def main() -> None:

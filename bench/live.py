@@ -12,28 +12,23 @@ one server, with one generation time T measured in the same run.
 Two set-ups: one generation faster than the painter's interval, and one several times slower.
 The server runs in its own process.
 
-Run: python bench/live.py  → bench/results/live.json
+Run: python -m bench.live  → bench/results/live.json
 """
 
 from __future__ import annotations
 
 import statistics
-import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from websockets import ConnectionClosed
 
-from websockets import ConnectionClosed  # noqa: E402
-
-from bench.report import write_report  # noqa: E402
-from bench.serve import ServerProcess  # noqa: E402
-from shared.client import Client  # noqa: E402
-from shared.messages import Cancelled, Generate, Image, Live, Progress, Result  # noqa: E402
+from bench.report import write_report
+from shared.client import Client
+from shared.messages import Cancelled, Generate, Image, Live, Progress, Result
+from testing.processes import ServerProcess
 
 STRENGTH = 0.5
 INTERVAL, DURATION = 0.1, 10.0

@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=result_path("load"))
     args = parser.parse_args(argv)
 
-    from bench.serve import ServerProcess
+    from testing.processes import ServerProcess
 
     report: dict[str, Any] = {"settings": {
         "clients": args.clients, "jobs_per_client": args.jobs, "cancel_rate": args.cancel_rate,

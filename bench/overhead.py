@@ -6,7 +6,7 @@ Both sides run the very same loaded pipeline object with identical parameters, i
   (b) a Stable Diffusion 1.5-sized pipeline (860 M-parameter UNet, random weights, built from the
       shipped configs) at 256×256, 2 steps — the ratio (target ≤ 1.03).
 
-Run: python bench/overhead.py [--skip-large]  → bench/results/overhead.json
+Run: python -m bench.overhead [--skip-large]  → bench/results/overhead.json
 """
 
 from __future__ import annotations
@@ -14,23 +14,21 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+import torch
 
-import torch  # noqa: E402
-from serving import running_server, url  # noqa: E402
-from tiny_models import write_tiny_models  # noqa: E402
-
-from bench.report import write_report  # noqa: E402
-from server import pipelines, schedulers  # noqa: E402
-from server.config import ServerConfig  # noqa: E402
-from shared.client import Client  # noqa: E402
-from shared.messages import Generate  # noqa: E402
+from bench.report import write_report
+from server.config import ServerConfig
+from server.models import schedulers
+from server.models.loading import CONFIGS
+from server.models.pipelines import Model
+from shared.client import Client
+from shared.messages import Generate
+from testing.serving import running_server, url
+from testing.tiny_models import write_tiny_models
 
 REPEATS = 5
 
@@ -40,7 +38,7 @@ def random_sd15(folder: Path) -> None:
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    configs = ROOT / "server" / "configs" / "sd15"
+    configs = CONFIGS / "sd15"
     torch.manual_seed(0)
     pipe = StableDiffusionPipeline(
         unet=UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet")),
@@ -60,7 +58,7 @@ def measure(server, model: str, size: int, steps: int) -> dict:
     with Client(url(server), name="bench") as client:
         client.generate(Generate(id="warm", **request))  # loads the model
         entry = server.registry.get(model)
-        pipe = pipelines.for_mode(server.cache.get(entry), entry.family, "txt2img")
+        pipe = Model(entry, server.cache.get(entry)).pipeline("txt2img")
 
         def direct() -> float:
             pipe.scheduler = schedulers.make_scheduler("euler", pipe.scheduler.config)

@@ -15,7 +15,7 @@ and right thirds with soft edges.
 Times are this process's CPU time (one torch thread): other work on the machine inflates wall
 time, not CPU time. Wall times are recorded beside them.
 
-Run: python bench/regions.py  -> bench/results/regions.json
+Run: python -m bench.regions  -> bench/results/regions.json
 """
 
 from __future__ import annotations
@@ -28,26 +28,23 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from diffusers import (  # noqa: E402
+import numpy as np
+import torch
+from diffusers import (
     AutoencoderKL,
     DPMSolverMultistepScheduler,
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
-from serving import running_server, url  # noqa: E402
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from bench.report import write_report  # noqa: E402
-from server import regions  # noqa: E402
-from server.config import ServerConfig  # noqa: E402
-from server.loading import CONFIGS  # noqa: E402
-from shared.client import Client  # noqa: E402
-from shared.messages import Generate, Mask, Region  # noqa: E402
+from bench.report import write_report
+from server.conditioning import regions
+from server.config import ServerConfig
+from server.models.loading import CONFIGS
+from shared.client import Client
+from shared.messages import Generate, Mask, Region
+from testing.serving import running_server, url
 
 SIDE, STEPS, CFG = 384, 4, 7.0
 UNET_BLOCKS = [160, 320, 640, 640]

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=result_path("soak"))
     args = parser.parse_args(argv)
 
-    from bench.serve import ServerProcess
+    from testing.processes import ServerProcess
 
     rss: list[int] = []
     seconds: list[float] = []

@@ -68,7 +68,7 @@ def _port_line(port: int) -> str:
 
 def _registry_scan(folders: list[Path]) -> Iterable[Any]:
     # Imported here: the registry needs the server's dependencies, the rest of the report does not.
-    from server.registry import Registry
+    from server.models.registry import Registry
 
     registry = Registry(folders)
     registry.scan()

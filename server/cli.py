@@ -66,7 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
     from shared.messages import Limits
 
     from .config import ServerConfig
-    from .server import Server
+    from .net.server import Server
 
     config = ServerConfig(
         models=args.models or _default_models(), host=args.host, port=args.port, device=args.device, dtype=args.dtype,
@@ -192,7 +192,7 @@ def _generate(args: argparse.Namespace) -> int:
     from shared.messages import Generate, Image, Mask
     from shared.png import with_text
 
-    from .outputs import parameters_text
+    from .imaging.outputs import parameters_text
 
     try:
         image, mask = _inputs(args)

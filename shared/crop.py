@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .fills import FILLS
+
 # Why these numbers (docs/inpaint.md): the model needs surroundings to continue the picture.
 # Half the selection's mean side on every side gives it about four times the selection's area
 # in all; small selections get at least MIN_PAD, and the whole context is at least MIN_CONTEXT
@@ -32,8 +34,6 @@ GROW_FACTOR = 0.02
 FEATHER_FACTOR = 0.05
 MIN_GROW, MAX_GROW = 2, 64
 MIN_FEATHER, MAX_FEATHER = 4, 128
-# The fill mode whose context is the whole canvas: it repaints everything but the selection.
-WHOLE_CANVAS_FILLS = frozenset({"replace_background"})
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def context_rect(selection: Rect, canvas: Rect, edge: Edge | None = None, fill: 
     """
     if selection.is_empty:
         raise ValueError("the selection is empty")
-    if fill in WHOLE_CANVAS_FILLS:
+    if FILLS[fill].whole_canvas:
         return canvas
     edge = edge or edge_defaults(selection)
     mean_side = (selection.width + selection.height) / 2

@@ -12,7 +12,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from tiny_models import write_tiny_adapters, write_tiny_models  # noqa: E402
+
+from testing.tiny_models import write_tiny_adapters, write_tiny_models  # noqa: E402
 
 # Other engineers' test runs share this machine.
 torch.set_num_threads(2)
@@ -20,7 +21,7 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models folder holding the tiny models of tests/tiny_models.py (see write_tiny_models)."""
+    """A models folder holding the tiny models of testing/tiny_models.py (see write_tiny_models)."""
     root = tmp_path_factory.mktemp("models")
     write_tiny_models(root)
     return root
@@ -38,9 +39,8 @@ def adapters(models_dir: Path) -> Path:
 def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """A real server on a free loopback port with the tiny models, one per test module; it keeps a job
     log (`server.config.log_file`) as `--log-file` does, for the tests that check what it records."""
-    from serving import running_server
-
     from server.config import ServerConfig
+    from testing.serving import running_server
 
     folder = tmp_path_factory.mktemp("server")
     config = ServerConfig(models=[models_dir], outputs=folder / "outputs", log_file=folder / "jobs.log")
@@ -51,9 +51,8 @@ def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def client(server):
     """A connection to the module's server that has said hello."""
-    from serving import url
-
     from shared.client import Client
+    from testing.serving import url
 
     with Client(url(server), name="test") as connected:
         yield connected

@@ -1,16 +1,12 @@
 """Test helpers for the Krita plugin: its package on sys.path, a fake document, a scripted
-connection and controller, a server process.
+connection and controller, a server for the plugin to talk to.
 
 The plugin is imported as Krita imports it, as the top-level package `underpaint_krita`.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +18,7 @@ import pytest
 from shared.crop import Rect
 from shared.images import crop
 from shared.messages import Image, Limits, ModelInfo, Welcome
+from testing.processes import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_SOURCE = REPO / "plugin"
@@ -213,53 +210,6 @@ def connected_controller(document: FakeDocument,
     controller.poll()
     controller.settings.prompt = prompt
     return controller, connection, workspace, document
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    """A real `python -m server serve` this test can start late, kill and restart."""
-
-    def __init__(self, models: Path, outputs: Path, port: int | None = None, token: str | None = None):
-        self.models, self.outputs, self.token = models, outputs, token
-        self.port = port or free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 120.0) -> None:
-        env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-        self.outputs.mkdir(parents=True, exist_ok=True)
-        log = self.outputs / "server.log"
-        with open(log, "ab") as sink:  # a file, not a pipe: an unread pipe would block the server
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "server", "serve", "--models", str(self.models), "--port", str(self.port),
-                 "--outputs", str(self.outputs), *(["--token", self.token] if self.token else [])],
-                cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited: {log.read_text(errors='replace')[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"the server did not listen on port {self.port} within {timeout} s")
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
 
 
 def server_url_or_own(request: pytest.FixtureRequest, models_dir: Path,

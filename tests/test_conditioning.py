@@ -8,13 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from tiny_models import TEXT2_HIDDEN, TEXT_HIDDEN, tiny_pipeline
 
-from server.conditioning import Conditioner, vector_count
-from server.registry import ModelEntry, Registry
+from server.conditioning.conditioner import Conditioner
+from server.conditioning.regions import latent_masks
+from server.models.embeddings import vector_count
+from server.models.entry import ModelEntry
+from server.models.registry import Registry
 from shared.client import Client
 from shared.crop import Rect
 from shared.messages import Generate, Mask, Region
+from testing.tiny_models import TEXT2_HIDDEN, TEXT_HIDDEN, tiny_pipeline
 
 CHUNK = 77
 FRAME = Rect(0, 0, 64, 64)
@@ -35,7 +38,7 @@ def request(prompt: str = "a red circle", **fields) -> Generate:
 
 
 def embeds(conditioner: Conditioner, pipe, family: str, prompt: str, **fields) -> dict[str, torch.Tensor]:
-    return conditioner.prepare(pipe, model(family), request(prompt, **fields), FRAME, (64, 64)).arguments
+    return conditioner.prepare(pipe, model(family), request(prompt, **fields)).arguments
 
 
 @pytest.fixture
@@ -166,8 +169,7 @@ def test_embedding_is_used_by_its_file_name(tmp_path, family):
     conditioner = Conditioner(registry)
     other = embeds(conditioner, pipe, family, "a photo of a cat")["prompt_embeds"]
 
-    prepared = conditioner.prepare(pipe, model(family), request("a photo, (inkstyle:1.1)", negative_prompt="InkStyle"),
-                                   FRAME, (64, 64))
+    prepared = conditioner.prepare(pipe, model(family), request("a photo, (inkstyle:1.1)", negative_prompt="InkStyle"))
     assert prepared.info["embeddings"] == ["InkStyle"]
     with_file = prepared.arguments["prompt_embeds"]
     registry_without = Registry([tmp_path / "empty"])
@@ -193,8 +195,9 @@ def test_regions_follow_the_global_prompt(pipes, conditioner):
     pipe = pipes["sd15"]
     mask = Mask(width=64, height=64, format="a8", data=bytes(64 * 64))
     regions = [Region(mask=mask, prompt="a tree"), Region(mask=mask, prompt="a lake", negative_prompt="boats")]
+    masks = latent_masks(regions, FRAME, (8, 8))
     prepared = conditioner.prepare(pipe, model("sd15"), request("a landscape", negative_prompt="blurry",
-                                                                regions=regions), FRAME, (64, 64))
+                                                                regions=regions), masks)
     positive, negative = prepared.arguments["prompt_embeds"], prepared.arguments["negative_prompt_embeds"]
     assert positive.shape[1] == negative.shape[1] == 3 * CHUNK
     assert prepared.restriction.spans == [(CHUNK, 2 * CHUNK), (2 * CHUNK, 3 * CHUNK)]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from server.demo import MODEL_DIR, NAME
-from server.demo.data import (
+from server.models.demo import MODEL_DIR, NAME
+from tools.demo_model.data import (
     SHAPE_COLOURS,
     Background,
     Scene,
@@ -21,8 +21,8 @@ from server.demo.data import (
     scene_for_seed,
     training_caption,
 )
-from server.demo.detect import Blob, background_names, check, find_blob
-from server.demo.vocab import build_tokenizer, caption_words, learn_merges
+from tools.demo_model.detect import Blob, background_names, check, find_blob
+from tools.demo_model.vocab import build_tokenizer, caption_words, learn_merges
 
 PROMPT = "a large red circle on the left, blue background"
 

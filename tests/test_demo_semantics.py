@@ -12,16 +12,16 @@ import uuid
 
 import numpy as np
 import pytest
-from serving import running_server, url
 from test_inpaint import box_mask, inpaint
 
 from server.config import ServerConfig
-from server.demo import NAME
-from server.demo.data import Background, Scene, Shape, caption, render
-from server.demo.detect import colour_share, find_blob
+from server.models.demo import NAME
 from shared.client import Client
 from shared.crop import Rect
 from shared.messages import Generate, Image, Mask, Region
+from testing.serving import running_server, url
+from tools.demo_model.data import Background, Scene, Shape, caption, render
+from tools.demo_model.detect import colour_share, find_blob
 
 SIDE = 128  # the demo model's native size
 SETTINGS = {"model": NAME, "steps": 20, "cfg_scale": 3.0, "scheduler": "euler"}

@@ -8,12 +8,13 @@ import time
 import pytest
 import torch
 from diffusers import AutoencoderTiny
-from serving import running_server, url
 
-from server import fast_decode
 from server.config import ServerConfig
+from server.imaging import latents
+from server.models.registry import find_tiny_decoders
 from shared.client import Client
 from shared.messages import Generate, Image
+from testing.serving import running_server, url
 
 
 def tiny_autoencoder() -> AutoencoderTiny:
@@ -34,12 +35,12 @@ def test_find_by_folder_and_family(tmp_path):
     tiny_autoencoder().save_pretrained(tmp_path / "VAE-approx" / "taesdxl")
     tiny_autoencoder().save_pretrained(tmp_path / "vae_approx" / "taesd")
     (tmp_path / "vae-approx" / "not-a-vae").mkdir(parents=True)
-    found = fast_decode.find([tmp_path])
+    found = find_tiny_decoders([tmp_path])
     assert found == {"sdxl": tmp_path / "VAE-approx" / "taesdxl", "sd15": tmp_path / "vae_approx" / "taesd"}
 
 
 def test_decode_gives_pictures_at_eight_times_the_latent_size():
-    pictures = fast_decode.decode(tiny_autoencoder(), torch.randn(2, 4, 8, 12))
+    pictures = latents.decode(tiny_autoencoder(), torch.randn(2, 4, 8, 12))
     assert [p.size for p in pictures] == [(96, 64), (96, 64)]
 
 
@@ -64,3 +65,17 @@ def test_without_weights_the_full_vae_decodes(models_dir, tmp_path):
         with Client(url(server)) as client:
             result = client.generate(frame(True))
     assert result.info["decoder"] == "vae"
+
+
+def test_weights_added_later_are_used_once_the_models_are_listed_again(models_dir, tmp_path):
+    """Where a family has no tiny autoencoder, its fast frames do not look for one again until the
+    models folders are scanned again (`models`), as for a newly added checkpoint."""
+    root = tmp_path / "models"
+    shutil.copytree(models_dir / "checkpoints" / "tiny-sd15", root / "checkpoints" / "tiny-sd15")
+    with running_server(ServerConfig(models=[root], outputs=tmp_path / "outputs")) as server:
+        with Client(url(server)) as client:
+            assert client.generate(frame(True)).info["decoder"] == "vae"
+            tiny_autoencoder().save_pretrained(root / "vae-approx" / "taesd")
+            assert client.generate(frame(True)).info["decoder"] == "vae"
+            client.models()
+            assert client.generate(frame(True)).info["decoder"] == "taesd"

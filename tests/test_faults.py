@@ -27,33 +27,19 @@ import pytest
 import torch
 import websockets
 import websockets.sync.client
-from raw_client import RawClient
 from safetensors.torch import load_file, save_file
-from serving import running_server, slow_request, tiny_request, url, wait_until
 
-from bench.serve import free_port
 from server.config import ServerConfig
-from server.memory import is_out_of_memory
+from server.models.memory import is_out_of_memory
 from shared.client import Client, ServerError
 from shared.messages import Cancel, Cancelled, Error, Image, Progress, Queued, Result
+from testing.processes import free_port
+from testing.raw_client import RawClient
+from testing.serving import job_log, running_server, slow_request, tiny_request, url, wait_for_log, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
 request = functools.partial(tiny_request, steps=1)
-
-
-def log_lines(server) -> dict[str, dict]:
-    path = server.config.log_file
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    return {line["id"]: line for line in map(json.loads, text.splitlines())}
-
-
-def wait_for_log(server, ids, timeout: float = 30) -> dict[str, dict]:
-    deadline = time.monotonic() + timeout
-    while not set(ids) <= set(lines := log_lines(server)):
-        assert time.monotonic() < deadline, f"no log line for {set(ids) - set(lines)}"
-        time.sleep(0.05)
-    return lines
 
 
 def first_progress(client: Client) -> Progress:
@@ -97,7 +83,7 @@ def test_a_client_leaving_right_after_sending_a_job(server):
     wait_until(lambda: not server.connections, what="the connection to be dropped")
     # The job was either never taken, or taken and cancelled: it never runs to its end for nobody.
     time.sleep(0.5)
-    line = log_lines(server).get(job.id)
+    line = job_log(server).get(job.id)
     assert line is None or (line["outcome"], line["reason"]) == ("cancelled", "client disconnected")
     the_server_still_works(server)
 
@@ -148,7 +134,8 @@ def test_a_client_vanishing_while_its_result_is_sent(server, caplog):
         assert not isinstance(message, (Result, Error, Cancelled)), message
     # The client stops reading here; wait until the result is stuck in the server's buffers, then vanish.
     (connection,) = server.connections
-    wait_until(lambda: connection.unsent()[1] > 4 * 2**20, timeout=60, what="the result to be sending")
+    transport = connection.websocket.transport
+    wait_until(lambda: transport.get_write_buffer_size() > 4 * 2**20, timeout=60, what="the result to be sending")
     with caplog.at_level(logging.ERROR):
         client.abort()
         wait_until(lambda: not server.connections, what="the connection to be dropped")

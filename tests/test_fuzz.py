@@ -13,13 +13,13 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serving import running_server, url
 
-from bench.fuzz import check_frame, mutate, seed_frames, structured_frames
 from server.config import ServerConfig
 from shared.client import Client
 from shared.errors import ProtocolError
 from shared.messages import Error
+from testing.frames import check_frame, mutate, seed_frames, structured_frames
+from testing.serving import nothing_queued, running_server, url
 
 SEEDS = seed_frames()
 # Generous: a frame takes milliseconds; this only catches hangs and quadratic blow-ups.
@@ -111,7 +111,7 @@ def test_a_server_answers_every_rejected_frame_with_the_same_error_and_stays_up(
                 assert (reply.code, reply.field, reply.id) == (expected.code, expected.field, expected.id)
             assert fuzzer.models() and bystander.models()
         # Nothing was queued by garbage, and nothing stays behind for closed connections.
-        assert server.queue.snapshot() == (None, [])
+        assert nothing_queued(server)
         deadline = time.monotonic() + 10
         while server.connections and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -16,7 +16,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from server import masks
+from server.imaging import masks
 from shared.client import Client
 from shared.crop import Edge, Rect, context_rect, edge_defaults
 from shared.messages import Error, Generate, Image, Mask, Progress, Queued, Result

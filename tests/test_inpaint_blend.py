@@ -1,20 +1,25 @@
 """The per-step latent blend on real (tiny) diffusers pipelines: the soft mask is a per-pixel denoising
-strength, pixels outside it end as the original latents, and the blend's noise is the noise img2img
-starts from."""
+strength, pixels outside it end as the original latents, and the blend's noise is the noise the
+pipeline starts from, drawn from the job's generators without using them up."""
 
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
 from diffusers import DiffusionPipeline
-from tiny_models import tiny_pipeline
 
-from server import inpaint, pipelines, schedulers
+from server.models import schedulers
+from server.models.entry import ModelEntry
+from server.models.pipelines import Model, call_arguments
+from server.modes import inpaint
+from server.modes.base import chain
 from shared.messages import Generate, Image, Mask
+from testing.tiny_models import tiny_pipeline
 
 
 @cache
@@ -25,9 +30,19 @@ def base(family: str, variant: str) -> DiffusionPipeline:
 
 
 def img2img(family: str, variant: str = "regular", scheduler: str = "dpmpp_2m") -> DiffusionPipeline:
-    pipe = pipelines.for_mode(base(family, variant), family, "img2img")
+    entry = ModelEntry(name=f"tiny-{family}-{variant}", kind="checkpoint", path=Path("/nowhere"),
+                       format="diffusers", family=family, variant=variant)
+    pipe = Model(entry, base(family, variant)).pipeline("img2img")
     pipe.scheduler = schedulers.make_scheduler(scheduler, pipe.scheduler.config)
     return pipe
+
+
+def generators(seeds: list[int]) -> list[torch.Generator]:
+    return [torch.Generator("cpu").manual_seed(s) for s in seeds]
+
+
+def nine_channels(pipe: DiffusionPipeline) -> bool:
+    return pipe.unet.config.in_channels == 9
 
 
 def area_of(mask: np.ndarray, strength: float | None = None) -> inpaint.Area:
@@ -45,12 +60,11 @@ def area_of(mask: np.ndarray, strength: float | None = None) -> inpaint.Area:
 def run(pipe: DiffusionPipeline, area: inpaint.Area, steps: int, strength: float,
         seeds: list[int]) -> tuple[torch.Tensor, inpaint.LatentBlend]:
     size = area.context.width
-    inputs, blend = inpaint.diffusion_inputs(area, pipe, size, size, strength, seeds)
-    inputs = pipelines.call_arguments(pipe, inputs)
+    job_generators = generators(seeds)  # made once per job, as the server does
+    inputs, blend = inpaint.diffusion_inputs(area, pipe, size, size, strength, job_generators, nine_channels(pipe))
+    inputs = call_arguments(pipe, {"width": size, "height": size, **inputs})
     output = pipe(prompt="a cat", num_inference_steps=steps, guidance_scale=1.0, output_type="latent",
-                  num_images_per_prompt=len(seeds),
-                  generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
-                  callback_on_step_end=blend, **inputs)
+                  num_images_per_prompt=len(seeds), generator=job_generators, callback_on_step_end=blend, **inputs)
     return output.images, blend
 
 
@@ -80,7 +94,8 @@ def test_soft_coverage_is_a_per_pixel_denoising_strength(scheduler, strength):
     mask = np.full((64, 64), 128, np.uint8)
     mask[:, :8] = 255  # full coverage somewhere, so the selection's edge grows from there
     pipe = img2img("sd15", scheduler=scheduler)
-    inputs, blend = inpaint.diffusion_inputs(area_of(mask, strength), pipe, 64, 64, strength, [1])
+    job_generators = generators([1])
+    inputs, blend = inpaint.diffusion_inputs(area_of(mask, strength), pipe, 64, 64, strength, job_generators)
     kinds = []
 
     def record(pipe, step, timestep, tensors):
@@ -94,8 +109,8 @@ def test_soft_coverage_is_a_per_pixel_denoising_strength(scheduler, strength):
         return tensors
 
     pipe(prompt="x", num_inference_steps=steps, guidance_scale=1.0, output_type="latent",
-         generator=[torch.Generator("cpu").manual_seed(1)], callback_on_step_end=inpaint.chain(blend, record),
-         **pipelines.call_arguments(pipe, inputs))
+         generator=job_generators, callback_on_step_end=chain(blend, record),
+         **call_arguments(pipe, {"width": 64, "height": 64, **inputs}))
     length = len(pipe.scheduler.timesteps)
     start = length - pipe.num_timesteps
     expected = ["model" if 128 / 255 > (length - p - 0.5) / length else "original" for p in range(start, length)]
@@ -104,15 +119,29 @@ def test_soft_coverage_is_a_per_pixel_denoising_strength(scheduler, strength):
 
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl"])
-def test_blend_noise_is_the_noise_img2img_starts_from(family):
+@pytest.mark.parametrize("strength", [1.0, 0.5])
+def test_blend_noise_is_the_noise_img2img_starts_from(family, strength):
+    """The blend's noise is peeked from the job's generators: img2img still draws the same noise first."""
     pipe = img2img(family)
-    area = area_of(left_half(64))
-    inputs, blend = inpaint.diffusion_inputs(area, pipe, 64, 64, 1.0, [7, 8])
+    job_generators = generators([7, 8])
+    inputs, blend = inpaint.diffusion_inputs(area_of(left_half(64)), pipe, 64, 64, strength, job_generators)
     pipe.scheduler.set_timesteps(4)
-    first = pipe.scheduler.timesteps[:1]
-    generators = [torch.Generator("cpu").manual_seed(s) for s in (7, 8)]
-    started = pipe.prepare_latents(inputs["image"], first, 1, 2, torch.float32, torch.device("cpu"), generators)
+    start = round(4 * (1 - strength))  # img2img below full strength starts part way down the schedule
+    first = pipe.scheduler.timesteps[start:start + 1]
+    started = pipe.prepare_latents(inputs["image"], first, 1, 2, torch.float32, torch.device("cpu"), job_generators)
     assert torch.allclose(started, pipe.scheduler.add_noise(blend.original, blend.noise, first))
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_blend_noise_is_the_noise_a_nine_channel_model_starts_from_at_full_strength(family):
+    pipe = img2img(family, "inpaint")
+    job_generators = generators([7, 8])
+    inputs, blend = inpaint.diffusion_inputs(area_of(left_half(64)), pipe, 64, 64, 1.0, job_generators, True)
+    pipe.scheduler.set_timesteps(4)
+    start = pipe.image_processor.preprocess(inputs["image"])
+    _, noise = pipe.prepare_latents(2, 4, 64, 64, torch.float32, torch.device("cpu"), job_generators, image=start,
+                                    timestep=pipe.scheduler.timesteps[:1], is_strength_max=True, return_noise=True)
+    assert torch.equal(noise, blend.noise)
 
 
 def test_chain_runs_callbacks_in_order():
@@ -126,5 +155,5 @@ def test_chain_runs_callbacks_in_order():
         calls.append(("second", tensors["latents"]))
         return tensors
 
-    assert inpaint.chain(first, second)(None, 0, 0, {"latents": 1}) == {"latents": 2}
+    assert chain(first, None, second)(None, 0, 0, {"latents": 1}) == {"latents": 2}
     assert calls == ["first", ("second", 2)]

@@ -7,13 +7,13 @@ import json
 import uuid
 
 import pytest
-from serving import running_server, url
 
 from server.config import ServerConfig
-from server.joblog import JobLog, job_line
-from server.jobs import Job
+from server.jobs.job import Job
+from server.jobs.log import JobLog, job_line
 from shared.client import Client
 from shared.messages import Cancel, Cancelled, Error, Generate, Image, Result
+from testing.serving import running_server, url
 
 NOW = datetime.datetime(2026, 5, 1, 12, 0, 0, 250000, tzinfo=datetime.timezone.utc)
 

@@ -6,10 +6,9 @@ import threading
 import time
 import uuid
 
-from serving import url
-
 from shared.client import Client
 from shared.messages import Cancelled, Error, Generate, Image, Live, LiveStop, LiveStopped, Progress, Queued, Result
+from testing.serving import url
 
 TERMINAL = (Result, Cancelled, Error)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import importlib.util
 import json
 import shutil
 import weakref
@@ -15,10 +14,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from server import registry
-from server.loading import CONFIGS, PipelineCache, config_dir, resolve_device, resolve_dtype
-from server.registry import Registry
-from shared.errors import MODEL_BROKEN, ProtocolError
+from server.errors import RequestError
+from server.models import registry
+from server.models.loading import CONFIGS, PipelineCache, config_dir, resolve_device, resolve_dtype
+from server.models.registry import Registry
+from shared.errors import MODEL_BROKEN
 
 CPU = torch.device("cpu")
 PIPELINE_CLASSES = {
@@ -83,8 +83,7 @@ def test_cache_loads_folders_and_single_files(models: Registry, name: str) -> No
     assert pipe.unet.config.in_channels == (9 if entry.variant == "inpaint" else 4)
     assert pipe.unet.device == CPU and pipe.unet.dtype == torch.float32
     assert getattr(pipe, "safety_checker", None) is None
-    assert cache.get(entry) is pipe
-    assert cache.loaded() == [name]
+    assert cache.get(entry) is pipe  # resident: not loaded again
 
 
 def _generate(pipe, variant: str) -> np.ndarray:
@@ -120,21 +119,21 @@ def test_single_file_gives_the_same_pictures_as_the_folder(models: Registry, fam
 def test_switching_models_frees_the_previous_one(models: Registry) -> None:
     cache = PipelineCache(CPU, torch.float32)
     first = weakref.ref(cache.get(models.get("tiny-sd15")).unet)
-    cache.get(models.get("tiny-sdxl-single"))
+    second = cache.get(models.get("tiny-sdxl-single"))
     gc.collect()
-    assert cache.loaded() == ["tiny-sdxl-single"]
     assert first() is None
+    assert cache.get(models.get("tiny-sdxl-single")) is second
 
 
 def test_capacity_keeps_the_most_recently_used(models: Registry) -> None:
     cache = PipelineCache(CPU, torch.float32, capacity=2)
     a = cache.get(models.get("tiny-sd15"))
-    cache.get(models.get("tiny-sdxl"))
+    sdxl = weakref.ref(cache.get(models.get("tiny-sdxl")).unet)
     assert cache.get(models.get("tiny-sd15")) is a  # still resident: no reload
-    cache.get(models.get("tiny-sd15-inpaint"))
-    assert cache.loaded() == ["tiny-sd15", "tiny-sd15-inpaint"]
-    cache.clear()
-    assert cache.loaded() == []
+    inpaint = cache.get(models.get("tiny-sd15-inpaint"))
+    gc.collect()
+    assert sdxl() is None  # the least recently used went
+    assert cache.get(models.get("tiny-sd15")) is a and cache.get(models.get("tiny-sd15-inpaint")) is inpaint
     with pytest.raises(ValueError, match="at least 1"):
         PipelineCache(CPU, torch.float32, capacity=0)
 
@@ -156,13 +155,15 @@ def test_a_file_that_fails_to_load_is_reported_and_marked_broken(models_dir: Pat
     reg = Registry([tmp_path])
     reg.scan()
     cache = PipelineCache(CPU, torch.float32, on_broken=reg.mark_broken)
-    with pytest.raises(ProtocolError) as err:
-        cache.get(reg.get("hollow"))
+    hollow = reg.get("hollow")
+    with pytest.raises(RequestError) as err:
+        cache.get(hollow)
     assert (err.value.code, err.value.field) == (MODEL_BROKEN, "model")
     assert err.value.message.startswith("hollow could not be loaded: ")
     assert str(tmp_path) not in err.value.message
-    assert cache.loaded() == []
-    with pytest.raises(ProtocolError) as again:
+    with pytest.raises(RequestError, match="hollow could not be loaded"):  # nothing half-loaded was kept
+        cache.get(hollow)
+    with pytest.raises(RequestError) as again:
         reg.get("hollow")
     assert again.value.code == MODEL_BROKEN
     assert [e.refused for e in reg.entries()] == [err.value.message.removeprefix("hollow ")]
@@ -215,12 +216,10 @@ def test_shipped_configs_describe_the_published_models(name: str) -> None:
 
 
 def test_shipped_configs_are_what_the_generator_writes() -> None:
-    """server/configs is the committed output of tools/make_model_configs.py: the two must not drift apart."""
-    script = CONFIGS.parent.parent / "tools" / "make_model_configs.py"
-    spec = importlib.util.spec_from_file_location("make_model_configs", script)
-    generator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generator)
-    for name, files in generator.families().items():
+    """server/models/configs is the committed output of tools/make_model_configs.py: the two must not drift apart."""
+    from tools import make_model_configs
+
+    for name, files in make_model_configs.families().items():
         written = {p.relative_to(CONFIGS / name).as_posix() for p in (CONFIGS / name).rglob("*.json")}
         assert written - {"tokenizer/vocab.json", "tokenizer_2/vocab.json"} == set(files)
         for rel, content in files.items():
@@ -254,8 +253,9 @@ def test_published_size_single_files_load_offline_with_the_shipped_configs(tmp_p
 
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from tiny_models import original_state_dict
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from testing.ldm_layout import original_state_dict
 
     monkeypatch.setattr(registry, "embedded_entry", lambda: None)
     folder = CONFIGS / name

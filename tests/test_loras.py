@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from serving import running_server, url
-from tiny_models import TEXT_HIDDEN, tiny_pipeline
 
 from server.config import ServerConfig
 from shared.client import Client, ServerError
 from shared.messages import Error, Generate, Mask, Progress, Queued, Region
+from testing.serving import running_server, url
+from testing.tiny_models import TEXT_HIDDEN, tiny_pipeline
 
 
 def write_kohya_lora(path: Path, tags: dict[str, int]) -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server import masks
+from server.imaging import masks
 
 
 def square(size: int, x: int, y: int, side: int, value: int = 255) -> np.ndarray:

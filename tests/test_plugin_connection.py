@@ -8,11 +8,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from plugin_support import FakeDocument, FakeWorkspace, ServerProcess, free_port, server_url_or_own
+from plugin_support import FakeDocument, FakeWorkspace, server_url_or_own
 from underpaint_krita.connection import Backoff, Connected, Connection, Disconnected, Failed, Received
 from underpaint_krita.controller import Controller
 
 from shared.messages import Generate, Live, Progress, Result
+from testing.processes import ServerProcess, free_port
 
 
 def _job(job_id: str, steps: int = 2, side: int = 64) -> Generate:

@@ -10,7 +10,6 @@ do not exist there, and Krita.openWindow() crashes it.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import time
@@ -18,67 +17,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from plugin_support import REPO, ServerProcess, free_port, server_url_or_own
+from plugin_support import server_url_or_own
 
 from shared.crop import Rect, edge_defaults
 from shared.images import encode_png
+from testing.krita import KRITARUNNER, SCRIPTS, KritaHome, findings, run_scenario
+from testing.processes import ServerProcess, free_port
 
 pytestmark = pytest.mark.krita
 
-SCRIPTS = REPO / "tests" / "krita"
-KRITARUNNER = shutil.which("kritarunner")
 KRITA = shutil.which("krita")
 XVFB = shutil.which("Xvfb")
 
 needs_kritarunner = pytest.mark.skipif(KRITARUNNER is None, reason="kritarunner is not installed")
 needs_gui = pytest.mark.skipif(KRITA is None or XVFB is None, reason="krita or Xvfb is not installed")
-
-
-class KritaHome:
-    """Fresh HOME and XDG folders with the plugin installed the way the installer does it."""
-
-    def __init__(self, root: Path):
-        from installer.krita_plugin import build_plugin, with_plugin_enabled
-
-        self.root = root
-        self.data, self.config = root / "data", root / "config"
-        self.pykrita = self.data / "krita" / "pykrita"
-        build_plugin(self.pykrita)
-        for rc in ("kritarc", "kritarunnerrc"):
-            (self.config / rc).parent.mkdir(parents=True, exist_ok=True)
-            (self.config / rc).write_text(with_plugin_enabled("", True))
-
-    def env(self, **extra: str) -> dict[str, str]:
-        runtime = self.root / "runtime"
-        runtime.mkdir(mode=0o700, exist_ok=True)
-        return {"HOME": str(self.root), "PATH": "/usr/bin:/bin", "XDG_DATA_HOME": str(self.data),
-                "XDG_CONFIG_HOME": str(self.config), "XDG_RUNTIME_DIR": str(runtime),
-                "PYTHONPATH": str(SCRIPTS), **extra}
-
-    def write_job(self, name: str, **job: object) -> tuple[Path, Path]:
-        output = self.root / f"{name}.json"
-        output.unlink(missing_ok=True)
-        path = self.root / f"{name}.job.json"
-        path.write_text(json.dumps({"output": str(output), "pykrita": str(self.pykrita),
-                                    "workdir": str(self.root), **job}))
-        return path, output
-
-
-def _findings(output: Path, log: str) -> dict:
-    assert output.exists(), f"the scenario wrote no findings; Krita's output:\n{log[-4000:]}"
-    findings = json.loads(output.read_text())
-    assert "error" not in findings, findings["error"]
-    return findings
-
-
-def run_scenario(home: KritaHome, function: str, timeout: float = 300, **job: object) -> dict:
-    job_path, output = home.write_job(function, **job)
-    env = home.env(QT_QPA_PLATFORM="offscreen", UNDERPAINT_KRITA_JOB=str(job_path))
-    done = subprocess.run(["env", "-i", *[f"{k}={v}" for k, v in env.items()], KRITARUNNER, "-s", "scenarios",
-                           "-f", function], capture_output=True, text=True, timeout=timeout, cwd=home.root)
-    found = _findings(output, done.stdout + done.stderr)
-    found["log"] = done.stdout + done.stderr
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +85,7 @@ def run_gui(home: KritaHome, scenario: str, server: str, timeout: float = 300,
                               capture_output=True, text=True, timeout=timeout, cwd=home.root)
     finally:
         display.close()
-    found = _findings(output, done.stdout + done.stderr)
+    found = findings(output, done.stdout + done.stderr)
     found["log"] = done.stdout + done.stderr
     return found
 
@@ -251,7 +203,7 @@ def test_docker_apply_and_one_undo_in_gui_krita(krita_home: KritaHome, plugin_se
 
 
 def _demo_model_installed() -> bool:
-    from server.demo import MODEL_DIR
+    from server.models.demo import MODEL_DIR
 
     return (MODEL_DIR / "model_index.json").is_file()
 
@@ -261,7 +213,7 @@ def _demo_model_installed() -> bool:
 def test_refined_whole_canvas_stays_red_with_the_demo_model(krita_home: KritaHome, tmp_path: Path) -> None:
     """No selection: the whole visible canvas goes out as img2img and comes back. The demo model's
     trained VAE keeps colours (the tiny test models' random one does not), so red must stay red."""
-    from server.demo import NAME
+    from server.models.demo import NAME
 
     (tmp_path / "models").mkdir()
     server = ServerProcess(tmp_path / "models", tmp_path / "outputs")  # no models: it serves the demo

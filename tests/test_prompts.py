@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from compel.prompt_parser import Blend, Conjunction
 
-from server import prompts
-from shared.errors import ProtocolError
+from server.conditioning import prompts
+from server.errors import RequestError
 
 UP, DOWN = 1.1, 1 / 1.1  # A1111's factors per bracket pair
 NAI_UP, NAI_DOWN = 1.05, 1 / 1.05
@@ -13,6 +14,12 @@ NAI_UP, NAI_DOWN = 1.05, 1 / 1.05
 
 def approx(chunks):
     return [[(text, pytest.approx(weight)) for text, weight in chunk] for chunk in chunks]
+
+
+def fragments(conjunction: Conjunction) -> list[list[tuple[str, float]]]:
+    """The (text, weight) runs compel is handed, per part of the conjunction (blends flattened)."""
+    parts = [p for part in conjunction.prompts for p in (part.prompts if isinstance(part, Blend) else [part])]
+    return [[(f.text, f.weight) for f in part.children] for part in parts]
 
 
 # The examples of A1111's wiki and its parser's own documentation; runs that are only whitespace
@@ -84,12 +91,12 @@ def test_novelai(text, expected):
     ("", "compel", [[("", 1.0)]]),
 ])
 def test_parse_gives_compel_structure(text, syntax, expected):
-    assert prompts.fragments(prompts.parse(text, syntax).conjunction) == approx(expected)
+    assert fragments(prompts.parse(text, syntax).conjunction) == approx(expected)
 
 
 def test_weight_one_is_the_plain_prompt():
     plain = prompts.parse("a red x on grass", "a1111").conjunction
-    assert prompts.fragments(prompts.parse("a red (x:1.0) on grass", "a1111").conjunction) == prompts.fragments(plain)
+    assert fragments(prompts.parse("a red (x:1.0) on grass", "a1111").conjunction) == fragments(plain)
 
 
 @pytest.mark.parametrize(("text", "clean", "loras"), [
@@ -105,7 +112,7 @@ def test_lora_tags_are_taken_out(text, clean, loras):
 
 @pytest.mark.parametrize("tag", ["<lora::0.5>", "<lora:ink:heavy>", "<lora:ink:0.5:0.3>", "<lora:ink:nan>"])
 def test_malformed_lora_tags_name_the_field(tag):
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(RequestError) as caught:
         prompts.parse(f"a cat {tag}", "a1111", "regions[1].prompt")
     assert (caught.value.code, caught.value.field) == ("bad_request", "regions[1].prompt")
     assert tag in caught.value.message
@@ -115,14 +122,14 @@ def test_lora_tags_in_every_syntax_and_compel_with_lora():
     assert prompts.parse("{a} <lora:ink:0.3>", "novelai").loras == (prompts.LoraTag("ink", 0.3),)
     parsed = prompts.parse("a cat withLora(ink, 0.6) <lora:paper:1>", "compel")
     assert set(parsed.loras) == {prompts.LoraTag("ink", 0.6), prompts.LoraTag("paper", 1.0)}
-    assert prompts.fragments(parsed.conjunction) == [[("a cat", 1.0)]]
+    assert fragments(parsed.conjunction) == [[("a cat", 1.0)]]
 
 
 def test_compel_errors():
-    with pytest.raises(ProtocolError) as swap:
+    with pytest.raises(RequestError) as swap:
         prompts.parse("a cat.swap(dog)", "compel", "negative_prompt")
     assert (swap.value.code, swap.value.field) == ("unsupported", "negative_prompt")
-    with pytest.raises(ProtocolError) as blend:
+    with pytest.raises(RequestError) as blend:
         prompts.parse('("a", "b").blend(1, 2, 3)', "compel")
     assert (blend.value.code, blend.value.field) == ("bad_request", "prompt")
 
@@ -141,9 +148,9 @@ def test_embedding_names_are_whole_words_in_any_case(text, found):
 def test_substitute_replaces_names_inside_weighted_runs():
     conjunction = prompts.parse("a (EasyNegative:1.2), easynegatives BREAK easynegative", "a1111").conjunction
     swapped = prompts.substitute(conjunction, {"easynegative": "<ti> <ti>_1"})
-    assert prompts.fragments(swapped) == approx([[("a ", 1.0), ("<ti> <ti>_1", 1.2), (", easynegatives", 1.0)],
+    assert fragments(swapped) == approx([[("a ", 1.0), ("<ti> <ti>_1", 1.2), (", easynegatives", 1.0)],
                                                  [("<ti> <ti>_1", 1.0)]])
-    assert prompts.fragments(conjunction)[0][1] == ("EasyNegative", pytest.approx(1.2))  # cached parse untouched
+    assert fragments(conjunction)[0][1] == ("EasyNegative", pytest.approx(1.2))  # cached parse untouched
 
 
 def test_plain_text_for_the_pooled_embedding():

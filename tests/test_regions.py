@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
-from tiny_models import tiny_pipeline
 
-from server import regions
+from server.conditioning import regions
 from shared.client import Client
 from shared.crop import Rect
 from shared.messages import Generate, Image, Mask, Region
+from testing.tiny_models import tiny_pipeline
 
 
 def mask(width: int, height: int, value: int = 255, x: int = 0, y: int = 0) -> Mask:

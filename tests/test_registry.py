@@ -13,9 +13,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from server import registry
-from server.registry import PICKLE_REFUSED, UNREADABLE, Registry, identify_file, identify_folder, trigger_words
-from shared.errors import BAD_REQUEST, MODEL_BROKEN, UNKNOWN_MODEL, ProtocolError
+from server.errors import RequestError
+from server.models import registry
+from server.models.identify import PICKLE_REFUSED, UNREADABLE, identify_file, identify_folder, trigger_words
+from server.models.registry import Registry
+from shared.errors import BAD_REQUEST, MODEL_BROKEN, UNKNOWN_MODEL
 from shared.schema import to_wire
 
 # name -> (kind, family, variant, format, refused)
@@ -99,7 +101,7 @@ def test_pickles_are_listed_refused_and_never_unpickled(tmp_path: Path, no_demo:
         ("d", "embedding", PICKLE_REFUSED),
         ("e", "checkpoint", PICKLE_REFUSED),
     }
-    with pytest.raises(ProtocolError) as err:
+    with pytest.raises(RequestError) as err:
         reg.get("a")
     assert (err.value.code, err.value.field) == (MODEL_BROKEN, "model")
     assert not canary.exists()
@@ -113,7 +115,7 @@ def test_unreadable_files_are_refused_and_others_still_work(tmp_path: Path, mode
     reg = scanned(tmp_path)
     assert reg.get("good").family == "sd15"
     assert [e.refused for e in reg.entries() if e.name == "bad"] == [UNREADABLE]
-    with pytest.raises(ProtocolError) as err:
+    with pytest.raises(RequestError) as err:
         reg.get("bad")
     assert err.value.code == MODEL_BROKEN
     assert "bad" in err.value.message and "truncated" in err.value.message
@@ -206,7 +208,7 @@ def test_a_config_folder_beside_a_file_is_not_a_model(models_dir: Path, no_demo:
     ],
 )
 def test_lookup_errors(models_dir: Path, name: str, code: str, no_demo: None) -> None:
-    with pytest.raises(ProtocolError) as err:
+    with pytest.raises(RequestError) as err:
         scanned(models_dir).get(name)
     assert (err.value.code, err.value.field) == (code, "model")
     if code == UNKNOWN_MODEL:
@@ -223,7 +225,7 @@ def test_lookup_by_kind(adapters: Path, no_demo: None) -> None:
 def test_mark_broken_lasts_until_the_next_scan(models_dir: Path, no_demo: None) -> None:
     reg = scanned(models_dir)
     reg.mark_broken("tiny-sd15", "could not be loaded: bad weights")
-    with pytest.raises(ProtocolError) as err:
+    with pytest.raises(RequestError) as err:
         reg.get("tiny-sd15")
     assert err.value.code == MODEL_BROKEN and "bad weights" in err.value.message
     assert "tiny-sd15" not in {e.name for e in reg.checkpoints()}
@@ -408,10 +410,10 @@ def test_names_with_dots_are_refused(tmp_path: Path, models_dir: Path, no_demo: 
 
 @pytest.fixture
 def fake_demo(monkeypatch: pytest.MonkeyPatch, models_dir: Path) -> None:
-    demo = types.ModuleType("server.demo")
+    demo = types.ModuleType("server.models.demo")
     demo.NAME = "demo"
     demo.MODEL_DIR = models_dir / "checkpoints" / "tiny-sd15"
-    monkeypatch.setitem(sys.modules, "server.demo", demo)
+    monkeypatch.setitem(sys.modules, "server.models.demo", demo)
 
 
 def test_demo_is_offered_when_no_checkpoint_is_usable(tmp_path: Path, models_dir: Path, fake_demo: None) -> None:
@@ -429,9 +431,9 @@ def test_demo_is_not_offered_beside_a_usable_checkpoint(tmp_path: Path, models_d
 
 
 def test_missing_demo_is_tolerated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "server.demo", None)  # import fails like an absent module
+    monkeypatch.setitem(sys.modules, "server.models.demo", None)  # import fails like an absent module
     assert scanned(tmp_path).entries() == []
-    demo = types.ModuleType("server.demo")
+    demo = types.ModuleType("server.models.demo")
     demo.NAME, demo.MODEL_DIR = "demo", tmp_path / "not-trained-yet"
-    monkeypatch.setitem(sys.modules, "server.demo", demo)
+    monkeypatch.setitem(sys.modules, "server.models.demo", demo)
     assert scanned(tmp_path).entries() == []

@@ -7,9 +7,9 @@ import uuid
 import numpy as np
 import pytest
 
-from server import schedulers
-from server.loading import CONFIGS
-from shared.errors import ProtocolError
+from server.errors import RequestError
+from server.models import schedulers
+from server.models.loading import CONFIGS
 from shared.messages import Error, Generate, Progress, Queued
 
 COMBINATIONS = [
@@ -64,14 +64,14 @@ def test_a_schedule_overrides_the_model_config():
 
 @pytest.mark.parametrize("name", ["euler_a", "ddim", "lcm", "tcd"])
 def test_samplers_without_a_schedule_choice_refuse_one(name):
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(RequestError) as caught:
         schedulers.check(name, "karras")
     assert (caught.value.code, caught.value.field) == ("unsupported", "noise_schedule")
     assert "dpmpp_2m" in caught.value.message
 
 
 def test_unknown_sampler():
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(RequestError) as caught:
         schedulers.check("k_euler_magic")
     assert (caught.value.code, caught.value.field) == ("bad_request", "scheduler")
 

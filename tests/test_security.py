@@ -12,12 +12,12 @@ import msgpack
 import pytest
 import websockets
 import websockets.sync.client
-from serving import running_server, url
 
 from server.config import ServerConfig
 from shared import codec
 from shared.client import Client
 from shared.messages import Cancel, Error, Generate, Hello, Image, Limits, ListModels, Live, LiveStop, Welcome
+from testing.serving import nothing_queued, running_server, url
 
 TOKEN = "s3cret-token"
 ORIGIN = "https://krita.example"
@@ -44,7 +44,7 @@ def test_a_wrong_or_missing_token_gets_unauthorized_and_the_connection_closes(se
         assert isinstance(error, Error) and (error.code, error.field) == ("unauthorized", "token")
         with pytest.raises(websockets.ConnectionClosed):
             ws.recv(timeout=10)
-    assert server.queue.snapshot() == (None, [])
+    assert nothing_queued(server, TOKEN)
 
 
 def job(**fields) -> Generate:
@@ -62,7 +62,7 @@ def test_every_request_before_hello_is_refused(server, message):
     with websockets.sync.client.connect(url(server)) as ws:
         error = reply_to(ws, message)
         assert isinstance(error, Error) and error.code == "unauthorized"
-        assert server.queue.snapshot() == (None, [])
+        assert nothing_queued(server, TOKEN)
         # The connection stays open for a proper hello.
         assert isinstance(reply_to(ws, Hello(protocol=1, client="late", token=TOKEN)), Welcome)
 

@@ -14,7 +14,6 @@ import msgpack
 import PIL.Image
 import pytest
 import websockets.sync.client
-from serving import running_server, slow_request, tiny_request, url
 
 from server.config import ServerConfig
 from shared import codec
@@ -33,6 +32,7 @@ from shared.messages import (
     Result,
     Welcome,
 )
+from testing.serving import running_server, slow_request, tiny_request, url
 
 ROOT = Path(__file__).resolve().parents[1]
 

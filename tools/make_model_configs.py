@@ -1,8 +1,8 @@
 """Write the diffusers configs that let single-file checkpoints load with no network.
 
-    python tools/make_model_configs.py [--wheel open_clip_torch-*.whl] [--out server/configs]
+    python -m tools.make_model_configs [--wheel open_clip_torch-*.whl] [--out server/models/configs]
 
-Writes server/configs/{sd15,sd15-inpaint,sdxl,sdxl-inpaint}/: model_index.json, scheduler/,
+Writes server/models/configs/{sd15,sd15-inpaint,sdxl,sdxl-inpaint}/: model_index.json, scheduler/,
 unet/, vae/, text_encoder/ (+ text_encoder_2/ for SDXL) configs and the CLIP tokenizer files.
 The configs describe Stable Diffusion 1.5 and SDXL 1.0 base (and their 9-channel inpainting
 variants) as published in diffusers format. The CLIP BPE vocabulary is rebuilt from
@@ -21,10 +21,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from tools.demo_model.vocab import clip_byte_characters
 
-from server.demo.vocab import clip_byte_characters  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 BPE_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
 # Lines 1..48894 of the BPE file are the merges CLIP uses: 49408 tokens = 2 * 256 bytes + merges + 2 specials.
@@ -235,7 +234,7 @@ def write_json(path: Path, content: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheel", type=Path, help="an open_clip_torch wheel already on disk")
-    parser.add_argument("--out", type=Path, default=REPO / "server" / "configs")
+    parser.add_argument("--out", type=Path, default=REPO / "server" / "models" / "configs")
     args = parser.parse_args(argv)
 
     vocab, merges = clip_vocab(read_bpe(args.wheel))

@@ -30,7 +30,7 @@ import json, shutil, sys
 from pathlib import Path
 
 from installer.krita_plugin import build_plugin
-from server.demo import MODEL_DIR, NAME
+from server.models.demo import MODEL_DIR, NAME
 from shared.images import encode_png
 
 work, port = Path(sys.argv[1]), sys.argv[2]

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from shared import fills
 from shared.crop import Rect, context_rect, edge_defaults
 from shared.messages import FillMode, Generate, Image, Live, Mask, Region
 
@@ -52,12 +53,12 @@ FILL_MODES: dict[FillMode, tuple[str, str]] = {
                            "Keep the selection and repaint everything else (sends the whole canvas, "
                            "which may be at most 4096 px a side)"),
 }
-DEFAULT_FILL: FillMode = "auto"
+DEFAULT_FILL: FillMode = fills.DEFAULT
 
 
 def fill_mode(value: str | None) -> FillMode:
-    """A stored fill mode, or `auto` for one this plugin does not know (left by another version)."""
-    return value if value in FILL_MODES else DEFAULT_FILL
+    """A stored fill mode, or the default for one this plugin does not know (left by another version)."""
+    return value if value in fills.FILLS else DEFAULT_FILL
 
 
 @dataclass

@@ -1,0 +1,144 @@
+"""Regional prompts in one UNet pass per step, by restricting each region's tokens to its mask.
+
+The text embeddings of all prompts are concatenated along the token axis: the global prompt
+first, then each region's (conditioner.py lays them out). In every cross-attention layer, and
+only there, an additive bias keeps a region's tokens away from queries outside its mask:
+`log(coverage)`, so 0 inside, -10000 outside, and a soft edge in between. The global prompt's
+tokens attend everywhere. The masks are pooled to each resolution the UNet attends at.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+
+from shared.crop import Rect
+from shared.messages import Region
+
+from ..errors import Unsupported
+from ..imaging import payloads
+
+OUTSIDE = -10000.0
+# How many times a UNet may halve the latent; SD1.5 and SDXL halve three times.
+MAX_LEVELS = 6
+# Memory-efficient attention kernels want the bias's rows aligned to this many elements.
+ALIGN = 8
+
+
+def latent_masks(regions: Sequence[Region], frame: Rect, latent_size: tuple[int, int]) -> torch.Tensor:
+    """Each region's coverage over `frame` (canvas coordinates: the generated area), at latent size.
+
+    Masks are placed by their x, y on the canvas, cropped to the frame and zero outside their
+    bounds; soft values survive as area averages. Returns [regions, height, width] in 0..1.
+    """
+    width, height = latent_size
+    planes = []
+    for i, region in enumerate(regions):
+        coverage = PIL.Image.new("L", (frame.width, frame.height), 0)
+        mask = payloads.to_pil(region.mask, f"regions[{i}].mask")
+        coverage.paste(mask, (region.mask.x - frame.x, region.mask.y - frame.y))
+        small = coverage.resize((width, height), PIL.Image.Resampling.BOX)
+        planes.append(np.asarray(small, dtype=np.float32) / 255.0)
+    return torch.from_numpy(np.stack(planes))
+
+
+@dataclass
+class Restriction:
+    """Region masks and the token span of each region in the concatenated prompt."""
+
+    masks: torch.Tensor  # [regions, h, w] at latent size, 0..1
+    spans: list[tuple[int, int]]  # [start, end) token index of each region
+    tokens: int  # total tokens: global + all regions
+    _biases: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def bias(self, queries: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The additive attention bias for a layer with `queries` positions: [1, 1, queries, tokens]."""
+        key = (queries, dtype, device)
+        if key not in self._biases:
+            self._biases[key] = self._make_bias(queries, dtype, device)
+        return self._biases[key]
+
+    def _make_bias(self, queries: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        size = level_size(tuple(self.masks.shape[1:]), queries)
+        pooled = F.adaptive_avg_pool2d(self.masks[None], size)[0].flatten(1)  # [regions, queries]
+        per_region = torch.log(pooled).clamp(min=OUTSIDE)
+        padded = math.ceil(self.tokens / ALIGN) * ALIGN
+        bias = torch.zeros(queries, padded)
+        for (start, end), row in zip(self.spans, per_region, strict=True):
+            bias[:, start:end] = row[:, None]
+        # Sliced from an aligned buffer so the fast kernels accept it without copying.
+        return bias.to(device=device, dtype=dtype)[None, None, :, : self.tokens]
+
+
+def level_size(latent: tuple[int, int], queries: int) -> tuple[int, int]:
+    """The (h, w) a UNet attends at with `queries` positions: the latent halved (rounding up) n times."""
+    height, width = latent
+    for _ in range(MAX_LEVELS + 1):
+        if height * width == queries:
+            return height, width
+        height, width = math.ceil(height / 2), math.ceil(width / 2)
+    raise ValueError(f"no UNet resolution of a {latent[1]}x{latent[0]} latent has {queries} positions")
+
+
+class RegionalCrossAttention:
+    """Cross-attention with the regions' bias; the rest of the attention module is used as is."""
+
+    def __init__(self, restriction: Restriction):
+        self.restriction = restriction
+
+    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
+                 **kwargs) -> torch.Tensor:
+        batch, queries, _ = hidden_states.shape
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+        head_dim = key.shape[-1] // attn.heads
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+
+        bias = self.restriction.bias(queries, query.dtype, query.device)
+        out = F.scaled_dot_product_attention(heads(query), heads(key), heads(value), attn_mask=bias)
+        out = out.transpose(1, 2).reshape(batch, queries, attn.heads * head_dim).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+
+@contextmanager
+def restricted(unet: torch.nn.Module, restriction: Restriction | None) -> Iterator[None]:
+    """Within the block, `unet`'s cross-attention layers honour `restriction` (nothing when None)."""
+    if restriction is None:
+        yield
+        return
+    original = unet.attn_processors
+    modules = dict(unet.named_modules())
+    processors = {}
+    for name, processor in original.items():
+        module = modules[name.removesuffix(".processor")]
+        if name.endswith("attn2.processor"):
+            if module.group_norm is not None or module.spatial_norm is not None or module.norm_cross:
+                raise Unsupported("regional prompts do not work with this model's attention", "regions")
+            processor = RegionalCrossAttention(restriction)
+        processors[name] = processor
+    unet.set_attn_processor(processors)
+    # A UNet that pools the prompt into its timestep embedding (the demo model) would otherwise pool
+    # every region's words too, and paint them everywhere: it pools the global prompt only.
+    pooled = None
+    if getattr(unet.config, "addition_embed_type", None) == "text":
+        global_tokens = restriction.spans[0][0]
+        pooled = unet.add_embedding.register_forward_pre_hook(lambda _, args: (args[0][:, :global_tokens],))
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(original)
+        if pooled is not None:
+            pooled.remove()

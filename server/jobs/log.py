@@ -1,0 +1,77 @@
+"""One structured line per job in a log file that rotates (`underpaint serve --log-file PATH`).
+
+Each line is a JSON object: when the job ended, its id, mode, model, size, steps, batch size,
+how long it waited in the queue and ran, and its outcome (`result`, `cancelled` or `error`, with
+the error code or the cancel reason). Prompts and images are never written: the log is for
+diagnosing the server, not a record of what people painted.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+from typing import Any
+
+from shared.messages import Cancelled, Error, Result
+
+from .job import Job
+
+MAX_BYTES = 10 * 1024 * 1024
+BACKUPS = 5
+
+
+def job_line(job: Job, message: Any, now: datetime.datetime | None = None) -> dict[str, Any]:
+    """The log record of a job that ended with `message`."""
+    request = job.request
+    if isinstance(message, Result):
+        width, height = message.info.get("width"), message.info.get("height")
+    elif request.image is not None:
+        width, height = request.image.width, request.image.height
+    else:
+        width, height = request.width, request.height
+    line: dict[str, Any] = {
+        "time": (now or datetime.datetime.now(datetime.timezone.utc)).isoformat(timespec="milliseconds"),
+        "id": job.id,
+        "mode": request.mode,
+        "model": request.model,
+        "size": f"{width}x{height}" if width and height else None,
+        "steps": request.steps,
+        "batch_size": request.batch_size,
+        "wait_s": _seconds(job.queued_at, job.started_at),
+        "run_s": _seconds(job.started_at, job.ended_at),
+        "outcome": message.TYPE,
+    }
+    if job.session is not None:
+        line["session"] = job.session
+    if isinstance(message, Error):
+        line["code"] = message.code
+    elif isinstance(message, Cancelled) and message.reason:
+        line["reason"] = message.reason
+    return line
+
+
+def _seconds(start: float | None, end: float | None) -> float | None:
+    return round(end - start, 4) if start is not None and end is not None else None
+
+
+class JobLog:
+    """Appends job lines to `path`; past `max_bytes` the file is renamed `path.1` (and so on, up to
+    `backups` old files) and a new one is started."""
+
+    def __init__(self, path: Path, max_bytes: int = MAX_BYTES, backups: int = BACKUPS):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._handler = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        self._handler.setFormatter(logging.Formatter("%(message)s"))
+        # A logger of its own, outside logging's tree: job lines go to this file only, not to the console.
+        self._logger = logging.Logger("underpaint.joblog")
+        self._logger.addHandler(self._handler)
+
+    def record(self, job: Job, message: Any) -> None:
+        self._logger.info(json.dumps(job_line(job, message), ensure_ascii=False))
+
+    def close(self) -> None:
+        self._handler.close()

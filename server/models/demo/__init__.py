@@ -1,0 +1,12 @@
+"""The demo model: a toy text-to-image model trained on generated pictures of flat shapes.
+
+It ships inside the repository so a fresh, offline install can generate pictures that follow the
+prompt's colours ("a large red circle on the left, blue background"); docs/demo-model.md says how
+well. It knows nothing beyond such shapes. It is made by tools/demo_model/, which the server
+never imports.
+"""
+
+from pathlib import Path
+
+NAME = "underpaint-demo"
+MODEL_DIR: Path = Path(__file__).resolve().parent / "model"

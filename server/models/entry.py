@@ -1,0 +1,56 @@
+"""One model file or folder as the registry knows it: what it is, and why it is refused if it is."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from shared.messages import ModelInfo
+
+Kind = Literal["checkpoint", "lora", "embedding"]
+Family = Literal["sd15", "sdxl"]
+# `inpaint`: a 9-channel UNet that takes the masked picture and the mask besides the latents.
+Variant = Literal["regular", "inpaint"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    kind: Kind
+    path: Path
+    format: Literal["diffusers", "single_file"]
+    family: Family | None
+    variant: Variant | None = None
+    refused: str | None = None  # why it cannot be used, or None
+    embedded: bool = False
+    trigger_words: tuple[str, ...] = ()
+
+    def info(self) -> ModelInfo:
+        """What clients see: no paths."""
+        return ModelInfo(name=self.name, kind=self.kind, format=self.format, family=self.family,
+                         variant=self.variant, refused=self.refused, embedded=self.embedded,
+                         trigger_words=list(self.trigger_words))
+
+    def fingerprint(self) -> str:
+        """A hex digest that changes when the file does, so an edited LoRA or embedding is loaded anew."""
+        try:
+            stat = self.path.stat()
+            identity = f"{self.path}:{stat.st_mtime_ns}:{stat.st_size}"
+        except OSError:
+            identity = str(self.path)
+        return hashlib.sha1(identity.encode()).hexdigest()
+
+    @property
+    def is_inpaint_model(self) -> bool:
+        """A 9-channel inpaint model: every mode runs through its inpaint pipeline."""
+        return self.variant == "inpaint"
+
+
+def is_valid_name(name: object) -> bool:
+    return (
+        isinstance(name, str)
+        and name != ""
+        and not any(bad in name for bad in ("/", "\\", "..", "\x00"))
+    )

@@ -1,0 +1,231 @@
+"""What a model file or folder holds, read from its tensor names and shapes, never from its name.
+
+Only a safetensors file's header is read; pickle files (`.ckpt`, `.pt`, `.bin`, `.pth`) are refused
+unopened, since unpickling runs code from the file. A diffusers folder is read from its
+model_index.json and UNet config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+
+from .entry import Family, Kind, ModelEntry, Variant, is_valid_name
+
+log = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".bin", ".pth"})
+MAX_TRIGGER_WORDS = 5
+PICKLE_REFUSED = (
+    "pickle files (.ckpt, .pt, .bin, .pth) can run code when opened and are not loaded; "
+    "use the .safetensors version of this model"
+)
+UNREADABLE = "cannot be read: the file is truncated or not a safetensors file"
+
+# Original (LDM) layout names a single-file checkpoint is recognised by.
+UNET = "model.diffusion_model."
+UNET_CONV_IN = UNET + "input_blocks.0.0.weight"
+SDXL_LABEL_EMBEDDING = UNET + "label_emb.0.0.weight"
+VAE_PREFIXES = ("first_stage_model.", "vae.")
+SD15_TEXT = "cond_stage_model.transformer."
+SD2_TEXT = "cond_stage_model.model."
+SDXL_TEXT = "conditioner.embedders.0.transformer."
+SDXL_TEXT_2 = "conditioner.embedders.1.model."
+SDXL_REFINER_TEXT = "conditioner.embedders.0.model."
+
+# Cross-attention width (text encoder output) of each family.
+CONTEXT_WIDTH: dict[int, Family] = {768: "sd15", 2048: "sdxl"}
+SD2_WIDTH = 1024
+
+DIFFUSERS_PIPELINES: dict[str, Family] = {
+    "StableDiffusionPipeline": "sd15",
+    "StableDiffusionImg2ImgPipeline": "sd15",
+    "StableDiffusionInpaintPipeline": "sd15",
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusionXLImg2ImgPipeline": "sdxl",
+    "StableDiffusionXLInpaintPipeline": "sdxl",
+}
+
+
+def identify_file(path: Path, kind_hint: Kind = "checkpoint") -> ModelEntry:
+    """What a model file is. `kind_hint` (the folder it was found in) only names unrecognised files."""
+    entry = ModelEntry(name=path.stem, kind=kind_hint, path=path, format="single_file", family=None)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return replace(entry, refused=PICKLE_REFUSED)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            identified = _identify_tensors(entry, _Header(f))
+    except Exception as exc:  # noqa: BLE001 - any failure to read the header means an unusable file
+        log.warning("%s %s: %s", path, UNREADABLE, exc)
+        return replace(entry, refused=UNREADABLE)
+    if identified.refused is None and not is_valid_name(identified.name):
+        return replace(identified, refused="its name contains '..'; rename the file")
+    return identified
+
+
+class _Header:
+    """Tensor names, metadata and shapes of an open safetensors file; shapes read on demand."""
+
+    def __init__(self, handle: Any):
+        self._handle = handle
+        self.keys = frozenset(handle.keys())
+        self.metadata: dict[str, str] = handle.metadata() or {}
+
+    def shape(self, key: str) -> list[int]:
+        return list(self._handle.get_slice(key).get_shape())
+
+    def has_prefix(self, *prefixes: str) -> bool:
+        return any(k.startswith(prefixes) for k in self.keys)
+
+
+def _identify_tensors(entry: ModelEntry, header: _Header) -> ModelEntry:
+    if header.has_prefix(UNET):
+        return _identify_checkpoint(replace(entry, kind="checkpoint"), header)
+    if _is_lora(header.keys):
+        return _identify_lora(replace(entry, kind="lora"), header)
+    if _is_embedding(header.keys):
+        return _identify_embedding(replace(entry, kind="embedding"), header)
+    if "conv_in.weight" in header.keys or header.has_prefix("down_blocks."):
+        return replace(entry, refused="holds a single diffusers component, not a whole checkpoint")
+    return replace(entry, refused="not a Stable Diffusion checkpoint, LoRA or embedding")
+
+
+def _identify_checkpoint(entry: ModelEntry, header: _Header) -> ModelEntry:
+    if UNET_CONV_IN not in header.keys:
+        return replace(entry, refused="not a Stable Diffusion 1.5 or SDXL checkpoint (unsupported architecture)")
+    channels = header.shape(UNET_CONV_IN)[1]
+    variant: Variant | None = {4: "regular", 9: "inpaint"}.get(channels)
+    family: Family = "sdxl" if SDXL_LABEL_EMBEDDING in header.keys else "sd15"
+    entry = replace(entry, family=family, variant=variant)
+    if variant is None:
+        return replace(entry, refused=f"its UNet takes {channels} input channels; 4 (regular) or 9 (inpaint) work")
+    if header.has_prefix(SD2_TEXT):
+        return replace(entry, family=None, refused="Stable Diffusion 2.x checkpoints are not supported")
+    if header.has_prefix(SDXL_REFINER_TEXT) and not header.has_prefix(SDXL_TEXT):
+        return replace(entry, refused="SDXL refiner checkpoints are not supported; use an SDXL base model")
+    needed = (SDXL_TEXT, SDXL_TEXT_2) if family == "sdxl" else (SD15_TEXT,)
+    if not all(header.has_prefix(p) for p in needed):
+        return replace(entry, refused="has no text encoder weights; a whole checkpoint is needed")
+    if not header.has_prefix(*VAE_PREFIXES):
+        return replace(entry, refused="has no VAE weights; a whole checkpoint is needed")
+    return entry
+
+
+LORA_MARKERS = (".lora_down.", ".lora_A.", ".lora.down.", ".hada_w1_a", ".lokr_w1")
+
+
+def _is_lora(keys: frozenset[str]) -> bool:
+    return any(k.startswith(("lora_unet_", "lora_te")) or any(m in k for m in LORA_MARKERS) for k in keys)
+
+
+def _identify_lora(entry: ModelEntry, header: _Header) -> ModelEntry:
+    entry = replace(entry, trigger_words=trigger_words(header.metadata))
+    width = _lora_context_width(header)
+    if width == SD2_WIDTH:
+        return replace(entry, refused="Stable Diffusion 2.x LoRAs are not supported")
+    family = CONTEXT_WIDTH.get(width) if width is not None else None
+    if family is None:
+        keys = header.keys
+        if any(k.startswith(("lora_te1_", "lora_te2_")) or "text_encoder_2." in k for k in keys):
+            family = "sdxl"
+        elif any(k.startswith("lora_te_") or k.startswith("text_encoder.") for k in keys):
+            family = "sd15"
+        elif any(k.startswith(("lora_unet_input_blocks_", "lora_unet_output_blocks_")) for k in keys):
+            # kohya names SDXL UNet layers in the original layout, SD1.5 ones in the diffusers layout.
+            family = "sdxl"
+    return replace(entry, family=family)
+
+
+def _lora_context_width(header: _Header) -> int | None:
+    """Input width of a LoRA on a cross-attention key projection: the text encoders' output width."""
+    for key in sorted(header.keys):
+        if "attn2" in key and "to_k" in key and key.endswith(("lora_down.weight", "lora_A.weight", "down.weight")):
+            return header.shape(key)[-1]
+    return None
+
+
+def _is_embedding(keys: frozenset[str]) -> bool:
+    return "emb_params" in keys or {"clip_l", "clip_g"} <= keys or any(k.startswith("string_to_param") for k in keys)
+
+
+def _identify_embedding(entry: ModelEntry, header: _Header) -> ModelEntry:
+    if {"clip_l", "clip_g"} <= header.keys:
+        return replace(entry, family="sdxl")
+    key = "emb_params" if "emb_params" in header.keys else min(k for k in header.keys if k.startswith("string_to"))
+    if header.shape(key)[-1] == SD2_WIDTH:
+        return replace(entry, refused="Stable Diffusion 2.x embeddings are not supported")
+    return replace(entry, family="sd15")
+
+
+def trigger_words(metadata: dict[str, str]) -> tuple[str, ...]:
+    """A LoRA's trigger words: its stated trigger phrase, else the tags it was trained with most."""
+    phrase = metadata.get("modelspec.trigger_phrase", "")
+    if phrase.strip():
+        return tuple(w.strip() for w in phrase.split(",") if w.strip())[:MAX_TRIGGER_WORDS]
+    try:
+        datasets = json.loads(metadata.get("ss_tag_frequency", "{}"))
+        counts: Counter[str] = Counter()
+        for tags in datasets.values():
+            counts.update({tag.strip(): int(n) for tag, n in tags.items() if tag.strip()})
+    except (ValueError, TypeError, AttributeError):
+        return ()
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return tuple(tag for tag, _ in ranked[:MAX_TRIGGER_WORDS])
+
+
+def identify_folder(folder: Path, name: str | None = None) -> ModelEntry:
+    """What a diffusers folder holds, from model_index.json and the UNet config."""
+    entry = ModelEntry(name=name or folder.name, kind="checkpoint", path=folder, format="diffusers", family=None)
+    try:
+        index = _read_json(folder / "model_index.json")
+        unet = _read_json(folder / "unet" / "config.json")
+    except (OSError, ValueError) as exc:
+        return replace(entry, refused=f"its diffusers configs cannot be read ({type(exc).__name__})")
+    pipeline = index.get("_class_name")
+    family = DIFFUSERS_PIPELINES.get(pipeline) if isinstance(pipeline, str) else None
+    if family is None:
+        return replace(entry, refused=f"{pipeline} models are not supported; SD1.5 and SDXL are")
+    channels = unet.get("in_channels")
+    variant: Variant | None = {4: "regular", 9: "inpaint"}.get(channels) if isinstance(channels, int) else None
+    entry = replace(entry, family=family, variant=variant)
+    if variant is None:
+        return replace(entry, refused=f"its UNet takes {channels} input channels; 4 (regular) or 9 (inpaint) work")
+    if unet.get("cross_attention_dim") == SD2_WIDTH:
+        return replace(entry, family=None, refused="Stable Diffusion 2.x models are not supported")
+    components = ["unet", "vae", "text_encoder"] + (["text_encoder_2"] if family == "sdxl" else [])
+    for component in components:
+        if (index.get(component) or [None])[0] is None:
+            reason = f"has no {component}; SDXL refiners and partial models are not supported"
+            return replace(entry, refused=reason)
+        if not _has_safetensors(folder / component):
+            reason = f"has no .safetensors weights for {component} (pickled weights are not loaded)"
+            return replace(entry, refused=reason)
+    if not is_valid_name(entry.name):
+        return replace(entry, refused="its name contains '..'; rename the folder")
+    return entry
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name} is not a JSON object")
+    return data
+
+
+def _has_safetensors(folder: Path) -> bool:
+    return folder.is_dir() and (any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")))
+
+
+def is_tiny_autoencoder(folder: Path) -> bool:
+    """A diffusers `AutoencoderTiny` folder with safetensors weights."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return config.get("_class_name") == "AutoencoderTiny" and any(folder.glob("*.safetensors"))

@@ -1,0 +1,185 @@
+"""Which models the server can offer: found in the users' model folders, identified by content.
+
+Each folder given is scanned, together with the sub-folders that A1111 and ComfyUI use
+(`checkpoints/`, `Stable-diffusion/`, `loras/`, `Lora/`, `embeddings/`, also under `models/`), so an
+existing models folder works as it is. Found are diffusers folders (with `model_index.json`) and
+`.safetensors` files; what each holds (checkpoint, LoRA, embedding; SD1.5 / SDXL; regular /
+9-channel inpaint) is read from its contents by identify.py. Pickle files are listed as refused.
+
+Names come from file and folder names. A name a client sends is looked up in the registry and
+never joined to a path.
+
+A single-file checkpoint of an unusual architecture loads with the diffusers config folder next
+to it, named `<stem>.config/` (model_index.json and component configs, as `save_pretrained`
+writes them); otherwise the configs shipped in server/models/configs/ are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from ..errors import BadInput, ModelBroken, UnknownModel
+from .entry import Kind, ModelEntry, is_valid_name
+from .identify import PICKLE_SUFFIXES, identify_file, identify_folder, is_tiny_autoencoder
+
+log = logging.getLogger(__name__)
+
+# Sub-folder name -> the kind of file a user keeps there (A1111 and ComfyUI spellings).
+SUBFOLDERS: dict[str, Kind] = {
+    "checkpoints": "checkpoint",
+    "Stable-diffusion": "checkpoint",
+    "loras": "lora",
+    "Lora": "lora",
+    "embeddings": "embedding",
+}
+# Folders holding tiny autoencoders (TAESD) for fast decoding, in the spellings of this server,
+# A1111 and ComfyUI.
+TINY_DECODER_FOLDERS = ("vae-approx", "VAE-approx", "vae_approx")
+CONFIG_SUFFIX = ".config"
+MAX_DEPTH = 4
+
+
+class Registry:
+    def __init__(self, folders: Sequence[Path]):
+        self.folders = [Path(f) for f in folders]
+        self._entries: dict[tuple[str, str], ModelEntry] = {}
+        self._tiny_decoders: dict[str, Path] = {}
+        self._lock = threading.Lock()
+
+    def scan(self) -> None:
+        """(Re)scan all folders. Builds a new table and swaps it in, so lookups never see half a scan."""
+        found: dict[tuple[str, str], ModelEntry] = {}
+        for entry in scan_folders(self.folders):
+            key = (entry.kind, entry.name)
+            if key in found:
+                log.warning("%s %r at %s is hidden by the one at %s", entry.kind, entry.name, entry.path,
+                            found[key].path)
+                continue
+            found[key] = entry
+        if not any(e.kind == "checkpoint" and not e.refused for e in found.values()):
+            demo = embedded_entry()
+            if demo is not None:
+                found[(demo.kind, demo.name)] = demo
+        decoders = find_tiny_decoders(self.folders)
+        with self._lock:
+            self._entries = found
+            self._tiny_decoders = decoders
+        usable = sum(1 for e in found.values() if not e.refused)
+        log.info("models: %d usable, %d refused", usable, len(found) - usable)
+
+    def entries(self) -> list[ModelEntry]:
+        """All entries, refused ones included, sorted by kind then name."""
+        return sorted(self._entries.values(), key=lambda e: (e.kind, e.name.lower(), e.name))
+
+    def checkpoints(self) -> list[ModelEntry]:
+        """Checkpoints that can be used."""
+        return [e for e in self.entries() if e.kind == "checkpoint" and not e.refused]
+
+    def tiny_decoder(self, family: str) -> Path | None:
+        """The folder of the family's tiny autoencoder, as found by the last scan."""
+        return self._tiny_decoders.get(family)
+
+    def get(self, name: str, kind: str = "checkpoint", field: str = "model") -> ModelEntry:
+        if not is_valid_name(name):
+            raise BadInput(f"{field} {name!r} is not a model name: names have no '/', '\\' or '..'", field)
+        entry = self._entries.get((kind, name))
+        if entry is None:
+            raise UnknownModel(f"there is no {kind} named {name!r} on this server", field)
+        if entry.refused:
+            raise ModelBroken(f"{name} cannot be used: {entry.refused}", field)
+        return entry
+
+    def mark_broken(self, name: str, reason: str, kind: str = "checkpoint") -> None:
+        """Record that a model failed to load; it is listed as refused until the next scan."""
+        with self._lock:
+            entry = self._entries.get((kind, name))
+            if entry is not None:
+                self._entries = {**self._entries, (kind, name): replace(entry, refused=reason)}
+
+
+# --- scanning ------------------------------------------------------------------------------------
+
+
+def scan_folders(folders: Sequence[Path]) -> Iterator[ModelEntry]:
+    seen: set[Path] = set()
+    for folder in folders:
+        if folder.name in SUBFOLDERS and folder.is_dir():
+            # Pointed straight at an app's checkpoints (or LoRA, embeddings) folder.
+            yield from _scan(folder, SUBFOLDERS[folder.name], MAX_DEPTH, seen)
+            continue
+        for base in (folder, folder / "models"):
+            if not base.is_dir():
+                continue
+            # The folder itself only at its top level: it may be any folder a user points at.
+            yield from _scan(base, "checkpoint", 1, seen)
+            for sub, kind in SUBFOLDERS.items():
+                if (base / sub).is_dir():
+                    yield from _scan(base / sub, kind, MAX_DEPTH, seen)
+
+
+def _scan(folder: Path, kind: Kind, depth: int, seen: set[Path]) -> Iterator[ModelEntry]:
+    """Models in `folder` and, `depth` - 1 levels down, in its sub-folders."""
+    try:
+        children = sorted(folder.iterdir())
+    except OSError as exc:
+        log.warning("cannot list %s: %s", folder, exc.strerror)
+        return
+    for child in children:
+        if child.name.startswith("."):
+            continue
+        try:
+            real = child.resolve()
+            is_dir = child.is_dir()
+        except OSError:
+            continue
+        if real in seen:
+            continue
+        if is_dir:
+            if (child / "model_index.json").is_file():
+                seen.add(real)
+                if not _is_config_of_file(child):
+                    yield identify_folder(child)
+            elif depth > 1:
+                yield from _scan(child, kind, depth - 1, seen)
+        elif child.suffix.lower() in PICKLE_SUFFIXES or child.suffix.lower() == ".safetensors":
+            seen.add(real)
+            yield identify_file(child, kind)
+
+
+def _is_config_of_file(folder: Path) -> bool:
+    return folder.suffix == CONFIG_SUFFIX and folder.with_suffix(".safetensors").is_file()
+
+
+def find_tiny_decoders(folders: Sequence[Path]) -> dict[str, Path]:
+    """family -> the first tiny autoencoder folder found for it. TAESD and TAESDXL share one
+    architecture, so unlike checkpoints their family can only come from the name: a name containing
+    "xl" is for SDXL."""
+    found: dict[str, Path] = {}
+    for root in folders:
+        for name in TINY_DECODER_FOLDERS:
+            parent = root / name
+            if not parent.is_dir():
+                continue
+            for candidate in sorted(parent.iterdir()):
+                if is_tiny_autoencoder(candidate):
+                    found.setdefault("sdxl" if "xl" in candidate.name.lower() else "sd15", candidate)
+    return found
+
+
+def embedded_entry() -> ModelEntry | None:
+    """The demo model that ships with the server, when it is installed."""
+    try:
+        demo = importlib.import_module(f"{__package__}.demo")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"{__package__}.demo":
+            return None
+        raise
+    model_dir = Path(demo.MODEL_DIR)
+    if not (model_dir / "model_index.json").is_file():
+        return None
+    return replace(identify_folder(model_dir, name=demo.NAME), embedded=True)

@@ -1,0 +1,165 @@
+"""What a mode is: the part of a job that differs between txt2img, img2img and inpaint.
+
+The job handler (server/generate.py) makes one mode object per job, `MODES[request.mode](request,
+model)`, and asks it in order:
+
+  frame                      where the picture lies on the canvas and the size it is generated at
+  request                    the request as the mode reads it (a fill mode may imply a prompt)
+  pipeline                   the diffusers pipeline a regular model runs it with (a 9-channel
+                             model runs every mode through its inpaint pipeline)
+  inputs(pipe, generators)   the pipeline arguments of its own: start picture, mask, strength
+  on_step_end                a callback run after every denoising step, before progress is sent
+  denoise(pipe, arguments)   the pipeline call: one, unless a mode needs several (tiles)
+  finish(picture), origin    a generated picture as the result layer, and where it goes
+  describe()                 what it adds to the result's `info`
+
+Making the mode object decodes the request's pixels (on the worker thread); `check(request)` runs
+before the job is queued and needs no pixels. A new mode is a module here with a `Mode` subclass,
+listed in modes/__init__.py; the handler does not change.
+"""
+
+from __future__ import annotations
+
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+
+from shared.crop import Rect
+from shared.messages import Generate
+
+from ..imaging import payloads
+from ..imaging.sizing import native_size, round_to_multiple
+from ..models.pipelines import Model, PipelineKind
+
+# diffusers' `callback_on_step_end`: (pipe, step, timestep, tensors) -> tensors.
+StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
+
+# Flattening transparent canvas onto white matches Krita's default background.
+BACKGROUND = (255, 255, 255, 255)
+# Where a 9-channel model has no start picture, it starts from mid grey.
+GREY = (128, 128, 128)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Where a job's picture lies on the canvas and the size it is generated at."""
+
+    canvas: Rect  # canvas coordinates, canvas scale
+    width: int  # generation size: multiples of the model's latent scale
+    height: int
+
+    @classmethod
+    def fit(cls, request: Generate, model: Model, corner: tuple[int, int], size: tuple[int, int] | None,
+            native: bool = False) -> Frame:
+        """A picture of `size` at `corner` (or the request's size, else the model's native square).
+        Generated at the model's native area with its aspect ratio when the request asks (`fit_native`)
+        or the mode does (`native`); otherwise at the size rounded to the latent scale, which is then
+        also the picture's size on the canvas."""
+        multiple, side = model.latent_scale, model.native_side
+        width, height = size if size is not None else (request.width or side, request.height or side)
+        if native or request.fit_native:
+            return cls(Rect(*corner, width, height), *native_size(width, height, side, multiple))
+        width, height = round_to_multiple(width, multiple), round_to_multiple(height, multiple)
+        return cls(Rect(*corner, width, height), width, height)
+
+    def latent_size(self, scale: int) -> tuple[int, int]:
+        return self.width // scale, self.height // scale
+
+
+class Mode(ABC):
+    name: ClassVar[str]
+    pipeline: ClassVar[PipelineKind]
+    default_strength: ClassVar[float] = 1.0
+    on_step_end: StepCallback | None = None
+    frame: Frame
+
+    @staticmethod
+    def check(request: Generate) -> None:
+        """What this mode refuses without decoding pixels (the message's own checks ran already)."""
+        return None
+
+    def __init__(self, request: Generate, model: Model):
+        self.request = request
+        self.model = model
+        self.strength = request.strength if request.strength is not None else self.default_strength
+
+    def inputs(self, pipe: DiffusionPipeline, generators: Sequence[torch.Generator]) -> dict[str, Any]:
+        return {}
+
+    def denoise(self, pipe: DiffusionPipeline, arguments: dict[str, Any]) -> Any:
+        return pipe(**arguments)
+
+    @property
+    @abstractmethod
+    def origin(self) -> tuple[int, int]:
+        """The result layer's top-left corner on the canvas."""
+
+    @abstractmethod
+    def finish(self, picture: PIL.Image.Image) -> PIL.Image.Image:
+        """A generated picture as the result layer."""
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+
+class WholePicture(Mode):
+    """A mode whose result is the whole generated picture: from the request's size, or over its image."""
+
+    def __init__(self, request: Generate, model: Model):
+        super().__init__(request, model)
+        image = request.image
+        self.source = payloads.to_pil(image, "image") if image is not None else None
+        corner = (image.x, image.y) if image is not None else (0, 0)
+        self.frame = Frame.fit(request, model, corner, self.source.size if self.source is not None else None)
+
+    @property
+    def origin(self) -> tuple[int, int]:
+        return self.frame.canvas.x, self.frame.canvas.y
+
+    def finish(self, picture: PIL.Image.Image) -> PIL.Image.Image:
+        """The picture at the frame's canvas size."""
+        size = (self.frame.canvas.width, self.frame.canvas.height)
+        return picture if picture.size == size else picture.resize(size, PIL.Image.Resampling.LANCZOS)
+
+    def start_picture(self) -> PIL.Image.Image:
+        """The image flattened at generation size, or flat grey without one."""
+        size = (self.frame.width, self.frame.height)
+        if self.source is None:
+            return PIL.Image.new("RGB", size, GREY)
+        canvas = PIL.Image.new("RGBA", self.source.size, BACKGROUND)
+        canvas.alpha_composite(self.source.convert("RGBA"))
+        rgb = canvas.convert("RGB")
+        return rgb if rgb.size == size else rgb.resize(size, PIL.Image.Resampling.LANCZOS)
+
+    def refine(self, start: PIL.Image.Image) -> dict[str, Any]:
+        """Inputs that refine `start` at the mode's strength; a 9-channel model is also told to repaint
+        all of it."""
+        inputs: dict[str, Any] = {"image": start, "strength": self.strength}
+        if self.model.is_inpaint_model:
+            inputs["mask_image"] = PIL.Image.new("L", start.size, 255)
+        return inputs
+
+
+def seeds(request: Generate) -> list[int]:
+    """One seed per image: the request's (or a random one) and the next ones."""
+    first = request.seed if request.seed is not None else secrets.randbelow(2**32)
+    return [(first + i) % 2**63 for i in range(request.batch_size)]
+
+
+def chain(*callbacks: StepCallback | None) -> StepCallback:
+    """One `callback_on_step_end` running `callbacks` in order (None skipped), each seeing the last one's
+    tensors."""
+    present = [callback for callback in callbacks if callback is not None]
+
+    def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        for callback in present:
+            tensors = callback(pipe, step, timestep, tensors)
+        return tensors
+
+    return on_step_end

@@ -1,0 +1,174 @@
+"""One client: its frames read in order and answered, its replies written from any thread through
+one outbox that a slow reader cannot grow without bound."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import deque
+from typing import Any, Protocol
+
+import websockets
+from websockets.asyncio.server import ServerConnection
+
+from shared import codec
+from shared.errors import ProtocolError
+from shared.messages import (
+    Cancel,
+    Generate,
+    Hello,
+    ListModels,
+    Live,
+    LiveStop,
+    LiveStopped,
+    ModelList,
+    Progress,
+    Welcome,
+)
+
+from ..config import ServerConfig
+from ..errors import BadInput, NotFound, RequestError, Unauthorized
+from ..generate import Generator
+from ..jobs.job import Job
+from ..jobs.queue import JobQueue
+from ..models.registry import Registry
+from . import errors, hello
+
+# Progress frames are disposable: past this many unsent frames for one client, older progress
+# is dropped so a slow reader cannot make the server buffer without bound.
+MAX_PENDING_PROGRESS = 8
+# A client that does not read its replies is not read from either: past this many unsent frames the
+# server stops taking its requests, so the replies to a flood of requests cannot pile up.
+MAX_UNSENT = 64
+
+
+class Services(Protocol):
+    """What a connection uses of the server it belongs to."""
+
+    config: ServerConfig
+    registry: Registry
+    generator: Generator
+    queue: JobQueue
+
+    def welcome(self) -> Welcome: ...
+
+
+class Connection:
+    def __init__(self, services: Services, websocket: ServerConnection, number: int):
+        self.services = services
+        self.websocket = websocket
+        self.number = number
+        self.greeted = False
+        self._loop = asyncio.get_running_loop()
+        self._outbox: deque[tuple[bool, bytes]] = deque()
+        self._ready = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._closing = False
+        self._writer_gone = False
+        self._live_seeds: dict[str, int] = {}
+
+    async def run(self) -> None:
+        writer = asyncio.create_task(self._write())
+        try:
+            async for frame in self.websocket:
+                await self._receive(frame)
+                if self._closing:
+                    break
+                await asyncio.sleep(0)  # the replies just made reach the outbox before its size is checked
+                await self._drained.wait()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.services.queue.cancel_owner(self.number, "client disconnected")
+            self._closing = True
+            self._ready.set()
+            await writer
+
+    # Replies come from the loop and from the worker thread.
+    def reply(self, message: Any) -> None:
+        frame = codec.encode(message)
+        self._loop.call_soon_threadsafe(self._enqueue, isinstance(message, Progress), frame)
+
+    def _enqueue(self, disposable: bool, frame: bytes) -> None:
+        if self._writer_gone:
+            return  # nothing can reach this client any more
+        if disposable and sum(1 for d, _ in self._outbox if d) >= MAX_PENDING_PROGRESS:
+            oldest = next(i for i, (d, _) in enumerate(self._outbox) if d)
+            del self._outbox[oldest]
+        self._outbox.append((disposable, frame))
+        if len(self._outbox) >= MAX_UNSENT:
+            self._drained.clear()
+        self._ready.set()
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                await self._ready.wait()
+                self._ready.clear()
+                while self._outbox:
+                    _, frame = self._outbox.popleft()
+                    await self.websocket.send(frame)
+                    if len(self._outbox) < MAX_UNSENT:
+                        self._drained.set()
+                if self._closing:
+                    await self.websocket.close()
+                    return
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self._writer_gone = True
+            self._outbox.clear()
+            self._drained.set()  # the reader must not wait on a writer that is gone
+
+    async def _receive(self, frame: bytes | str) -> None:
+        try:
+            message = codec.decode_client(frame, self.services.config.limits)
+        except ProtocolError as exc:
+            self.reply(errors.for_frame(exc))
+            return
+        try:
+            await self._dispatch(message)
+        except Exception as exc:
+            # Before the hello nothing a client sent is served, so no reply speaks of its request.
+            request_id = getattr(message, "id", None) if self.greeted else None
+            self.reply(errors.for_message(exc, request_id))
+
+    async def _dispatch(self, message: Any) -> None:
+        if isinstance(message, Hello):
+            try:
+                hello.check(message, self.services.config.token)
+            except RequestError:
+                self._closing = True  # once the client is told why
+                raise
+            self.greeted = True
+            self.reply(self.services.welcome())
+        elif not self.greeted:
+            raise Unauthorized("send 'hello' before anything else", "type")
+        elif isinstance(message, ListModels):
+            registry = self.services.registry
+            await asyncio.to_thread(registry.scan)
+            self.reply(ModelList(models=[e.info() for e in registry.entries()]))
+        elif isinstance(message, Live):
+            self._live(message)
+        elif isinstance(message, LiveStop):
+            self._live_seeds.pop(message.session, None)
+            self.services.queue.cancel_owner(self.number, "live stopped", session=message.session)
+            self.reply(LiveStopped(session=message.session))
+        elif isinstance(message, Generate):
+            self._generate(message)
+        elif isinstance(message, Cancel):
+            if not self.services.queue.cancel(self.number, message.id):
+                raise NotFound(f"no queued or running job {message.id!r}", "id")
+
+    def _generate(self, request: Generate, session: str | None = None) -> None:
+        self.services.generator.check(request)
+        self.services.queue.submit(Job(request=request, owner=self.number, reply=self.reply, session=session))
+
+    def _live(self, frame: Live) -> None:
+        if frame.mode == "txt2img":
+            raise BadInput("live frames refine the canvas: use mode 'img2img' or 'inpaint'", "mode")
+        # One seed per session, so only the strokes change the picture from frame to frame.
+        if frame.seed is None:
+            frame.seed = self._live_seeds.setdefault(frame.session, secrets.randbelow(2**32))
+        self._generate(frame, session=frame.session)
