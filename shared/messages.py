@@ -25,6 +25,9 @@ ID_LENGTH = 128
 NAME_LENGTH = 256
 MAX_SEED = 2**63 - 1
 MAX_REGIONS = 16
+# Canvas positions lie within +-2^24 px: far beyond any canvas, and a difference of two positions
+# still fits the 32-bit integers of the imaging libraries.
+MAX_COORDINATE = 2**24
 # Models a server lists: well beyond a large A1111 or ComfyUI library of checkpoints and LoRAs.
 MAX_MODELS = 4096
 
@@ -70,8 +73,8 @@ class Image:
     height: int = spec(min=1)
     format: Literal["rgba8", "png"] = spec()
     data: bytes = spec()
-    x: int = spec(0, min=-(2**31), max=2**31 - 1)
-    y: int = spec(0, min=-(2**31), max=2**31 - 1)
+    x: int = spec(0, min=-MAX_COORDINATE, max=MAX_COORDINATE)
+    y: int = spec(0, min=-MAX_COORDINATE, max=MAX_COORDINATE)
 
     CHANNELS: ClassVar[int] = 4
     RAW: ClassVar[str] = "rgba8"

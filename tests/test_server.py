@@ -26,9 +26,11 @@ from shared.messages import (
     Hello,
     Image,
     ListModels,
+    Mask,
     ModelList,
     Progress,
     Queued,
+    Region,
     Result,
     Welcome,
 )
@@ -279,10 +281,13 @@ BAD_REQUESTS = [
     (request(model="../checkpoints/tiny-sd15"), "bad_request", "model"),
     (request(model="old"), "model_broken", "model"),
     (request(scheduler="warp_drive"), "bad_request", "scheduler"),
+    # Positions whose difference overflows 32 bits once reached the imaging code as `internal`.
+    (request(regions=[Region(mask=Mask(width=8, height=8, format="a8", data=bytes(64), x=2**31 - 1, y=-(2**31)),
+                             prompt="sky")]), "bad_request", "regions[0].mask.x"),
 ]
 
 
-@pytest.mark.parametrize(("message", "code", "field"), BAD_REQUESTS, ids=[c for _, c, _ in BAD_REQUESTS])
+@pytest.mark.parametrize(("message", "code", "field"), BAD_REQUESTS, ids=[f for _, _, f in BAD_REQUESTS])
 def test_bad_requests_get_errors_and_the_connection_stays_usable(client, message, code, field):
     error = error_of(client, message)
     assert (error.code, error.field, error.id) == (code, field, message.id)
