@@ -356,6 +356,19 @@ def test_results_are_delivered_when_the_outputs_folder_cannot_be_written(models_
         assert reason in logged[0]
 
 
+def test_unfinished_results_of_a_killed_server_are_removed_at_start(models_dir, tmp_path):
+    day = tmp_path / "outputs" / "2026-11-30"
+    day.mkdir(parents=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left_over = day / f".101010-{gone.stdout.strip()}-00007-42.png.tmp"  # a server killed with -9 while saving
+    running = day / f".101010-{os.getpid()}-00001-42.png.tmp"  # another server saving into the same folder now
+    finished = day / "101010-1-00001-42.png"
+    for path in (left_over, running, finished):
+        path.write_bytes(b"png")
+    with running_server(ServerConfig(models=[models_dir], outputs=tmp_path / "outputs")):
+        assert sorted(p.name for p in day.iterdir()) == sorted([running.name, finished.name])
+
+
 # --- the server stopped ------------------------------------------------------------------------------------
 
 

@@ -46,7 +46,9 @@ class Server:
         device = resolve_device(config.device)
         self.cache = PipelineCache(device, resolve_dtype(config.dtype, device), config.cache_size,
                                    on_broken=self.registry.mark_broken)
-        self.generator = Generator(self.registry, self.cache, OutputWriter(config.outputs))
+        outputs = OutputWriter(config.outputs)
+        outputs.clean()
+        self.generator = Generator(self.registry, self.cache, outputs)
         self.job_log = JobLog(config.log_file) if config.log_file else None
         self.queue = JobQueue(self.generator, errors.for_job, max_per_owner=config.max_queued_per_connection,
                               max_total=config.max_queued, on_end=self.job_log.record if self.job_log else None)
