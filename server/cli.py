@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import sys
 import typing
 import uuid
@@ -18,6 +19,11 @@ import PIL.Image
 from shared import DEFAULT_PORT
 from shared.messages import FillMode
 from shared.paths import data_dir
+
+# A token on the command line is visible to every user of the machine (`ps`); from the environment or a
+# file it is not.
+TOKEN_VARIABLE = "UNDERPAINT_TOKEN"
+IN_PS = f"visible to other users in `ps`: prefer --token-file or the {TOKEN_VARIABLE} environment variable"
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -48,7 +54,7 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "fp16", "bf16", "fp32"])
     p.add_argument("--outputs", type=Path, default=data_dir() / "outputs",
                    help="where results are saved (default: %(default)s)")
-    p.add_argument("--token", help="required of clients; mandatory when --host is not loopback")
+    _token_options(p, f"required of clients, mandatory when --host is not loopback ({IN_PS})")
     p.add_argument("--max-message", type=int, default=256 * 1024 * 1024, help="largest frame in bytes")
     p.add_argument("--cache-size", type=int, default=1, help="models kept loaded at once")
     p.add_argument("--max-connections", type=int, default=ServerConfig.max_connections,
@@ -59,9 +65,40 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
                    help="one JSON line per job (no prompts); rotates at 10 MiB, keeping 5 old files")
 
 
+def _token_options(p: argparse.ArgumentParser, help: str) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--token", help=help)
+    group.add_argument("--token-file", type=Path, help="a file holding the access token (its first line)")
+
+
+class _TokenError(Exception):
+    pass
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The token from --token, --token-file or the environment, in that order."""
+    if args.token is not None:
+        return args.token
+    if args.token_file is not None:
+        try:
+            lines = args.token_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _TokenError(f"--token-file {args.token_file}: cannot be read ({exc})") from None
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise _TokenError(f"--token-file {args.token_file}: its first line is empty")
+        return token
+    return os.environ.get(TOKEN_VARIABLE) or None
+
+
 def _serve(args: argparse.Namespace) -> int:
     from . import logs
 
+    try:
+        token = _token(args)
+    except _TokenError as exc:
+        print(f"underpaint serve: {exc}", file=sys.stderr)
+        return 2
     logs.configure()
     from shared.messages import Limits
 
@@ -70,7 +107,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = ServerConfig(
         models=args.models or _default_models(), host=args.host, port=args.port, device=args.device, dtype=args.dtype,
-        outputs=args.outputs, token=args.token, limits=Limits(max_message=args.max_message),
+        outputs=args.outputs, token=token, limits=Limits(max_message=args.max_message),
         cache_size=args.cache_size, allowed_origins=tuple(args.allow_origin), log_file=args.log_file,
         max_connections=args.max_connections,
     )
@@ -130,7 +167,7 @@ def _generate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("underpaint.png"),
                    help="output PNG; a batch writes name-1.png, name-2.png, ... (default: %(default)s)")
     p.add_argument("--server", default=f"ws://127.0.0.1:{DEFAULT_PORT}", help="(default: %(default)s)")
-    p.add_argument("--token", help="the server's access token, if it has one")
+    _token_options(p, f"the server's access token, if it has one ({IN_PS})")
     p.add_argument("--model", help="a checkpoint's name (default: the server's first usable one)")
     p.add_argument("--width", type=int, help="(default: the image's, else the model's native size)")
     p.add_argument("--height", type=int, help="(default: the image's, else the model's native size)")
@@ -196,11 +233,12 @@ def _generate(args: argparse.Namespace) -> int:
 
     try:
         image, mask = _inputs(args)
-    except _InputError as exc:
+        token = _token(args)
+    except (_InputError, _TokenError) as exc:
         print(f"underpaint generate: {exc}", file=sys.stderr)
         return 2
     try:
-        client = Client(args.server, name="underpaint-cli", token=args.token)
+        client = Client(args.server, name="underpaint-cli", token=token)
     except (OSError, TimeoutError) as exc:
         print(f"underpaint generate: cannot reach {args.server}: {exc}. Is `underpaint serve` running?",
               file=sys.stderr)

@@ -41,7 +41,8 @@ class ServerConfig:
         if not is_loopback(self.host) and not self.token:
             raise ValueError(
                 f"--host {self.host} accepts connections from other machines; "
-                "set --token SECRET so only clients that know it can use the server"
+                "set a token (--token-file PATH or the UNDERPAINT_TOKEN environment variable) so only clients "
+                "that know it can use the server"
             )
         if self.max_connections < 1:
             raise ValueError(f"--max-connections {self.max_connections} would refuse every client; use 1 or more")

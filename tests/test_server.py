@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgpack
 import PIL.Image
+import psutil
 import pytest
 import websockets.sync.client
 
@@ -34,6 +35,7 @@ from shared.messages import (
     Result,
     Welcome,
 )
+from testing.processes import ServerProcess
 from testing.serving import running_server, slow_request, tiny_request, url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -392,6 +394,32 @@ def test_cli_serve_runs_and_stops_on_sigterm(models_dir, tmp_path):
         assert "Loading pipeline components" not in printed, printed
     finally:
         process.kill()
+
+
+@pytest.mark.parametrize("source", ["file", "environment"])
+def test_cli_serve_takes_the_token_from_a_file_or_the_environment_out_of_sight_of_ps(models_dir, tmp_path, source):
+    token = "tok-" + source * 3
+    if source == "file":
+        (tmp_path / "token").write_text(token + "\n")
+        server = ServerProcess(models_dir, tmp_path, "--token-file", str(tmp_path / "token"))
+    else:  # on a public address, which needs a token
+        server = ServerProcess(models_dir, tmp_path, "--host", "0.0.0.0", environment={"UNDERPAINT_TOKEN": token})
+    with server:
+        command_line = " ".join(psutil.Process(server.process.pid).cmdline())
+        assert token not in command_line
+        with pytest.raises(ServerError) as refused:
+            Client(server.url)
+        assert refused.value.error.code == "unauthorized"
+        with Client(server.url, token=token) as client:
+            assert client.models()
+
+
+def test_cli_serve_refuses_an_unusable_token_file(tmp_path):
+    (tmp_path / "empty").write_text("\n")
+    for path, reason in ((tmp_path / "empty", "first line is empty"), (tmp_path / "absent", "cannot be read")):
+        run = subprocess.run([sys.executable, "-m", "server", "serve", "--token-file", str(path), "--outputs",
+                              str(tmp_path)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert run.returncode == 2 and reason in run.stderr and "--token-file" in run.stderr
 
 
 def test_cli_serve_refuses_public_bind_without_token(tmp_path):
