@@ -25,6 +25,8 @@ ID_LENGTH = 128
 NAME_LENGTH = 256
 MAX_SEED = 2**63 - 1
 MAX_REGIONS = 16
+# Characters in one prompt: A1111 users write a few hundred; servers may read less in some syntaxes.
+PROMPT_LENGTH = 20_000
 # Canvas positions lie within +-2^24 px: far beyond any canvas, and a difference of two positions
 # still fits the 32-bit integers of the imaging libraries.
 MAX_COORDINATE = 2**24
@@ -124,8 +126,8 @@ class Region:
     """A prompt that applies only where its mask covers the picture."""
 
     mask: Mask = spec()
-    prompt: str = spec()
-    negative_prompt: str = spec("")
+    prompt: str = spec(max_len=PROMPT_LENGTH)
+    negative_prompt: str = spec("", max_len=PROMPT_LENGTH)
 
 
 @dataclass
@@ -156,8 +158,8 @@ class Generate:
     id: str = spec(max_len=ID_LENGTH)
     mode: Mode = spec()
     model: str = spec(max_len=NAME_LENGTH)
-    prompt: str = spec("")
-    negative_prompt: str = spec("")
+    prompt: str = spec("", max_len=PROMPT_LENGTH)
+    negative_prompt: str = spec("", max_len=PROMPT_LENGTH)
     width: int | None = spec(None, min=8)
     height: int | None = spec(None, min=8)
     image: Image | None = spec(None)
