@@ -10,6 +10,8 @@ import functools
 import gc
 import json
 import socket
+import string
+import threading
 import time
 import tracemalloc
 
@@ -22,7 +24,8 @@ from server.jobs.job import Job
 from server.net.connection import MAX_PENDING_PROGRESS, Connection
 from shared import codec
 from shared.client import Client, ServerError
-from shared.messages import Cancel, Cancelled, Error, Progress, Queued, Result
+from shared.messages import MAX_REGIONS, Cancel, Cancelled, Error, Generate, Mask, Progress, Queued, Region, Result
+from testing.processes import ServerProcess
 from testing.raw_client import RawClient
 from testing.serving import running_server, slow_request, tiny_request, url, wait_for_log, wait_until
 
@@ -137,6 +140,60 @@ def test_connections_over_the_cap_are_refused_busy_and_a_freed_place_is_taken_ag
         holder.close()
     with pytest.raises(ValueError, match="--max-connections"):
         ServerConfig(max_connections=0).check()
+
+
+# --- the event loop ---------------------------------------------------------------------------------------
+
+
+def hostile_prompts(request_id: str, texts: list[str], **fields) -> Generate:
+    """A job request with every prompt the protocol allows (34) set, each a distinct one of `texts`, the
+    last naming a LoRA the server does not have: it is refused once all of them are read."""
+    texts = iter(texts[:2 + 2 * MAX_REGIONS - 1] + [texts[-1] + "<lora:does-not-exist:1>"])
+    prompt, negative_prompt = next(texts), next(texts)
+    mask = Mask(width=8, height=8, format="a8", data=bytes(64))
+    regions = [Region(mask=mask, prompt=next(texts), negative_prompt=next(texts)) for _ in range(MAX_REGIONS)]
+    return tiny_request(id=request_id, prompt=prompt, negative_prompt=negative_prompt, regions=regions, **fields)
+
+
+def worst_frames() -> list[Generate]:
+    letters = string.ascii_letters
+    return [
+        # The frame that froze the server for a minute: 10 000 unclosed brackets in each prompt.
+        hostile_prompts("unclosed", [("(" + letter) * 9_988 for letter in letters]),
+        # The costliest prompts that are read to the end: the deepest nesting allowed, then pairs.
+        hostile_prompts("nested", ["(" * 15 + f"({letter})" * 6_600 for letter in letters]),
+        # compel's grammar at its length limit, until the reading budget runs out.
+        hostile_prompts("compel", [f'"{letter}b" ' * 199 for letter in letters], prompt_syntax="compel"),
+    ]
+
+
+def test_a_client_sending_the_costliest_frames_does_not_hold_up_the_others(tmp_path):
+    with ServerProcess(None, tmp_path) as server, Client(server.url, name="artist") as artist:
+        hostile = Client(server.url, name="hostile")
+        replies: list[Error] = []
+
+        def send_all() -> None:
+            for frame in worst_frames():
+                hostile.send(frame)
+                replies.append(hostile.receive(timeout=120))
+
+        sender = threading.Thread(target=send_all)
+        round_trips = []
+        artist.models()
+        sender.start()
+        while sender.is_alive():
+            started = time.perf_counter()
+            artist.models()
+            round_trips.append(time.perf_counter() - started)
+        sender.join()
+        hostile.close()
+    print(f"\n{len(round_trips)} round trips while the frames were read: slowest {max(round_trips) * 1000:.1f} ms")
+    assert (replies[0].code, replies[0].field) == ("bad_request", "prompt")
+    # Read to the unknown LoRA at the end, or until the reading budget ran out on a busy machine.
+    assert replies[1].code in ("unknown_model", "too_large") and replies[1].field.startswith("regions")
+    assert replies[2].code == "too_large"
+    assert len(round_trips) >= 10  # the frames kept the reading thread busy for a while
+    assert max(round_trips) < 0.1
 
 
 # --- idle and dead connections --------------------------------------------------------------------------
