@@ -59,6 +59,12 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-size", type=int, default=1, help="models kept loaded at once")
     p.add_argument("--max-connections", type=int, default=ServerConfig.max_connections,
                    help="websocket connections open at once; more are refused with 'busy'")
+    for flag, what, share in (("--queue-budget", "the inputs (images, prompts) of queued and running jobs", "1/8"),
+                              ("--connection-queue-budget", "the same, for one connection", "1/16"),
+                              ("--receive-budget", "messages still arriving or being decoded", "1/16")):
+        p.add_argument(flag, type=int, metavar="MIB",
+                       help=f"MiB that {what} may hold; more is refused with 'busy' (default: {share} of this "
+                            "machine's memory)")
     p.add_argument("--allow-origin", action="append", default=[],
                    help="a browser origin allowed to connect (default: none)")
     p.add_argument("--log-file", type=Path,
@@ -102,14 +108,16 @@ def _serve(args: argparse.Namespace) -> int:
     logs.configure()
     from shared.messages import Limits
 
-    from .config import ServerConfig
+    from .config import MIB, ServerConfig
     from .net.server import Server
 
+    budgets = {name: value * MIB for name in ("queue_budget", "connection_queue_budget", "receive_budget")
+               if (value := getattr(args, name)) is not None}
     config = ServerConfig(
         models=args.models or _default_models(), host=args.host, port=args.port, device=args.device, dtype=args.dtype,
         outputs=args.outputs, token=token, limits=Limits(max_message=args.max_message),
         cache_size=args.cache_size, allowed_origins=tuple(args.allow_origin), log_file=args.log_file,
-        max_connections=args.max_connections,
+        max_connections=args.max_connections, **budgets,
     )
     try:
         server = Server(config)

@@ -24,6 +24,7 @@ class Job:
     owner: int  # the connection that sent it
     reply: Reply
     session: str | None = None  # live session, if a live frame
+    size: int = 0  # bytes of the request as it arrived: what its inputs hold while it is queued or running
     cancel_event: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str | None = None
     queued_at: float = field(default_factory=time.monotonic)

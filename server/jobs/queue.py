@@ -16,6 +16,7 @@ from typing import Any
 
 from shared.messages import Cancelled, Queued
 
+from ..config import in_mib
 from ..errors import BadInput, Busy
 from .job import Job, JobCancelledError
 
@@ -32,12 +33,15 @@ class JobQueue:
     """FIFO of waiting jobs plus the job running now, shared by the loop and the worker."""
 
     def __init__(self, runner: Runner, failed: Failed, *, max_per_owner: int = 32, max_total: int = 256,
-                 on_end: Ended | None = None):
+                 bytes_per_owner: int | None = None, bytes_total: int | None = None, on_end: Ended | None = None):
         self._runner = runner
         self._failed = failed
         self.on_end = on_end
         self._max_per_owner = max_per_owner
         self._max_total = max_total
+        # What the inputs of queued and running jobs may hold, in bytes (None: no limit).
+        self._bytes_per_owner = bytes_per_owner
+        self._bytes_total = bytes_total
         self._waiting: deque[Job] = deque()
         self._running: Job | None = None
         self._lock = threading.Condition()
@@ -76,6 +80,7 @@ class JobQueue:
             if any(j.owner == job.owner and j.id == job.id for j in self._active()):
                 raise BadInput(f"a job with id {job.id!r} is already queued or running", "id")
             superseded = next((j for j in self._waiting if j.same_session(job)), None)
+            self._check_bytes(job, superseded)
             # Stamped under the lock, so waits and positions can be checked against each other exactly.
             job.queued_at = time.monotonic()
             if superseded is not None:
@@ -98,6 +103,18 @@ class JobQueue:
             raise Busy(f"this connection already has {mine} jobs waiting; wait for some to finish")
         if len(self._waiting) >= self._max_total:
             raise Busy("the server's queue is full; try again shortly")
+
+    def _check_bytes(self, job: Job, superseded: Job | None) -> None:
+        staying = [j for j in self._active() if j is not superseded]
+        mine = sum(j.size for j in staying if j.owner == job.owner) + job.size
+        if self._bytes_per_owner is not None and mine > self._bytes_per_owner:
+            raise Busy(f"this connection's jobs would hold {in_mib(mine)} of images and prompts, more than its "
+                       f"budget of {in_mib(self._bytes_per_owner)} (--connection-queue-budget); wait for some "
+                       "to finish")
+        total = sum(j.size for j in staying) + job.size
+        if self._bytes_total is not None and total > self._bytes_total:
+            raise Busy(f"the server's jobs would hold {in_mib(total)} of images and prompts, more than its "
+                       f"budget of {in_mib(self._bytes_total)} (--queue-budget); try again shortly")
 
     def cancel(self, owner: int, job_id: str, reason: str | None = None) -> bool:
         """Cancel one job of `owner`; False if it has no such queued or running job."""
