@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import logging
 import os
 import sys
 import typing
@@ -131,6 +132,14 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"underpaint serve: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1
+    if server.queue.worker_busy:
+        # The worker is inside one operation of a native library (every client has been told its job was
+        # cancelled, the job log is closed): exiting normally would wait for it, and tearing down the
+        # library under it aborts the process.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

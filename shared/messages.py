@@ -261,6 +261,9 @@ class Queued:
     TYPE: ClassVar[str] = "queued"
     id: str
     position: int
+    # Seconds the job's denoising should take once it starts, from what the model took on this server
+    # so far; absent before the model has run. A guide, not a promise.
+    estimate_s: float | None = None
 
 
 @dataclass

@@ -33,7 +33,7 @@ from server.config import ServerConfig
 from server.models.memory import is_out_of_memory
 from shared.client import Client, ServerError
 from shared.messages import Cancel, Cancelled, Error, Image, Progress, Queued, Result
-from testing.processes import free_port
+from testing.processes import ServerProcess, free_port
 from testing.raw_client import RawClient
 from testing.serving import job_log, running_server, slow_request, tiny_request, url, wait_for_log, wait_until
 
@@ -372,6 +372,19 @@ def test_unfinished_results_of_a_killed_server_are_removed_at_start(models_dir, 
 # --- the server stopped ------------------------------------------------------------------------------------
 
 
+def cancel_reasons(*clients: Client) -> dict[str, str | None]:
+    """Job id -> reason of every `cancelled` the clients get until the server closes their connections."""
+    told = {}
+    for client in clients:
+        try:
+            for message in client.messages(timeout=15):
+                if isinstance(message, Cancelled):
+                    told[message.id] = message.reason
+        except websockets.ConnectionClosed:
+            pass
+    return told
+
+
 def test_sigterm_stops_a_busy_server_within_10_s_and_every_job_is_told(models_dir, tmp_path):
     """Also runs the command line's --log-file and --allow-origin."""
     port, log_file = free_port(), tmp_path / "logs" / "jobs.log"
@@ -407,13 +420,7 @@ def test_sigterm_stops_a_busy_server_within_10_s_and_every_job_is_told(models_di
             time.sleep(0.2)
             signalled = time.monotonic()
             process.send_signal(signal.SIGTERM)
-            told = {}
-            try:
-                for message in client.messages(timeout=15):
-                    if isinstance(message, Cancelled):
-                        told[message.id] = message.reason
-            except websockets.ConnectionClosed:
-                pass
+            told = cancel_reasons(client)
             assert process.wait(timeout=10) == 0
             assert time.monotonic() - signalled < 10
         assert told == {running.id: "server stopping", waiting.id: "server stopping"}
@@ -423,3 +430,28 @@ def test_sigterm_stops_a_busy_server_within_10_s_and_every_job_is_told(models_di
     finally:
         process.kill()
         process.wait()
+
+
+def test_sigterm_during_a_step_that_takes_a_minute_stops_within_10_s_and_tells_every_client(tmp_path):
+    with ServerProcess(None, tmp_path) as server:
+        first, second = Client(server.url, name="large"), Client(server.url, name="waiting")
+        large, small = request(width=2048, height=2048, steps=2), request()
+        first.send(large)
+        assert isinstance(first.receive(timeout=30), Queued)
+        second.send(small)
+        assert isinstance(second.receive(timeout=30), Queued)
+        time.sleep(3)  # inside the first step, which takes most of a minute here
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        told = cancel_reasons(first, second)
+        status = server.process.wait(timeout=15)
+        stopped = time.monotonic() - signalled
+        lines = {line["id"]: line for line in server.job_lines()}
+        server.process = None
+    print(f"\nstopped {stopped:.1f} s after SIGTERM")
+    assert status == 0 and stopped < 10
+    assert told == {large.id: "server stopping", small.id: "server stopping"}
+    assert {lines[job.id]["outcome"] for job in (large, small)} == {"cancelled"}
+    printed = server.log.read_text()
+    assert "terminate called" not in printed
+    assert "still inside one operation" not in printed  # the worker stopped at a check point in the step

@@ -239,6 +239,42 @@ def test_cancel_a_running_job_within_a_step(client):
     assert client.generate(request()).images
 
 
+def test_a_running_job_is_cancelled_inside_a_step_that_takes_a_minute(client):
+    # At 2048x2048 one step of the tiny model takes most of a minute on this machine's CPUs.
+    job = request(width=2048, height=2048, steps=2)
+    client.send(job)
+    assert isinstance(client.receive(timeout=30), Queued)
+    time.sleep(3)  # well inside the first step
+    asked = time.monotonic()
+    client.send(Cancel(id=job.id))
+    reply = client.receive(timeout=60)
+    took = time.monotonic() - asked
+    print(f"\ncancelled {took * 1000:.0f} ms after asking, inside a step")
+    assert isinstance(reply, Cancelled) and reply.id == job.id
+    assert took < 2
+    assert client.generate(request()).images
+
+
+def test_queued_tells_how_long_a_job_should_take_once_its_model_has_run(models_dir, tmp_path):
+    with running_server(ServerConfig(models=[models_dir], outputs=tmp_path)) as server, Client(url(server)) as client:
+        told: dict[str, float | None] = {}
+
+        def note(message) -> None:
+            if isinstance(message, Queued):
+                told[message.id] = message.estimate_s
+
+        first, small, large = request(width=128, height=128), request(width=128, height=128), \
+            request(width=256, height=256, steps=4)
+        for job in (first, small, large):
+            client.generate(job, on_message=note, timeout=120)
+        unused = request(model="tiny-sdxl")
+        client.generate(unused, on_message=note, timeout=120)
+    assert told[first.id] is None and told[unused.id] is None  # nothing measured yet for these models
+    assert told[small.id] > 0
+    # Four times the pixels and twice the steps.
+    assert told[large.id] == pytest.approx(8 * told[small.id], rel=0.6)
+
+
 def test_loop_answers_while_a_job_runs(client, server):
     job = slow_request()
     client.send(job)

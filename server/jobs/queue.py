@@ -21,6 +21,9 @@ from ..errors import BadInput, Busy
 from .job import Job, JobCancelledError
 
 log = logging.getLogger("underpaint.jobs")
+# How long stopping waits for the running job to reach a check point. With the close timeout of the
+# connections after it, a server stops well within the 10 s a service manager gives it.
+STOP_WAIT = 5.0
 
 Runner = Callable[[Job], Any]  # returns the result message, raises to fail
 # The terminal message of a job whose runner raised: what the client hears is the network side's
@@ -51,8 +54,11 @@ class JobQueue:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Cancel everything and wait (bounded) for the worker to finish its step."""
+    def stop(self, timeout: float = STOP_WAIT) -> None:
+        """Cancel everything and wait (bounded) for the worker to stop: it does at its next check point
+        (models/interrupts.py). Should it still be inside one long operation after `timeout`, its job is
+        ended here all the same, so its client hears `cancelled` now; the worker's own outcome is then
+        never sent."""
         with self._lock:
             self._stopping = True
             waiting, self._waiting = list(self._waiting), deque()
@@ -63,6 +69,18 @@ class JobQueue:
                 self._running.cancel("server stopping")
             self._lock.notify_all()
         self._thread.join(timeout)
+        with self._lock:
+            running = self._running
+            if running is not None and not running.ended:
+                log.warning("job %s is still inside one operation after %g s; ended without waiting for it",
+                            running.id, timeout)
+                running.ended_at = time.monotonic()
+                self._end(running, Cancelled(id=running.id, reason="server stopping"))
+
+    @property
+    def worker_busy(self) -> bool:
+        """Whether the worker thread is still running a job (after stop(): stuck inside one operation)."""
+        return self._thread.is_alive() and self._running is not None
 
     # --- called from the event loop ----------------------------------------------------------
 
@@ -94,7 +112,7 @@ class JobQueue:
             if running is not None and running.same_session(job) and not running.past_half:
                 running.cancel("superseded")
             position = self._waiting.index(job) + (self._running is not None)
-            job.reply(Queued(id=job.id, position=position))
+            job.reply(Queued(id=job.id, position=position, estimate_s=job.estimate_s))
             self._lock.notify_all()
 
     def _check_capacity(self, job: Job) -> None:
@@ -176,7 +194,10 @@ class JobQueue:
                         self._end(job, message)
 
     def _end(self, job: Job, message: Any) -> None:
-        """The one place a job's terminal message leaves the queue: recorded, then sent."""
+        """The one place a job's terminal message leaves the queue: recorded, then sent; once per job."""
+        if job.ended:
+            return
+        job.ended = True
         if self.on_end is not None:
             try:
                 self.on_end(job, message)

@@ -214,9 +214,10 @@ class Connection:
                 raise NotFound(f"no queued or running job {message.id!r}", "id")
 
     async def _generate(self, request: Generate, size: int, session: str | None = None) -> None:
-        await self._off_loop(self.services.generator.check, request)
+        generator = self.services.generator
+        await self._off_loop(generator.check, request)
         self.services.queue.submit(Job(request=request, owner=self.number, reply=self.reply, session=session,
-                                       size=size))
+                                       size=size, estimate_s=generator.estimate(request)))
 
     async def _off_loop(self, function: Callable[..., T], *args: Any) -> T:
         return await self._loop.run_in_executor(self.services.readers, function, *args)
