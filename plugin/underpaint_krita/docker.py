@@ -8,10 +8,9 @@ section redraws whenever the controller says something changed.
 from __future__ import annotations
 
 from krita import DockWidget
-from PyQt5.QtCore import QTimer
-from PyQt5.QtWidgets import QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from .controller import Controller
+from .qt import QLabel, QScrollArea, QTimer, QVBoxLayout, QWidget
 from .sections.advanced import AdvancedSection
 from .sections.base import Section
 from .sections.generation import GenerationSection

@@ -7,8 +7,6 @@ the extension's controller: the docker needs nothing from this module, so no imp
 from __future__ import annotations
 
 from krita import DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
-from PyQt5.QtCore import QTimer
-from PyQt5.QtWidgets import QApplication
 
 from shared import DEFAULT_PORT
 
@@ -17,6 +15,7 @@ from .controller import Controller
 from .docker import DOCKER_ID, UnderpaintDocker
 from .document import KritaWorkspace
 from .preferences import SERVER_URL, TOKEN
+from .qt import QApplication, QTimer
 
 SETTINGS_GROUP = "underpaint"
 DEFAULT_URL = f"ws://127.0.0.1:{DEFAULT_PORT}"
@@ -64,4 +63,5 @@ class UnderpaintExtension(Extension):
 def register(krita) -> None:
     extension = UnderpaintExtension(krita)
     krita.addExtension(extension)
-    krita.addDockWidgetFactory(DockWidgetFactory(DOCKER_ID, DockWidgetFactoryBase.DockRight, extension.create_docker))
+    right = DockWidgetFactoryBase.DockPosition.DockRight
+    krita.addDockWidgetFactory(DockWidgetFactory(DOCKER_ID, right, extension.create_docker))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from PyQt5.QtGui import QImage
-
 from shared.messages import Image
+
+from .qt import QImage
 
 
 def from_image(image: Image) -> QImage:

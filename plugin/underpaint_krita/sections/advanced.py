@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from PyQt5.QtCore import Qt
-from PyQt5.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QSpinBox, QToolButton, QWidget
-
 from ..controller import Controller
+from ..qt import QComboBox, QDoubleSpinBox, QFormLayout, QSpinBox, Qt, QToolButton, QWidget
 from ..requests import Settings
 from .base import Changed, Section, fill_combo
 

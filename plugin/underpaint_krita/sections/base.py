@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PyQt5.QtCore import Qt
-from PyQt5.QtWidgets import QComboBox, QVBoxLayout, QWidget
-
 from ..controller import Controller
+from ..qt import QComboBox, Qt, QVBoxLayout, QWidget
 from ..requests import Settings
 
 USER_ROLE = Qt.ItemDataRole.UserRole  # where list items keep the id of what they show

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from PyQt5.QtCore import QRegularExpression, Qt
-from PyQt5.QtGui import QRegularExpressionValidator
-from PyQt5.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QSlider, QSpinBox
-
 from shared.messages import MAX_SEED
 
 from ..controller import Controller
+from ..qt import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QRegularExpression,
+    QRegularExpressionValidator,
+    QSlider,
+    QSpinBox,
+    Qt,
+)
 from ..requests import FILL_MODES, Settings
 from .base import Changed, Section
 

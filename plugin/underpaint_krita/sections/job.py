@@ -3,12 +3,9 @@ picture of it forming, and the last message."""
 
 from __future__ import annotations
 
-from PyQt5.QtCore import Qt
-from PyQt5.QtGui import QPixmap
-from PyQt5.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton
-
 from ..controller import Controller
 from ..qimage import from_image
+from ..qt import QHBoxLayout, QLabel, QPixmap, QProgressBar, QPushButton, Qt
 from ..session import Job
 from .base import Section
 

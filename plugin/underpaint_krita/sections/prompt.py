@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from PyQt5.QtWidgets import QComboBox, QPlainTextEdit
-
 from ..controller import Controller
+from ..qt import QComboBox, QPlainTextEdit
 from ..requests import Settings
 from .base import Changed, Section, fill_combo
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from PyQt5.QtWidgets import QHBoxLayout, QInputDialog, QLabel, QListWidget, QListWidgetItem, QPushButton
-
 from ..controller import Controller
+from ..qt import QHBoxLayout, QInputDialog, QLabel, QListWidget, QListWidgetItem, QPushButton
 from .base import USER_ROLE, Section
 
 
@@ -18,13 +17,13 @@ class RegionsSection(Section):
         self.region_list.setMaximumHeight(80)
         self.column.addWidget(self.region_list)
         buttons = QHBoxLayout()
-        add = QPushButton("Add active layer")
-        add.setToolTip("Give the active layer or group a prompt; its painted pixels are the region")
-        add.clicked.connect(self._add)
-        remove = QPushButton("Remove")
-        remove.clicked.connect(self._remove)
-        buttons.addWidget(add)
-        buttons.addWidget(remove)
+        self.add = QPushButton("Add active layer")
+        self.add.setToolTip("Give the active layer or group a prompt; its painted pixels are the region")
+        self.add.clicked.connect(self._add)
+        self.remove = QPushButton("Remove")
+        self.remove.clicked.connect(self._remove)
+        buttons.addWidget(self.add)
+        buttons.addWidget(self.remove)
         self.column.addLayout(buttons)
 
     def refresh(self) -> None:

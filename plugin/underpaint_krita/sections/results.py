@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from PyQt5.QtCore import QSize, Qt
-from PyQt5.QtGui import QIcon, QPixmap
-from PyQt5.QtWidgets import QHBoxLayout, QListView, QListWidget, QListWidgetItem, QPushButton
-
 from ..controller import Controller
 from ..history import Entry
 from ..qimage import from_image
+from ..qt import QHBoxLayout, QIcon, QListView, QListWidget, QListWidgetItem, QPixmap, QPushButton, QSize, Qt
 from ..session import DocumentSession
 from .base import USER_ROLE, Section
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from PyQt5.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton
-
 from ..controller import Controller
+from ..qt import QHBoxLayout, QLabel, QLineEdit, QPushButton
 from .base import Section
 
 
@@ -16,8 +15,8 @@ class ServerSection(Section):
         row = QHBoxLayout()
         self.url = QLineEdit(controller.connection.url)
         self.url.setToolTip("Address of the Underpaint server, e.g. ws://127.0.0.1:9860")
-        connect = QPushButton("Connect")
-        connect.clicked.connect(self._connect)
+        self.connect_button = QPushButton("Connect")
+        self.connect_button.clicked.connect(self._connect)
         self.token = QLineEdit(controller.connection.token or "")
         self.token.setEchoMode(QLineEdit.EchoMode.Password)
         self.token.setPlaceholderText("token")
@@ -27,7 +26,7 @@ class ServerSection(Section):
         self.url.returnPressed.connect(self._connect)
         row.addWidget(self.url, 1)
         row.addWidget(self.token)
-        row.addWidget(connect)
+        row.addWidget(self.connect_button)
         self.column.addLayout(row)
         self.status = QLabel("Connecting…")
         self.status.setWordWrap(True)
