@@ -22,7 +22,7 @@ One spelling serves both bindings, so no other module asks which one it got:
 Why not vendor qtpy: it bridges the other way, making Qt 6 look like Qt 5 by changing PyQt6's own
 classes (`promote_enums` copies every enum member onto its class, `exec_` aliases are added), and
 Krita runs all its plugins in one Python, so every other plugin would see a patched PyQt6. It would
-also add some hundred files to vendor/ for the forty names the plugin uses.
+also add dozens of modules to vendor/ for the forty names the plugin uses.
 """
 
 from __future__ import annotations
