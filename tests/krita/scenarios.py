@@ -1,7 +1,8 @@
 """Scenarios run inside real Krita; tests/test_plugin_krita.py runs them and asserts on their findings.
 
 `kritarunner -s scenarios -f <name>` calls a scenario with PYTHONPATH naming this folder; the GUI
-test driver (underpaint_test_driver) calls them the same way once Krita's window is up.
+test driver (underpaint_test_driver) calls them the same way once Krita's window is up. They stay in
+one module, longer than ~400 lines, because both name a scenario as a function of this module.
 """
 
 from __future__ import annotations
