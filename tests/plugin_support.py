@@ -169,6 +169,7 @@ class ScriptedConnection:
     """A connection that records what the controller sends and replays the server messages given to `reply`."""
 
     url: str = "ws://test"
+    token: str | None = None
     sent: list[Any] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     pending: list[Any] = field(default_factory=list)
@@ -180,7 +181,7 @@ class ScriptedConnection:
         self.cancelled.append(job_id)
 
     def set_url(self, url: str, token: str | None = None) -> None:
-        self.url = url
+        self.url, self.token = url, token
 
     def events(self) -> list[Any]:
         out, self.pending = self.pending, []

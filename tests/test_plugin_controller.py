@@ -20,8 +20,9 @@ from plugin_support import (
     solid,
 )
 from underpaint_krita.connection import Connected, Disconnected, Failed
-from underpaint_krita.controller import Controller, MemoryPreferences
+from underpaint_krita.controller import Controller
 from underpaint_krita.history import History
+from underpaint_krita.preferences import MemoryPreferences
 
 from shared import errors as codes
 from shared.crop import Rect

@@ -12,14 +12,14 @@ import struct
 import zlib
 
 from krita import Krita
-from PyQt5.QtCore import QByteArray, QTimer
-from PyQt5.QtGui import QImage
 
 from shared.crop import Rect
 from shared.images import swap_red_blue, transparent
 from shared.messages import Image
 
 from . import naming
+from .qimage import pixel_bytes, rgba_bytes
+from .qt import QByteArray, QTimer
 
 HISTORY_ANNOTATION = "underpaint/history"
 REGIONS_ANNOTATION = "underpaint/regions"
@@ -81,10 +81,7 @@ class KritaDocument:
         active = self.document.activeNode()
         if active is None or naming.is_preview(active.name()):
             return self.change_token(Rect(0, 0, self.document.width(), self.document.height()))
-        image = active.thumbnail(QUICK_SIDE, QUICK_SIDE)
-        bits = image.constBits()
-        bits.setsize(image.byteCount())
-        return zlib.crc32(bytes(bits), self._structure_token())
+        return zlib.crc32(pixel_bytes(active.thumbnail(QUICK_SIDE, QUICK_SIDE)), self._structure_token())
 
     def _structure_token(self) -> int:
         structure = []
@@ -180,11 +177,7 @@ class KritaDocument:
         if self._is_srgb8():
             return swap_red_blue(bytes(self.document.pixelData(rect.x, rect.y, rect.width, rect.height)))
         # Krita converts any depth and colour model to 8-bit sRGB for a QImage.
-        image = self.document.projection(rect.x, rect.y, rect.width, rect.height)
-        image = image.convertToFormat(QImage.Format_RGBA8888)
-        bits = image.constBits()
-        bits.setsize(image.sizeInBytes())
-        return bytes(bits)
+        return rgba_bytes(self.document.projection(rect.x, rect.y, rect.width, rect.height))
 
     def _layer(self, name: str, image: Image, in_document_space: bool = True):
         """A paint layer, not yet in the document, holding `image` (converted into the document's

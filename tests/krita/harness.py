@@ -49,12 +49,12 @@ def extension(settings: dict):
     if "underpaint_krita" not in sys.modules:
         sys.path.insert(0, settings["pykrita"])
         import underpaint_krita  # noqa: F401  (registers the extension)
-    from underpaint_krita.extension import find_extension
+    from underpaint_krita.extension import UnderpaintExtension
 
-    found = find_extension()
+    found = next(e for e in Krita.instance().extensions() if isinstance(e, UnderpaintExtension))
     found.setup()
     if settings.get("server") and found.controller.connection.url != settings["server"]:
-        found.set_server(settings["server"])
+        found.controller.set_server(settings["server"])
     return found
 
 

@@ -1,7 +1,8 @@
 """Scenarios run inside real Krita; tests/test_plugin_krita.py runs them and asserts on their findings.
 
 `kritarunner -s scenarios -f <name>` calls a scenario with PYTHONPATH naming this folder; the GUI
-test driver (underpaint_test_driver) calls them the same way once Krita's window is up.
+test driver (underpaint_test_driver) calls them the same way once Krita's window is up. They stay in
+one module, longer than ~400 lines, because both name a scenario as a function of this module.
 """
 
 from __future__ import annotations
@@ -286,32 +287,32 @@ def gui_apply_undo(job: dict, out: dict) -> None:
     pump(lambda: document.activeNode() is not None and document.activeNode().name() == "Paint", 5)
     out["active_layer"] = document.activeNode().name()
     docker.show()
-    docker.model.setCurrentIndex(docker.model.findData(job["model"]))
-    docker.prompt.setPlainText("a blue bird")
-    docker.advanced_toggle.setChecked(True)
-    docker.steps.setValue(3)
-    docker.fixed_seed.setChecked(True)
-    docker.seed.setText("4000000000")  # beyond 32 bits, as seeds from the server often are
-    out["fill_labels"] = [docker.fill_mode.itemText(i) for i in range(docker.fill_mode.count())]
-    out["fill_at_start"] = docker.fill_mode.currentData()
-    docker.fill_mode.setCurrentIndex(docker.fill_mode.findData(job["fill"]))
-    out["models_in_docker"] = [docker.model.itemText(i) for i in range(docker.model.count())]
-    out["generate_label"] = docker.generate.text()
+    docker.prompt.model.setCurrentIndex(docker.prompt.model.findData(job["model"]))
+    docker.prompt.text.setPlainText("a blue bird")
+    docker.advanced.toggle.setChecked(True)
+    docker.advanced.steps.setValue(3)
+    docker.generation.fixed_seed.setChecked(True)
+    docker.generation.seed.setText("4000000000")  # beyond 32 bits, as seeds from the server often are
+    out["fill_labels"] = [docker.generation.fill_mode.itemText(i) for i in range(docker.generation.fill_mode.count())]
+    out["fill_at_start"] = docker.generation.fill_mode.currentData()
+    docker.generation.fill_mode.setCurrentIndex(docker.generation.fill_mode.findData(job["fill"]))
+    out["models_in_docker"] = [docker.prompt.model.itemText(i) for i in range(docker.prompt.model.count())]
+    out["generate_label"] = docker.job.generate.text()
     out["settings"] = [controller.settings.model, controller.settings.prompt, controller.settings.steps,
                        controller.settings.seed]
 
-    docker.generate.click()
+    docker.job.generate.click()
     out["request_fill"] = controller.session().jobs[0].request.fill
     out["stored_fill"] = Krita.instance().readSetting("underpaint", "fill", "")
     out["finished"] = _wait_for_jobs(controller)
-    pump(lambda: docker.results.count() > 0, 5)
+    pump(lambda: docker.results.thumbnails.count() > 0, 5)
     out["message"] = controller.message
-    out["thumbnails"] = docker.results.count()
+    out["thumbnails"] = docker.results.thumbnails.count()
     out["active_layer_with_preview"] = document.activeNode().name()
     before_apply = layer_names(document)
-    docker.apply.click()
+    docker.results.apply.click()
     document.waitForDone()
-    out["applied_message"] = docker.message.text()
+    out["applied_message"] = docker.job.message.text()
     out["layers_after_apply"] = layer_names(document)
     out["layers_before_apply"] = before_apply
     out["artist_untouched"] = _untouched(document, artist)
@@ -323,9 +324,9 @@ def gui_apply_undo(job: dict, out: dict) -> None:
     out["artist_untouched_after_undo"] = _untouched(document, artist)
 
     # Live, from the docker: a picture for the canvas, and a new one after a stroke on the active layer.
-    docker.fixed_seed.setChecked(False)
-    docker.strength.setValue(50)
-    docker.live.click()
+    docker.generation.fixed_seed.setChecked(False)
+    docker.generation.strength.setValue(50)
+    docker.job.live.click()
     session = controller.session()
     out["live_on"] = session.live is not None
     out["live_first"] = pump(lambda: session.live_result is not None, 60)
@@ -334,10 +335,10 @@ def gui_apply_undo(job: dict, out: dict) -> None:
     document.refreshProjection()
     out["live_after_stroke"] = pump(lambda: session.live_result is not seen, 60)
     out["live_message"] = controller.message
-    docker.apply.click()
+    docker.results.apply.click()
     document.waitForDone()
     out["layers_after_live_apply"] = layer_names(document)
-    docker.live.click()
+    docker.job.live.click()
     out["live_off"] = session.live is None
 
 
@@ -382,12 +383,12 @@ def screenshot_pose(job: dict, out: dict) -> None:
     document = new_document(768, 512, name="landscape")
     _paint_landscape(document)
     _select(document, 420, 150, 220, 160)
-    docker.model.setCurrentIndex(docker.model.findData(job["model"]))
-    docker.prompt.setPlainText(job["prompt"])
-    docker.negative.setPlainText("blurry, text")
-    docker.batch.setValue(2)
-    docker.steps.setValue(job["steps"])
-    docker.generate.click()
+    docker.prompt.model.setCurrentIndex(docker.prompt.model.findData(job["model"]))
+    docker.prompt.text.setPlainText(job["prompt"])
+    docker.prompt.negative.setPlainText("blurry, text")
+    docker.generation.batch.setValue(2)
+    docker.advanced.steps.setValue(job["steps"])
+    docker.job.generate.click()
     out["finished"] = _wait_for_jobs(controller, 300)
     out["message"] = controller.message
     pump(lambda: False, 1.0)
