@@ -24,6 +24,7 @@ from .history import DEFAULT_LIMIT, Entry, History
 from .live import LiveCanvas, LiveResult, LiveSession
 from .regions import RegionPrompt, Regions
 from .requests import Settings, build_request, fill_mode
+from .stroke_guard import StrokeGuard
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,6 +58,10 @@ class Document(LiveCanvas, Protocol):
 
     def layer_name(self, layer_id: str) -> str | None:
         """The name of a layer or group; None when it no longer exists."""
+
+    def busy(self) -> bool:
+        """True while the artist paints (a pointer button held, a stroke open or still being
+        processed): reading the canvas or writing the preview now would end the stroke."""
 
 
 class Preferences(Protocol):
@@ -109,6 +114,7 @@ class Session:
     jobs: list[Job] = field(default_factory=list)
     live: LiveSession | None = None  # live mode is on
     live_result: LiveResult | None = None  # the newest live picture, kept after live mode ends
+    waiting_preview: tuple[str, Image] | None = None  # (name, picture) to show once the artist stops painting
     regions: Regions = field(default_factory=Regions)
     message: str = ""  # the last error or notice for this document
 
@@ -154,6 +160,7 @@ class Controller:
         self.preferences = preferences if preferences is not None else MemoryPreferences()
         self.settings = Settings(fill=fill_mode(self.preferences.read(FILL_KEY)))
         self.server = ServerState()
+        self.guard = StrokeGuard()
         self._sessions: list[Session] = []
         self._listeners: list[Callable[[], None]] = []
         self._orphan_message = ""
@@ -207,6 +214,7 @@ class Controller:
     def show(self, entry_id: str) -> None:
         session = self._require_session()
         entry = self._entry(session, entry_id)
+        session.waiting_preview = None
         session.document.show_preview(naming.preview_name(entry.prompt), entry.image())
         session.shown = entry.id
         self._changed()
@@ -221,7 +229,7 @@ class Controller:
         else:
             entry = self._entry(session, entry_id or session.shown or "")
             name, image = naming.generated_name(entry.prompt, entry.seed), entry.image()
-        session.document.hide_preview()
+        self._hide_preview(session)
         session.document.add_result_layer(name, image)
         session.shown = None
         session.message = f"Added the layer “{name}”."
@@ -234,7 +242,7 @@ class Controller:
         self._entry(session, entry_id)
         session.history.remove(entry_id)
         if session.shown == entry_id:
-            session.document.hide_preview()
+            self._hide_preview(session)
             session.shown = None
         session.document.save_history(session.history.to_blob())
         self._changed()
@@ -308,7 +316,20 @@ class Controller:
                 log.exception("handling %s failed", type(event).__name__)
         if events:
             self._changed()
+        self._show_waiting_previews()
         self._live_tick()
+
+    def _may_touch(self, document: Document) -> bool:
+        """Whether the canvas may be read or the preview written now (stroke_guard.py)."""
+        return self.guard.allows(document.busy(), self.clock())
+
+    @_reports_errors
+    def _show_waiting_previews(self) -> None:
+        for session in self._sessions:
+            if (session.waiting_preview is not None and self.workspace.is_open(session.document)
+                    and self._may_touch(session.document)):
+                (name, image), session.waiting_preview = session.waiting_preview, None
+                session.document.show_preview(name, image)
 
     @_reports_errors
     def _live_tick(self) -> None:
@@ -317,7 +338,8 @@ class Controller:
         session = self.session()
         if session is None or session.live is None or not self.server.connected:
             return
-        frame = session.live.next_frame(session.document, self.settings, self.clock(), tuple(session.regions))
+        frame = session.live.next_frame(session.document, self.settings, self.clock(), tuple(session.regions),
+                                        may_read=lambda: self._may_touch(session.document))
         if frame is not None:
             self.connection.submit(frame)
 
@@ -376,7 +398,7 @@ class Controller:
         if isinstance(message, Result) and message.images:
             item = message.images[0]
             session.live_result = LiveResult(prompt, item.image, item.seed)
-            session.document.show_preview(naming.preview_name(prompt), item.image)
+            session.waiting_preview = (naming.preview_name(prompt), item.image)
             session.shown = LIVE
             session.message = ""
         elif isinstance(message, Error):
@@ -392,8 +414,13 @@ class Controller:
         session.document.save_history(session.history.to_blob())
         if entries and self.workspace.is_open(session.document):
             first = entries[0]
-            session.document.show_preview(naming.preview_name(first.prompt), first.image())
+            session.waiting_preview = (naming.preview_name(first.prompt), first.image())
             session.shown = first.id
+
+    @staticmethod
+    def _hide_preview(session: Session) -> None:
+        session.waiting_preview = None
+        session.document.hide_preview()
 
     def _finish(self, job_id: str, message: str) -> None:
         found = self._job(job_id)
