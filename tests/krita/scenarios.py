@@ -403,15 +403,16 @@ def screenshot_pose(job: dict, out: dict) -> None:
 
 @report
 def live_detection_cost(job: dict, out: dict) -> None:
-    """CPU spent by live mode's change detection on an idle 4096² canvas checked 10 times a second
-    (the LiveSession's real schedule: the quick token every check, the exact one every 2 s), and
-    what one quick and one exact token cost."""
+    """CPU spent by live mode's change detection on an idle 4096² canvas on the plugin's own
+    schedule (a check every LiveSession.interval: the quick token every check, the exact one every
+    2 s after asking the stroke guard), and what one quick and one exact token cost."""
     if "underpaint_krita" not in sys.modules:
         sys.path.insert(0, job["pykrita"])
         import underpaint_krita  # noqa: F401
     from underpaint_krita.document import KritaDocument
     from underpaint_krita.live import LiveSession
     from underpaint_krita.requests import Settings
+    from underpaint_krita.stroke_guard import StrokeGuard
 
     from shared.crop import Rect
 
@@ -432,14 +433,15 @@ def live_detection_cost(job: dict, out: dict) -> None:
             return layer
 
     canvas, settings = KritaDocument(ActiveLayer()), Settings(model="m", prompt="x", strength=0.5)
-    live = LiveSession(interval=0.1)
+    live, guard = LiveSession(), StrokeGuard()
     live.next_frame(canvas, settings, time.monotonic())  # the first frame reads the canvas: not detection
 
     frames, checks, start_cpu, start = 0, 0, time.process_time(), time.monotonic()
     while time.monotonic() - start < seconds:
         checks += 1
-        frames += live.next_frame(canvas, settings, time.monotonic()) is not None
-        time.sleep(max(0.0, start + checks * 0.1 - time.monotonic()))
+        frames += live.next_frame(canvas, settings, time.monotonic(),
+                                  may_read=lambda: guard.allows(canvas.busy(), time.monotonic())) is not None
+        time.sleep(max(0.0, start + checks * live.interval - time.monotonic()))
     elapsed = time.monotonic() - start
     out["idle"] = {"cpu_share_of_one_core": round((time.process_time() - start_cpu) / elapsed, 4),
                    "checks": checks, "frames": frames, "seconds": round(elapsed, 2)}
