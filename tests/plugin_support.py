@@ -78,6 +78,7 @@ class FakeDocument:
     alphas: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     active_layer: str | None = None
     regions_blob: bytes | None = None
+    painting: bool = False  # the artist holds the brush down: busy()
 
     def __post_init__(self) -> None:
         if not self.pixels:
@@ -135,6 +136,9 @@ class FakeDocument:
 
     def save_regions(self, blob: bytes) -> None:
         self.regions_blob = blob
+
+    def busy(self) -> bool:
+        return self.painting
 
     def show_preview(self, name: str, image: Image) -> None:
         self.preview, self.preview_visible = (name, image), True

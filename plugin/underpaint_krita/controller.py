@@ -25,6 +25,7 @@ from .preferences import FILL, SERVER_URL, TOKEN, MemoryPreferences, Preferences
 from .regions import RegionPrompt
 from .requests import Settings, fill_mode
 from .session import Document, DocumentSession
+from .stroke_guard import StrokeGuard
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,6 +78,7 @@ class Controller:
         self.preferences = preferences if preferences is not None else MemoryPreferences()
         self.settings = Settings(fill=fill_mode(self.preferences.read(FILL)))
         self.server = ServerState()
+        self.guard = StrokeGuard()
         self._sessions: list[DocumentSession] = []
         self._listeners: list[Callable[[], None]] = []
         self._orphan_message = ""
@@ -197,7 +199,19 @@ class Controller:
                 log.exception("handling %s failed", type(event).__name__)
         if events:
             self._changed()
+        self._show_waiting_previews()
         self._live_tick()
+
+    def _may_touch(self, document: Document) -> bool:
+        """Whether the canvas may be read or the preview written now (stroke_guard.py)."""
+        return self.guard.allows(document.busy(), self.clock())
+
+    @_reports_errors
+    def _show_waiting_previews(self) -> None:
+        for session in self._sessions:
+            if (session.waiting_preview is not None and self.workspace.is_open(session.document)
+                    and self._may_touch(session.document)):
+                session.show_waiting_preview()
 
     @_reports_errors
     def _live_tick(self) -> None:
@@ -206,7 +220,8 @@ class Controller:
         session = self.session()
         if session is None or session.live is None or not self.server.connected:
             return
-        frame = session.live.next_frame(session.document, self.settings, self.clock(), tuple(session.regions))
+        frame = session.live.next_frame(session.document, self.settings, self.clock(), tuple(session.regions),
+                                        may_read=lambda: self._may_touch(session.document))
         if frame is not None:
             self.connection.submit(frame)
 

@@ -50,6 +50,8 @@ else:
 BINDING = QtCore.__name__.split(".")[0]  # "PyQt5" or "PyQt6"
 
 QByteArray = QtCore.QByteArray
+QEvent = QtCore.QEvent
+QObject = QtCore.QObject
 QRegularExpression = QtCore.QRegularExpression
 QSize = QtCore.QSize
 Qt = QtCore.Qt

@@ -52,6 +52,10 @@ class Document(LiveCanvas, Protocol):
     def layer_name(self, layer_id: str) -> str | None:
         """The name of a layer or group; None when it no longer exists."""
 
+    def busy(self) -> bool:
+        """True while the artist paints (a pointer button held, a stroke open or still being
+        processed): reading the canvas or writing the preview now would end the stroke."""
+
 
 @dataclass
 class Job:
@@ -76,6 +80,8 @@ class DocumentSession:
         self.shown: str | None = None  # the entry in the preview layer, or LIVE
         self.live: LiveSession | None = None  # live mode is on
         self.live_result: LiveResult | None = None  # the newest live picture, kept after live mode ends
+        # (name, picture) to show once the artist stops painting: writing the preview mid-stroke ends it.
+        self.waiting_preview: tuple[str, Image] | None = None
         self.message = ""  # the last error or notice for this document
 
     @classmethod
@@ -94,6 +100,7 @@ class DocumentSession:
 
     def show(self, entry_id: str) -> None:
         entry = self._entry(entry_id)
+        self.waiting_preview = None
         self.document.show_preview(naming.preview_name(entry.prompt), entry.image())
         self.shown = entry.id
 
@@ -105,7 +112,7 @@ class DocumentSession:
         else:
             entry = self._entry(entry_id or self.shown or "")
             name, image = naming.generated_name(entry.prompt, entry.seed), entry.image()
-        self.document.hide_preview()
+        self._hide_preview()
         self.document.add_result_layer(name, image)
         self.shown = None
         self.message = f"Added the layer “{name}”."
@@ -115,7 +122,7 @@ class DocumentSession:
         self._entry(entry_id)
         self.history.remove(entry_id)
         if self.shown == entry_id:
-            self.document.hide_preview()
+            self._hide_preview()
             self.shown = None
         self.document.save_history(self.history.to_blob())
 
@@ -200,7 +207,7 @@ class DocumentSession:
         if isinstance(message, Result) and message.images:
             item = message.images[0]
             self.live_result = LiveResult(prompt, item.image, item.seed)
-            self.document.show_preview(naming.preview_name(prompt), item.image)
+            self.waiting_preview = (naming.preview_name(prompt), item.image)
             self.shown = LIVE
             self.message = ""
         elif isinstance(message, Error):
@@ -216,8 +223,19 @@ class DocumentSession:
         self.document.save_history(self.history.to_blob())
         if entries:
             first = entries[0]
-            self.document.show_preview(naming.preview_name(first.prompt), first.image())
+            self.waiting_preview = (naming.preview_name(first.prompt), first.image())
             self.shown = first.id
+
+    def show_waiting_preview(self) -> None:
+        """Show the picture that arrived while the artist painted (the controller calls this only
+        when the stroke guard allows touching the canvas)."""
+        if self.waiting_preview is not None:
+            (name, image), self.waiting_preview = self.waiting_preview, None
+            self.document.show_preview(name, image)
+
+    def _hide_preview(self) -> None:
+        self.waiting_preview = None
+        self.document.hide_preview()
 
     def _finish(self, job_id: str, message: str) -> None:
         job = self._job(job_id)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import krita
 import underpaint_krita
 from krita import QT_MAJOR, SRGB_PROFILE, DockWidgetFactoryBase, Krita, QtCore, QtGui
-from plugin_support import WELCOME, FakeDocument, box_mask, connected_controller, free_port, solid
+from plugin_support import WELCOME, FakeDocument, box_mask, connected_controller, solid
 from underpaint_krita import qt
 from underpaint_krita.docker import DOCKER_ID, NOT_STARTED, UnderpaintDocker
 from underpaint_krita.document import KritaDocument
@@ -25,6 +25,7 @@ from underpaint_krita.requests import FILL_MODES
 
 from shared.crop import Rect
 from shared.messages import Image, LiveStop, Progress, Queued, Result, ResultImage
+from testing.processes import free_port
 
 RED_BGRA = bytes([0, 0, 255, 255])
 ROLE = QtCore.Qt.ItemDataRole
