@@ -570,8 +570,8 @@ def gui_strokes(job: dict, out: dict):
     docker.show()
     yield lambda: controller.server.connected
     out["connected"] = controller.server.connected
-    docker.model.setCurrentIndex(docker.model.findData(job["model"]))
-    docker.prompt.setPlainText("a spiral")
+    docker.prompt.model.setCurrentIndex(docker.prompt.model.findData(job["model"]))
+    docker.prompt.text.setPlainText("a spiral")
     presets = krita.resources("preset")
     out["preset"] = next(name for name in sorted(presets) if "Basic-5" in name)
     if "settle" in job:  # for measuring what the stroke guard's wait costs
@@ -605,15 +605,15 @@ def _stroke_case(case: str, job: dict, controller, docker, preset, found: dict):
 
     found["before"] = state()
     session = controller.session()
-    docker.steps.setValue(job["steps"])
+    docker.advanced.steps.setValue(job["steps"])
     kind = case.split("-")[0]  # a kind may repeat: live-1, live-2
     if kind == "live":
-        docker.strength.setValue(50)
-        docker.live.click()
+        docker.generation.strength.setValue(50)
+        docker.job.live.click()
     elif kind == "generate":
-        docker.strength.setValue(100)
-        docker.steps.setValue(job["generate_steps"])
-        docker.generate.click()
+        docker.generation.strength.setValue(100)
+        docker.advanced.steps.setValue(job["generate_steps"])
+        docker.job.generate.click()
     canvas = _canvas_widget(window)
     centre = canvas.mapToGlobal(QPoint(canvas.width() // 2, canvas.height() // 2))
     side = min(canvas.width(), canvas.height())
@@ -649,7 +649,7 @@ def _stroke_case(case: str, job: dict, controller, docker, preset, found: dict):
     with open(found["pixels"], "wb") as f:
         f.write(bytes(paint.pixelData(0, 0, width, height)))
     if session.live is not None:
-        docker.live.click()
+        docker.job.live.click()
 
 
 def _xdotool_run(command: list[str], timeline: _Timeline):
