@@ -659,3 +659,82 @@ def _xdotool_run(command: list[str], timeline: _Timeline):
     yield timeline.until(lambda: xdotool.poll() is not None and (int(QApplication.mouseButtons()) != 0) == pressed)
     if xdotool.returncode:
         raise RuntimeError(f"xdotool failed ({xdotool.returncode}): {' '.join(command[:8])} …")
+
+
+def _layout_problems(docker) -> dict:
+    """Whatever of the docker a person could not read: a horizontal scrollbar, a widget reaching
+    beyond the visible width, a widget squeezed below the smallest size it can draw itself in, a
+    label whose text neither fits nor wraps into its height. Only widgets shown count."""
+    from PyQt5.QtWidgets import QAbstractButton, QLabel, QScrollArea
+
+    scroll = docker.widget()
+    if not isinstance(scroll, QScrollArea):
+        return {"not a scroll area": type(scroll).__name__}
+    viewport = scroll.viewport()
+    problems = []
+    if scroll.horizontalScrollBar().isVisible():
+        problems.append("horizontal scrollbar shown")
+    for widget in scroll.widget().findChildren(QWidget):
+        if not widget.isVisibleTo(docker) or widget.parent() is None or widget.width() == 0:
+            continue
+        said = widget.text() if isinstance(widget, (QAbstractButton, QLabel)) else ""
+        name = f"{type(widget).__name__} {widget.objectName() or said!r}"
+        left = widget.mapTo(viewport, QPoint(0, 0)).x()
+        if left < 0 or left + widget.width() > viewport.width():
+            problems.append(f"{name}: x {left}..{left + widget.width()} beyond 0..{viewport.width()}")
+        hint = widget.minimumSizeHint()
+        if isinstance(widget, (QAbstractButton, QLabel)) or type(widget).__name__ in ("QComboBox", "QLineEdit"):
+            if widget.width() < hint.width() or widget.height() < hint.height():
+                problems.append(f"{name}: {widget.width()}x{widget.height()} below its smallest "
+                                f"{hint.width()}x{hint.height()}")
+        if isinstance(widget, QLabel) and widget.text() and widget.pixmap() is None:
+            room = widget.contentsRect()
+            if widget.wordWrap():
+                needed = widget.heightForWidth(widget.width())
+                if needed > widget.height():
+                    problems.append(f"{name}: wraps to {needed} px high in {widget.height()}")
+            elif widget.fontMetrics().horizontalAdvance(widget.text()) > room.width():
+                problems.append(f"{name}: text {widget.fontMetrics().horizontalAdvance(widget.text())} px "
+                                f"wide in {room.width()}")
+    return {"problems": problems, "viewport": [viewport.width(), viewport.height()],
+            "docker": [docker.width(), docker.height()], "floating": docker.isFloating(),
+            "body_minimum": [scroll.widget().minimumSizeHint().width(), scroll.widget().minimumSizeHint().height()]}
+
+
+def _screenshot(path: str) -> None:
+    subprocess.run(["import", "-window", "root", path], check=True, timeout=60)
+
+
+@report
+def gui_docked_layout(job: dict, out: dict):
+    """In the GUI, Krita's default workspace: the docker shown from Settings ▸ Dockers, where
+    Krita puts it (the right column, under Layers and the others); what of it cannot be read there,
+    then floated at the job's sizes. Screenshots of each state are written to the workdir."""
+    controller = extension({**job, "server": ""}).controller
+    krita = Krita.instance()
+    window = krita.activeWindow().qwindow()
+    window.setGeometry(0, 0, 1600, 1000)  # Xvfb has no window manager that could maximize it
+    docker = _docker()
+    out["shown_at_start"] = docker.isVisible()
+    if not docker.isVisible():
+        docker.toggleViewAction().trigger()  # what Settings ▸ Dockers ▸ Underpaint does
+    yield lambda: controller.server.connected
+    out["connected"] = controller.server.connected
+    out["message"] = controller.server.message
+    yield 1.0
+    out["area"] = int(window.dockWidgetArea(docker))
+    out["right_column"] = sorted(d.objectName() for d in krita.dockers()
+                                 if d.isVisible() and not d.isFloating() and window.dockWidgetArea(d) == out["area"])
+    out["docked"] = _layout_problems(docker)
+    out["docked"]["screenshot"] = f"{job['workdir']}/docked.png"
+    _screenshot(out["docked"]["screenshot"])
+    out["floating"] = []
+    for width, height in job.get("floating", []):
+        docker.setFloating(True)
+        docker.resize(width, height)
+        yield 0.5
+        found = _layout_problems(docker)
+        found["screenshot"] = f"{job['workdir']}/floating-{width}.png"
+        _screenshot(found["screenshot"])
+        out["floating"].append(found)
+    docker.setFloating(False)
