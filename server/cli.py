@@ -201,7 +201,7 @@ def _chosen_or_recommended(args: argparse.Namespace, models: list[ModelInfo], mo
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from shared.client import Client, ServerError
+    from shared.client import Client, NotUnderpaint, ServerError
     from shared.messages import Generate, Image, Mask
     from shared.png import with_text
 
@@ -214,6 +214,9 @@ def _generate(args: argparse.Namespace) -> int:
         return 2
     try:
         client = Client(args.server, name="underpaint-cli", token=args.token)
+    except NotUnderpaint as exc:
+        print(f"underpaint generate: {exc}; check --server", file=sys.stderr)
+        return 1
     except (OSError, TimeoutError) as exc:
         print(f"underpaint generate: cannot reach {args.server}: {exc}. Is `underpaint serve` running?",
               file=sys.stderr)

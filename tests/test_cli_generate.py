@@ -16,6 +16,7 @@ import pytest
 
 from server.config import ServerConfig
 from testing.serving import running_server, url
+from testing.web import web_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,3 +118,12 @@ def test_help_states_every_default() -> None:
                     "(default: what the model recommends, else dpmpp_2m)", "(default: auto)",
                     "(default: underpaint.png)", "(default: random)", "(default: 1)"):
         assert default in text
+
+
+def test_something_else_on_the_port_is_named() -> None:
+    with web_server() as port:
+        done = subprocess.run([sys.executable, "-m", "server", "generate", "--prompt", "x", "--server",
+                               f"ws://127.0.0.1:{port}"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"underpaint generate: something at 127.0.0.1:{port} is not an Underpaint server")
+    assert "Traceback" not in done.stderr

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from shared.messages import Error, Limits, Welcome
+from shared.messages import Error, Limits, ModelInfo, Welcome
 
 from .connection import Connected, Connection, Disconnected, Failed, Received
 from .errors import NO_DOCUMENT, PLUGIN_FAULT, UserError, artist_message
@@ -46,9 +46,19 @@ class ServerState:
 
     @property
     def models(self) -> list[str]:
-        if self.welcome is None:
-            return []
-        return [m.name for m in self.welcome.models if m.usable_checkpoint]
+        """The checkpoints that can be used, by name."""
+        return [m.name for m in self._listed() if m.usable_checkpoint]
+
+    @property
+    def refused(self) -> list[ModelInfo]:
+        """Checkpoints the server found but cannot use, each with the reason."""
+        return [m for m in self._listed() if m.kind == "checkpoint" and m.refused]
+
+    def checkpoint(self, name: str) -> ModelInfo | None:
+        return next((m for m in self._listed() if m.usable_checkpoint and m.name == name), None)
+
+    def _listed(self) -> list[ModelInfo]:
+        return self.welcome.models if self.welcome is not None else []
 
 
 def _reports_errors(action: Callable[..., T]) -> Callable[..., T | None]:
@@ -236,11 +246,11 @@ class Controller:
         elif isinstance(event, Disconnected):
             retry = f" Retrying in {event.retry_in:.0f} s." if event.retry_in >= 1 else ""
             welcome = self.server.welcome  # keep the model list while reconnecting
-            self.server = ServerState(False, artist_message(event.code) + retry, welcome)
+            self.server = ServerState(False, artist_message(event.code, address=event.address) + retry, welcome)
         elif isinstance(event, Failed):
             owner = self._owner(event.job_id)
             if owner is not None:
-                owner.fail(event.job_id, event.code, event.detail)
+                owner.fail(event.job_id, event.code, event.detail, event.address)
         elif isinstance(event, Received):
             job_id = getattr(event.message, "id", None)
             owner = self._owner(job_id) if job_id else None
