@@ -23,6 +23,8 @@ NO_RESULT = "no_result"
 TOO_MANY_REGIONS = "too_many_regions"
 NO_LAYER = "no_layer"
 PLUGIN_FAULT = "plugin_fault"
+NO_STYLE_FOLDER = "no_style_folder"
+NO_STYLE_NAME = "no_style_name"
 
 _SENTENCES = {
     codes.BAD_REQUEST: "The server did not understand the request. Check the settings.",
@@ -50,6 +52,8 @@ _SENTENCES = {
     NO_LAYER: "Select the layer or group to make a region first.",
     NO_RESULT: "That result is no longer in the history.",
     PLUGIN_FAULT: "The plugin failed; Krita's log has the details.",
+    NO_STYLE_FOLDER: "Styles cannot be saved here: the plugin has no folder for them.",
+    NO_STYLE_NAME: "Give the style a name.",
 }
 
 # Codes whose server message carries numbers worth showing (sizes, limits, what to try).

@@ -26,9 +26,8 @@ from typing import Any
 
 from safetensors import safe_open
 
-from shared.errors import ProtocolError
 from shared.messages import ModelDefaults
-from shared.schema import from_wire
+from shared.schema import from_wire_lenient
 
 from .entry import ModelEntry
 from .schedulers import SAMPLERS
@@ -76,18 +75,13 @@ def read_sidecar(path: Path) -> ModelDefaults:
 def checked(data: dict[str, Any], where: str = "") -> ModelDefaults:
     """The recommendations in `data` that are within the protocol's bounds; each one that is not is
     logged and left out."""
-    kept = {}
-    for f in fields(ModelDefaults):
-        if f.name not in data:
-            continue
-        try:
-            kept[f.name] = getattr(from_wire(ModelDefaults, {f.name: data[f.name]}), f.name)
-        except ProtocolError as exc:
-            log.warning("%signored %s: %s", where, f.name, exc.message)
-            continue
-        if f.name == "scheduler" and kept[f.name] not in SAMPLERS:
-            log.warning("%signored scheduler %r: not one of %s", where, kept.pop(f.name)[:64], ", ".join(SAMPLERS))
-    return ModelDefaults(**kept)
+    found, problems = from_wire_lenient(ModelDefaults, data)
+    for problem in problems:
+        log.warning("%signored %s: %s", where, problem.field, problem.message)
+    if found.scheduler is not None and found.scheduler not in SAMPLERS:
+        log.warning("%signored scheduler %r: not one of %s", where, found.scheduler[:64], ", ".join(SAMPLERS))
+        found = replace(found, scheduler=None)
+    return found
 
 
 def _own_metadata(entry: ModelEntry) -> ModelDefaults:
