@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from plugin_support import WELCOME, FakeDocument, connected_controller
 from underpaint_krita.connection import Connected
-from underpaint_krita.networks import fitting, insert, label, snippet
+from underpaint_krita.networks import fitting, label, snippet, spaced
 from underpaint_krita.preferences import MemoryPreferences
 from underpaint_krita.recent_prompts import LIMIT, RecentPrompts
 
@@ -135,13 +135,14 @@ def test_the_picker_offers_what_fits_the_chosen_model(controller) -> None:
     assert [m.name for m in controller.networks()] == ["xl-detail", "mystery", "old", "tiny-sd15-lora", "xl-neg"]
 
 
-@pytest.mark.parametrize(("text", "position", "expected"), [
-    ("a fox", 5, ("a fox <lora:knife:0.8>", 22)),
-    ("a fox", 0, ("<lora:knife:0.8> a fox", 17)),
-    ("a fox ", 6, ("a fox <lora:knife:0.8>", 22)),
-    ("", 0, ("<lora:knife:0.8>", 16)),
-    ("a fox, oil", 6, ("a fox, <lora:knife:0.8> oil", 23)),
+@pytest.mark.parametrize(("before", "after", "expected"), [
+    ("a fox", "", "a fox <lora:knife:0.8>"),
+    ("", "a fox", "<lora:knife:0.8> a fox"),
+    ("a fox ", "", "a fox <lora:knife:0.8>"),
+    ("", "", "<lora:knife:0.8>"),
+    ("a fox,", " oil", "a fox, <lora:knife:0.8> oil"),
+    ("a fox,", "oil", "a fox, <lora:knife:0.8> oil"),
 ])
-def test_inserting_into_the_prompt_keeps_words_apart(text: str, position: int, expected: tuple[str, int]) -> None:
-    assert insert(text, position, snippet(NETWORKS[0])) == expected
+def test_adding_to_the_prompt_keeps_words_apart(before: str, after: str, expected: str) -> None:
+    assert before + spaced(before, after, snippet(NETWORKS[0])) + after == expected
     assert snippet(NETWORKS[4]) == "easynegative"

@@ -35,12 +35,11 @@ def snippet(info: ModelInfo) -> str:
     return f"<lora:{info.name}:{LORA_STRENGTH:g}>" if info.kind == "lora" else info.name
 
 
-def insert(text: str, position: int, addition: str) -> tuple[str, int]:
-    """`text` with `addition` at `position`, a space on either side where a word would touch it;
-    returns the new text and the position just after the addition."""
-    before, after = text[:position], text[position:]
+def spaced(before: str, after: str, addition: str) -> str:
+    """`addition` with a space on either side where it would touch a word of `before` or `after`
+    (the prompt's text before and after the cursor)."""
     if before and not before[-1].isspace():
         addition = " " + addition
     if after and not after[0].isspace():
         addition += " "
-    return before + addition + after, len(before) + len(addition)
+    return addition

@@ -36,12 +36,14 @@ MAX_STYLES = 500  # files read from the folder, at most
 PROMPT_LENGTH = 4000
 FILE_NAME_LENGTH = 48
 LORA_STRENGTH = 0.8  # what a LoRA added without a strength gets, as in A1111
+STRENGTH_LIMIT = 5.0
+MAX_LORAS = 16
 
 
 @dataclass(frozen=True)
 class StyleLora:
     name: str = spec(max_len=NAME_LENGTH)
-    strength: float = spec(LORA_STRENGTH, min=-5.0, max=5.0)
+    strength: float = spec(LORA_STRENGTH, min=-STRENGTH_LIMIT, max=STRENGTH_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class Style:
     sampler: str = spec("", max_len=64)
     steps: int | None = spec(None, min=1, max=150)
     cfg_scale: float | None = spec(None, min=0.0, max=30.0)
-    loras: list[StyleLora] = spec(default_factory=list, max_len=16)
+    loras: list[StyleLora] = spec(default_factory=list, max_len=MAX_LORAS)
 
     def apply(self, settings: Settings) -> Settings:
         """The settings a request is built from: the artist's prompt in the template, the negative
@@ -221,3 +223,23 @@ def describe(style: Style) -> str:
     if style.loras:
         lines.append("LoRAs: " + ", ".join(f"{lora.name} {lora.strength:g}" for lora in style.loras))
     return "\n".join(lines)
+
+
+def parse_loras(text: str) -> list[StyleLora]:
+    """`name:0.8, other` as the style dialog takes them (a LoRA without a strength gets LORA_STRENGTH);
+    a strength that is no number or out of bounds is left at that."""
+    found = []
+    for part in text.split(","):
+        name, _, strength = part.strip().rpartition(":") if ":" in part else (part.strip(), "", "")
+        if not name.strip():
+            continue
+        try:
+            value = float(strength) if strength.strip() else LORA_STRENGTH
+        except ValueError:
+            value = LORA_STRENGTH
+        found.append(StyleLora(name.strip()[:NAME_LENGTH], max(-STRENGTH_LIMIT, min(STRENGTH_LIMIT, value))))
+    return found[:MAX_LORAS]
+
+
+def format_loras(loras: list[StyleLora]) -> str:
+    return ", ".join(f"{lora.name}:{lora.strength:g}" for lora in loras)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from harness import extension, fingerprint, layer_names, new_document, pump, report
 from krita import Krita, Selection
-from PyQt5.QtCore import QPoint
+from PyQt5.QtCore import QPoint, Qt
 from PyQt5.QtGui import QImage
 from PyQt5.QtWidgets import QAbstractButton, QApplication, QWidget
 
@@ -661,80 +661,77 @@ def _xdotool_run(command: list[str], timeline: _Timeline):
         raise RuntimeError(f"xdotool failed ({xdotool.returncode}): {' '.join(command[:8])} …")
 
 
-def _layout_problems(docker) -> dict:
-    """Whatever of the docker a person could not read: a horizontal scrollbar, a widget reaching
-    beyond the visible width, a widget squeezed below the smallest size it can draw itself in, a
-    label whose text neither fits nor wraps into its height. Only widgets shown count."""
-    from PyQt5.QtWidgets import QAbstractButton, QLabel, QScrollArea
-
-    scroll = docker.widget()
-    if not isinstance(scroll, QScrollArea):
-        return {"not a scroll area": type(scroll).__name__}
-    viewport = scroll.viewport()
-    problems = []
-    if scroll.horizontalScrollBar().isVisible():
-        problems.append("horizontal scrollbar shown")
-    for widget in scroll.widget().findChildren(QWidget):
-        if not widget.isVisibleTo(docker) or widget.parent() is None or widget.width() == 0:
-            continue
-        said = widget.text() if isinstance(widget, (QAbstractButton, QLabel)) else ""
-        name = f"{type(widget).__name__} {widget.objectName() or said!r}"
-        left = widget.mapTo(viewport, QPoint(0, 0)).x()
-        if left < 0 or left + widget.width() > viewport.width():
-            problems.append(f"{name}: x {left}..{left + widget.width()} beyond 0..{viewport.width()}")
-        hint = widget.minimumSizeHint()
-        if isinstance(widget, (QAbstractButton, QLabel)) or type(widget).__name__ in ("QComboBox", "QLineEdit"):
-            if widget.width() < hint.width() or widget.height() < hint.height():
-                problems.append(f"{name}: {widget.width()}x{widget.height()} below its smallest "
-                                f"{hint.width()}x{hint.height()}")
-        if isinstance(widget, QLabel) and widget.text() and widget.pixmap() is None:
-            room = widget.contentsRect()
-            if widget.wordWrap():
-                needed = widget.heightForWidth(widget.width())
-                if needed > widget.height():
-                    problems.append(f"{name}: wraps to {needed} px high in {widget.height()}")
-            elif widget.fontMetrics().horizontalAdvance(widget.text()) > room.width():
-                problems.append(f"{name}: text {widget.fontMetrics().horizontalAdvance(widget.text())} px "
-                                f"wide in {room.width()}")
-    return {"problems": problems, "viewport": [viewport.width(), viewport.height()],
-            "docker": [docker.width(), docker.height()], "floating": docker.isFloating(),
-            "body_minimum": [scroll.widget().minimumSizeHint().width(), scroll.widget().minimumSizeHint().height()]}
-
-
-def _screenshot(path: str) -> None:
+def _screenshot(path: str, docker) -> None:
+    """The screen, and the docker alone beside it (`-docker` before the suffix)."""
     subprocess.run(["import", "-window", "root", path], check=True, timeout=60)
+    docker.grab().save(path.replace(".png", "-docker.png"))
 
 
 @report
-def gui_docked_layout(job: dict, out: dict):
-    """In the GUI, Krita's default workspace: the docker shown from Settings ▸ Dockers, where
-    Krita puts it (the right column, under Layers and the others); what of it cannot be read there,
-    then floated at the job's sizes. Screenshots of each state are written to the workdir."""
+def gui_docker_in_the_default_layout(job: dict, out: dict):
+    """In the GUI, Krita's default workspace: the docker where Krita docks it (the right column,
+    under Layers and Brush Presets). What of it cannot be read there (docker_layout.py), with Live
+    off and on, then floated at the job's sizes; screenshots of each. Then the model's recommended
+    settings in the docker, and a style picked from its combo shaping the request it sends."""
     controller = extension({**job, "server": ""}).controller
+    import docker_layout  # takes Qt from the plugin, loaded by now
+
     krita = Krita.instance()
     window = krita.activeWindow().qwindow()
     window.setGeometry(0, 0, 1600, 1000)  # Xvfb has no window manager that could maximize it
     docker = _docker()
-    out["shown_at_start"] = docker.isVisible()
     if not docker.isVisible():
         docker.toggleViewAction().trigger()  # what Settings ▸ Dockers ▸ Underpaint does
     yield lambda: controller.server.connected
     out["connected"] = controller.server.connected
-    out["message"] = controller.server.message
     yield 1.0
-    out["area"] = int(window.dockWidgetArea(docker))
-    out["right_column"] = sorted(d.objectName() for d in krita.dockers()
-                                 if d.isVisible() and not d.isFloating() and window.dockWidgetArea(d) == out["area"])
-    out["docked"] = _layout_problems(docker)
-    out["docked"]["screenshot"] = f"{job['workdir']}/docked.png"
-    _screenshot(out["docked"]["screenshot"])
-    out["floating"] = []
-    for width, height in job.get("floating", []):
+    area = window.dockWidgetArea(docker)
+    out["right"] = area == Qt.DockWidgetArea.RightDockWidgetArea
+    column = [d for d in krita.dockers() if d.isVisible() and not d.isFloating() and window.dockWidgetArea(d) == area]
+    out["below"] = sorted(d.objectName() for d in column if d.geometry().bottom() <= docker.geometry().top())
+    out["states"] = {}
+
+    def look(name: str) -> dict:
+        found = docker_layout.problems(docker)
+        found["screenshot"] = f"{job['workdir']}/{name}.png"
+        _screenshot(found["screenshot"], docker)
+        out["states"][name] = found
+        return found
+
+    look("docked")
+    docker.job.live.click()
+    yield 1.0
+    out["live_status"] = docker.job.live_status.text() if docker.job.live_status.isVisible() else None
+    out["live_button"] = [docker.job.live.text(), docker.job.live.isChecked()]
+    docker.widget().ensureWidgetVisible(docker.job.live_status)
+    yield 0.3
+    look("docked-live")
+    docker.job.live.click()
+    for width, height in job["floating"]:
         docker.setFloating(True)
-        docker.resize(width, height)
+        docker.setGeometry(300, 100, width, height)  # no window manager places it
         yield 0.5
-        found = _layout_problems(docker)
-        found["screenshot"] = f"{job['workdir']}/floating-{width}.png"
-        _screenshot(found["screenshot"])
-        out["floating"].append(found)
+        look(f"floating-{width}")
     docker.setFloating(False)
+    yield 0.5
+
+    # The model's recommendations fill the advanced settings; a style from the combo at the top.
+    advanced = docker.advanced
+    advanced.toggle.setChecked(True)
+    out["recommended_shown"] = [advanced.steps.value(), advanced.cfg.value(), advanced.scheduler.currentData()]
+    out["styles_folder"] = sorted(p.name for p in controller.choices.library.folder.iterdir())
+    new_document(256, 192)
+    picker = docker.styles.picker
+    index = picker.findData(job["style"])
+    picker.setCurrentIndex(index)
+    picker.activated.emit(index)  # as when the artist picks it
+    docker.prompt.text.setPlainText("a lighthouse")
+    docker.prompt.negative.setPlainText("fog")
+    out["shown_with_style"] = [advanced.steps.value(), advanced.cfg.value(), advanced.scheduler.currentData()]
+    docker.job.generate.click()
+    request = controller.session().jobs[0].request
+    out["request"] = {name: getattr(request, name) for name in ("model", "prompt", "negative_prompt", "steps",
+                                                                  "cfg_scale", "scheduler")}
+    out["message"] = controller.message
+    yield lambda: not controller.session().jobs
+    out["finished_message"] = controller.message
