@@ -372,20 +372,16 @@ def _paint_landscape(document) -> None:
 
 @report
 def screenshot_pose(job: dict, out: dict) -> None:
-    """Krita as an artist sees it after one inpaint: tools/screenshot.sh photographs this."""
-    from PyQt5.QtCore import Qt
-
+    """Krita as an artist sees it after one inpaint, in its default workspace: the docker where Krita
+    docks it, at the right column's width, made taller by dragging the splitter above it, as an
+    artist would. tools/screenshot.sh photographs this."""
     controller = extension({**job, "server": ""}).controller
     window = Krita.instance().activeWindow().qwindow()
-    window.setGeometry(0, 0, 1600, 1000)  # Xvfb has no window manager that could maximize it
+    window.setGeometry(QApplication.primaryScreen().geometry())  # Xvfb has no window manager to maximize it
     docker = _docker()
-    for other in Krita.instance().dockers():
-        if other.objectName() not in ("underpaint_docker", "KisLayerBox", "ToolBox"):
-            other.hide()
-    docker.show()
-    layers = next(d for d in Krita.instance().dockers() if d.objectName() == "KisLayerBox")
-    window.resizeDocks([docker], [420], Qt.Horizontal)
-    window.resizeDocks([layers, docker], [150, 850], Qt.Vertical)
+    if not docker.isVisible():
+        docker.toggleViewAction().trigger()
+    window.resizeDocks([docker], [window.height()], Qt.Vertical)  # as tall as the others let it be
     out["connected"] = pump(lambda: controller.server.connected, 60)
     document = new_document(768, 512, name="landscape")
     _paint_landscape(document)
