@@ -16,11 +16,11 @@ import json
 import logging
 import os
 import re
-import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from shared.errors import ProtocolError
+from shared.files import Unreadable, read_small_file
 from shared.messages import NAME_LENGTH
 from shared.schema import from_wire_lenient, spec, to_wire
 
@@ -189,18 +189,10 @@ def _read(path: Path) -> bytes | None:
     """A style file's bytes: only a regular file, at most FILE_BYTES (a FIFO or a huge file named
     *.json must not hang or fill Krita)."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(descriptor, "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                return None
-            raw = file.read(FILE_BYTES + 1)
-    except OSError as exc:
-        log.warning("style %s cannot be read: %s", path.name, exc.strerror)
+        return read_small_file(path, FILE_BYTES)
+    except Unreadable as exc:
+        log.warning("skipped the style %s: %s", path.name, exc)
         return None
-    if len(raw) > FILE_BYTES:
-        log.warning("skipped the style %s: larger than %d KiB", path.name, FILE_BYTES // 1024)
-        return None
-    return raw
 
 
 def style_from_settings(name: str, settings: Settings, base: Style | None) -> Style:

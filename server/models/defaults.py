@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import stat
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from safetensors import safe_open
 
+from shared.files import Unreadable, is_regular_file, read_small_file
 from shared.messages import ModelDefaults
 from shared.schema import from_wire_lenient
 
@@ -101,7 +100,7 @@ def _own_metadata(entry: ModelEntry) -> ModelDefaults:
 
 
 def _safetensors_metadata(path: Path) -> dict[str, str]:
-    if not _regular_file(path):
+    if not is_regular_file(path):
         return {}
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -114,20 +113,12 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
 def _read_json(path: Path, limit: int) -> dict[str, Any] | None:
     """A JSON object from a regular file of at most `limit` bytes; None when there is none, with a
     log line when there is a file that cannot be used."""
-    if not _regular_file(path):
-        return None
     try:
-        # O_NONBLOCK: should the file have become a FIFO since it was looked at, opening it must not wait.
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(descriptor, "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                return None
-            raw = file.read(limit + 1)
-    except OSError as exc:
-        log.warning("%s cannot be read: %s", path, exc.strerror)
+        raw = read_small_file(path, limit)
+    except Unreadable as exc:
+        log.warning("%s is ignored: %s", path, exc)
         return None
-    if len(raw) > limit:
-        log.warning("%s is ignored: larger than %d KiB", path, limit // 1024)
+    if raw is None:
         return None
     try:
         data = json.loads(raw.decode("utf-8"))
@@ -138,10 +129,3 @@ def _read_json(path: Path, limit: int) -> dict[str, Any] | None:
         log.warning("%s is ignored: not a JSON object", path)
         return None
     return data
-
-
-def _regular_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(path.stat().st_mode)
-    except OSError:
-        return False
