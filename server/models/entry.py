@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from shared.messages import ModelInfo
+from shared.messages import ModelDefaults, ModelInfo
 
 Kind = Literal["checkpoint", "lora", "embedding"]
 Family = Literal["sd15", "sdxl"]
@@ -26,12 +26,13 @@ class ModelEntry:
     refused: str | None = None  # why it cannot be used, or None
     embedded: bool = False
     trigger_words: tuple[str, ...] = ()
+    defaults: ModelDefaults | None = None  # what it is best used with (defaults.py)
 
     def info(self) -> ModelInfo:
         """What clients see: no paths."""
         return ModelInfo(name=self.name, kind=self.kind, format=self.format, family=self.family,
                          variant=self.variant, refused=self.refused, embedded=self.embedded,
-                         trigger_words=list(self.trigger_words))
+                         trigger_words=list(self.trigger_words), defaults=self.defaults)
 
     def fingerprint(self) -> str:
         """A hex digest that changes when the file does, so an edited LoRA or embedding is loaded anew."""
