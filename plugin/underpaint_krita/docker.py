@@ -19,6 +19,7 @@ from .sections.prompt import PromptSection
 from .sections.regions import RegionsSection
 from .sections.results import ResultsSection
 from .sections.server import ServerSection
+from .sections.upscale import UpscaleSection
 
 DOCKER_ID = "underpaint_docker"
 NOT_STARTED = "Underpaint did not start; see Krita's log."
@@ -37,13 +38,14 @@ class UnderpaintDocker(DockWidget):
         self._loading = True  # widgets set up or filled by the docker are not the artist's choice
         self.server = ServerSection(controller)
         self.prompt = PromptSection(controller, self._store_settings)
-        self.generation = GenerationSection(controller, self._store_settings, self._choose_fill)
+        self.generation = GenerationSection(controller, self._store_settings, self._choose_fill, self._choose_detail)
         self.advanced = AdvancedSection(controller, self._store_settings)
         self.regions = RegionsSection(controller)
         self.job = JobSection(controller)
         self.results = ResultsSection(controller)
+        self.upscale = UpscaleSection(controller)
         self._sections: list[Section] = [self.server, self.prompt, self.generation, self.advanced, self.regions,
-                                         self.job, self.results]
+                                         self.job, self.results, self.upscale]
         body = QWidget()
         layout = QVBoxLayout(body)
         for section in self._sections:
@@ -90,6 +92,10 @@ class UnderpaintDocker(DockWidget):
     def _choose_fill(self, *_: object) -> None:
         if not self._loading:
             self.controller.set_fill(self.generation.fill_mode.currentData())
+
+    def _choose_detail(self, *_: object) -> None:
+        if not self._loading:
+            self.controller.set_detail(self.generation.detail.currentData())
 
     def _label_actions(self) -> None:
         percent = self.generation.strength.value()

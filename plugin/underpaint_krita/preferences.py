@@ -1,4 +1,5 @@
-"""Choices that outlive the docker and Krita itself: the server's address and token, the fill mode.
+"""Choices that outlive the docker and Krita itself: the server's address and token, the fill mode,
+the detail of large canvases.
 
 Krita-free. Inside Krita they are entries of Krita's settings (extension.py's `KritaPreferences`,
 kritarc group `underpaint`); scripts and tests keep them in memory.
@@ -11,6 +12,7 @@ from typing import Protocol
 SERVER_URL = "server_url"
 TOKEN = "token"
 FILL = "fill"
+DETAIL = "detail"
 
 
 class Preferences(Protocol):
