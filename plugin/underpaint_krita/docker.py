@@ -45,7 +45,7 @@ class UnderpaintDocker(DockWidget):
         self.results = ResultsSection(controller)
         self.upscale = UpscaleSection(controller)
         self._sections: list[Section] = [self.server, self.prompt, self.generation, self.advanced, self.regions,
-                                         self.job, self.results, self.upscale]
+                                         self.job, self.upscale, self.results]
         body = QWidget()
         layout = QVBoxLayout(body)
         for section in self._sections:

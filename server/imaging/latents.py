@@ -15,9 +15,12 @@ import torch
 from . import tiles
 from .tiles import TileCallback
 
-# Pictures larger than this many times the VAE's own sample size (its training tiles: 512² for SD1.5,
-# 1024² for SDXL) each way are encoded and decoded in tiles, so memory stays that of this size.
-TILED_ABOVE = 2
+# The VAE works on a picture whole while its full-resolution activations fit in this many bytes, and
+# in tiles that do beyond: whole is exact, tiles are not (each tile's group norms and attention see
+# only the tile). The estimate counts ACTIVATIONS tensors as deep as the VAE's first block: SD1.5's
+# in float32 is whole up to about 590² and tiles of 576² beyond; a small VAE stays whole far longer.
+VAE_BUDGET = 1024**3
+ACTIVATIONS = 6
 # Neighbouring VAE tiles overlap by a quarter tile and fade over it, as diffusers' own tiling does.
 VAE_OVERLAP = 4
 
@@ -64,10 +67,46 @@ def decode(decoder: torch.nn.Module, latents: torch.Tensor) -> list[PIL.Image.Im
     return [PIL.Image.fromarray(image.permute(1, 2, 0).cpu().numpy()) for image in pixels]
 
 
+@torch.no_grad()
+def encode_in_tiles(pipe: Any, picture: PIL.Image.Image, on_tile: TileCallback | None = None) -> torch.Tensor:
+    """`encode`, in overlapping tiles blended by weight where the picture is large: the picture is held
+    as 8-bit pixels, and only one tile at a time as floats."""
+    vae = pipe.vae
+    width, height = picture.size
+    scale = pipe.vae_scale_factor
+    tile = _tile(vae, width // scale, height // scale)
+    pixels = torch.from_numpy(np.array(picture.convert("RGB"))).permute(2, 0, 1)[None]
+
+    def encode_tile(part: torch.Tensor) -> torch.Tensor:
+        normalised = part.to(vae.device, vae.dtype) / 127.5 - 1.0
+        return vae.encode(normalised).latent_dist.mode()
+
+    with upcast(vae):
+        found = tiles.blended(pixels, encode_tile, tile, tile // VAE_OVERLAP, tile // VAE_OVERLAP, on_tile, scale)
+    mean, std = _statistics(vae.config, found.device)
+    return ((found - mean) * vae.config.scaling_factor / std).to(pipe.unet.dtype)
+
+
+def _tile(vae: Any, width: int, height: int) -> int:
+    """The side of the VAE's latent tiles for a latent of width x height: the whole of a small one."""
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    if not tiled_vae_needed(vae, width * scale, height * scale):
+        return max(width, height)
+    return max(1, tile_side(vae) // scale)
+
+
+def _bytes_per_pixel(vae: Any) -> int:
+    return vae.config.block_out_channels[0] * torch.finfo(vae.dtype).bits // 8 * ACTIVATIONS
+
+
+def tile_side(vae: Any) -> int:
+    """The side in pixels of the VAE's tiles: the largest multiple of 64 whose square fits VAE_BUDGET."""
+    return max(64, int((VAE_BUDGET / _bytes_per_pixel(vae)) ** 0.5) // 64 * 64)
+
+
 def tiled_vae_needed(vae: Any, width: int, height: int) -> bool:
-    """Whether a width x height picture is encoded and decoded in tiles."""
-    side = TILED_ABOVE * vae.config.sample_size
-    return width * height > side * side
+    """Whether a width x height picture is encoded and decoded in tiles (it does not fit VAE_BUDGET whole)."""
+    return width * height * _bytes_per_pixel(vae) > VAE_BUDGET
 
 
 @contextmanager
@@ -77,11 +116,16 @@ def tiled_vae(vae: Any, width: int, height: int) -> Iterator[None]:
     if not tiled_vae_needed(vae, width, height):
         yield
         return
+    saved = vae.tile_sample_min_size, vae.tile_latent_min_size
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    vae.tile_sample_min_size = tile_side(vae)
+    vae.tile_latent_min_size = vae.tile_sample_min_size // scale
     vae.enable_tiling()
     try:
         yield
     finally:
         vae.disable_tiling()
+        vae.tile_sample_min_size, vae.tile_latent_min_size = saved
 
 
 @torch.no_grad()
@@ -93,8 +137,7 @@ def decode_in_tiles(vae: Any, latents: torch.Tensor, on_tile: TileCallback | Non
     latents = latents * std / config.scaling_factor + mean
     scale = 2 ** (len(config.block_out_channels) - 1)
     height, width = latents.shape[-2:]
-    whole = not tiled_vae_needed(vae, width * scale, height * scale)
-    tile = max(width, height) if whole else config.sample_size // scale
+    tile = _tile(vae, width, height)
 
     def decode(z: torch.Tensor) -> torch.Tensor:
         return vae.decode(z.to(vae.device, vae.dtype)).sample / 2 + 0.5

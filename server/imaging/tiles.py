@@ -22,11 +22,12 @@ TileFunction = Callable[[torch.Tensor], torch.Tensor]
 
 
 def bands(x: torch.Tensor, fn: TileFunction, tile: int, overlap: int, feather: int, scale: int = 1,
-          on_tile: TileCallback | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+          on_tile: TileCallback | None = None, unit: int = 1) -> Iterator[tuple[int, torch.Tensor]]:
     """`fn` over the overlapping tiles of `x` [batch, channels, height, width], its outputs (`scale`
-    times the tile's size, any channel count) averaged with the tiles' weights. Yields (top row,
+    output pixels per tile unit, any channel count) averaged with the tiles' weights. Tiles are cut in
+    units of `unit` pixels of `x` (8 for a VAE's encoder: a latent pixel's worth). Yields (top row,
     band) in output rows, top to bottom, each band final and the bands covering the output once."""
-    height, width = x.shape[-2:]
+    height, width = x.shape[-2] // unit, x.shape[-1] // unit
     rows, columns = spans(height, tile, overlap), spans(width, tile, overlap)
     across = [_weights(ramp(x0, x1, width, feather), scale) for x0, x1 in columns]
     count = len(rows) * len(columns)
@@ -37,7 +38,7 @@ def bands(x: torch.Tensor, fn: TileFunction, tile: int, overlap: int, feather: i
         for c, (x0, x1) in enumerate(columns):
             if on_tile is not None:
                 on_tile(r * len(columns) + c, count)
-            out = fn(x[..., y0:y1, x0:x1]).float()
+            out = fn(x[..., y0 * unit:y1 * unit, x0 * unit:x1 * unit]).float()
             if total is None:
                 total = out.new_zeros((out.shape[0], out.shape[1], 0, width * scale))
                 wsum = out.new_zeros((1, 1, 0, width * scale))
@@ -56,9 +57,9 @@ def bands(x: torch.Tensor, fn: TileFunction, tile: int, overlap: int, feather: i
 
 
 def blended(x: torch.Tensor, fn: TileFunction, tile: int, overlap: int, feather: int,
-            on_tile: TileCallback | None = None) -> torch.Tensor:
+            on_tile: TileCallback | None = None, unit: int = 1) -> torch.Tensor:
     """`bands` put together: the whole output as one tensor (for latents, which are small)."""
-    return torch.cat([band for _, band in bands(x, fn, tile, overlap, feather, 1, on_tile)], dim=-2)
+    return torch.cat([band for _, band in bands(x, fn, tile, overlap, feather, 1, on_tile, unit)], dim=-2)
 
 
 def pictures(x: torch.Tensor, fn: TileFunction, tile: int, overlap: int, feather: int, scale: int,

@@ -152,7 +152,8 @@ class WholePicture(Mode):
         size = (round_to_multiple(self.frame.canvas.width, multiple), round_to_multiple(self.frame.canvas.height,
                                                                                        multiple))
         enlarged, self.enlarged_by = self.enlarge(native, size, None, progress)
-        return full_size.refine(self.model, pipe, arguments, enlarged, FULL_DETAIL_STRENGTH, progress)
+        return full_size.refine(self.model, pipe, arguments, enlarged, FULL_DETAIL_STRENGTH, progress,
+                                (self.frame.width, self.frame.height))
 
     def describe(self) -> dict[str, Any]:
         if not self.full_detail:

@@ -6,6 +6,7 @@ picture this way, and an upscale with a strength its upscaled image (docs/upscal
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -14,7 +15,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 
-from ..imaging import latents
+from ..imaging import frequencies, latents
 from ..models.pipelines import Model, call_arguments
 from .tiled import tile_side, tiled_unet
 
@@ -30,15 +31,18 @@ class Progress(Protocol):
 
 
 def refine(model: Model, pipe: DiffusionPipeline, arguments: dict[str, Any], pictures: Sequence[PIL.Image.Image],
-           strength: float, progress: Progress) -> Any:
+           strength: float, progress: Progress, coarse: tuple[int, int]) -> Any:
     """`pictures` (one per image of the job, all of one size, multiples of the latent scale) refined at
-    `strength` with the job's pipeline `arguments` (prompts, steps, guidance, generators, callbacks).
+    `strength` with the job's pipeline `arguments` (prompts, steps, guidance, generators, callbacks),
+    keeping their content at the `coarse` size they were enlarged from (imaging/frequencies.py).
     Returns the pipeline's kind of output: latents where the arguments ask for them, else pictures."""
     width, height = pictures[0].size
     refiner = model.pipeline("img2img")
     # A sampler of the job's kind, fresh: samplers keep state from the pass before.
     refiner.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
-    wanted = {**arguments, "strength": strength, "output_type": "latent"}
+    # img2img runs int(steps * strength) of its steps: at least one, however few the job asked for.
+    steps = max(arguments["num_inference_steps"], math.ceil(1 / strength))
+    wanted = {**arguments, "num_inference_steps": steps, "strength": strength, "output_type": "latent"}
     with latents.tiled_vae(refiner.vae, width, height):
         if model.is_inpaint_model:
             # A 9-channel model repaints all of each picture, as its pipeline encodes them.
@@ -46,12 +50,15 @@ def refine(model: Model, pipe: DiffusionPipeline, arguments: dict[str, Any], pic
                        "width": width, "height": height}
         else:
             # Encoded here, so the pipeline takes latents and never holds the pictures as floats.
-            wanted["image"] = torch.cat([latents.encode(refiner, picture) for picture in pictures])
-        progress.stage(min(int(arguments["num_inference_steps"] * strength), arguments["num_inference_steps"]))
+            progress.stage(0)
+            wanted["image"] = torch.cat([latents.encode_in_tiles(refiner, picture, progress.tile)
+                                         for picture in pictures])
+        progress.stage(min(int(steps * strength), steps))
         with tiled_unet(refiner.unet, tile_side(model.native_side, model.latent_scale), progress.tile):
             output = refiner(**call_arguments(refiner, wanted))
     if arguments.get("output_type") == "latent":
         return output
     progress.stage(0)
-    return StableDiffusionPipelineOutput(images=latents.decode_in_tiles(refiner.vae, output.images, progress.tile),
-                                         nsfw_content_detected=None)
+    decoded = latents.decode_in_tiles(refiner.vae, output.images, progress.tile)
+    kept = [frequencies.keep_coarse(new, old, coarse) for new, old in zip(decoded, pictures, strict=True)]
+    return StableDiffusionPipelineOutput(images=kept, nsfw_content_detected=None)

@@ -49,7 +49,7 @@ class Upscale(WholePicture):
         pictures = enlarged * arguments["num_images_per_prompt"]
         if self.strength == 0:
             return StableDiffusionPipelineOutput(images=pictures, nsfw_content_detected=None)
-        return full_size.refine(self.model, pipe, arguments, pictures, self.strength, progress)
+        return full_size.refine(self.model, pipe, arguments, pictures, self.strength, progress, self.source.size)
 
     def describe(self) -> dict[str, Any]:
         return {"scale": self.request.scale, "upscaler": self.enlarged_by,

@@ -89,7 +89,18 @@ def check_the_docker_builds_its_sections_and_shows_the_server() -> None:
     body = docker.widget().widget().layout()
     sections = [type(body.itemAt(i).widget()).__name__ for i in range(body.count())]
     assert sections == ["ServerSection", "PromptSection", "GenerationSection", "AdvancedSection", "RegionsSection",
-                        "JobSection", "ResultsSection"]
+                        "JobSection", "UpscaleSection", "ResultsSection"]
+    detail = docker.generation.detail
+    assert [detail.itemData(i) for i in range(detail.count())] == ["fast", "full"]
+    detail.setCurrentIndex(detail.findData("full"))
+    assert controller.settings.detail == "full" and controller.preferences.read("detail") == "full"
+    upscale = docker.upscale
+    assert [upscale.upscaler.itemText(i) for i in range(upscale.upscaler.count())] == ["Lanczos (no model)"]
+    upscale.scale.setCurrentIndex(upscale.scale.findData(4))
+    upscale.refine.setValue(30)
+    upscale.button.click()
+    sent = controller.connection.sent[-1]
+    assert (sent.mode, sent.scale, sent.upscaler, sent.strength) == ("upscale", 4, None, 0.3)
     assert docker.server.status.text() == "● Connected to underpaint/test on cpu"
     model = docker.prompt.model
     assert [model.itemText(i) for i in range(model.count())] == ["tiny-sd15", "tiny-sd15-inpaint"]
