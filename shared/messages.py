@@ -54,6 +54,20 @@ class Limits:
 
 
 @dataclass
+class ModelDefaults:
+    """The settings a model is meant to be used with, as its server recommends them (from a sidecar
+    file, the model's own metadata, else its family); None where it recommends nothing. A client
+    uses them for every setting its user has not chosen. Fields a client does not know are skipped,
+    so a newer server may recommend more."""
+
+    cfg_scale: float | None = spec(None, min=0.0, max=30.0)
+    steps: int | None = spec(None, min=1, max=150)
+    scheduler: str | None = spec(None, max_len=64)
+    width: int | None = spec(None, min=64, max=8192)
+    height: int | None = spec(None, min=64, max=8192)
+
+
+@dataclass
 class ModelInfo:
     """A model as clients see it (no paths). `kind`, `family` and `variant` are strings, not fixed
     choices, so a client keeps working when a newer server lists kinds it does not know yet."""
@@ -66,6 +80,7 @@ class ModelInfo:
     refused: str | None = None  # why it cannot be used
     embedded: bool = False  # the built-in demo model
     trigger_words: list[str] = field(default_factory=list)
+    defaults: ModelDefaults | None = None  # checkpoints that can be used
     scale: int | None = None  # upscalers: how many times larger each side comes out
 
     @property

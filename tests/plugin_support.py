@@ -215,12 +215,13 @@ class Clock:
         return self.now
 
 
-def connected_controller(document: FakeDocument,
-                         prompt: str) -> tuple[Controller, ScriptedConnection, FakeWorkspace, FakeDocument]:
-    """A controller over `document` alone, just welcomed by its scripted server, with `prompt` typed in."""
+def connected_controller(document: FakeDocument, prompt: str, **options: Any
+                         ) -> tuple[Controller, ScriptedConnection, FakeWorkspace, FakeDocument]:
+    """A controller over `document` alone (`options` go to Controller), just welcomed by its
+    scripted server, with `prompt` typed in."""
     workspace = FakeWorkspace([document], document)
     connection = ScriptedConnection()
-    controller = Controller(connection, workspace)
+    controller = Controller(connection, workspace, **options)
     connection.reply(Connected(WELCOME))
     controller.poll()
     controller.settings.prompt = prompt

@@ -10,6 +10,7 @@ do not exist there, and Krita.openWindow() crashes it.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,6 +183,57 @@ def test_upscale_scales_the_canvas_and_undo_takes_it_back_in_gui_krita(krita_hom
     assert first == {"size": [256, 192], "layers": [n for n in found["layers_after"] if n not in new]}
     assert second["size"] == [128, 96] and new[0] not in second["layers"]
     assert found["artist_untouched_after_undo"] == {"Background": True, "Paint": True, "Top": True}
+
+
+@pytest.fixture(scope="module")
+def default_layout(krita_home: KritaHome, adapters: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """GUI Krita in its default workspace with the docker, against a server whose model recommends
+    its own settings (a sidecar file), with a style of the artist's in Krita's resource folder."""
+    models = tmp_path_factory.mktemp("recommending") / "models"
+    shutil.copytree(adapters / "checkpoints" / "tiny-sd15-inpaint", models / "checkpoints" / "tiny-sd15-inpaint")
+    (models / "checkpoints" / "tiny-sd15-inpaint.json").write_text(
+        json.dumps({"steps": 5, "cfg_scale": 4.5, "scheduler": "euler"}))
+    shutil.copytree(adapters / "loras", models / "loras")
+    styles = krita_home.data / "krita" / "underpaint" / "styles"
+    shutil.rmtree(styles, ignore_errors=True)  # an earlier test's Krita made it, with the shipped styles
+    styles.mkdir(parents=True)
+    (styles / "lighthouse.json").write_text(json.dumps(
+        {"name": "Lighthouse keeper", "prompt": "{prompt}, oil painting", "negative_prompt": "photo",
+         "sampler": "euler_a", "cfg_scale": 5.5, "loras": [{"name": "tiny-sd15-lora", "strength": 0.5}]}))
+    with ServerProcess(models, tmp_path_factory.mktemp("recommending-server")) as server:
+        return run_gui(krita_home, "gui_docker_in_the_default_layout", server.url, style="Lighthouse keeper",
+                       floating=[[320, 760], [240, 640]])
+
+
+@needs_gui
+def test_the_docker_fits_where_krita_docks_it_and_floated(default_layout: dict) -> None:
+    """Docked in the right column under Layers and Brush Presets, at that column's width: no
+    horizontal scrollbar, nothing beyond the visible width or squeezed, every label's text fits or
+    wraps; with Live on too, and floated, wide and narrow."""
+    found = default_layout
+    assert "Traceback" not in found["log"], found["log"][-3000:]
+    assert found["connected"] and found["right"]
+    assert {"KisLayerBox", "PresetDocker"} <= set(found["below"]), found["below"]
+    docked = found["states"]["docked"]
+    assert docked["viewport"][0] < 300 and not docked["floating"]  # Krita's narrow right column
+    for name, state in found["states"].items():
+        assert state["problems"] == [], (name, state)
+        assert Path(state["screenshot"]).stat().st_size > 0
+    assert found["live_button"] == ["Live on", True]
+    assert found["live_status"] == "Live: following your strokes"
+
+
+@needs_gui
+def test_the_models_settings_and_a_style_from_the_combo_shape_the_request_in_gui_krita(default_layout: dict) -> None:
+    found = default_layout
+    assert found["recommended_shown"] == [5, 4.5, "euler"]  # the model's sidecar file
+    assert found["styles_folder"] == ["lighthouse.json"]  # read from Krita's resource folder
+    # The style sets the sampler and CFG scale; the steps stay the model's.
+    assert found["shown_with_style"] == [5, 5.5, "euler_a"]
+    assert found["request"] == {"model": "tiny-sd15-inpaint", "prompt": "a lighthouse, oil painting "
+                                "<lora:tiny-sd15-lora:0.5>", "negative_prompt": "fog, photo", "steps": 5,
+                                "cfg_scale": 5.5, "scheduler": "euler_a"}
+    assert found["message"] == "" and found["finished_message"] == ""
 
 
 def _ink_difference(reference: bytes, other: bytes) -> float:

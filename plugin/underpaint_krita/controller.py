@@ -8,6 +8,7 @@ from a timer, and re-reads the state when a subscriber is told something changed
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -16,8 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from shared.messages import Error, Limits, Welcome
+from shared.messages import Error, Limits, ModelInfo, Welcome
 
+from . import networks
+from .choices import Choices, checkpoint
 from .connection import Connected, Connection, Disconnected, Failed, Received
 from .errors import NO_DOCUMENT, PLUGIN_FAULT, UserError, artist_message
 from .history import DEFAULT_LIMIT
@@ -26,6 +29,7 @@ from .regions import RegionPrompt
 from .requests import Settings, Upscaling, detail, fill_mode
 from .session import Document, DocumentSession
 from .stroke_guard import StrokeGuard
+from .styles import Style, StyleLibrary
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,9 +50,17 @@ class ServerState:
 
     @property
     def models(self) -> list[str]:
-        if self.welcome is None:
-            return []
-        return [m.name for m in self.welcome.models if m.usable_checkpoint]
+        """The checkpoints that can be used, by name."""
+        return [m.name for m in self.listed() if m.usable_checkpoint]
+
+    @property
+    def refused(self) -> list[ModelInfo]:
+        """Checkpoints the server found but cannot use, each with the reason."""
+        return [m for m in self.listed() if m.kind == "checkpoint" and m.refused]
+
+    def listed(self) -> list[ModelInfo]:
+        """Every model the server listed, refused ones included."""
+        return self.welcome.models if self.welcome is not None else []
 
 
 def _reports_errors(action: Callable[..., T]) -> Callable[..., T | None]:
@@ -70,14 +82,15 @@ def _reports_errors(action: Callable[..., T]) -> Callable[..., T | None]:
 
 class Controller:
     def __init__(self, connection: Connection, workspace: Workspace, history_limit: int = DEFAULT_LIMIT,
-                 clock: Callable[[], float] = time.monotonic, preferences: Preferences | None = None):
+                 clock: Callable[[], float] = time.monotonic, preferences: Preferences | None = None,
+                 styles: StyleLibrary | None = None):
         self.connection = connection
         self.clock = clock
         self.workspace = workspace
         self.history_limit = history_limit
         self.preferences = preferences if preferences is not None else MemoryPreferences()
-        self.settings = Settings(fill=fill_mode(self.preferences.read(FILL)),
-                                 detail=detail(self.preferences.read(DETAIL)))
+        self.choices = Choices(self.preferences, styles if styles is not None else StyleLibrary(None))
+        self.settings = self.choices.settings  # changed in place, never replaced
         self.upscaling = Upscaling()
         self.server = ServerState()
         self.guard = StrokeGuard()
@@ -115,9 +128,11 @@ class Controller:
 
     @_reports_errors
     def generate(self) -> str:
-        """Start a job for the active document with the current settings; returns its id."""
-        request = self._require_session().start_job(self.settings, uuid.uuid4().hex, self.server.connected)
+        """Start a job for the active document with the current settings (and style); returns its id."""
+        session = self._require_session()
+        request = session.start_job(self.choices.for_request(), uuid.uuid4().hex, self.server.connected)
         self.connection.submit(request)
+        self.choices.recent.add(self.settings.prompt)
         self._changed()
         return request.id
 
@@ -185,6 +200,40 @@ class Controller:
 
     # --- settings -----------------------------------------------------------------------------
 
+    def edit_settings(self, new: Settings) -> None:
+        """The docker's controls say `new` now: what changed counts as the artist's choice (choices.py)."""
+        before = dataclasses.astuple(self.settings)
+        self.choices.edit(new, self.server.welcome)
+        if dataclasses.astuple(self.settings) != before:
+            self._changed()
+
+    @_reports_errors
+    def choose_style(self, name: str) -> None:
+        """Use the style named `name` ("" for none) from now on, also after a restart."""
+        self._tell(self.choices.choose_style(name, self.server.welcome))
+
+    @_reports_errors
+    def save_style(self, style: Style, replacing: str | None = None) -> None:
+        """Save a new or edited style (`replacing` names the one it was, when renamed) and use it."""
+        self.choices.save_style(style, replacing)
+        self.choose_style(style.name.strip())
+
+    @_reports_errors
+    def delete_style(self, name: str) -> None:
+        self.choices.delete_style(name)
+        self.choices.follow_model(self.server.welcome)
+        self._changed()
+
+    def forget_changes(self) -> None:
+        """Steps, CFG scale and sampler back to what the style sets and the model recommends."""
+        self.choices.forget_changes(self.server.welcome)
+        self._changed()
+
+    def networks(self) -> list[ModelInfo]:
+        """The LoRAs and embeddings that fit the chosen model (networks.py)."""
+        model = checkpoint(self.server.welcome, self.settings.model)
+        return networks.fitting(self.server.listed(), model.family if model is not None else None)
+
     def set_fill(self, fill: str) -> None:
         """Inpaint selections with this fill mode from now on, also after a restart."""
         self.settings.fill = fill_mode(fill)
@@ -246,7 +295,8 @@ class Controller:
         session = self.session()
         if session is None or session.live is None or not self.server.connected:
             return
-        frame = session.live.next_frame(session.document, self.settings, self.clock(), tuple(session.regions),
+        frame = session.live.next_frame(session.document, self.choices.for_request(), self.clock(),
+                                        tuple(session.regions),
                                         may_read=lambda: self._may_touch(session.document))
         if frame is not None:
             self.connection.submit(frame)
@@ -255,18 +305,19 @@ class Controller:
         if isinstance(event, Connected):
             self.server = ServerState(True, f"Connected to {event.welcome.server} on {event.welcome.device}",
                                       event.welcome)
-            if not self.settings.model and self.server.models:
+            if self.settings.model not in self.server.models and self.server.models:
                 self.settings.model = self.server.models[0]
+            self.choices.follow_model(event.welcome)
             for session in self._sessions:
                 session.connected()
         elif isinstance(event, Disconnected):
             retry = f" Retrying in {event.retry_in:.0f} s." if event.retry_in >= 1 else ""
             welcome = self.server.welcome  # keep the model list while reconnecting
-            self.server = ServerState(False, artist_message(event.code) + retry, welcome)
+            self.server = ServerState(False, artist_message(event.code, address=event.address) + retry, welcome)
         elif isinstance(event, Failed):
             owner = self._owner(event.job_id)
             if owner is not None:
-                owner.fail(event.job_id, event.code, event.detail)
+                owner.fail(event.job_id, event.code, event.detail, event.address)
         elif isinstance(event, Received):
             job_id = getattr(event.message, "id", None)
             owner = self._owner(job_id) if job_id else None

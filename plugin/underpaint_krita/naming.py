@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 PREVIEW = "[Preview]"
 GENERATED = "[Generated]"
 LIVE = "[Live]"
 PROMPT_CHARS = 40
 ELLIPSIS = "…"
+LORA_TAG = re.compile(r"<(?:lora|lyco):[^<>]*>", re.IGNORECASE)  # as the server reads them (prompts.py)
 
 
 def short_prompt(prompt: str, limit: int = PROMPT_CHARS) -> str:
-    """The prompt on one line, cut at a word boundary where one is near, with an ellipsis."""
-    text = " ".join(prompt.split())
+    """The prompt on one line without its LoRA tags (a style may add several), cut at a word
+    boundary where one is near, with an ellipsis."""
+    text = " ".join(LORA_TAG.sub(" ", prompt).split())
     if not text:
         return "(no prompt)"
     if len(text) <= limit:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from shared.messages import Cancelled, Error, Generate, Image, Limits, LiveStop, Progress, Queued, Result
 
 from . import naming
-from .errors import NO_LAYER, NO_RESULT, UserError, artist_message
+from .errors import CONNECTION_LOST, NO_LAYER, NO_RESULT, SERVER_BACK, UserError, artist_message
 from .history import Entry, History
 from .live import LiveCanvas, LiveResult, LiveSession
 from .regions import RegionPrompt, Regions
@@ -23,6 +23,8 @@ from .requests import Settings, Upscaling, build_request, build_upscale
 
 log = logging.getLogger(__name__)
 WAITING = "Waiting for the server…"
+CANCELLED = "Cancelled."
+SERVER_STOPPING = "server stopping"  # the reason of `cancelled` when the server shuts down (docs/protocol.md)
 LIVE = "live"  # DocumentSession.shown when the preview layer shows the live picture
 
 
@@ -187,6 +189,8 @@ class DocumentSession:
     def connected(self) -> None:
         if self.message == WAITING:
             self.message = ""
+        elif self.message == artist_message(CONNECTION_LOST):
+            self.message = artist_message(SERVER_BACK)
 
     def receive(self, message: Any) -> None:
         """A server message about one of this document's jobs or live frames."""
@@ -212,16 +216,17 @@ class DocumentSession:
             self._finish(job.id, "")
             self._store(job.request, message)
         elif isinstance(message, Cancelled):
-            self._finish(job.id, "Cancelled.")
+            stopped = message.reason == SERVER_STOPPING
+            self._finish(job.id, artist_message(CONNECTION_LOST) if stopped else CANCELLED)
         elif isinstance(message, Error):
             self._finish(job.id, artist_message(message.code, message.message))
 
-    def fail(self, job_id: str, code: str, detail: str | None = None) -> None:
+    def fail(self, job_id: str, code: str, detail: str | None = None, address: str | None = None) -> None:
         """A job or live frame that will get no answer (the connection's `Failed`)."""
         if self.live is not None and self.live.owns(job_id):
             self.live.finish(job_id)  # a lost live frame needs no word: the next change sends a new one
         else:
-            self._finish(job_id, artist_message(code, detail))
+            self._finish(job_id, artist_message(code, detail, address))
 
     def _receive_live(self, message: Any) -> None:
         """Live pictures replace each other in the preview layer; superseded frames pass silently."""

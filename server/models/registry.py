@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..errors import BadInput, ModelBroken, UnknownModel
 from . import upscalers
+from .defaults import with_defaults
 from .entry import Kind, ModelEntry, is_valid_name
 from .identify import PICKLE_SUFFIXES, identify_file, identify_folder, is_tiny_autoencoder
 
@@ -71,6 +72,7 @@ class Registry:
             demo = embedded_entry()
             if demo is not None:
                 found[(demo.kind, demo.name)] = demo
+        found = {key: with_defaults(entry) for key, entry in found.items()}
         decoders = find_tiny_decoders(self.folders)
         with self._lock:
             self._entries = found

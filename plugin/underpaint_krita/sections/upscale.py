@@ -5,23 +5,24 @@ from __future__ import annotations
 
 from ..controller import Controller
 from ..qt import QComboBox, QFormLayout, QPushButton, QSpinBox
-from .base import Section, fill_combo
+from .base import Choice, FoldingSection, fill_combo, narrow
 
 LANCZOS = "Lanczos (no model)"
 
 
-class UpscaleSection(Section):
-    """Scale, upscaler, refine strength and the Upscale button."""
+class UpscaleSection(FoldingSection):
+    """Scale, upscaler, refine strength and the Upscale canvas button."""
 
     def __init__(self, controller: Controller):
-        super().__init__(controller)
+        super().__init__(controller, "upscale", "Upscale", open_by_default=False)
         form = QFormLayout()
-        self.scale = QComboBox()
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        self.scale = narrow(QComboBox())
         for scale in (2, 4):
             self.scale.addItem(f"{scale}x", scale)
         self.scale.currentIndexChanged.connect(self._store)
-        form.addRow("Upscale", self.scale)
-        self.upscaler = QComboBox()
+        form.addRow("Scale", self.scale)
+        self.upscaler = narrow(QComboBox())
         self.upscaler.setToolTip("Upscaler models are found in the models folder's upscale_models/ or ESRGAN/")
         self.upscaler.currentIndexChanged.connect(self._store)
         form.addRow("With", self.upscaler)
@@ -32,17 +33,16 @@ class UpscaleSection(Section):
         self.refine.setToolTip("Then refine the upscaled canvas with the prompt at this strength, tile by tile")
         self.refine.valueChanged.connect(self._store)
         form.addRow("Refine", self.refine)
-        self.column.addLayout(form)
+        self.rows.addLayout(form)
         self.button = QPushButton("Upscale canvas")
         self.button.setToolTip("Scale the canvas as Image > Scale Image does and add the upscaled picture "
-                               "as a new layer; one undo takes both back")
+                               "as a new layer")
         self.button.clicked.connect(lambda: controller.upscale())
-        self.column.addWidget(self.button)
+        self.rows.addWidget(self.button)
 
     def refresh(self) -> None:
-        upscaling = self.controller.upscaling
-        choices = [(f"{name} ({scale}x)", name) for name, scale in self.controller.upscalers()]
-        fill_combo(self.upscaler, [*choices, (LANCZOS, "")], upscaling.upscaler or "")
+        choices = [Choice(f"{name} ({scale}x)", name) for name, scale in self.controller.upscalers()]
+        fill_combo(self.upscaler, [*choices, Choice(LANCZOS, "")], self.controller.upscaling.upscaler or "")
         self.button.setEnabled(self.controller.session() is not None)
 
     def _store(self, *_: object) -> None:
