@@ -73,7 +73,7 @@ class Job:
     tile: int | None = None  # of a step done in tiles
     tiles: int | None = None
     preview: Image | None = None
-    upscale: Upscaling | None = None  # an upscale of the canvas, applied as it arrives
+    upscale: bool = False  # an upscale of the canvas, applied as it arrives
 
     @property
     def id(self) -> str:
@@ -113,7 +113,7 @@ class DocumentSession:
                       limits: Limits) -> Generate:
         """An upscale of this document's canvas; returns its request, for the controller to send."""
         request = build_upscale(self.document, settings, upscaling, job_id, limits)
-        self.jobs.append(Job(request, upscale=upscaling))
+        self.jobs.append(Job(request, upscale=True))
         self.message = "" if connected else WAITING
         return request
 
@@ -206,12 +206,11 @@ class DocumentSession:
             job.state, job.step, job.total = "running", message.step, message.total
             job.tile, job.tiles = message.tile, message.tiles
             job.preview = message.preview or job.preview
-        elif isinstance(message, Result) and job.upscale is not None:
+        elif isinstance(message, Result) and job.upscale:
             self._finish(job.id, "")
             if message.images:
-                image = message.images[0].image
-                scale = job.upscale.scale
-                self.waiting_upscale = (scale, naming.upscaled_name(job.request.prompt, scale), image)
+                scale = job.request.scale
+                self.waiting_upscale = (scale, naming.upscaled_name(job.request.prompt, scale), message.images[0].image)
         elif isinstance(message, Result):
             self._finish(job.id, "")
             self._store(job.request, message)
