@@ -79,6 +79,7 @@ class FakeDocument:
     active_layer: str | None = None
     regions_blob: bytes | None = None
     painting: bool = False  # the artist holds the brush down: busy()
+    scaled: list[int] = field(default_factory=list)  # each scale_with_layer's factor
 
     def __post_init__(self) -> None:
         if not self.pixels:
@@ -148,6 +149,15 @@ class FakeDocument:
 
     def add_result_layer(self, name: str, image: Image) -> None:
         self.layers.append((name, image))
+
+    def scale_with_layer(self, scale: int, name: str, image: Image) -> None:
+        """Krita's Scale Image as far as the controller can tell: a larger canvas (nearest-neighbour here)."""
+        rows = [self.pixels[y * self.width * 4:(y + 1) * self.width * 4] for y in range(self.height)]
+        self.pixels = b"".join(b"".join(row[x * 4:x * 4 + 4] * scale for x in range(self.width)) * scale
+                               for row in rows)
+        self.width, self.height = self.width * scale, self.height * scale
+        self.scaled.append(scale)
+        self.add_result_layer(name, image)
 
     def load_history(self) -> bytes | None:
         return self.history_blob

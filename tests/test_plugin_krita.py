@@ -160,6 +160,31 @@ def test_docker_apply_and_one_undo_in_gui_krita(krita_home: KritaHome, plugin_se
     assert len(live) == 1
 
 
+@needs_gui
+def test_upscale_scales_the_canvas_and_undo_takes_it_back_in_gui_krita(krita_home: KritaHome,
+                                                                      plugin_server_url: str) -> None:
+    found = run_gui(krita_home, "gui_upscale_undo", plugin_server_url, model="tiny-sd15", size=[128, 96], scale=2)
+    assert "Traceback" not in found["log"], found["log"][-3000:]
+    assert found["connected"] and found["upscalers"][-1] == "Lanczos (no model)"
+    assert found["request"] == {"mode": "upscale", "scale": 2, "upscaler": None}
+    assert found["finished"] and found["scaled"], found["message"]
+    assert found["size_after"] == [256, 192]
+    # Krita scaled every layer (the red square on "Paint": 60x50 at 30, 40 -> 120x100 at 60, 80) ...
+    assert found["bounds_before"]["Paint"] == [30, 40, 60, 50]
+    assert found["bounds_after"]["Paint"] == [60, 80, 120, 100]
+    # ... and the upscaled picture came in above them, the whole canvas, red where the square is.
+    new = [n for n in found["layers_after"] if n.startswith("[Generated] upscaled x2")]
+    assert new == ["[Generated] upscaled x2 a red square"] and new[0] in found["message"]
+    assert found["bounds_after"][new[0]] == [0, 0, 256, 192]
+    blue, green, red, alpha = found["result_pixel"]  # BGRA, inside the square
+    assert red > 200 and green < 60 and blue < 60 and alpha == 255
+    # Krita 5.1's scripting API cannot group commands: the layer is one undo step, the scaling another.
+    first, second = found["undone"]
+    assert first == {"size": [256, 192], "layers": [n for n in found["layers_after"] if n not in new]}
+    assert second["size"] == [128, 96] and new[0] not in second["layers"]
+    assert found["artist_untouched_after_undo"] == {"Background": True, "Paint": True, "Top": True}
+
+
 @pytest.fixture(scope="module")
 def default_layout(krita_home: KritaHome, adapters: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """GUI Krita in its default workspace with the docker, against a server whose model recommends

@@ -13,9 +13,9 @@ from dataclasses import fields, replace
 from shared.messages import ModelDefaults, ModelInfo, Welcome
 
 from .errors import NO_STYLE_NAME, UserError
-from .preferences import FILL, STYLE, Preferences
+from .preferences import DETAIL, FILL, STYLE, Preferences
 from .recent_prompts import RecentPrompts
-from .requests import Settings, fill_mode
+from .requests import Settings, detail, fill_mode
 from .styles import Style, StyleLibrary
 
 # The settings a model recommends that the docker has controls for (the canvas gives the size).
@@ -27,7 +27,7 @@ class Choices:
     def __init__(self, preferences: Preferences, library: StyleLibrary):
         self.preferences = preferences
         self.library = library
-        self.settings = Settings(fill=fill_mode(preferences.read(FILL)))
+        self.settings = Settings(fill=fill_mode(preferences.read(FILL)), detail=detail(preferences.read(DETAIL)))
         self.touched: set[str] = set()  # what the artist or the style chose, of FOLLOWS_MODEL
         self.recent = RecentPrompts(preferences)
         self.style: Style | None = None

@@ -24,9 +24,9 @@ from .choices import Choices, checkpoint
 from .connection import Connected, Connection, Disconnected, Failed, Received
 from .errors import NO_DOCUMENT, PLUGIN_FAULT, UserError, artist_message
 from .history import DEFAULT_LIMIT
-from .preferences import FILL, SERVER_URL, TOKEN, MemoryPreferences, Preferences
+from .preferences import DETAIL, FILL, SERVER_URL, TOKEN, MemoryPreferences, Preferences
 from .regions import RegionPrompt
-from .requests import Settings, fill_mode
+from .requests import Settings, Upscaling, detail, fill_mode
 from .session import Document, DocumentSession
 from .stroke_guard import StrokeGuard
 from .styles import Style, StyleLibrary
@@ -91,6 +91,7 @@ class Controller:
         self.preferences = preferences if preferences is not None else MemoryPreferences()
         self.choices = Choices(self.preferences, styles if styles is not None else StyleLibrary(None))
         self.settings = self.choices.settings  # changed in place, never replaced
+        self.upscaling = Upscaling()
         self.server = ServerState()
         self.guard = StrokeGuard()
         self._sessions: list[DocumentSession] = []
@@ -132,6 +133,17 @@ class Controller:
         request = session.start_job(self.choices.for_request(), uuid.uuid4().hex, self.server.connected)
         self.connection.submit(request)
         self.choices.recent.add(self.settings.prompt)
+        self._changed()
+        return request.id
+
+    @_reports_errors
+    def upscale(self) -> str:
+        """Upscale the active document's canvas as `upscaling` says; returns the job's id. The canvas is
+        scaled and the result added as a layer when it arrives (docs/upscale.md)."""
+        limits = self.server.welcome.limits if self.server.welcome is not None else Limits()
+        request = self._require_session().start_upscale(self.settings, self.upscaling, uuid.uuid4().hex,
+                                                         self.server.connected, limits)
+        self.connection.submit(request)
         self._changed()
         return request.id
 
@@ -227,6 +239,18 @@ class Controller:
         self.settings.fill = fill_mode(fill)
         self.preferences.write(FILL, self.settings.fill)
 
+    def set_detail(self, value: str) -> None:
+        """Generate on canvases larger than the model's native area with this detail from now on, also
+        after a restart."""
+        self.settings.detail = detail(value)
+        self.preferences.write(DETAIL, self.settings.detail)
+
+    def upscalers(self) -> list[tuple[str, int | None]]:
+        """The server's usable upscaler models: (name, scale)."""
+        if self.server.welcome is None:
+            return []
+        return [(m.name, m.scale) for m in self.server.welcome.models if m.kind == "upscaler" and not m.refused]
+
     def set_server(self, url: str, token: str | None = None) -> None:
         """Connect to `url` now, and at the next start."""
         self.preferences.write(SERVER_URL, url)
@@ -259,9 +283,10 @@ class Controller:
     @_reports_errors
     def _show_waiting_previews(self) -> None:
         for session in self._sessions:
-            if (session.waiting_preview is not None and self.workspace.is_open(session.document)
-                    and self._may_touch(session.document)):
+            waiting = session.waiting_preview is not None or session.waiting_upscale is not None
+            if waiting and self.workspace.is_open(session.document) and self._may_touch(session.document):
                 session.show_waiting_preview()
+                session.apply_waiting_upscale()
 
     @_reports_errors
     def _live_tick(self) -> None:

@@ -24,6 +24,7 @@ from .sections.regions import RegionsSection
 from .sections.results import ResultsSection
 from .sections.server import ServerSection
 from .sections.style import StyleSection
+from .sections.upscale import UpscaleSection
 
 DOCKER_ID = "underpaint_docker"
 NOT_STARTED = "Underpaint did not start; see Krita's log."
@@ -44,13 +45,14 @@ class UnderpaintDocker(DockWidget):
         self.styles = StyleSection(controller)
         self.server = ServerSection(controller)
         self.prompt = PromptSection(controller, self._store_settings)
-        self.generation = GenerationSection(controller, self._store_settings, self._choose_fill)
+        self.generation = GenerationSection(controller, self._store_settings, self._choose_fill, self._choose_detail)
         self.job = JobSection(controller)
         self.advanced = AdvancedSection(controller, self._store_settings)
         self.regions = RegionsSection(controller)
         self.results = ResultsSection(controller)
+        self.upscale = UpscaleSection(controller)
         self._sections: list[Section] = [self.styles, self.server, self.prompt, self.generation, self.job,
-                                         self.advanced, self.regions, self.results]
+                                         self.advanced, self.regions, self.upscale, self.results]
         body = QWidget()
         body.setMinimumWidth(MIN_WIDTH)
         layout = QVBoxLayout(body)
@@ -96,6 +98,10 @@ class UnderpaintDocker(DockWidget):
     def _choose_fill(self, *_: object) -> None:
         if not self._loading:
             self.controller.set_fill(self.generation.fill_mode.currentData())
+
+    def _choose_detail(self, *_: object) -> None:
+        if not self._loading:
+            self.controller.set_detail(self.generation.detail.currentData())
 
     def _label_actions(self) -> None:
         percent = self.generation.strength.value()

@@ -27,8 +27,18 @@ def short_prompt(prompt: str, limit: int = PROMPT_CHARS) -> str:
     return cut.rstrip(" ,;:") + ELLIPSIS
 
 
-def preview_name(prompt: str) -> str:
-    return f"{PREVIEW} {short_prompt(prompt)}"
+def preview_name(prompt: str, note: str = "") -> str:
+    """The preview layer's name; `note` says how the picture was made where that matters (detail)."""
+    return f"{PREVIEW} {short_prompt(prompt)}" + (f" ({note})" if note else "")
+
+
+def detail_note(info: dict) -> str:
+    """What a result's `info` says about a canvas larger than the model's native area (docs/upscale.md)."""
+    return {"fast": "enlarged: Detail fast", "full": "full resolution"}.get(info.get("detail"), "")
+
+
+def upscaled_name(prompt: str, scale: int) -> str:
+    return f"{GENERATED} upscaled x{scale}" + (f" {short_prompt(prompt)}" if prompt.strip() else "")
 
 
 def generated_name(prompt: str, seed: int) -> str:

@@ -1,10 +1,13 @@
 """Which models the server can offer: found in the users' model folders, identified by content.
 
 Each folder given is scanned, together with the sub-folders that A1111 and ComfyUI use
-(`checkpoints/`, `Stable-diffusion/`, `loras/`, `Lora/`, `embeddings/`, also under `models/`), so an
-existing models folder works as it is. Found are diffusers folders (with `model_index.json`) and
-`.safetensors` files; what each holds (checkpoint, LoRA, embedding; SD1.5 / SDXL; regular /
-9-channel inpaint) is read from its contents by identify.py. Pickle files are listed as refused.
+(`checkpoints/`, `Stable-diffusion/`, `loras/`, `Lora/`, `embeddings/`, `upscale_models/`, `ESRGAN/`,
+also under `models/`), so an existing models folder works as it is. Found are diffusers folders
+(with `model_index.json`) and `.safetensors` files; what each holds (checkpoint, LoRA, embedding;
+SD1.5 / SDXL; regular / 9-channel inpaint) is read from its contents by identify.py. Pickle files
+are never unpickled: they are listed as refused, except upscalers' `.pth` files, which are read with
+`torch.load(weights_only=True)` (tensors only; a file holding anything else is refused, never run)
+and identified by upscalers.py.
 
 Names come from file and folder names. A name a client sends is looked up in the registry and
 never joined to a path.
@@ -24,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import BadInput, ModelBroken, UnknownModel
+from . import upscalers
 from .defaults import with_defaults
 from .entry import Kind, ModelEntry, is_valid_name
 from .identify import PICKLE_SUFFIXES, identify_file, identify_folder, is_tiny_autoencoder
@@ -37,6 +41,8 @@ SUBFOLDERS: dict[str, Kind] = {
     "loras": "lora",
     "Lora": "lora",
     "embeddings": "embedding",
+    "upscale_models": "upscaler",
+    "ESRGAN": "upscaler",
 }
 # Folders holding tiny autoencoders (TAESD) for fast decoding, in the spellings of this server,
 # A1111 and ComfyUI.
@@ -148,6 +154,9 @@ def _scan(folder: Path, kind: Kind, depth: int, seen: set[Path]) -> Iterator[Mod
                     yield identify_folder(child)
             elif depth > 1:
                 yield from _scan(child, kind, depth - 1, seen)
+        elif kind == "upscaler" and child.suffix.lower() in upscalers.SUFFIXES:
+            seen.add(real)
+            yield upscalers.identify(child)
         elif child.suffix.lower() in PICKLE_SUFFIXES or child.suffix.lower() == ".safetensors":
             seen.add(real)
             yield identify_file(child, kind)

@@ -349,6 +349,48 @@ def gui_apply_undo(job: dict, out: dict) -> None:
     out["live_off"] = session.live is None
 
 
+@report
+def gui_upscale_undo(job: dict, out: dict) -> None:
+    """In the GUI: the docker's Upscale scales the canvas as Image > Scale Image does and adds the
+    upscaled picture as a layer; undo takes both back."""
+    controller = extension({**job, "server": ""}).controller
+    docker = _docker()
+    out["connected"] = pump(lambda: controller.server.connected, 60)
+    width, height = job["size"]
+    document = new_document(width, height)
+    artist = _paint_scene(document)
+    out["bounds_before"] = {n.name(): _bounds(n) for n in document.rootNode().childNodes()}
+    docker.show()
+    docker.prompt.model.setCurrentIndex(docker.prompt.model.findData(job["model"]))
+    docker.prompt.text.setPlainText("a red square")
+    docker.upscale.scale.setCurrentIndex(docker.upscale.scale.findData(job["scale"]))
+    out["upscalers"] = [docker.upscale.upscaler.itemText(i) for i in range(docker.upscale.upscaler.count())]
+    docker.upscale.button.click()
+    out["request"] = {k: getattr(controller.session().jobs[0].request, k) for k in ("mode", "scale", "upscaler")}
+    out["finished"] = _wait_for_jobs(controller, 300)
+    out["scaled"] = pump(lambda: document.width() == width * job["scale"], 30)
+    document.waitForDone()
+    out["message"] = controller.message
+    out["size_after"] = [document.width(), document.height()]
+    out["layers_after"] = layer_names(document)
+    out["bounds_after"] = {n.name(): _bounds(n) for n in document.rootNode().childNodes()}
+    result = next((n for n in document.rootNode().childNodes() if n.name().startswith("[Generated] upscaled")), None)
+    out["result_pixel"] = None if result is None else list(bytes(result.pixelData(120, 130, 1, 1)))
+    undo = Krita.instance().action("edit_undo")
+    out["undone"] = []
+    for _ in range(2):
+        undo.trigger()
+        document.waitForDone()
+        pump(lambda: False, 0.5)
+        out["undone"].append({"size": [document.width(), document.height()], "layers": layer_names(document)})
+    out["artist_untouched_after_undo"] = _untouched(document, artist)
+
+
+def _bounds(node) -> list[int]:
+    bounds = node.bounds()
+    return [bounds.x(), bounds.y(), bounds.width(), bounds.height()]
+
+
 def _paint_landscape(document) -> None:
     """Sky, hills and a red house: a picture that reads at a glance in the screenshot."""
     width, height = document.width(), document.height()

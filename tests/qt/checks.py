@@ -97,7 +97,18 @@ def check_the_docker_builds_its_sections_and_shows_the_server() -> None:
     body = docker.widget().widget().layout()
     sections = [type(body.itemAt(i).widget()).__name__ for i in range(body.count())]
     assert sections == ["StyleSection", "ServerSection", "PromptSection", "GenerationSection", "JobSection",
-                        "AdvancedSection", "RegionsSection", "ResultsSection"]
+                        "AdvancedSection", "RegionsSection", "UpscaleSection", "ResultsSection"]
+    detail = docker.generation.detail
+    assert [detail.itemData(i) for i in range(detail.count())] == ["fast", "full"]
+    detail.setCurrentIndex(detail.findData("full"))
+    assert controller.settings.detail == "full" and controller.preferences.read("detail") == "full"
+    upscale = docker.upscale
+    assert [upscale.upscaler.itemText(i) for i in range(upscale.upscaler.count())] == ["Lanczos (no model)"]
+    upscale.scale.setCurrentIndex(upscale.scale.findData(4))
+    upscale.refine.setValue(30)
+    upscale.button.click()
+    sent = controller.connection.sent[-1]
+    assert (sent.mode, sent.scale, sent.upscaler, sent.strength) == ("upscale", 4, None, 0.3)
     assert docker.server.status.text() == "● Connected to underpaint/test on cpu"
     # The model picker: usable models, then the refused ones greyed, each with the reason as its tooltip.
     model = docker.prompt.model

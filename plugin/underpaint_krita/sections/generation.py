@@ -1,4 +1,4 @@
-"""The docker's generation settings: strength, fill mode, number of images, seed."""
+"""The docker's generation settings: strength, fill mode, detail, number of images, seed."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from ..qt import (
     QSpinBox,
     Qt,
 )
-from ..requests import FILL_MODES, Settings
+from ..requests import DETAILS, FILL_MODES, Settings
 from .base import Changed, Section, narrow
 
 
 class GenerationSection(Section):
-    """How a picture is made: strength, fill mode, number of images, seed."""
+    """How a picture is made: strength, fill mode, detail, number of images, seed."""
 
-    def __init__(self, controller: Controller, changed: Changed, fill_chosen: Changed):
+    def __init__(self, controller: Controller, changed: Changed, fill_chosen: Changed, detail_chosen: Changed):
         super().__init__(controller)
         form = QFormLayout()
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
@@ -42,6 +42,13 @@ class GenerationSection(Section):
             self.fill_mode.setItemData(self.fill_mode.count() - 1, tooltip, Qt.ItemDataRole.ToolTipRole)
         self.fill_mode.currentIndexChanged.connect(fill_chosen)
         form.addRow("Fill", self.fill_mode)
+        self.detail = narrow(QComboBox())
+        self.detail.setToolTip("On a canvas larger than the model's own size (docs/upscale.md)")
+        for value, (label, tooltip) in DETAILS.items():
+            self.detail.addItem(label, value)
+            self.detail.setItemData(self.detail.count() - 1, tooltip, Qt.ItemDataRole.ToolTipRole)
+        self.detail.currentIndexChanged.connect(detail_chosen)
+        form.addRow("Detail", self.detail)
         self.batch = QSpinBox()
         self.batch.setRange(1, 8)
         self.batch.valueChanged.connect(changed)
@@ -66,6 +73,7 @@ class GenerationSection(Section):
         if settings.seed is not None and self.seed.text() != str(settings.seed):
             self.seed.setText(str(settings.seed))
         self.fill_mode.setCurrentIndex(self.fill_mode.findData(settings.fill))
+        self.detail.setCurrentIndex(self.detail.findData(settings.detail))
 
     def store(self, settings: Settings) -> None:
         settings.strength = self.strength.value() / 100

@@ -87,10 +87,15 @@ class JobSection(Section):
             return
         job = jobs[0]
         waiting = f" (+{len(jobs) - 1} waiting)" if len(jobs) > 1 else ""
+        tile = f", tile {job.tile + 1} of {job.tiles}" if job.tiles else ""
         if job.state == "running" and job.total:
             self.progress.setRange(0, job.total)
             self.progress.setValue(job.step)
-            self.progress.setFormat(f"Step {job.step} of {job.total}{waiting}")
+            self.progress.setFormat(f"Step {job.step} of {job.total}{tile}{waiting}")
+        elif job.state == "running" and job.tiles:  # upscaling or decoding: tiles without steps
+            self.progress.setRange(0, job.tiles)
+            self.progress.setValue(job.tile)
+            self.progress.setFormat(f"Tile {job.tile + 1} of {job.tiles}{waiting}")
         else:
             self.progress.setRange(0, 0)  # busy indicator
             where = f", {job.position} ahead" if job.state == "queued" and job.position else ""
