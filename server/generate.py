@@ -1,7 +1,7 @@
 """The job handler: turns one `generate` request into a `result`, on the worker thread.
 
 Reads like a diffusers pipeline: numbered steps, each explicit. What differs between txt2img,
-img2img and inpaint is the mode object's (server/modes/); this path is the same for all of them.
+img2img, inpaint and upscale is the mode object's (server/modes/); this path is the same for all of them.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from .models.memory import is_out_of_memory, out_of_memory_error
 from .models.pipelines import Model, call_arguments
 from .models.registry import Registry
 from .models.tiny_decoders import FastDecoders
+from .models.upscalers import Upscalers
 from .modes import MODES
-from .modes.base import Frame, StepCallback, chain, seeds
+from .modes.base import Frame, chain, seeds
 
 # The side of the square each family was trained at: a request without a size is generated there.
 NATIVE_SIDES = {"sd15": 512, "sdxl": 1024}
@@ -39,12 +40,15 @@ class Generator:
         self.outputs = outputs
         self.conditioner = Conditioner(registry)
         self.fast_decoders = FastDecoders(registry, cache.device, cache.dtype)
+        self.upscalers = Upscalers(registry, cache.device, cache.dtype)
 
     def check(self, request: Generate) -> None:
         """Checks that need the server's state, done before a job is queued so errors come at once."""
         entry = self.registry.get(request.model)
         schedulers.check(request.scheduler, request.noise_schedule)
         MODES[request.mode].check(request)
+        if request.upscaler is not None:
+            self.upscalers.choose(request.upscaler)
         self.conditioner.check(request, entry.family)
 
     def estimate(self, request: Generate) -> float | None:
@@ -89,7 +93,7 @@ class Generator:
 
         # 2. Mode: reads the request's pixels at canvas scale; says where its picture lies on the
         #    canvas and at what size it is generated.
-        mode = MODES[job.request.mode](job.request, model)
+        mode = MODES[job.request.mode](job.request, model, self.upscalers)
         request, frame = mode.request, mode.frame
 
         # 3. Seeds: one generator per image, made once; the mode and the pipeline draw from them.
@@ -111,7 +115,8 @@ class Generator:
         # 6. The mode's own inputs: start picture, mask, strength.
         inputs = mode.inputs(pipe, generators)
 
-        # 7. Denoise, reporting progress and honouring cancel between steps.
+        # 7. Denoise, reporting progress and honouring cancel between steps (and tiles, where the mode
+        #    works in tiles); a large picture's VAE works in tiles too.
         decoder = self.fast_decoders.get(model.family) if request.fast_decode else None
         arguments = call_arguments(pipe, {
             **prompting.arguments,
@@ -124,10 +129,12 @@ class Generator:
             "height": frame.height,
             **inputs,
         })
-        arguments["callback_on_step_end"] = chain(mode.on_step_end, progress_callback(job, model.family))
+        progress = JobProgress(job, model.family)
+        arguments["callback_on_step_end"] = chain(mode.on_step_end, progress.on_step_end)
         arguments["output_type"] = "latent" if decoder else "pil"
-        with regions.restricted(pipe.unet, prompting.restriction):
-            output = mode.denoise(pipe, arguments)
+        with regions.restricted(pipe.unet, prompting.restriction), latents.tiled_vae(pipe.vae, frame.width,
+                                                                                     frame.height):
+            output = mode.denoise(pipe, arguments, progress)
 
         # 8. Decode: the tiny autoencoder for a fast frame where there is one, else the pipeline's VAE.
         pictures = latents.decode(decoder, output.images) if decoder else output.images
@@ -144,21 +151,34 @@ class Generator:
         return Result(id=request.id, images=results, info=info, elapsed=time.monotonic() - started)
 
 
-def progress_callback(job: Job, family: str) -> StepCallback:
-    request = job.request
+class JobProgress:
+    """What a running job tells its client, and where cancel lands: after every step, and before every
+    tile of a step done in tiles (the mode's `progress`)."""
 
-    def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+    def __init__(self, job: Job, family: str):
+        self.job = job
+        self.family = family
+
+    def on_step_end(self, pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        job = self.job
         if job.cancelled:
             raise JobCancelledError
         job.step, job.total = step + 1, pipe.num_timesteps
         preview = None
-        if request.preview:
-            width, height, data = previews.latents_to_rgba(tensors["latents"], family)
+        if job.request.preview:
+            width, height, data = previews.latents_to_rgba(tensors["latents"], self.family)
             preview = ImagePayload(width=width, height=height, format="rgba8", data=data)
-        job.reply(Progress(id=request.id, step=job.step, total=job.total, preview=preview))
+        job.reply(Progress(id=job.id, step=job.step, total=job.total, preview=preview))
         return tensors
 
-    return on_step_end
+    def stage(self, steps: int) -> None:
+        self.job.step, self.job.total = 0, steps
+
+    def tile(self, index: int, count: int) -> None:
+        job = self.job
+        if job.cancelled:
+            raise JobCancelledError
+        job.reply(Progress(id=job.id, step=job.step, total=job.total, tile=index, tiles=count))
 
 
 def describe(request: Generate, model: str, frame: Frame, strength: float, seed_list: list[int]) -> dict[str, Any]:

@@ -20,8 +20,10 @@ from plugin_support import (
     solid,
 )
 from underpaint_krita.connection import Connected, Disconnected, Failed
-from underpaint_krita.controller import Controller, MemoryPreferences
+from underpaint_krita.controller import Controller
 from underpaint_krita.history import History
+from underpaint_krita.preferences import MemoryPreferences
+from underpaint_krita.session import LIVE
 
 from shared import errors as codes
 from shared.crop import Rect
@@ -160,7 +162,10 @@ def test_an_unreadable_stored_history_starts_a_new_one(setup) -> None:
         (Error(code=codes.UNKNOWN_MODEL, message="no model 'x'", id="JOB", field="model"),
          "The server has no model of that name any more. Pick another model."),
         (Cancelled(id="JOB", reason="client asked"), "Cancelled."),
-        (Failed("JOB", "connection_lost"), "The connection to the server was lost while the job ran. Generate again."),
+        (Failed("JOB", "connection_lost"), "The server stopped while generating. Reconnecting…"),
+        (Cancelled(id="JOB", reason="server stopping"), "The server stopped while generating. Reconnecting…"),
+        (Failed("JOB", "server_changed"),
+         "The job was left behind when the plugin connected to another server. Generate again."),
         (Failed("JOB", "unreachable", "refused"), "Cannot reach the server. Is it running?"),
     ],
 )
@@ -176,6 +181,22 @@ def test_job_failures_read_as_sentences(setup, event: Any, message: str) -> None
     assert controller.session().jobs == []
     assert controller.message == message
     assert document.preview is None
+
+
+def test_after_the_server_stopped_mid_job_reconnecting_says_it_is_back(setup) -> None:
+    controller, connection, _, _ = setup
+    job_id = controller.generate()
+    connection.reply(Failed(job_id, "connection_lost"),
+                     Disconnected("disconnected", "connection closed", 0.0, "127.0.0.1:9860"))
+    controller.poll()
+    assert controller.message == "The server stopped while generating. Reconnecting…"
+    assert controller.server.message == "Lost the connection to the server. Reconnecting…"
+    connection.reply(Disconnected("unreachable", "refused", 2.0, "127.0.0.1:9860"))
+    controller.poll()
+    assert controller.server.message == "Cannot reach the server at 127.0.0.1:9860. Is it running? Retrying in 2 s."
+    connection.reply(Connected(WELCOME))
+    controller.poll()
+    assert controller.message == "The server stopped while generating; it is running again. Generate again."
 
 
 def test_cancel_asks_for_every_job_of_the_document(setup) -> None:
@@ -390,6 +411,59 @@ def test_live_pictures_replace_each_other_and_apply_as_a_live_layer(live_setup) 
     assert controller.apply() == "[Live] a fox (31)"
     assert document.layers[-1][1].data == solid(64, 48, (0, 0, 9, 255))
     assert controller.session().live.frames == {}  # finished frames are forgotten
+
+
+def test_live_reads_nothing_while_the_artist_paints_and_sends_the_stroke_once_they_stop(live_setup) -> None:
+    controller, connection, document, clock = live_setup
+    controller.poll()
+    document.reads.clear()
+    document.painting = True  # a stroke in progress: reading the canvas now would end it
+    for level in range(1, 11):
+        document.pixels = solid(64, 48, (level, 0, 0, 255))
+        clock.now += 0.2
+        controller.poll()
+    assert len(_frames(connection)) == 1 and document.reads == []
+    stroke_end = clock.now
+    document.painting = False
+    clock.now = stroke_end + 0.2  # stopped, not yet for the settle time
+    controller.poll()
+    assert len(_frames(connection)) == 1
+    clock.now = stroke_end + controller.guard.settle + 0.01  # the first poll after it, not an interval later
+    controller.poll()
+    frames = _frames(connection)
+    assert len(frames) == 2 and frames[1].image.data == document.pixels
+
+
+def test_pictures_wait_until_the_artist_stops_painting(live_setup) -> None:
+    controller, connection, document, clock = live_setup
+    controller.poll()
+    (frame,) = _frames(connection)
+    document.painting = True
+    connection.reply(Result(id=frame.id, images=[ResultImage(_result_image(0, 0, 64, 48, (0, 0, 9, 255)), 31)],
+                            info={}, elapsed=0.2))
+    controller.poll()
+    clock.now += 1.0
+    controller.poll()
+    assert document.preview is None  # writing the preview layer now would end the stroke
+    assert controller.session().shown == LIVE and controller.session().live_result.seed == 31
+    document.painting = False
+    clock.now += controller.guard.settle
+    controller.poll()
+    assert document.preview[0] == "[Preview] a fox" and document.preview[1].data == solid(64, 48, (0, 0, 9, 255))
+
+
+def test_a_result_that_waits_for_a_stroke_is_not_shown_after_it_was_applied(setup) -> None:
+    controller, connection, _, document = setup
+    job_id = controller.generate()
+    document.painting = True
+    connection.reply(_small_result(job_id, seed=7))
+    controller.poll()
+    assert document.preview is None and len(controller.session().history) == 1
+    document.painting = False
+    assert controller.apply() == "[Generated] a fox (7)"  # from the docker, before the picture was shown
+    controller.guard.settle = 0.0
+    controller.poll()
+    assert document.preview is None and [name for name, _ in document.layers] == ["[Generated] a fox (7)"]
 
 
 def test_stopping_live_tells_the_server_and_ignores_late_frames(live_setup) -> None:

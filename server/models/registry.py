@@ -1,10 +1,13 @@
 """Which models the server can offer: found in the users' model folders, identified by content.
 
 Each folder given is scanned, together with the sub-folders that A1111 and ComfyUI use
-(`checkpoints/`, `Stable-diffusion/`, `loras/`, `Lora/`, `embeddings/`, also under `models/`), so an
-existing models folder works as it is. Found are diffusers folders (with `model_index.json`) and
-`.safetensors` files; what each holds (checkpoint, LoRA, embedding; SD1.5 / SDXL; regular /
-9-channel inpaint) is read from its contents by identify.py. Pickle files are listed as refused.
+(`checkpoints/`, `Stable-diffusion/`, `loras/`, `Lora/`, `embeddings/`, `upscale_models/`, `ESRGAN/`,
+also under `models/`), so an existing models folder works as it is. Found are diffusers folders
+(with `model_index.json`) and `.safetensors` files; what each holds (checkpoint, LoRA, embedding;
+SD1.5 / SDXL; regular / 9-channel inpaint) is read from its contents by identify.py. Pickle files
+are never unpickled: they are listed as refused, except upscalers' `.pth` files, which are read with
+`torch.load(weights_only=True)` (tensors only; a file holding anything else is refused, never run)
+and identified by upscalers.py.
 
 Names come from file and folder names. A name a client sends is looked up in the registry and
 never joined to a path.
@@ -16,6 +19,7 @@ writes them); otherwise the configs shipped in server/models/configs/ are used.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -25,6 +29,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import BadInput, ModelBroken, UnknownModel
+from . import upscalers
+from .defaults import with_defaults
 from .entry import Kind, ModelEntry, is_valid_name
 from .identify import PICKLE_SUFFIXES, identify_file, identify_folder, is_tiny_autoencoder
 
@@ -39,6 +45,8 @@ SUBFOLDERS: dict[str, Kind] = {
     "loras": "lora",
     "Lora": "lora",
     "embeddings": "embedding",
+    "upscale_models": "upscaler",
+    "ESRGAN": "upscaler",
 }
 # Folders holding tiny autoencoders (TAESD) for fast decoding, in the spellings of this server,
 # A1111 and ComfyUI.
@@ -85,6 +93,7 @@ class Registry:
             demo = embedded_entry()
             if demo is not None:
                 found[(demo.kind, demo.name)] = demo
+        found = {key: with_defaults(entry) for key, entry in found.items()}
         decoders = find_tiny_decoders(self.folders)
         with self._lock:
             self._entries = found
@@ -167,6 +176,9 @@ def _scan(folder: Path, kind: Kind, depth: int, seen: set[Path], identify: Ident
                     yield identify_folder(child)
             elif depth > 1:
                 yield from _scan(child, kind, depth - 1, seen, identify)
+        elif kind == "upscaler" and child.suffix.lower() in upscalers.SUFFIXES:
+            seen.add(real)
+            yield identify(child, kind)
         elif child.suffix.lower() in PICKLE_SUFFIXES or child.suffix.lower() == ".safetensors":
             seen.add(real)
             yield identify(child, kind)
@@ -182,10 +194,12 @@ def _file_key(path: Path, kind: Kind) -> tuple | None:
 
 
 def identify_within(path: Path, kind: Kind, seconds: float) -> ModelEntry:
-    """identify_file, or an entry refused as SLOW when reading takes longer than `seconds` (the reading
-    thread is left to finish on its own: a read stuck in the kernel cannot be interrupted)."""
+    """identify_file (upscalers.identify for upscalers), or an entry refused as SLOW when reading takes
+    longer than `seconds` (the reading thread is left to finish on its own: a read stuck in the kernel
+    cannot be interrupted)."""
     found: list[ModelEntry] = []
-    reader = threading.Thread(target=lambda: found.append(identify_file(path, kind)), name="underpaint-scan",
+    read = upscalers.identify if kind == "upscaler" else functools.partial(identify_file, kind_hint=kind)
+    reader = threading.Thread(target=lambda: found.append(read(path)), name="underpaint-scan",
                               daemon=True)
     reader.start()
     reader.join(seconds)
