@@ -444,9 +444,12 @@ def test_fifos_named_like_model_files_are_refused_without_being_opened(tmp_path:
     os.mkfifo(folder / "unet" / "config.json")
     (tmp_path / "vae-approx" / "taesd").mkdir(parents=True)
     os.mkfifo(tmp_path / "vae-approx" / "taesd" / "config.json")
+    (tmp_path / "upscale_models").mkdir()
+    os.mkfifo(tmp_path / "upscale_models" / "pipe-upscaler.pth")
     reg = scanned_within(10, tmp_path)
     refused = {e.name: e.refused for e in reg.entries()}
     assert refused["pipe"] == NOT_REGULAR and refused["pipe-lora"] == NOT_REGULAR
+    assert refused["pipe-upscaler"] == NOT_REGULAR
     assert "cannot be read" in refused["folder-model"]
     assert reg.get("good").family == "sd15"
     assert reg.tiny_decoder("sd15") is None
