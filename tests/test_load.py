@@ -95,14 +95,18 @@ def collect(client: Client, ids: set[str], kinds: tuple[type, ...]) -> dict[str,
             return found
 
 
+def hold_the_worker(client: Client) -> Generate:
+    """A slow job of `client`'s, once it runs: what is sent next waits in the queue."""
+    blocker = slow_request()
+    client.send(blocker)
+    next(message for message in client.messages(timeout=60) if isinstance(message, Progress))
+    return blocker
+
+
 def test_per_connection_and_global_queue_caps_answer_busy(models_dir, tmp_path):
     config = ServerConfig(models=[models_dir], outputs=tmp_path, max_queued_per_connection=3, max_queued=4)
     with running_server(config) as server, Client(url(server)) as first, Client(url(server)) as second:
-        blocker = slow_request()
-        first.send(blocker)
-        for message in first.messages(timeout=60):
-            if isinstance(message, Progress):
-                break
+        blocker = hold_the_worker(first)
         mine = [request() for _ in range(3)]
         theirs = [request() for _ in range(3)]
         for job in mine:
@@ -301,11 +305,7 @@ def test_queued_inputs_over_their_byte_budgets_are_refused_busy(models_dir, tmp_
         return request(mode="img2img", image=image, strength=0.5, steps=2)
 
     with running_server(config) as server, Client(url(server)) as first, Client(url(server)) as second:
-        blocker = slow_request()
-        first.send(blocker)
-        for message in first.messages(timeout=60):
-            if isinstance(message, Progress):
-                break
+        blocker = hold_the_worker(first)
         mine = [refine() for _ in range(3)]  # 1 200 KiB with the third
         for job in mine:
             first.send(job)
