@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from shared import files
 
 # Real headers: about 300 KiB for a whole SDXL checkpoint (2 500 tensors), a few MiB for a LoRA that
 # carries its training tags. 16 MiB leaves room for those and refuses a header of a million entries,
@@ -95,14 +96,8 @@ def _naturals(value: Any) -> bool:
     return isinstance(value, list) and all(type(v) is int and v >= 0 for v in value)
 
 
-def _open_regular(path: Path):
-    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
-    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+def _open_regular(path: Path) -> BinaryIO:
     try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise NotRegularFile("not a regular file")
-        # Reads of a regular file never return early for lack of data, so blocking mode is not needed.
-        return os.fdopen(descriptor, "rb")
-    except BaseException:
-        os.close(descriptor)
-        raise
+        return files.open_regular(path)
+    except files.NotRegular as exc:
+        raise NotRegularFile(str(exc)) from None
