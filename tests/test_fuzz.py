@@ -20,6 +20,7 @@ from shared.errors import ProtocolError
 from shared.messages import Error
 from testing.frames import check_frame, mutate, seed_frames, structured_frames
 from testing.serving import nothing_queued, running_server, url
+from testing.timing import thread_seconds
 
 SEEDS = seed_frames()
 # Generous: a frame takes milliseconds; this only catches hangs and quadratic blow-ups.
@@ -28,9 +29,8 @@ FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_
 
 
 def timed_check(frame: bytes):
-    started = time.perf_counter()
-    outcome = check_frame(frame)
-    assert time.perf_counter() - started < SLOW, f"{len(frame)}-byte frame took too long"
+    outcome, seconds = thread_seconds(lambda: check_frame(frame))
+    assert seconds < SLOW, f"{len(frame)}-byte frame took too long"
     return outcome
 
 
