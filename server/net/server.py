@@ -1,6 +1,6 @@
 """The websocket server: listens, caps the open connections, and builds the parts that serve them
 (registry, model cache, job handler, queue, job log) from a ServerConfig. A connection's frames are
-handled in connection.py; inference happens on the job queue's worker (server/jobs/)."""
+handled in connection.py; inference happens on the job queue's workers (server/jobs/)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from shared.messages import Welcome
 
 from ..config import ServerConfig
 from ..errors import Busy
-from ..generate import Generator
+from ..generate import Generator, LocalWorker
 from ..imaging.outputs import OutputWriter
 from ..jobs.log import JobLog
 from ..jobs.queue import JobQueue
@@ -46,9 +46,11 @@ class Server:
         device = resolve_device(config.device)
         self.cache = PipelineCache(device, resolve_dtype(config.dtype, device), config.cache_size,
                                    on_broken=self.registry.mark_broken)
-        self.generator = Generator(self.registry, self.cache, OutputWriter(config.outputs))
+        outputs = OutputWriter(config.outputs)
+        self.generator = Generator(self.registry, self.cache, outputs)
+        self.workers = [LocalWorker(self.generator)]
         self.job_log = JobLog(config.log_file) if config.log_file else None
-        self.queue = JobQueue(self.generator, errors.for_job, max_per_owner=config.max_queued_per_connection,
+        self.queue = JobQueue(self.workers, errors.for_job, max_per_owner=config.max_queued_per_connection,
                               max_total=config.max_queued, on_end=self.job_log.record if self.job_log else None)
         self.connections: set[Connection] = set()
         self._numbers = itertools.count(1)
@@ -61,7 +63,7 @@ class Server:
 
     @property
     def device(self) -> str:
-        return f"{self.cache.device} ({str(self.cache.dtype).removeprefix('torch.')})"
+        return self.workers[0].device
 
     async def start(self) -> None:
         self.queue.start()
