@@ -1,6 +1,7 @@
 """The websocket server: listens, caps the open connections, and builds the parts that serve them
 (registry, model cache, job handler, queue, job log) from a ServerConfig. A connection's frames are
-handled in connection.py; inference happens on the job queue's workers (server/jobs/)."""
+handled in connection.py; inference happens on the job queue's workers (server/jobs/): this machine's
+device, or with `--cluster` the replicas of a Ray cluster (server/cluster/)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,16 @@ class Server:
         self.cache = PipelineCache(device, resolve_dtype(config.dtype, device), config.cache_size,
                                    on_broken=self.registry.mark_broken)
         outputs = OutputWriter(config.outputs)
+        # On a cluster the front end's own generator only checks requests; replicas run them.
         self.generator = Generator(self.registry, self.cache, outputs)
-        self.workers = [LocalWorker(self.generator)]
+        self.cluster = None
+        if config.cluster:
+            from ..cluster.launch import Cluster
+
+            self.cluster = Cluster.start(config, self.registry, outputs)
+            self.workers = list(self.cluster.workers)
+        else:
+            self.workers = [LocalWorker(self.generator)]
         self.job_log = JobLog(config.log_file) if config.log_file else None
         self.queue = JobQueue(self.workers, errors.for_job, max_per_owner=config.max_queued_per_connection,
                               max_total=config.max_queued, on_end=self.job_log.record if self.job_log else None)
@@ -63,7 +72,10 @@ class Server:
 
     @property
     def device(self) -> str:
-        return self.workers[0].device
+        """What `welcome` says the jobs run on: the device, or every replica's."""
+        if self.cluster is None:
+            return self.workers[0].device
+        return f"{len(self.workers)} replicas: " + "; ".join(f"{w.name} {w.device}" for w in self.workers)
 
     async def start(self) -> None:
         self.queue.start()
@@ -84,6 +96,8 @@ class Server:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        if self.cluster is not None:
+            await asyncio.to_thread(self.cluster.stop)
         if self.job_log is not None:
             self.job_log.close()
 
