@@ -19,12 +19,16 @@ from typing import Any
 
 from shared.messages import Cancelled, Queued
 
+from ..config import in_mib
 from ..errors import BadInput, Busy, Unsupported, WorkerLost
 from . import routing
 from .job import Job, JobCancelledError
 from .worker import Worker
 
 log = logging.getLogger("underpaint.jobs")
+# How long stopping waits for the running job to reach a check point. With the close timeout of the
+# connections after it, a server stops well within the 10 s a service manager gives it.
+STOP_WAIT = 5.0
 
 # The terminal message of a job whose runner raised: what the client hears is the network side's
 # to say (server/net/errors.py), so the queue is given it.
@@ -38,13 +42,16 @@ MAX_HOMES = 1024
 class JobQueue:
     """FIFO of waiting jobs plus the jobs running now, shared by the loop and the worker threads."""
 
-    def __init__(self, workers: Sequence[Worker], failed: Failed, *, max_per_owner: int = 32,
-                 max_total: int = 256, on_end: Ended | None = None):
+    def __init__(self, workers: Sequence[Worker], failed: Failed, *, max_per_owner: int = 32, max_total: int = 256,
+                 bytes_per_owner: int | None = None, bytes_total: int | None = None, on_end: Ended | None = None):
         self._workers = list(workers)
         self._failed = failed
         self.on_end = on_end
         self._max_per_owner = max_per_owner
         self._max_total = max_total
+        # What the inputs of queued and running jobs may hold, in bytes (None: no limit).
+        self._bytes_per_owner = bytes_per_owner
+        self._bytes_total = bytes_total
         self._waiting: deque[Job] = deque()
         self._running: dict[int, Job] = {}  # worker index -> the job it was given
         self._down: set[int] = set()  # workers lost mid-job, not yet back
@@ -59,8 +66,11 @@ class JobQueue:
         for thread in self._threads:
             thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Cancel everything and wait (bounded) for the workers to finish their step."""
+    def stop(self, timeout: float = STOP_WAIT) -> None:
+        """Cancel everything and wait (bounded) for the workers to stop: each does at its next check point
+        (models/interrupts.py). Should one still be inside one long operation after `timeout`, its job is
+        ended here all the same, so its client hears `cancelled` now; the worker's own outcome is then
+        never sent."""
         with self._lock:
             self._stopping.set()
             waiting, self._waiting = list(self._waiting), deque()
@@ -73,6 +83,19 @@ class JobQueue:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            for running in self._running.values():
+                if not running.ended:
+                    log.warning("job %s is still inside one operation after %g s; ended without waiting for it",
+                                running.id, timeout)
+                    running.ended_at = time.monotonic()
+                    self._end(running, Cancelled(id=running.id, reason="server stopping"))
+
+    @property
+    def worker_busy(self) -> bool:
+        """Whether a worker thread is still running a job (after stop(): stuck inside one operation)."""
+        with self._lock:
+            return any(self._threads[index].is_alive() for index in self._running)
 
     # --- called from the event loop ----------------------------------------------------------
 
@@ -93,6 +116,7 @@ class JobQueue:
                 raise Unsupported(f"no replica of this cluster can run {job.request.model!r}: its file differs from "
                                   "the front end's on every machine, or is missing there", "model")
             superseded = next((j for j in self._waiting if j.same_session(job)), None)
+            self._check_bytes(job, superseded)
             # Stamped under the lock, so waits and positions can be checked against each other exactly.
             job.queued_at = time.monotonic()
             if superseded is not None:
@@ -108,7 +132,7 @@ class JobQueue:
             self._dispatch()
             started = job not in self._waiting
             position = 0 if started else self._waiting.index(job) + len(self._running)
-            job.reply(Queued(id=job.id, position=position))
+            job.reply(Queued(id=job.id, position=position, estimate_s=job.estimate_s))
 
     def _check_capacity(self, job: Job) -> None:
         mine = sum(1 for j in self._active() if j.owner == job.owner)
@@ -116,6 +140,18 @@ class JobQueue:
             raise Busy(f"this connection already has {mine} jobs waiting; wait for some to finish")
         if len(self._waiting) >= self._max_total:
             raise Busy("the server's queue is full; try again shortly")
+
+    def _check_bytes(self, job: Job, superseded: Job | None) -> None:
+        staying = [j for j in self._active() if j is not superseded]
+        mine = sum(j.size for j in staying if j.owner == job.owner) + job.size
+        if self._bytes_per_owner is not None and mine > self._bytes_per_owner:
+            raise Busy(f"this connection's jobs would hold {in_mib(mine)} of images and prompts, more than its "
+                       f"budget of {in_mib(self._bytes_per_owner)} (--connection-queue-budget); wait for some "
+                       "to finish")
+        total = sum(j.size for j in staying) + job.size
+        if self._bytes_total is not None and total > self._bytes_total:
+            raise Busy(f"the server's jobs would hold {in_mib(total)} of images and prompts, more than its "
+                       f"budget of {in_mib(self._bytes_total)} (--queue-budget); try again shortly")
 
     def cancel(self, owner: int, job_id: str, reason: str | None = None) -> bool:
         """Cancel one job of `owner`; False if it has no such queued or running job."""
@@ -238,7 +274,10 @@ class JobQueue:
         return self._failed(job, exc)
 
     def _end(self, job: Job, message: Any) -> None:
-        """The one place a job's terminal message leaves the queue: recorded, then sent."""
+        """The one place a job's terminal message leaves the queue: recorded, then sent; once per job."""
+        if job.ended:
+            return
+        job.ended = True
         if self.on_end is not None:
             try:
                 self.on_end(job, message)
