@@ -20,6 +20,7 @@ import pytest
 from server.config import ServerConfig
 from shared.client import Client
 from shared.messages import Cancel, Cancelled, Error, Image, Live, Progress, Result
+from testing.processes import ServerProcess
 from testing.serving import running_server, tiny_request, url, wait_for_log, wait_until
 
 # Not imported here: the server sets how Ray listens before it imports it.
@@ -177,3 +178,25 @@ def test_a_replica_killed_mid_job_gives_the_same_pixels_from_the_other(cluster) 
     wait_until(lambda: victim.info.pid != killed, timeout=240, what="the replica started again")
     with Client(url(cluster), name="test") as client:
         assert picture(fields, client) == expected
+
+
+@slow
+def test_underpaint_serve_with_a_ray_of_its_own_answers_and_stops_with_it(tmp_path: Path) -> None:
+    import psutil
+
+    server = ServerProcess(None, tmp_path, "--cluster", "auto", "--replicas", "1", "--replica-threads", "1",
+                           "--device", "cpu")
+    server.start(timeout=300)
+    try:
+        with Client(server.url, name="test") as client:
+            assert client.welcome.device.startswith("1 replica: underpaint-0 cpu (float32) on 127.0.0.1")
+            assert client.generate(tiny_request(), timeout=120).images
+        process = server.process
+        ray_processes = psutil.Process(process.pid).children(recursive=True)
+        assert ray_processes
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+        _, left = psutil.wait_procs(ray_processes, timeout=30)
+        assert not [p for p in left if p.status() != psutil.STATUS_ZOMBIE], left
+    finally:
+        server.kill()

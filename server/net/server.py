@@ -103,7 +103,8 @@ class Server:
         """What `welcome` says the jobs run on: the device, or every replica's."""
         if self.cluster is None:
             return self.workers[0].device
-        return f"{len(self.workers)} replicas: " + "; ".join(f"{w.name} {w.device}" for w in self.workers)
+        count = f"{len(self.workers)} replica" + ("s" if len(self.workers) > 1 else "")
+        return f"{count}: " + "; ".join(f"{w.name} {w.device}" for w in self.workers)
 
     async def start(self) -> None:
         self.queue.start()
