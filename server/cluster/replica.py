@@ -125,20 +125,18 @@ class Replica:
 
     def _run(self, job: Job) -> None:
         """On the device's thread: every job ends with exactly one `Ended`."""
+        result, error, cancelled = None, None, False
         try:
-            if job.cancelled:
-                raise JobCancelledError
-            ended = Ended(result=self.worker.run(job))
+            job.raise_if_cancelled()
+            result = self.worker.run(job)
         except JobCancelledError:
-            ended = Ended(cancelled=True)
+            cancelled = True
         except RequestError as exc:
-            ended = Ended(error=(exc.code, exc.message, exc.field))
+            error = (exc.code, exc.message, exc.field)
         except Exception:
             log.exception("job %s failed", job.id)
-            ended = Ended(error=(codes.INTERNAL, "the replica failed to run this job; see its log", None))
-        job.reply(Ended(result=ended.result, error=ended.error, cancelled=ended.cancelled,
-                        loaded=list(self.worker.loaded())))
-
+            error = (codes.INTERNAL, "the replica failed to run this job; see its log", None)
+        job.reply(Ended(result=result, error=error, cancelled=cancelled, loaded=list(self.worker.loaded())))
 
 def _serve_calls_on_loopback() -> None:
     """Ray Serve starts a gRPC server in every replica for calls between deployments (the front end
