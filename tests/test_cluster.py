@@ -19,7 +19,7 @@ import pytest
 
 from server.config import ServerConfig
 from shared.client import Client
-from shared.messages import Cancel, Cancelled, Error, Image, Live, Progress, Result
+from shared.messages import Cancel, Cancelled, Error, Image, Live, Progress, Queued, Result
 from testing.processes import ServerProcess
 from testing.serving import running_server, tiny_request, url, wait_for_log, wait_until
 
@@ -102,9 +102,12 @@ def test_the_next_job_for_a_model_goes_where_it_is_loaded(cluster) -> None:
         other = tiny_request(model="tiny-sdxl")
         client.generate(other, timeout=120)
         again = tiny_request(model="tiny-sd15-single")
-        client.generate(again, timeout=120)
+        queued = []
+        client.generate(again, timeout=120, on_message=lambda m: queued.append(m) if isinstance(m, Queued) else None)
     where = workers_of(cluster, [first.id, other.id, again.id])
     assert where[again.id] == where[first.id] != where[other.id]
+    # The replica's measured step cost came back with the first job: the front end can estimate.
+    assert queued[0].estimate_s is not None and queued[0].estimate_s > 0
 
 
 @slow

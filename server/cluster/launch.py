@@ -17,7 +17,7 @@ from ..config import ServerConfig
 from ..imaging.outputs import OutputWriter
 from ..models.fingerprints import fingerprints
 from ..models.registry import Registry
-from .remote import RemoteWorker
+from .remote import Estimates, RemoteWorker
 from .replica import Replica, ReplicaSettings
 
 log = logging.getLogger("underpaint.cluster")
@@ -36,7 +36,8 @@ class Cluster:
     started_ray: bool
 
     @classmethod
-    def start(cls, config: ServerConfig, registry: Registry, outputs: OutputWriter) -> Cluster:
+    def start(cls, config: ServerConfig, registry: Registry, outputs: OutputWriter,
+              estimates: Estimates | None = None) -> Cluster:
         started_ray = connect(config.cluster)
         import ray
         from ray import serve
@@ -61,7 +62,7 @@ class Cluster:
         workers = []
         for app, handle in zip(apps, handles, strict=True):
             info = handle.describe.remote().result(timeout_s=START_TIMEOUT)
-            workers.append(RemoteWorker(app, handle, info, reference, outputs))
+            workers.append(RemoteWorker(app, handle, info, reference, outputs, estimates))
             log.info("%s: %s on %s", app, info.device, info.node)
         if all(worker.refused for worker in workers):
             raise ValueError("every replica has model files that differ from the front end's "

@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from shared.messages import Progress, Result
@@ -19,12 +20,22 @@ from ..imaging import payloads
 from ..imaging.outputs import OutputWriter
 from ..jobs.job import Job, JobCancelledError
 from ..models.fingerprints import differing
+from ..models.interrupts import StepCosts
 from .replica import Ended, ReplicaInfo
 
 log = logging.getLogger("underpaint.cluster")
 
 # How long one look at a replica that is starting again may take before the next one.
 PROBE_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """Where the front end keeps the step costs its `queued.estimate_s` is made from (models/interrupts.py),
+    under its own device's name: the replicas measure them, and report them with each job."""
+
+    steps: StepCosts
+    device: str
 
 
 class RemoteError(RequestError):
@@ -38,11 +49,13 @@ class RemoteError(RequestError):
 class RemoteWorker:
     """One replica (a Ray Serve deployment of one replica) behind `handle`."""
 
-    def __init__(self, name: str, handle: Any, info: ReplicaInfo, reference: dict[str, str], outputs: OutputWriter):
+    def __init__(self, name: str, handle: Any, info: ReplicaInfo, reference: dict[str, str], outputs: OutputWriter,
+                 costs: Estimates | None = None):
         self.name = name
         self.handle = handle
         self.reference = reference
         self.outputs = outputs
+        self.costs = costs
         self._cancels = ThreadPoolExecutor(1, thread_name_prefix=f"underpaint-{name}-cancel")
         self._learn(info)
 
@@ -97,6 +110,9 @@ class RemoteWorker:
 
     def _ended(self, job: Job, ended: Ended) -> Result:
         self._loaded = ended.loaded
+        if self.costs is not None:
+            for model, cost in ended.costs.items():
+                self.costs.steps.learn(model, self.costs.device, cost)
         if ended.cancelled:
             raise JobCancelledError
         if ended.error is not None:

@@ -66,6 +66,7 @@ class Ended:
     error: tuple[str, str, str | None] | None = None
     cancelled: bool = False
     loaded: list[str] = field(default_factory=list)
+    costs: dict[str, float] = field(default_factory=dict)  # model -> UNet seconds per latent pixel here
 
 
 class Replica:
@@ -136,7 +137,9 @@ class Replica:
         except Exception:
             log.exception("job %s failed", job.id)
             error = (codes.INTERNAL, "the replica failed to run this job; see its log", None)
-        job.reply(Ended(result=result, error=error, cancelled=cancelled, loaded=list(self.worker.loaded())))
+        cache = self.worker.generator.cache
+        job.reply(Ended(result=result, error=error, cancelled=cancelled, loaded=list(self.worker.loaded()),
+                        costs=cache.step_costs.on(str(cache.device))))
 
 def _serve_calls_on_loopback() -> None:
     """Ray Serve starts a gRPC server in every replica for calls between deployments (the front end

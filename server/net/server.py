@@ -78,8 +78,10 @@ class Server:
         self.cluster = None
         if config.cluster:
             from ..cluster.launch import Cluster
+            from ..cluster.remote import Estimates
 
-            self.cluster = Cluster.start(config, self.registry, outputs)
+            estimates = Estimates(self.cache.step_costs, str(self.cache.device))
+            self.cluster = Cluster.start(config, self.registry, outputs, estimates)
             self.workers = list(self.cluster.workers)
         else:
             self.workers = [LocalWorker(self.generator)]
