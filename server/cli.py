@@ -70,6 +70,12 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
                    help="a browser origin allowed to connect (default: none)")
     p.add_argument("--log-file", type=Path,
                    help="one JSON line per job (no prompts); rotates at 10 MiB, keeping 5 old files")
+    p.add_argument("--cluster", metavar="auto|ray://HEAD:10001|HEAD:6379",
+                   help="run jobs on the replicas of a Ray cluster (pip install underpaint[cluster]); 'auto' "
+                        "starts a Ray of this machine's own (docs/cluster.md)")
+    p.add_argument("--replicas", type=int, help="with --cluster: replicas to start (default: one per GPU)")
+    p.add_argument("--replica-threads", type=int,
+                   help="with --cluster: CPU threads of each replica without a GPU (default: 1)")
 
 
 def _token_options(p: argparse.ArgumentParser, help: str) -> None:
@@ -118,12 +124,18 @@ def _serve(args: argparse.Namespace) -> int:
         models=args.models or _default_models(), host=args.host, port=args.port, device=args.device, dtype=args.dtype,
         outputs=args.outputs, token=token, limits=Limits(max_message=args.max_message),
         cache_size=args.cache_size, allowed_origins=tuple(args.allow_origin), log_file=args.log_file,
-        max_connections=args.max_connections, **budgets,
+        max_connections=args.max_connections, cluster=args.cluster, replicas=args.replicas,
+        replica_threads=args.replica_threads, **budgets,
     )
     try:
         server = Server(config)
     except ValueError as exc:
         print(f"underpaint serve: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name != "ray":
+            raise
+        print("underpaint serve: --cluster needs Ray: pip install underpaint[cluster]", file=sys.stderr)
         return 2
     _announce_models(server)
     print(f"Results are saved in {config.outputs}", file=sys.stderr)

@@ -63,6 +63,11 @@ class ServerConfig:
     # Pings keep idle connections open through NATs and proxies and find peers that vanished.
     ping_interval: float = 20.0
     ping_timeout: float = 60.0
+    # Ray cluster to run jobs on (docs/cluster.md): "auto" (a Ray of this machine's own), "ray://HEAD:10001"
+    # or HEAD:6379; None runs them on this machine's device.
+    cluster: str | None = None
+    replicas: int | None = None  # None: one per GPU of the cluster, or one without GPUs
+    replica_threads: int | None = None  # CPU threads of a replica without a GPU
 
     def check(self) -> None:
         """Refuse configurations that would expose the server: raises ValueError with the fix."""
@@ -72,6 +77,8 @@ class ServerConfig:
                 "set a token (--token-file PATH or the UNDERPAINT_TOKEN environment variable) so only clients "
                 "that know it can use the server"
             )
+        if self.replicas is not None and self.replicas < 1:
+            raise ValueError(f"--replicas {self.replicas}: a cluster needs at least one replica")
         if self.max_connections < 1:
             raise ValueError(f"--max-connections {self.max_connections} would refuse every client; use 1 or more")
         if self.hello_slots < 1:

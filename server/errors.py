@@ -16,7 +16,8 @@ a person and never holds a server path; `field` is the dotted request field it i
     ├── Busy
     ├── OutOfMemory
     ├── Unauthorized
-    └── ProtocolMismatch
+    ├── ProtocolMismatch
+    └── WorkerLost
 
 `shared.errors.ProtocolError` is not part of this tree: it is what the shared codec raises for a
 frame that is not a valid message, before any of the server's code sees it.
@@ -108,3 +109,8 @@ class ProtocolMismatch(RequestError):
     """The client speaks another protocol version."""
 
     code = codes.PROTOCOL_MISMATCH
+
+
+class WorkerLost(RequestError):
+    """The worker running a job went away mid-job (a cluster replica's machine or process died): the job
+    is run once more elsewhere; a second loss ends it with this (code `internal`)."""

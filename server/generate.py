@@ -6,7 +6,9 @@ img2img, inpaint and upscale is the mode object's (server/modes/); this path is 
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -34,7 +36,9 @@ NATIVE_SIDES = {"sd15": 512, "sdxl": 1024}
 
 
 class Generator:
-    def __init__(self, registry: Registry, cache: PipelineCache, outputs: OutputWriter):
+    """`outputs` None: the results are written by whoever receives them (a cluster's front end)."""
+
+    def __init__(self, registry: Registry, cache: PipelineCache, outputs: OutputWriter | None):
         self.registry = registry
         self.cache = cache
         self.outputs = outputs
@@ -146,9 +150,36 @@ class Generator:
         results = []
         for picture, seed in zip(pictures, seed_list, strict=True):
             layer = mode.finish(picture)
-            self.outputs.save(layer, info, seed)
+            if self.outputs is not None:
+                self.outputs.save(layer, info, seed)
             results.append(ResultImage(image=payloads.from_pil(layer, request.result_format, x, y), seed=seed))
         return Result(id=request.id, images=results, info=info, elapsed=time.monotonic() - started)
+
+
+class LocalWorker:
+    """This machine's device as the queue's worker (server/jobs/worker.py): jobs run in this process."""
+
+    name = "local"
+
+    def __init__(self, generator: Generator):
+        self.generator = generator
+
+    @property
+    def device(self) -> str:
+        cache = self.generator.cache
+        return f"{cache.device} ({str(cache.dtype).removeprefix('torch.')})"
+
+    def loaded(self) -> Collection[str]:
+        return self.generator.cache.loaded()
+
+    def has(self, model: str) -> bool:
+        return True
+
+    def run(self, job: Job) -> Result:
+        return self.generator(job)
+
+    def recover(self, stopping: threading.Event) -> bool:
+        return True  # never lost: it is this process
 
 
 class JobProgress:

@@ -37,8 +37,19 @@ def pins(lock: Path) -> dict[str, Version]:
 
 def project_requirements(extra: str | None = None) -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    listed = project["dependencies"] + (project["optional-dependencies"][extra] if extra else [])
-    return [Requirement(text) for text in listed]
+
+    def expanded(texts: list[str]) -> list[Requirement]:
+        # An extra that names the project's own extras ("underpaint[cluster]") stands for their lists.
+        found = []
+        for requirement in map(Requirement, texts):
+            if canonicalize_name(requirement.name) == canonicalize_name(project["name"]):
+                for own in sorted(requirement.extras):
+                    found += expanded(project["optional-dependencies"][own])
+            else:
+                found.append(requirement)
+        return found
+
+    return expanded(project["dependencies"] + (project["optional-dependencies"][extra] if extra else []))
 
 
 @pytest.mark.parametrize(("lock", "extra"), [("server.lock", None), ("test.lock", "test")])
@@ -95,3 +106,9 @@ def test_pip_check_finds_no_conflict_but_the_excluded_packages() -> None:
 def test_the_excluded_packages_are_not_locked() -> None:
     for lock in ("server.lock", "test.lock"):
         assert not excluded() & set(pins(REQUIREMENTS / lock)), f"{lock} pins a package excludes.txt leaves out"
+
+
+def test_the_cluster_extra_is_tested_but_not_in_an_artists_install() -> None:
+    """Ray comes with `underpaint[cluster]` only: the installer's server lock stays small."""
+    assert "ray" in pins(REQUIREMENTS / "test.lock")
+    assert "ray" not in pins(REQUIREMENTS / "server.lock")

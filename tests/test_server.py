@@ -464,6 +464,14 @@ def test_cli_serve_refuses_public_bind_without_token(tmp_path):
     assert run.returncode == 2 and "--token" in run.stderr
 
 
+def test_cli_serve_cluster_without_ray_says_how_to_install_it(models_dir, tmp_path):
+    """An artist's install has no Ray: --cluster names the extra that brings it (docs/cluster.md)."""
+    arguments = ["serve", "--cluster", "auto", "--models", str(models_dir), "--outputs", str(tmp_path)]
+    hide_ray = f"import sys; sys.modules['ray'] = None; from server.cli import main; main({arguments!r})"
+    run = subprocess.run([sys.executable, "-c", hide_ray], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert run.returncode == 2 and "pip install underpaint[cluster]" in run.stderr, run.stderr
+
+
 def test_job_cancelled_reaches_the_client_api(client):
     job = slow_request()
     threading.Timer(1.0, lambda: client.send(Cancel(id=job.id))).start()

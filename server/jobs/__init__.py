@@ -1,2 +1,2 @@
-"""Jobs: an accepted request (job.py), the queue and its one worker thread (queue.py), and the
-log of how each ended (log.py)."""
+"""Jobs: an accepted request (job.py), the queue and a thread per worker (queue.py), which worker runs
+a job (routing.py), what a worker is (worker.py), and the log of how each job ended (log.py)."""

@@ -35,6 +35,11 @@ class Job:
     step: int = 0  # denoising steps done, set by the running job
     total: int = 0
     serial: int = field(default_factory=itertools.count().__next__)
+    attempts: int = 0  # runs started: a job whose worker was lost is run once more
+    worker: str | None = None  # the name of the worker it was given last
+    # Told of a cancel at once, on the caller's thread, while a worker elsewhere runs the job: it must
+    # not block (a cluster replica is told over the network, in the background).
+    on_cancel: Callable[[], None] | None = None
 
     @property
     def id(self) -> str:
@@ -59,3 +64,5 @@ class Job:
         if not self.cancel_event.is_set():
             self.cancel_reason = reason
             self.cancel_event.set()
+            if self.on_cancel is not None:
+                self.on_cancel()

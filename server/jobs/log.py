@@ -46,6 +46,10 @@ def job_line(job: Job, message: Any, now: datetime.datetime | None = None) -> di
     }
     if job.session is not None:
         line["session"] = job.session
+    if job.worker is not None:
+        line["worker"] = job.worker
+    if job.attempts > 1:
+        line["attempts"] = job.attempts
     if isinstance(message, Error):
         line["code"] = message.code
     elif isinstance(message, Cancelled) and message.reason:

@@ -73,6 +73,16 @@ class StepCosts:
     def per_latent_pixel(self, model: str, device: str) -> float | None:
         return self._costs.get((model, device))
 
+    def on(self, device: str) -> dict[str, float]:
+        """model -> its cost on `device`: what a cluster replica reports to its front end."""
+        with self._lock:
+            return {model: cost for (model, where), cost in self._costs.items() if where == device}
+
+    def learn(self, model: str, device: str, cost: float) -> None:
+        """Take a cost measured elsewhere (on the replica that ran the model's last job) as this one."""
+        with self._lock:
+            self._costs[(model, device)] = cost
+
 
 def install(pipe: DiffusionPipeline, model: str, device: str, costs: StepCosts) -> None:
     """Check points in every layer that can take long, sliced attention, and UNet timing for `pipe`

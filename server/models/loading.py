@@ -158,6 +158,11 @@ class PipelineCache:
             self._pipes[key] = pipe
             return pipe
 
+    def loaded(self) -> list[str]:
+        """The names of the resident models, least recently used first. Without the lock, which a load
+        holds for seconds: the queue asks from the event loop, and a copy of the keys is one step."""
+        return [name for name, _ in list(self._pipes)]
+
     def _load(self, entry: ModelEntry) -> DiffusionPipeline:
         log.info("loading %s (%s, %s %s) on %s", entry.name, entry.format, entry.family, entry.variant, self.device)
         try:

@@ -1,6 +1,7 @@
 """The websocket server: listens, caps the open connections, and builds the parts that serve them
 (registry, model cache, job handler, queue, job log) from a ServerConfig. A connection's frames are
-handled in connection.py; inference happens on the job queue's worker (server/jobs/)."""
+handled in connection.py; inference happens on the job queue's workers (server/jobs/): this machine's
+device, or with `--cluster` the replicas of a Ray cluster (server/cluster/)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from shared.messages import Welcome
 
 from ..config import ServerConfig
 from ..errors import Busy
-from ..generate import Generator
+from ..generate import Generator, LocalWorker
 from ..imaging.outputs import OutputWriter
 from ..jobs.log import JobLog
 from ..jobs.queue import JobQueue
@@ -72,9 +73,20 @@ class Server:
                                    on_broken=self.registry.mark_broken)
         outputs = OutputWriter(config.outputs)
         outputs.clean()
+        # On a cluster the front end's own generator only checks requests; replicas run them.
         self.generator = Generator(self.registry, self.cache, outputs)
+        self.cluster = None
+        if config.cluster:
+            from ..cluster.launch import Cluster
+            from ..cluster.remote import Estimates
+
+            estimates = Estimates(self.cache.step_costs, str(self.cache.device))
+            self.cluster = Cluster.start(config, self.registry, outputs, estimates)
+            self.workers = list(self.cluster.workers)
+        else:
+            self.workers = [LocalWorker(self.generator)]
         self.job_log = JobLog(config.log_file) if config.log_file else None
-        self.queue = JobQueue(self.generator, errors.for_job, max_per_owner=config.max_queued_per_connection,
+        self.queue = JobQueue(self.workers, errors.for_job, max_per_owner=config.max_queued_per_connection,
                               max_total=config.max_queued, bytes_per_owner=config.connection_queue_budget,
                               bytes_total=config.queue_budget, on_end=self.job_log.record if self.job_log else None)
         self.receiving = Receiving(config.receive_budget)
@@ -90,7 +102,11 @@ class Server:
 
     @property
     def device(self) -> str:
-        return f"{self.cache.device} ({str(self.cache.dtype).removeprefix('torch.')})"
+        """What `welcome` says the jobs run on: the device, or every replica's."""
+        if self.cluster is None:
+            return self.workers[0].device
+        count = f"{len(self.workers)} replica" + ("s" if len(self.workers) > 1 else "")
+        return f"{count}: " + "; ".join(f"{w.name} {w.device}" for w in self.workers)
 
     async def start(self) -> None:
         self.queue.start()
@@ -114,6 +130,8 @@ class Server:
             self._server.close()
             await self._server.wait_closed()
         self.readers.shutdown(wait=False, cancel_futures=True)
+        if self.cluster is not None:
+            await asyncio.to_thread(self.cluster.stop)
         if self.job_log is not None:
             self.job_log.close()
 
