@@ -296,8 +296,8 @@ def test_live_sends_a_frame_only_when_the_canvas_or_settings_change(live_setup) 
     controller, connection, document, clock = live_setup
     controller.poll()
     (first,) = _frames(connection)
-    assert (first.mode, first.strength, first.batch_size, first.preview, first.fast_decode) == (
-        "img2img", 0.5, 1, False, True)
+    assert (first.mode, first.strength, first.batch_size, first.preview, first.autoencoder) == (
+        "img2img", 0.5, 1, False, "auto")
     assert first.image.bounds == (0, 0, 64, 48) and first.session == controller.session().live.id
 
     controller.poll()  # within the interval: nothing is even looked at

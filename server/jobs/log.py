@@ -46,6 +46,8 @@ def job_line(job: Job, message: Any, now: datetime.datetime | None = None) -> di
     }
     if job.session is not None:
         line["session"] = job.session
+    if job.finalize:
+        line["finalize"] = True
     if isinstance(message, Error):
         line["code"] = message.code
     elif isinstance(message, Cancelled) and message.reason:

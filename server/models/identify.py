@@ -222,10 +222,23 @@ def _has_safetensors(folder: Path) -> bool:
     return folder.is_dir() and (any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")))
 
 
-def is_tiny_autoencoder(folder: Path) -> bool:
-    """A diffusers `AutoencoderTiny` folder with safetensors weights."""
+# Tensors every diffusers `AutoencoderTiny` has: the first convolution of its encoder and of its decoder.
+TINY_AUTOENCODER_KEYS = frozenset({"encoder.layers.0.weight", "decoder.layers.0.weight"})
+
+
+def is_tiny_autoencoder(path: Path) -> bool:
+    """A diffusers `AutoencoderTiny`: a folder with its config and safetensors weights, or the weights
+    file alone (TAESD's and TAESDXL's config is the class's defaults)."""
+    if path.is_file():
+        if path.suffix.lower() != ".safetensors":
+            return False
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return TINY_AUTOENCODER_KEYS <= set(f.keys())
+        except Exception:  # noqa: BLE001 - an unreadable file is simply not one
+            return False
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return config.get("_class_name") == "AutoencoderTiny" and any(folder.glob("*.safetensors"))
+    return config.get("_class_name") == "AutoencoderTiny" and any(path.glob("*.safetensors"))

@@ -7,7 +7,9 @@ model)`, and asks it in order:
   request                    the request as the mode reads it (a fill mode may imply a prompt)
   pipeline                   the diffusers pipeline a regular model runs it with (a 9-channel
                              model runs every mode through its inpaint pipeline)
-  inputs(pipe, generators)   the pipeline arguments of its own: start picture, mask, strength
+  inputs(pipe, generators, encode)
+                             the pipeline arguments of its own: the start picture's latents (by
+                             `encode`: the job's autoencoder, imaging/latents.py), mask, strength
   on_step_end                a callback run after every denoising step, before progress is sent
   denoise(pipe, arguments)   the pipeline call: one, unless a mode needs several (tiles)
   finish(picture), origin    a generated picture as the result layer, and where it goes
@@ -39,6 +41,8 @@ from ..models.pipelines import Model, PipelineKind
 
 # diffusers' `callback_on_step_end`: (pipe, step, timestep, tensors) -> tensors.
 StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
+# A picture at generation size -> its latents, batch of one.
+Encode = Callable[[PIL.Image.Image], torch.Tensor]
 
 # Flattening transparent canvas onto white matches Krita's default background.
 BACKGROUND = (255, 255, 255, 255)
@@ -89,7 +93,7 @@ class Mode(ABC):
         self.model = model
         self.strength = request.strength if request.strength is not None else self.default_strength
 
-    def inputs(self, pipe: DiffusionPipeline, generators: Sequence[torch.Generator]) -> dict[str, Any]:
+    def inputs(self, pipe: DiffusionPipeline, generators: Sequence[torch.Generator], encode: Encode) -> dict[str, Any]:
         return {}
 
     def denoise(self, pipe: DiffusionPipeline, arguments: dict[str, Any]) -> Any:
@@ -137,13 +141,14 @@ class WholePicture(Mode):
         rgb = canvas.convert("RGB")
         return rgb if rgb.size == size else rgb.resize(size, PIL.Image.Resampling.LANCZOS)
 
-    def refine(self, start: PIL.Image.Image) -> dict[str, Any]:
-        """Inputs that refine `start` at the mode's strength; a 9-channel model is also told to repaint
+    def refine(self, start: PIL.Image.Image, encode: Encode, count: int) -> dict[str, Any]:
+        """Inputs that refine `start` at the mode's strength: its latents, one copy per image. A 9-channel
+        model's pipeline takes the picture itself (it also encodes it masked) and is told to repaint
         all of it."""
-        inputs: dict[str, Any] = {"image": start, "strength": self.strength}
         if self.model.is_inpaint_model:
-            inputs["mask_image"] = PIL.Image.new("L", start.size, 255)
-        return inputs
+            return {"image": start, "strength": self.strength, "mask_image": PIL.Image.new("L", start.size, 255)}
+        latents = encode(start)
+        return {"image": latents.expand(count, *latents.shape[1:]).clone(), "strength": self.strength}
 
 
 def seeds(request: Generate) -> list[int]:

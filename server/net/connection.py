@@ -15,6 +15,7 @@ from shared import codec
 from shared.errors import ProtocolError
 from shared.messages import (
     Cancel,
+    Finalize,
     Generate,
     Hello,
     ListModels,
@@ -81,6 +82,7 @@ class Connection:
             pass
         finally:
             self.services.queue.cancel_owner(self.number, "client disconnected")
+            self.services.generator.sessions.forget(self.number)
             self._closing = True
             self._ready.set()
             await writer
@@ -157,6 +159,9 @@ class Connection:
             self.reply(LiveStopped(session=message.session))
         elif isinstance(message, Generate):
             self._generate(message)
+        elif isinstance(message, Finalize):
+            kept = self.services.generator.check_finalize(self.number, message.id)
+            self.services.queue.submit(Job(request=kept.request, owner=self.number, reply=self.reply, finalize=True))
         elif isinstance(message, Cancel):
             if not self.services.queue.cancel(self.number, message.id):
                 raise NotFound(f"no queued or running job {message.id!r}", "id")

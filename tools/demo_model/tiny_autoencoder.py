@@ -1,0 +1,262 @@
+"""Trains the demo model's tiny autoencoder against its VAE: `python -m tools.demo_model.tiny_autoencoder`.
+
+What TAESD is to SD1.5, this is to the demo model: a diffusers `AutoencoderTiny` that live frames
+encode and decode with, because the VAE costs more than the UNet's few steps. It distils the VAE:
+
+1. teacher   a fixed set of generated pictures, their VAE latents (the distribution's mode times the
+             scaling factor: the space the UNet works in), the same latents slightly perturbed, and
+             the latents of live-like frames (the demo model refining a canvas at strength 0.3-0.8 in
+             4 steps), each with the VAE decoder's picture. Cached in --workdir.
+2. train     the encoder learns the pictures' latents; the decoder learns the VAE decoder's pictures
+             from clean, perturbed and live latents, so a live preview shows what a full decode
+             (Apply) gives. Checkpoints as it goes; a rerun resumes, a larger --steps goes on.
+3. export    writes the folder the server loads beside the demo model (server/models/demo/).
+4. evaluate  held-out live frames at 128 and 256 px, each decoded both ways and read by
+             tools/demo_model/detect.py: how often the preview and the full decode agree on colours
+             and positions. Writes bench/results/demo_tiny_autoencoder.json.
+
+`all` runs 1 to 3. Every stage is seeded. docs/demo-model.md gives the recipe's wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, AutoencoderTiny, StableDiffusionImg2ImgPipeline
+from PIL import Image, ImageDraw
+from safetensors.torch import load_file, save_file
+
+from server.models.demo import MODEL_DIR, TINY_AUTOENCODER_DIR
+
+from .data import SHAPE_COLOURS, Scene, caption, render, sample_scene
+from .train import cosine_rate, to_tensor
+
+log = logging.getLogger("underpaint.demo.tiny_autoencoder")
+
+# 16 channels and one block per level: at 512 px on one CPU thread it encodes in 0.16 s (the demo
+# VAE: 0.41 s) and decodes in 0.14 s (1.03 s). At 32 channels it was no faster than the VAE.
+CHANNELS = 16
+BLOCKS = (1, 1, 1, 1)
+LIVE_STEPS = 4
+LIVE_GUIDANCE = 3.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    workdir: Path = Path("build/demo-tiny-ae")
+    out: Path = TINY_AUTOENCODER_DIR
+    seed: int = 0
+    threads: int = 1
+    side: int = 128
+    pictures: int = 4096
+    live_frames: int = 1024
+    steps: int = 6000
+    batch: int = 16
+    live_batch: int = 8
+    lr: float = 2e-3
+    warmup: int = 100
+    perturbation: float = 0.15  # of the latents' unit standard deviation
+    checkpoint_every: int = 200
+
+
+def make_tiny() -> AutoencoderTiny:
+    return AutoencoderTiny(encoder_block_out_channels=(CHANNELS,) * 4, decoder_block_out_channels=(CHANNELS,) * 4,
+                           num_encoder_blocks=BLOCKS, num_decoder_blocks=tuple(reversed(BLOCKS)),
+                           latent_channels=4, scaling_factor=1.0)
+
+
+def load_vae() -> AutoencoderKL:
+    return AutoencoderKL.from_pretrained(MODEL_DIR / "vae", local_files_only=True).eval()
+
+
+def to_bytes(pixels: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] pixels as uint8, the form the teacher set keeps them in (a quarter of the memory)."""
+    return ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).contiguous()
+
+
+def to_pixels(stored: torch.Tensor) -> torch.Tensor:
+    return stored.float() / 127.5 - 1
+
+
+# --- 1. teacher set ----------------------------------------------------------------------------
+
+
+def live_canvas(scene: Scene, side: int, rng: random.Random) -> Image.Image:
+    """The scene as an artist's canvas might look mid-sketch: half the time with a few rough strokes."""
+    picture = render(scene, side)
+    if rng.random() < 0.5:
+        draw = ImageDraw.Draw(picture)
+        for _ in range(rng.randint(1, 3)):
+            points = [(rng.uniform(0, side), rng.uniform(0, side)) for _ in range(rng.randint(2, 4))]
+            draw.line(points, fill=SHAPE_COLOURS[rng.choice(list(SHAPE_COLOURS))], width=max(2, side // 24))
+    return picture
+
+
+def live_prompt(scene: Scene, rng: random.Random) -> str:
+    """Half the frames ask for what the canvas shows, half for another scene, as when the artist
+    changes the prompt: the model then repaints more."""
+    return caption(scene if rng.random() < 0.5 else sample_scene(rng))
+
+
+@torch.no_grad()
+def vae_latents(vae: AutoencoderKL, pixels: torch.Tensor) -> torch.Tensor:
+    return vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def vae_pictures(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    return vae.decode(latents / vae.config.scaling_factor).sample
+
+
+def load_live_pipeline(vae: AutoencoderKL) -> StableDiffusionImg2ImgPipeline:
+    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(MODEL_DIR, vae=vae, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def live_latents(pipe: StableDiffusionImg2ImgPipeline, start: torch.Tensor, prompts: list[str], strength: float,
+                 seed: int) -> torch.Tensor:
+    """The latents a live frame ends with: `start` (scaled latents) refined at `strength`."""
+    generator = torch.Generator().manual_seed(seed)
+    return pipe(prompts, image=start, strength=strength, num_inference_steps=LIVE_STEPS,
+                guidance_scale=LIVE_GUIDANCE, generator=generator, output_type="latent").images
+
+
+def teacher_set(settings: Settings) -> dict[str, torch.Tensor]:
+    """Pictures, their latents (clean, perturbed) and live latents, each with the VAE's decode."""
+    vae = load_vae()
+    rng = random.Random(settings.seed)
+    noise = torch.Generator().manual_seed(settings.seed)
+    parts: dict[str, list[torch.Tensor]] = {"pictures": [], "latents": [], "inputs": [], "decoded": []}
+    started = time.monotonic()
+    for start in range(0, settings.pictures, 32):
+        pixels = to_tensor([render(sample_scene(rng), settings.side)
+                            for _ in range(min(32, settings.pictures - start))])
+        z = vae_latents(vae, pixels)
+        # Half of the decoder's inputs perturbed: it must also follow latents off the VAE's manifold.
+        perturbed = torch.rand(len(z), 1, 1, 1, generator=noise) < 0.5
+        z_in = torch.where(perturbed, z + settings.perturbation * torch.randn(z.shape, generator=noise), z)
+        parts["pictures"].append(to_bytes(pixels))
+        parts["latents"].append(z)
+        parts["inputs"].append(z_in)
+        parts["decoded"].append(to_bytes(vae_pictures(vae, z_in)))
+    log.info("teacher pictures: %d in %.0f s", settings.pictures, time.monotonic() - started)
+    pipe = load_live_pipeline(vae)
+    live, live_decoded = [], []
+    for start in range(0, settings.live_frames, 16):
+        count = min(16, settings.live_frames - start)
+        scenes = [sample_scene(rng) for _ in range(count)]
+        canvas = to_tensor([live_canvas(scene, settings.side, rng) for scene in scenes])
+        z = live_latents(pipe, vae_latents(vae, canvas), [live_prompt(s, rng) for s in scenes],
+                         rng.uniform(0.3, 0.8), rng.randrange(2**31))
+        live.append(z)
+        live_decoded.append(to_bytes(vae_pictures(vae, z)))
+    log.info("teacher live frames: %d (%.0f s in all)", settings.live_frames, time.monotonic() - started)
+    data = {name: torch.cat(tensors) for name, tensors in parts.items()}
+    # Contiguous, as safetensors stores them (the VAE's latents are views of its moments).
+    return {name: tensor.contiguous() for name, tensor in
+            (data | {"live": torch.cat(live), "live_decoded": torch.cat(live_decoded)}).items()}
+
+
+# --- 2. training -------------------------------------------------------------------------------
+
+
+def losses(tiny: AutoencoderTiny, data: dict[str, torch.Tensor], step: int,
+           settings: Settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder and decoder losses on the step's batch, drawn from (seed, step) alone so that a resumed
+    run draws what an uninterrupted one would."""
+    generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
+    index = torch.randint(0, len(data["pictures"]), (settings.batch,), generator=generator)
+    live = torch.randint(0, len(data["live"]), (settings.live_batch,), generator=generator)
+    encode_loss = F.mse_loss(tiny.encoder(to_pixels(data["pictures"][index])), data["latents"][index])
+    inputs = torch.cat([data["inputs"][index], data["live"][live]])
+    target = to_pixels(torch.cat([data["decoded"][index], data["live_decoded"][live]]))
+    decoded = tiny.decoder(inputs)
+    decode_loss = F.l1_loss(decoded, target) + F.mse_loss(decoded, target)
+    return encode_loss, decode_loss
+
+
+def save_checkpoint(tiny: AutoencoderTiny, optimizer: torch.optim.Optimizer, step: int, path: Path) -> None:
+    temporary = path.with_suffix(".tmp")
+    torch.save({"step": step, "model": tiny.state_dict(), "optimizer": optimizer.state_dict()}, temporary)
+    temporary.replace(path)
+
+
+def train(data: dict[str, torch.Tensor], settings: Settings, checkpoint: Path) -> AutoencoderTiny:
+    torch.manual_seed(settings.seed)
+    tiny = make_tiny()
+    optimizer = torch.optim.AdamW(tiny.parameters(), lr=settings.lr, weight_decay=0.0)
+    step = 0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=True)
+        tiny.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        log.info("resuming at step %d", step)
+    started = time.monotonic()
+    tiny.train()
+    while step < settings.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_rate(step, settings.steps, settings.lr, settings.warmup)
+        encode_loss, decode_loss = losses(tiny, data, step, settings)
+        optimizer.zero_grad(set_to_none=True)
+        (encode_loss + decode_loss).backward()
+        optimizer.step()
+        step += 1
+        if step % 50 == 0:
+            log.info("step %d/%d encode %.4f decode %.4f (%.0f s)", step, settings.steps, encode_loss.item(),
+                     decode_loss.item(), time.monotonic() - started)
+        if step % settings.checkpoint_every == 0 or step == settings.steps:
+            save_checkpoint(tiny, optimizer, step, checkpoint)
+    return tiny.eval()
+
+
+def export(tiny: AutoencoderTiny, out: Path) -> None:
+    tiny.save_pretrained(out, safe_serialization=True)
+    log.info("saved the tiny autoencoder to %s", out)
+
+
+def run(stage: str, settings: Settings) -> None:
+    torch.set_num_threads(settings.threads)
+    settings.workdir.mkdir(parents=True, exist_ok=True)
+    teacher = settings.workdir / "teacher.safetensors"
+    checkpoint = settings.workdir / "checkpoint.pt"
+    started = time.monotonic()
+    if stage in ("all", "teacher") and not teacher.exists():
+        save_file(teacher_set(settings), teacher)
+    if stage in ("all", "train"):
+        export(train(load_file(teacher), settings, checkpoint), settings.out)
+    elif stage == "export":  # whatever the last checkpoint holds, e.g. to try a run in progress
+        tiny = make_tiny()
+        tiny.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
+        export(tiny.eval(), settings.out)
+    log.info("stage %s done in %.1f min", stage, (time.monotonic() - started) / 60)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", nargs="?", choices=("all", "teacher", "train", "export", "evaluate"), default="all")
+    parser.add_argument("--workdir", type=Path, default=Settings.workdir)
+    parser.add_argument("--out", type=Path, default=Settings.out)
+    parser.add_argument("--steps", type=int, default=Settings.steps)
+    parser.add_argument("--threads", type=int, default=Settings.threads,
+                        help="torch threads; where other work shares the cores, 1 is faster")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    settings = Settings(workdir=args.workdir, out=args.out, steps=args.steps, threads=args.threads)
+    run(args.stage, settings)
+
+
+if __name__ == "__main__":
+    main()
