@@ -1,4 +1,5 @@
-"""Live mode's change detection in real Krita: CPU share at 10 checks a second on a 4096² canvas.
+"""Live mode's change detection in real Krita: CPU share on a 4096² canvas at the plugin's rate
+(a check every 0.2 s).
 
 Runs the plugin's own LiveSession and KritaDocument inside kritarunner (headless), the plugin
 installed as the installer does it. Target: at most 10% of one core.

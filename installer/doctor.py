@@ -14,6 +14,7 @@ from typing import Any
 from shared.paths import kritarc_path
 
 from .krita_plugin import is_enabled, is_installed, pykrita_dir
+from .krita_version import KritaInstall, find_krita, krita_lines
 
 Scan = Callable[[list[Path]], Iterable[Any]]
 
@@ -95,13 +96,15 @@ def _model_lines(models_dirs: Sequence[Path], scan: Scan) -> list[str]:
     return lines
 
 
-def report(models_dirs: Sequence[Path], port: int, scan: Scan | None = None) -> list[str]:
+def report(models_dirs: Sequence[Path], port: int, scan: Scan | None = None,
+           krita: Callable[[], list[KritaInstall]] = find_krita) -> list[str]:
     """The report's lines. `scan(folders)` lists model entries (with name, kind, family, variant,
-    refused); by default the server's registry does it."""
+    refused); by default the server's registry does it. `krita()` finds the installed Krita."""
     return [
         f"python: {platform_module.python_version()} ({sys.executable})",
         f"system: {platform_module.platform()}",
         *_torch_lines(),
+        *krita_lines(krita()),
         *_plugin_lines(),
         _port_line(port),
         *_model_lines(models_dirs, scan or _registry_scan),

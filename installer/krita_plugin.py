@@ -22,6 +22,7 @@ from pathlib import Path
 from shared.paths import krita_data_dir, kritarc_path
 
 from . import InstallError
+from .krita_version import find_krita, krita_lines
 
 PLUGIN_NAME = "underpaint_krita"
 DESKTOP = f"{PLUGIN_NAME}.desktop"
@@ -188,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.action == "install":
             print(f"Krita plugin installed in {install_plugin(args.krita_dir, source=args.source)}")
+            print("\n".join(krita_lines(find_krita())))
             print("Restart Krita to load it.")
         elif uninstall_plugin(args.krita_dir):
             print("Krita plugin removed.")

@@ -31,12 +31,14 @@ def with_models(argv: Sequence[str], folders: Sequence[str]) -> list[str]:
 def _install_plugin(args: argparse.Namespace) -> int:
     from . import InstallError
     from .krita_plugin import install_plugin
+    from .krita_version import find_krita, krita_lines
 
     try:
         path = install_plugin(args.krita_dir)
     except InstallError as exc:
         print(f"underpaint install-plugin: {exc}", file=sys.stderr)
         return 1
+    print("\n".join(krita_lines(find_krita())))
     print(f"Krita plugin installed in {path}; restart Krita and open Settings > Dockers > Underpaint")
     return 0
 

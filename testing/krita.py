@@ -1,5 +1,6 @@
-"""Krita run headless by kritarunner, with the plugin installed the way the installer does it,
-playing a scenario of tests/krita/scenarios.py that writes what it found as JSON.
+"""Krita with the plugin installed the way the installer does it, playing a scenario of
+tests/krita/scenarios.py that writes what it found as JSON: headless in kritarunner, or as the GUI
+on a private Xvfb display driven by the test-only driver plugin (tests/krita/underpaint_test_driver).
 
 Krita runs in a clean environment (env -i): only HOME, PATH, fresh XDG folders holding the
 installed plugin, and PYTHONPATH naming tests/krita. A virtualenv or our own site-packages
@@ -11,11 +12,18 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
+
+from shared.images import encode_png
+
+from .processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "tests" / "krita"
 KRITARUNNER = shutil.which("kritarunner")
+KRITA = shutil.which("krita")
+XVFB = shutil.which("Xvfb")
 
 
 class KritaHome:
@@ -62,6 +70,51 @@ def run_scenario(home: KritaHome, function: str, timeout: float = 300, **job: ob
     env = home.env(QT_QPA_PLATFORM="offscreen", UNDERPAINT_KRITA_JOB=str(job_path))
     done = subprocess.run(["env", "-i", *[f"{k}={v}" for k, v in env.items()], KRITARUNNER, "-s", "scenarios",
                            "-f", function], capture_output=True, text=True, timeout=timeout, cwd=home.root)
+    found = findings(output, done.stdout + done.stderr)
+    found["log"] = done.stdout + done.stderr
+    return found
+
+
+class Display:
+    """A private Xvfb display."""
+
+    def __init__(self) -> None:
+        self.number = 90 + free_port() % 400
+        self.process = subprocess.Popen([XVFB, f":{self.number}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        socket = Path(f"/tmp/.X11-unix/X{self.number}")
+        deadline = time.monotonic() + 10
+        while not socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+def run_gui(home: KritaHome, scenario: str, server: str, timeout: float = 300,
+            preferences: dict[str, str] | None = None, **job: object) -> dict:
+    """Start GUI Krita on a private display with the test driver plugin running `scenario`;
+    `preferences` are the plugin's settings in kritarc, as a previous Krita session left them."""
+    for item in ("underpaint_test_driver", "underpaint_test_driver.desktop"):
+        target = home.pykrita / item
+        if target.is_dir():
+            shutil.rmtree(target)
+        (shutil.copytree if (SCRIPTS / item).is_dir() else shutil.copy)(SCRIPTS / item, target)
+    (home.config / "kritarc").write_text(
+        "[python]\nenable_underpaint_krita=true\nenable_underpaint_test_driver=true\n\n"
+        f"[underpaint]\nserver_url={server}\n" + "".join(f"{k}={v}\n" for k, v in (preferences or {}).items())
+    )
+    job_path, output = home.write_job(scenario, scenario=scenario, **job)
+    start = home.root / "start.png"  # the driver waits for a document's view; Krita opens this one
+    start.write_bytes(encode_png(bytes([255, 255, 255, 255]) * 64 * 64, 64, 64))
+    display = Display()
+    try:
+        env = home.env(DISPLAY=f":{display.number}", UNDERPAINT_KRITA_JOB=str(job_path))
+        done = subprocess.run(["env", "-i", *[f"{k}={v}" for k, v in env.items()], KRITA, "--nosplash", str(start)],
+                              capture_output=True, text=True, timeout=timeout, cwd=home.root)
+    finally:
+        display.close()
     found = findings(output, done.stdout + done.stderr)
     found["log"] = done.stdout + done.stderr
     return found

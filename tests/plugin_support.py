@@ -78,6 +78,7 @@ class FakeDocument:
     alphas: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     active_layer: str | None = None
     regions_blob: bytes | None = None
+    painting: bool = False  # the artist holds the brush down: busy()
 
     def __post_init__(self) -> None:
         if not self.pixels:
@@ -136,6 +137,9 @@ class FakeDocument:
     def save_regions(self, blob: bytes) -> None:
         self.regions_blob = blob
 
+    def busy(self) -> bool:
+        return self.painting
+
     def show_preview(self, name: str, image: Image) -> None:
         self.preview, self.preview_visible = (name, image), True
 
@@ -169,6 +173,7 @@ class ScriptedConnection:
     """A connection that records what the controller sends and replays the server messages given to `reply`."""
 
     url: str = "ws://test"
+    token: str | None = None
     sent: list[Any] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     pending: list[Any] = field(default_factory=list)
@@ -180,7 +185,7 @@ class ScriptedConnection:
         self.cancelled.append(job_id)
 
     def set_url(self, url: str, token: str | None = None) -> None:
-        self.url = url
+        self.url, self.token = url, token
 
     def events(self) -> list[Any]:
         out, self.pending = self.pending, []

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+
 from testing.serving import url
 
 ROOT = Path(__file__).resolve().parents[1]

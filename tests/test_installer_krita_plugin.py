@@ -161,6 +161,7 @@ def test_command_line(source: Path, tmp_path: Path) -> None:
     root = Path(krita_plugin.__file__).resolve().parents[1]
     done = subprocess.run([*command, "--source", str(source)], capture_output=True, text=True, cwd=root, env=env_home)
     assert done.returncode == 0, done.stderr
+    assert "\nkrita: " in done.stdout  # the Krita found and how the plugin stands with its version
     assert is_installed(krita) and is_enabled(tmp_path / "config" / "kritarc")
     done = subprocess.run(
         [*command, "--source", str(tmp_path / "empty")], capture_output=True, text=True, cwd=root, env=env_home

@@ -20,8 +20,10 @@ from plugin_support import (
     solid,
 )
 from underpaint_krita.connection import Connected, Disconnected, Failed
-from underpaint_krita.controller import Controller, MemoryPreferences
+from underpaint_krita.controller import Controller
 from underpaint_krita.history import History
+from underpaint_krita.preferences import MemoryPreferences
+from underpaint_krita.session import LIVE
 
 from shared import errors as codes
 from shared.crop import Rect
@@ -390,6 +392,59 @@ def test_live_pictures_replace_each_other_and_apply_as_a_live_layer(live_setup) 
     assert controller.apply() == "[Live] a fox (31)"
     assert document.layers[-1][1].data == solid(64, 48, (0, 0, 9, 255))
     assert controller.session().live.frames == {}  # finished frames are forgotten
+
+
+def test_live_reads_nothing_while_the_artist_paints_and_sends_the_stroke_once_they_stop(live_setup) -> None:
+    controller, connection, document, clock = live_setup
+    controller.poll()
+    document.reads.clear()
+    document.painting = True  # a stroke in progress: reading the canvas now would end it
+    for level in range(1, 11):
+        document.pixels = solid(64, 48, (level, 0, 0, 255))
+        clock.now += 0.2
+        controller.poll()
+    assert len(_frames(connection)) == 1 and document.reads == []
+    stroke_end = clock.now
+    document.painting = False
+    clock.now = stroke_end + 0.2  # stopped, not yet for the settle time
+    controller.poll()
+    assert len(_frames(connection)) == 1
+    clock.now = stroke_end + controller.guard.settle + 0.01  # the first poll after it, not an interval later
+    controller.poll()
+    frames = _frames(connection)
+    assert len(frames) == 2 and frames[1].image.data == document.pixels
+
+
+def test_pictures_wait_until_the_artist_stops_painting(live_setup) -> None:
+    controller, connection, document, clock = live_setup
+    controller.poll()
+    (frame,) = _frames(connection)
+    document.painting = True
+    connection.reply(Result(id=frame.id, images=[ResultImage(_result_image(0, 0, 64, 48, (0, 0, 9, 255)), 31)],
+                            info={}, elapsed=0.2))
+    controller.poll()
+    clock.now += 1.0
+    controller.poll()
+    assert document.preview is None  # writing the preview layer now would end the stroke
+    assert controller.session().shown == LIVE and controller.session().live_result.seed == 31
+    document.painting = False
+    clock.now += controller.guard.settle
+    controller.poll()
+    assert document.preview[0] == "[Preview] a fox" and document.preview[1].data == solid(64, 48, (0, 0, 9, 255))
+
+
+def test_a_result_that_waits_for_a_stroke_is_not_shown_after_it_was_applied(setup) -> None:
+    controller, connection, _, document = setup
+    job_id = controller.generate()
+    document.painting = True
+    connection.reply(_small_result(job_id, seed=7))
+    controller.poll()
+    assert document.preview is None and len(controller.session().history) == 1
+    document.painting = False
+    assert controller.apply() == "[Generated] a fox (7)"  # from the docker, before the picture was shown
+    controller.guard.settle = 0.0
+    controller.poll()
+    assert document.preview is None and [name for name, _ in document.layers] == ["[Generated] a fox (7)"]
 
 
 def test_stopping_live_tells_the_server_and_ignores_late_frames(live_setup) -> None:

@@ -9,21 +9,27 @@ are written into sRGB 8-bit layers that Krita converts into the document's colou
 from __future__ import annotations
 
 import struct
+import time
 import zlib
+from collections.abc import Callable
 
 from krita import Krita
-from PyQt5.QtCore import QByteArray, QTimer
-from PyQt5.QtGui import QImage
 
 from shared.crop import Rect
 from shared.images import swap_red_blue, transparent
 from shared.messages import Image
 
 from . import naming
+from .qimage import pixel_bytes, rgba_bytes
+from .qt import QApplication, QByteArray, QEvent, QObject, Qt, QTimer
 
 HISTORY_ANNOTATION = "underpaint/history"
 REGIONS_ANNOTATION = "underpaint/regions"
 QUICK_SIDE = 512  # thumbnail side for the quick change token
+# Krita makes a layer added by a script the active one some time after control returns to its
+# top-level event loop (seen 0.1-0.5 s later): the preview layer is watched this long.
+ACTIVATION_WATCH = 3.0
+ACTIVATION_CHECK_MS = 10
 SRGB = ("RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc")
 
 
@@ -31,8 +37,9 @@ class KritaDocument:
     def __init__(self, document):  # a krita.Document
         self.document = document
         # Krita makes a newly added layer the active one; the artist's choice from before the
-        # preview layer appeared is where results go.
+        # preview layer appeared is where results go, and where the next stroke must go.
         self._artist_layer = None
+        self._keep_active: _KeepActiveLayer | None = None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, KritaDocument) and self.document == other.document
@@ -81,10 +88,7 @@ class KritaDocument:
         active = self.document.activeNode()
         if active is None or naming.is_preview(active.name()):
             return self.change_token(Rect(0, 0, self.document.width(), self.document.height()))
-        image = active.thumbnail(QUICK_SIDE, QUICK_SIDE)
-        bits = image.constBits()
-        bits.setsize(image.byteCount())
-        return zlib.crc32(bytes(bits), self._structure_token())
+        return zlib.crc32(pixel_bytes(active.thumbnail(QUICK_SIDE, QUICK_SIDE)), self._structure_token())
 
     def _structure_token(self) -> int:
         structure = []
@@ -121,8 +125,9 @@ class KritaDocument:
             self._artist_layer = self.document.activeNode()
             root.addChildNode(preview, children[-1] if children else None)
             if self._artist_layer is not None:
-                # Krita activates the new layer once control returns to its event loop.
-                QTimer.singleShot(0, self._restore_active_layer)
+                if self._keep_active is not None:
+                    self._keep_active.stop()
+                self._keep_active = _KeepActiveLayer(self._restore_active_layer)
         else:
             old = preview.bounds()
             if old.width() > 0 and old.height() > 0:
@@ -170,6 +175,20 @@ class KritaDocument:
         node = self._node(layer_id)
         return node.name() if node is not None else None
 
+    def busy(self) -> bool:
+        """A pointer button is held or Krita has a stroke open or still being processed.
+
+        tryBarrierLock is the one call of Krita 5.1's API that tells without ending the stroke:
+        it fails while any stroke is open (a brush stroke from press to release, whatever the
+        input device) or has work queued. Every other wait (waitForDone, command-based Node calls)
+        ends the stroke first. The button check also covers drags that open no stroke."""
+        if QApplication.mouseButtons() != Qt.MouseButton.NoButton:
+            return True
+        if not self.document.tryBarrierLock():
+            return True
+        self.document.unlock()
+        return False
+
     # --- helpers -------------------------------------------------------------------------------
 
     def _is_srgb8(self) -> bool:
@@ -180,11 +199,7 @@ class KritaDocument:
         if self._is_srgb8():
             return swap_red_blue(bytes(self.document.pixelData(rect.x, rect.y, rect.width, rect.height)))
         # Krita converts any depth and colour model to 8-bit sRGB for a QImage.
-        image = self.document.projection(rect.x, rect.y, rect.width, rect.height)
-        image = image.convertToFormat(QImage.Format_RGBA8888)
-        bits = image.constBits()
-        bits.setsize(image.sizeInBytes())
-        return bytes(bits)
+        return rgba_bytes(self.document.projection(rect.x, rect.y, rect.width, rect.height))
 
     def _layer(self, name: str, image: Image, in_document_space: bool = True):
         """A paint layer, not yet in the document, holding `image` (converted into the document's
@@ -219,10 +234,15 @@ class KritaDocument:
             return root, layers[-1] if layers else None
         return active.parentNode(), active
 
-    def _restore_active_layer(self) -> None:
+    def _restore_active_layer(self) -> bool:
+        """Make the artist's layer active again if the preview layer is; False once that can no
+        longer happen (the document or the artist's layer is gone)."""
+        if self.document.rootNode() is None or not self._exists(self._artist_layer):
+            return False
         active = self.document.activeNode()
-        if active is not None and naming.is_preview(active.name()) and self._exists(self._artist_layer):
+        if active is not None and naming.is_preview(active.name()):
             self.document.setActiveNode(self._artist_layer)
+        return True
 
     def _annotation(self, kind: str) -> bytes | None:
         """The blob stored in the .kra under `kind`; None when the document has none."""
@@ -252,6 +272,38 @@ class KritaDocument:
                 return True
             stack.extend(candidate.childNodes())
         return False
+
+
+class _KeepActiveLayer(QObject):
+    """For ACTIVATION_WATCH seconds after the preview layer is added, gives the artist's layer back
+    whenever Krita has made the preview the active layer: every ACTIVATION_CHECK_MS, and before any
+    press reaches Krita, so a stroke begun in that moment lands on the artist's layer, not on the
+    locked preview (where it would paint nothing)."""
+
+    PRESSES = (QEvent.Type.MouseButtonPress, QEvent.Type.TabletPress, QEvent.Type.TouchBegin)
+
+    def __init__(self, restore: Callable[[], bool]):
+        super().__init__()
+        self._restore = restore
+        self._deadline = time.monotonic() + ACTIVATION_WATCH
+        self._timer = QTimer(self)
+        self._timer.setInterval(ACTIVATION_CHECK_MS)
+        self._timer.timeout.connect(self._check)
+        self._timer.start()
+        QApplication.instance().installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() in self.PRESSES:
+            self._check()
+        return False
+
+    def stop(self) -> None:
+        self._timer.stop()
+        QApplication.instance().removeEventFilter(self)
+
+    def _check(self) -> None:
+        if time.monotonic() > self._deadline or not self._restore():
+            self.stop()
 
 
 def _recompose(node) -> None:

@@ -1,10 +1,12 @@
-"""Krita glue: registers the extension (which owns the controller) and the docker."""
+"""Krita glue: the extension owns the controller and its poll timer, and makes the dockers.
+
+Krita builds a docker per window through the factory registered here, which hands each docker
+the extension's controller: the docker needs nothing from this module, so no import runs back.
+"""
 
 from __future__ import annotations
 
 from krita import DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
-from PyQt5.QtCore import QTimer
-from PyQt5.QtWidgets import QApplication
 
 from shared import DEFAULT_PORT
 
@@ -12,6 +14,8 @@ from .connection import Connection
 from .controller import Controller
 from .docker import DOCKER_ID, UnderpaintDocker
 from .document import KritaWorkspace
+from .preferences import SERVER_URL, TOKEN
+from .qt import QApplication, QTimer
 
 SETTINGS_GROUP = "underpaint"
 DEFAULT_URL = f"ws://127.0.0.1:{DEFAULT_PORT}"
@@ -40,7 +44,7 @@ class UnderpaintExtension(Extension):
         if self.controller is not None:
             return
         preferences = KritaPreferences()
-        connection = Connection(preferences.read("server_url") or DEFAULT_URL, token=preferences.read("token"))
+        connection = Connection(preferences.read(SERVER_URL) or DEFAULT_URL, token=preferences.read(TOKEN))
         self.controller = Controller(connection, KritaWorkspace(), preferences=preferences)
         self._timer = QTimer(self)
         self._timer.timeout.connect(self.controller.poll)
@@ -51,17 +55,13 @@ class UnderpaintExtension(Extension):
     def createActions(self, window) -> None:
         pass
 
-    def set_server(self, url: str, token: str | None = None) -> None:
-        """Connect to `url` now and remember it for the next start."""
-        self.controller.preferences.write("server_url", url)
-        self.controller.preferences.write("token", token or "")
-        self.controller.set_server(url, token)
-
-
-def find_extension() -> UnderpaintExtension | None:
-    return next((e for e in Krita.instance().extensions() if isinstance(e, UnderpaintExtension)), None)
+    def create_docker(self) -> UnderpaintDocker:
+        """A docker for a new window; Krita sets extensions up before it opens windows."""
+        return UnderpaintDocker(self.controller)
 
 
 def register(krita) -> None:
-    krita.addExtension(UnderpaintExtension(krita))
-    krita.addDockWidgetFactory(DockWidgetFactory(DOCKER_ID, DockWidgetFactoryBase.DockRight, UnderpaintDocker))
+    extension = UnderpaintExtension(krita)
+    krita.addExtension(extension)
+    right = DockWidgetFactoryBase.DockPosition.DockRight
+    krita.addDockWidgetFactory(DockWidgetFactory(DOCKER_ID, right, extension.create_docker))

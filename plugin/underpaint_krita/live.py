@@ -2,8 +2,9 @@
 
 Krita-free. Every `interval` seconds the controller asks the session for a frame; the session
 asks the document for a cheap change token first and reads pixels only when it changed, so an
-idle canvas costs almost nothing and a stroke is sent within one interval. The server keeps
-only the newest frame of a session (docs/live.md), so sending eagerly never piles up work.
+idle canvas costs almost nothing. While the artist paints, reading would end the stroke
+(stroke_guard.py), so a change is read once the stroke is over. The server keeps only the newest
+frame of a session (docs/live.md), so sending eagerly never piles up work.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,19 +54,26 @@ class LiveSession:
     _key: Any = None
 
     def next_frame(self, canvas: LiveCanvas, settings: Settings, now: float,
-                   regions: tuple[RegionPrompt, ...] = ()) -> Live | None:
-        """A frame to send, or None when it is too early or nothing changed since the last one."""
+                   regions: tuple[RegionPrompt, ...] = (),
+                   may_read: Callable[[], bool] = lambda: True) -> Live | None:
+        """A frame to send, or None when it is too early or nothing changed since the last one.
+
+        `may_read()` says whether the canvas may be read now (stroke_guard.py). When it may not,
+        nothing is remembered and the next call looks again, however soon: the frame goes out at
+        the first call after the artist stops painting, not up to an interval later."""
         if now - self._checked < self.interval:
             return None
-        self._checked = now
         rect = source_rect(canvas, settings.fill)
         # The exact token reads every pixel of the region (~100 ms on a whole 4096² canvas), so it
         # runs only when the quick token moved or exact_interval passed: detection stays a few
-        # percent of one core at 10 checks a second (docs/live.md).
+        # percent of one core (docs/live.md).
         quick = (canvas.quick_change_token(), rect, dataclasses.astuple(settings), regions)
         if quick == self._quick and now - self._exact_checked < self.exact_interval:
+            self._checked = now
             return None
-        self._quick, self._exact_checked = quick, now
+        if not may_read():
+            return None
+        self._checked, self._quick, self._exact_checked = now, quick, now
         key = (canvas.change_token(rect), rect, dataclasses.astuple(settings), regions)
         if key == self._key:
             return None

@@ -8,15 +8,16 @@ asserts itself: an exception is reported as `error` with its traceback.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 from krita import Krita
-from PyQt5.QtCore import QCoreApplication
+from PyQt5.QtCore import QCoreApplication, QTimer
 
 
 def job() -> dict:
@@ -24,20 +25,81 @@ def job() -> dict:
         return json.load(f)
 
 
-def report(scenario: Callable[[dict, dict], None]) -> Callable[..., None]:
-    """Wrap a scenario(job, findings) so it always writes its findings file."""
+def report(scenario: Callable[[dict, dict], object]) -> Callable[..., Steps | None]:
+    """Wrap a scenario(job, findings) so it always writes its findings file.
 
-    def run(*_: object) -> None:
+    A scenario that is a generator runs in steps (see Steps) and the wrapper returns its Steps;
+    the findings are written when the last step is done."""
+
+    def run(*_: object) -> Steps | None:
         settings, findings = job(), {}
+
+        def write() -> None:
+            with open(settings["output"], "w") as f:
+                json.dump(findings, f, indent=1)
+
         try:
-            scenario(settings, findings)
+            steps = scenario(settings, findings)
+            if inspect.isgenerator(steps):
+                return Steps(steps, findings, write)
         except Exception:
             findings["error"] = traceback.format_exc()
-        with open(settings["output"], "w") as f:
-            json.dump(findings, f, indent=1)
+        write()
+        return None
 
     run.__name__ = scenario.__name__
     return run
+
+
+class Steps:
+    """A generator scenario driven by a timer, so that between its steps Krita's own top-level
+    event loop runs, as it does while an artist works. pump() runs a nested loop instead, in which
+    Krita holds back some of its own work (a layer added by a script becomes the active one only
+    at the top level) and input events reach it unlike an artist's. A step yields seconds to wait
+    or a condition to wait for (at most CONDITION_TIMEOUT seconds; the scenario checks it again)."""
+
+    CONDITION_TIMEOUT = 120.0
+
+    def __init__(self, steps: Generator[float | Callable[[], bool], None, None], findings: dict,
+                 write: Callable[[], None]):
+        self._steps, self._findings, self._write = steps, findings, write
+        self._done: list[Callable[[], None]] = []
+        self._finished = False
+        self._timer = QTimer()
+        self._timer.setInterval(10)
+        self._timer.timeout.connect(self._tick)
+        self._wait: Callable[[], bool] = lambda: True
+        self._timer.start()
+
+    def then(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the findings are written."""
+        if self._finished:
+            callback()
+        else:
+            self._done.append(callback)
+
+    def _tick(self) -> None:
+        try:
+            if not self._wait():
+                return
+            step = next(self._steps)
+        except StopIteration:
+            self._finish()
+            return
+        except Exception:
+            self._findings["error"] = traceback.format_exc()
+            self._finish()
+            return
+        deadline = time.monotonic() + (step if isinstance(step, (int, float)) else self.CONDITION_TIMEOUT)
+        condition = step if callable(step) else (lambda: False)
+        self._wait = lambda: time.monotonic() >= deadline or condition()
+
+    def _finish(self) -> None:
+        self._timer.stop()
+        self._write()
+        self._finished = True
+        for callback in self._done:
+            callback()
 
 
 def extension(settings: dict):
@@ -49,12 +111,12 @@ def extension(settings: dict):
     if "underpaint_krita" not in sys.modules:
         sys.path.insert(0, settings["pykrita"])
         import underpaint_krita  # noqa: F401  (registers the extension)
-    from underpaint_krita.extension import find_extension
+    from underpaint_krita.extension import UnderpaintExtension
 
-    found = find_extension()
+    found = next(e for e in Krita.instance().extensions() if isinstance(e, UnderpaintExtension))
     found.setup()
     if settings.get("server") and found.controller.connection.url != settings["server"]:
-        found.set_server(settings["server"])
+        found.controller.set_server(settings["server"])
     return found
 
 

@@ -1,19 +1,27 @@
 """Scenarios run inside real Krita; tests/test_plugin_krita.py runs them and asserts on their findings.
 
 `kritarunner -s scenarios -f <name>` calls a scenario with PYTHONPATH naming this folder; the GUI
-test driver (underpaint_test_driver) calls them the same way once Krita's window is up.
+test driver (underpaint_test_driver) calls them the same way once Krita's window is up. They stay in
+one module, longer than ~400 lines, because both name a scenario as a function of this module.
 """
 
 from __future__ import annotations
 
+import math
+import subprocess
 import sys
 import time
+import zlib
+from collections.abc import Callable
 
 from harness import extension, fingerprint, layer_names, new_document, pump, report
 from krita import Krita, Selection
+from PyQt5.QtCore import QPoint
 from PyQt5.QtGui import QImage
+from PyQt5.QtWidgets import QAbstractButton, QApplication, QWidget
 
 RED_BGRA = bytes([0, 0, 255, 255])
+STROKE_LEAD = 0.2  # seconds from starting xdotool to its press
 
 
 def _fill(node, width: int, height: int, bgra: bytes, x: int = 0, y: int = 0) -> None:
@@ -286,32 +294,32 @@ def gui_apply_undo(job: dict, out: dict) -> None:
     pump(lambda: document.activeNode() is not None and document.activeNode().name() == "Paint", 5)
     out["active_layer"] = document.activeNode().name()
     docker.show()
-    docker.model.setCurrentIndex(docker.model.findData(job["model"]))
-    docker.prompt.setPlainText("a blue bird")
-    docker.advanced_toggle.setChecked(True)
-    docker.steps.setValue(3)
-    docker.fixed_seed.setChecked(True)
-    docker.seed.setText("4000000000")  # beyond 32 bits, as seeds from the server often are
-    out["fill_labels"] = [docker.fill_mode.itemText(i) for i in range(docker.fill_mode.count())]
-    out["fill_at_start"] = docker.fill_mode.currentData()
-    docker.fill_mode.setCurrentIndex(docker.fill_mode.findData(job["fill"]))
-    out["models_in_docker"] = [docker.model.itemText(i) for i in range(docker.model.count())]
-    out["generate_label"] = docker.generate.text()
+    docker.prompt.model.setCurrentIndex(docker.prompt.model.findData(job["model"]))
+    docker.prompt.text.setPlainText("a blue bird")
+    docker.advanced.toggle.setChecked(True)
+    docker.advanced.steps.setValue(3)
+    docker.generation.fixed_seed.setChecked(True)
+    docker.generation.seed.setText("4000000000")  # beyond 32 bits, as seeds from the server often are
+    out["fill_labels"] = [docker.generation.fill_mode.itemText(i) for i in range(docker.generation.fill_mode.count())]
+    out["fill_at_start"] = docker.generation.fill_mode.currentData()
+    docker.generation.fill_mode.setCurrentIndex(docker.generation.fill_mode.findData(job["fill"]))
+    out["models_in_docker"] = [docker.prompt.model.itemText(i) for i in range(docker.prompt.model.count())]
+    out["generate_label"] = docker.job.generate.text()
     out["settings"] = [controller.settings.model, controller.settings.prompt, controller.settings.steps,
                        controller.settings.seed]
 
-    docker.generate.click()
+    docker.job.generate.click()
     out["request_fill"] = controller.session().jobs[0].request.fill
     out["stored_fill"] = Krita.instance().readSetting("underpaint", "fill", "")
     out["finished"] = _wait_for_jobs(controller)
-    pump(lambda: docker.results.count() > 0, 5)
+    pump(lambda: docker.results.thumbnails.count() > 0, 5)
     out["message"] = controller.message
-    out["thumbnails"] = docker.results.count()
+    out["thumbnails"] = docker.results.thumbnails.count()
     out["active_layer_with_preview"] = document.activeNode().name()
     before_apply = layer_names(document)
-    docker.apply.click()
+    docker.results.apply.click()
     document.waitForDone()
-    out["applied_message"] = docker.message.text()
+    out["applied_message"] = docker.job.message.text()
     out["layers_after_apply"] = layer_names(document)
     out["layers_before_apply"] = before_apply
     out["artist_untouched"] = _untouched(document, artist)
@@ -323,9 +331,9 @@ def gui_apply_undo(job: dict, out: dict) -> None:
     out["artist_untouched_after_undo"] = _untouched(document, artist)
 
     # Live, from the docker: a picture for the canvas, and a new one after a stroke on the active layer.
-    docker.fixed_seed.setChecked(False)
-    docker.strength.setValue(50)
-    docker.live.click()
+    docker.generation.fixed_seed.setChecked(False)
+    docker.generation.strength.setValue(50)
+    docker.job.live.click()
     session = controller.session()
     out["live_on"] = session.live is not None
     out["live_first"] = pump(lambda: session.live_result is not None, 60)
@@ -334,10 +342,10 @@ def gui_apply_undo(job: dict, out: dict) -> None:
     document.refreshProjection()
     out["live_after_stroke"] = pump(lambda: session.live_result is not seen, 60)
     out["live_message"] = controller.message
-    docker.apply.click()
+    docker.results.apply.click()
     document.waitForDone()
     out["layers_after_live_apply"] = layer_names(document)
-    docker.live.click()
+    docker.job.live.click()
     out["live_off"] = session.live is None
 
 
@@ -382,12 +390,12 @@ def screenshot_pose(job: dict, out: dict) -> None:
     document = new_document(768, 512, name="landscape")
     _paint_landscape(document)
     _select(document, 420, 150, 220, 160)
-    docker.model.setCurrentIndex(docker.model.findData(job["model"]))
-    docker.prompt.setPlainText(job["prompt"])
-    docker.negative.setPlainText("blurry, text")
-    docker.batch.setValue(2)
-    docker.steps.setValue(job["steps"])
-    docker.generate.click()
+    docker.prompt.model.setCurrentIndex(docker.prompt.model.findData(job["model"]))
+    docker.prompt.text.setPlainText(job["prompt"])
+    docker.prompt.negative.setPlainText("blurry, text")
+    docker.generation.batch.setValue(2)
+    docker.advanced.steps.setValue(job["steps"])
+    docker.job.generate.click()
     out["finished"] = _wait_for_jobs(controller, 300)
     out["message"] = controller.message
     pump(lambda: False, 1.0)
@@ -396,15 +404,16 @@ def screenshot_pose(job: dict, out: dict) -> None:
 
 @report
 def live_detection_cost(job: dict, out: dict) -> None:
-    """CPU spent by live mode's change detection on an idle 4096² canvas checked 10 times a second
-    (the LiveSession's real schedule: the quick token every check, the exact one every 2 s), and
-    what one quick and one exact token cost."""
+    """CPU spent by live mode's change detection on an idle 4096² canvas on the plugin's own
+    schedule (a check every LiveSession.interval: the quick token every check, the exact one every
+    2 s after asking the stroke guard), and what one quick and one exact token cost."""
     if "underpaint_krita" not in sys.modules:
         sys.path.insert(0, job["pykrita"])
         import underpaint_krita  # noqa: F401
     from underpaint_krita.document import KritaDocument
     from underpaint_krita.live import LiveSession
     from underpaint_krita.requests import Settings
+    from underpaint_krita.stroke_guard import StrokeGuard
 
     from shared.crop import Rect
 
@@ -425,14 +434,15 @@ def live_detection_cost(job: dict, out: dict) -> None:
             return layer
 
     canvas, settings = KritaDocument(ActiveLayer()), Settings(model="m", prompt="x", strength=0.5)
-    live = LiveSession(interval=0.1)
+    live, guard = LiveSession(), StrokeGuard()
     live.next_frame(canvas, settings, time.monotonic())  # the first frame reads the canvas: not detection
 
     frames, checks, start_cpu, start = 0, 0, time.process_time(), time.monotonic()
     while time.monotonic() - start < seconds:
         checks += 1
-        frames += live.next_frame(canvas, settings, time.monotonic()) is not None
-        time.sleep(max(0.0, start + checks * 0.1 - time.monotonic()))
+        frames += live.next_frame(canvas, settings, time.monotonic(),
+                                  may_read=lambda: guard.allows(canvas.busy(), time.monotonic())) is not None
+        time.sleep(max(0.0, start + checks * live.interval - time.monotonic()))
     elapsed = time.monotonic() - start
     out["idle"] = {"cpu_share_of_one_core": round((time.process_time() - start_cpu) / elapsed, 4),
                    "checks": checks, "frames": frames, "seconds": round(elapsed, 2)}
@@ -449,3 +459,203 @@ def live_detection_cost(job: dict, out: dict) -> None:
     before = canvas.quick_change_token()
     _fill(layer, 3, 3, bytes((255, 255, 255, 255)), x=side // 2, y=side // 2)
     out["quick_token_sees_a_3px_dab"] = canvas.quick_change_token() != before
+
+
+def _canvas_widget(window):
+    """The widget Krita draws the active view's canvas in (OpenGL or QPainter)."""
+    return next(w for w in window.qwindow().findChildren(QWidget)
+                if w.metaObject().className() in ("KisOpenGLCanvas2", "KisQPainterCanvas") and w.isVisible())
+
+
+def _spiral(centre_x: int, centre_y: int, radius: float, points: int, turns: float = 3.0) -> list[tuple[int, int]]:
+    path = []
+    for i in range(points):
+        t = i / (points - 1)
+        angle, r = 2 * math.pi * turns * t, radius * (0.1 + 0.9 * t)
+        path.append((round(centre_x + r * math.cos(angle)), round(centre_y + r * math.sin(angle))))
+    return path
+
+
+def _xdotool(path: list[tuple[int, int]], pause: float, press: bool = True, release: bool = True) -> list[str]:
+    """An xdotool command line that moves through every point of `path`, `pause` seconds apart,
+    pressing the left button at its start and releasing it at its end: a stroke the way a person's
+    mouse makes it, or the part of one that `press` and `release` say."""
+    (x, y), rest = path[0], path[1:]
+    args = ["xdotool", "mousemove", str(x), str(y)] + (["sleep", str(STROKE_LEAD), "mousedown", "1"] if press else [])
+    for x, y in rest:
+        args += ["sleep", f"{pause:.3f}", "mousemove", str(x), str(y)]
+    return args + (["sleep", "0.1", "mouseup", "1"] if release else [])
+
+
+def _zigzag(centre_x: int, centre_y: int, reach: float, points: int, teeth: int = 5) -> list[tuple[int, int]]:
+    path = []
+    for i in range(points):
+        t = i / (points - 1)
+        tooth = (t * teeth * 2) % 2
+        path.append((round(centre_x - reach + 2 * reach * t), round(centre_y + reach * (abs(tooth - 1) - 0.5))))
+    return path
+
+
+def _idle(document) -> bool:
+    if document.tryBarrierLock():
+        document.unlock()
+        return True
+    return False
+
+
+def _checked_tool() -> list[str]:
+    """The tool checked in the toolbox (its buttons are named by tool id)."""
+    toolbox = next(d for d in Krita.instance().dockers() if d.objectName() == "ToolBox")
+    return [b.objectName() for b in toolbox.findChildren(QAbstractButton) if b.isChecked() and b.objectName()]
+
+
+class _Timeline:
+    """What the artist's pointer, the active layer, live mode, jobs and the preview layer did, in
+    seconds since `start`, noted at every check of a step's condition (every 10 ms). Seen from
+    outside the plugin: the same scenario runs against any version of it."""
+
+    def __init__(self, document, session, start: float):
+        self.document, self.session, self.start = document, session, start
+        self.events: list[tuple[float, str]] = []
+        self._seen = self._state()
+
+    def _state(self) -> dict:
+        session, document = self.session, self.document
+        active = document.activeNode()
+        preview = next((n for n in document.rootNode().childNodes() if n.name().startswith("[Preview]")), None)
+        shows = None
+        if preview is not None and preview.visible():
+            shows = zlib.crc32(bytes(preview.pixelData(0, 0, document.width(), document.height())))
+        return {"frames": set(session.live.frames) if session.live else set(), "live": session.live_result,
+                "history": len(session.history), "shows": shows,
+                "active": active.name() if active is not None else None,
+                "pressed": int(QApplication.mouseButtons()) != 0}
+
+    def watch(self) -> None:
+        now, state, seen = round(time.monotonic() - self.start, 3), self._state(), self._seen
+        self.events += [(now, "frame sent")] * len(state["frames"] - seen["frames"])
+        if state["live"] is not seen["live"] or state["history"] != seen["history"]:
+            self.events.append((now, "picture received"))
+        if state["shows"] != seen["shows"] and state["shows"] is not None:
+            self.events.append((now, "picture shown"))
+        if state["active"] != seen["active"]:
+            self.events.append((now, f"active layer {state['active']}"))
+        if state["pressed"] != seen["pressed"]:
+            self.events.append((now, "pressed" if state["pressed"] else "released"))
+        state["frames"] |= seen["frames"]
+        self._seen = state
+
+    def until(self, condition: Callable[[], bool]) -> Callable[[], bool]:
+        def check() -> bool:
+            self.watch()
+            return condition()
+        return check
+
+    def times(self, event: str, after: float = -math.inf) -> list[float]:
+        return [t for t, e in self.events if t > after and e == event]
+
+
+@report
+def gui_strokes(job: dict, out: dict):
+    """In the GUI, as an artist paints: the same two brush strokes (xdotool presses, drags through
+    many points, releases) on "Paint Layer 1" of a fresh document per case: Live off, Live on, and
+    while a generate runs. The first is a long spiral, held still halfway until a picture arrives;
+    the second starts as soon as that picture is shown (adding the preview layer), or right away
+    with Live off. Per case: the painted layer's pixels (a file), the active layer, tool and
+    selection before and after, the layers, and a timeline (_Timeline)."""
+    controller = extension({**job, "server": ""}).controller
+    krita = Krita.instance()
+    krita.activeWindow().qwindow().setGeometry(0, 0, 1600, 1000)  # Xvfb has no window manager to maximize it
+    docker = _docker()
+    docker.show()
+    yield lambda: controller.server.connected
+    out["connected"] = controller.server.connected
+    docker.prompt.model.setCurrentIndex(docker.prompt.model.findData(job["model"]))
+    docker.prompt.text.setPlainText("a spiral")
+    presets = krita.resources("preset")
+    out["preset"] = next(name for name in sorted(presets) if "Basic-5" in name)
+    if "settle" in job:  # for measuring what the stroke guard's wait costs
+        controller.guard.settle = job["settle"]
+    out["cases"] = {}
+    for case in job["cases"]:
+        out["cases"][case] = {}
+        yield from _stroke_case(case, job, controller, docker, presets[out["preset"]], out["cases"][case])
+
+
+def _stroke_case(case: str, job: dict, controller, docker, preset, found: dict):
+    krita = Krita.instance()
+    window = krita.activeWindow()
+    width, height = job["size"]
+    document = new_document(width, height, name=case)
+    root = document.rootNode()
+    background = root.childNodes()[0]
+    _fill(background, width, height, bytes([255, 255, 255, 255]))
+    background.setLocked(True)  # a stroke redirected there paints nothing
+    paint = document.createNode("Paint Layer 1", "paintlayer")
+    root.addChildNode(paint, background)  # Krita makes it the active layer
+    yield lambda: document.activeNode() is not None and document.activeNode().name() == "Paint Layer 1"
+    window.activeView().setCurrentBrushPreset(preset)
+    krita.action("KritaShape/KisToolBrush").trigger()
+    yield 0.5
+
+    def state() -> dict:
+        active = document.activeNode()
+        return {"active_layer": active.name() if active is not None else None, "tool": _checked_tool(),
+                "selection": document.selection() is not None}
+
+    found["before"] = state()
+    session = controller.session()
+    docker.advanced.steps.setValue(job["steps"])
+    kind = case.split("-")[0]  # a kind may repeat: live-1, live-2
+    if kind == "live":
+        docker.generation.strength.setValue(50)
+        docker.job.live.click()
+    elif kind == "generate":
+        docker.generation.strength.setValue(100)
+        docker.advanced.steps.setValue(job["generate_steps"])
+        docker.job.generate.click()
+    canvas = _canvas_widget(window)
+    centre = canvas.mapToGlobal(QPoint(canvas.width() // 2, canvas.height() // 2))
+    side = min(canvas.width(), canvas.height())
+    timeline = _Timeline(document, session, time.monotonic())
+    spiral, half = _spiral(centre.x(), centre.y(), side * 0.3, job["points"]), job["points"] // 2
+    yield from _xdotool_run(_xdotool(spiral[:half], job["pause"], release=False), timeline)
+    # Halfway, the button held still (which paints nothing more) until a picture has arrived: the
+    # first live frame's or the generate's, so it certainly comes during the stroke.
+    yield 1.0 if kind == "off" else timeline.until(lambda: bool(timeline.times("picture received")))
+    yield from _xdotool_run(_xdotool(spiral[half - 1:], job["pause"], press=False), timeline)
+    if kind != "off":
+        yield timeline.until(lambda: bool(timeline.times("picture shown", after=timeline.times("pressed")[0])))
+    yield from _xdotool_run(_xdotool(_zigzag(centre.x(), centre.y(), side * 0.35, job["points"] // 4),
+                                     job["pause"]), timeline)
+
+    def settled() -> bool:
+        """Every picture received is shown; with Live on, a frame with both strokes went out and
+        came back."""
+        received, shown = timeline.times("picture received"), timeline.times("picture shown")
+        sent = timeline.times("frame sent", after=timeline.times("released")[-1])
+        live_done = session.live is None or (not session.live.frames and sent
+                                             and timeline.times("picture shown", after=sent[0]))
+        return (not session.jobs and (not received or (shown and shown[-1] >= received[-1]))
+                and bool(live_done) and _idle(document))
+
+    yield timeline.until(settled)
+    found["settled"] = settled()
+    found["after"] = state()
+    found["timeline"] = timeline.events
+    found["layers"] = layer_names(document)
+    found["message"] = controller.message
+    found["pixels"] = f"{job['workdir']}/{case}.bgra"
+    with open(found["pixels"], "wb") as f:
+        f.write(bytes(paint.pixelData(0, 0, width, height)))
+    if session.live is not None:
+        docker.job.live.click()
+
+
+def _xdotool_run(command: list[str], timeline: _Timeline):
+    """Steps: run xdotool until it is done and Krita has seen the press or release it ends with."""
+    pressed = command[-2:] != ["mouseup", "1"]
+    xdotool = subprocess.Popen(command)
+    yield timeline.until(lambda: xdotool.poll() is not None and (int(QApplication.mouseButtons()) != 0) == pressed)
+    if xdotool.returncode:
+        raise RuntimeError(f"xdotool failed ({xdotool.returncode}): {' '.join(command[:8])} …")

@@ -3,8 +3,8 @@
 GUI Krita has no command-line option to run a script, so the GUI tests and tools/screenshot.sh
 install this next to the real plugin and start Krita with a picture to open. The job
 ($UNDERPAINT_KRITA_JOB) names the scenario function of tests/krita/scenarios.py and whether
-Krita should quit afterwards. Quitting before that first document's view exists crashes or
-hangs Krita 5.1, hence the wait for it.
+Krita should quit afterwards (after its last step, for a scenario in steps). Quitting before
+that first document's view exists crashes or hangs Krita 5.1, hence the wait for it.
 """
 
 import importlib
@@ -32,11 +32,18 @@ class Driver(Extension):
         self.timer.stop()
         with open(os.environ["UNDERPAINT_KRITA_JOB"]) as f:
             job = json.load(f)
-        getattr(importlib.import_module("scenarios"), job["scenario"])()
+        self.steps = getattr(importlib.import_module("scenarios"), job["scenario"])()
         if job.get("quit", True):
-            for document in Krita.instance().documents():
-                document.setModified(False)
-            Krita.instance().action("file_quit").trigger()
+            if self.steps is not None:  # a scenario in steps: quit when its last step is done
+                self.steps.then(self.quit)
+            else:
+                self.quit()
+
+    @staticmethod
+    def quit():
+        for document in Krita.instance().documents():
+            document.setModified(False)
+        Krita.instance().action("file_quit").trigger()
 
 
 Krita.instance().addExtension(Driver(Krita.instance()))

@@ -1,0 +1,44 @@
+"""The docker's regions: layers with their own prompt, added from the active layer."""
+
+from __future__ import annotations
+
+from ..controller import Controller
+from ..qt import QHBoxLayout, QInputDialog, QLabel, QListWidget, QListWidgetItem, QPushButton
+from .base import USER_ROLE, Section
+
+
+class RegionsSection(Section):
+    """Layers with their own prompt: the list, Add active layer, Remove."""
+
+    def __init__(self, controller: Controller):
+        super().__init__(controller)
+        self.column.addWidget(QLabel("Regions: a layer's own prompt, where the layer is painted"))
+        self.region_list = QListWidget()
+        self.region_list.setMaximumHeight(80)
+        self.column.addWidget(self.region_list)
+        buttons = QHBoxLayout()
+        self.add = QPushButton("Add active layer")
+        self.add.setToolTip("Give the active layer or group a prompt; its painted pixels are the region")
+        self.add.clicked.connect(self._add)
+        self.remove = QPushButton("Remove")
+        self.remove.clicked.connect(self._remove)
+        buttons.addWidget(self.add)
+        buttons.addWidget(self.remove)
+        self.column.addLayout(buttons)
+
+    def refresh(self) -> None:
+        self.region_list.clear()
+        for region, layer_name in self.controller.regions():
+            item = QListWidgetItem(f"{layer_name}: {region.prompt}")
+            item.setData(USER_ROLE, region.layer_id)
+            self.region_list.addItem(item)
+
+    def _add(self) -> None:
+        prompt, ok = QInputDialog.getText(self, "Region prompt", "What is painted in this layer's area:")
+        if ok and prompt.strip():
+            self.controller.add_region(prompt.strip())
+
+    def _remove(self) -> None:
+        item = self.region_list.currentItem()
+        if item is not None:
+            self.controller.remove_region(item.data(USER_ROLE))

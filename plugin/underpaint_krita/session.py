@@ -1,0 +1,275 @@
+"""One open document's Underpaint state and what the artist and the server do to it: its jobs, its
+history of results, what its preview layer shows, its region prompts and its live session.
+
+Krita-free. The controller keeps one session per open document and routes to it: the artist's
+actions to the active document's session, the server's messages to the session whose job they
+answer. A session never talks to the server itself: it returns what is to be sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shared.messages import Cancelled, Error, Generate, Image, LiveStop, Progress, Queued, Result
+
+from . import naming
+from .errors import NO_LAYER, NO_RESULT, UserError, artist_message
+from .history import Entry, History
+from .live import LiveCanvas, LiveResult, LiveSession
+from .regions import RegionPrompt, Regions
+from .requests import Settings, build_request
+
+log = logging.getLogger(__name__)
+WAITING = "Waiting for the server…"
+LIVE = "live"  # DocumentSession.shown when the preview layer shows the live picture
+
+
+class Document(LiveCanvas, Protocol):
+    """A document as a session sees it (plugin/document.py wraps Krita's)."""
+
+    def show_preview(self, name: str, image: Image) -> None:
+        """Show `image` in the one locked preview layer on top, replacing what it showed."""
+
+    def hide_preview(self) -> None:
+        """Hide the preview layer (kept, so showing the next result adds no undo step)."""
+
+    def add_result_layer(self, name: str, image: Image) -> None:
+        """A new paint layer holding `image` at its canvas position, above the active layer."""
+
+    def load_history(self) -> bytes | None: ...
+
+    def save_history(self, blob: bytes) -> None: ...
+
+    def load_regions(self) -> bytes | None: ...
+
+    def save_regions(self, blob: bytes) -> None: ...
+
+    def active_layer_id(self) -> str | None:
+        """The uniqueId of the layer or group the artist selected (never the preview layer)."""
+
+    def layer_name(self, layer_id: str) -> str | None:
+        """The name of a layer or group; None when it no longer exists."""
+
+    def busy(self) -> bool:
+        """True while the artist paints (a pointer button held, a stroke open or still being
+        processed): reading the canvas or writing the preview now would end the stroke."""
+
+
+@dataclass
+class Job:
+    request: Generate
+    state: str = "waiting"  # waiting (for a connection), queued, running
+    position: int = 0
+    step: int = 0
+    total: int = 0
+    preview: Image | None = None
+
+    @property
+    def id(self) -> str:
+        return self.request.id
+
+
+class DocumentSession:
+    def __init__(self, document: Document, history: History, regions: Regions | None = None):
+        self.document = document
+        self.history = history
+        self.regions = regions if regions is not None else Regions()
+        self.jobs: list[Job] = []
+        self.shown: str | None = None  # the entry in the preview layer, or LIVE
+        self.live: LiveSession | None = None  # live mode is on
+        self.live_result: LiveResult | None = None  # the newest live picture, kept after live mode ends
+        # (name, picture) to show once the artist stops painting: writing the preview mid-stroke ends it.
+        self.waiting_preview: tuple[str, Image] | None = None
+        self.message = ""  # the last error or notice for this document
+
+    @classmethod
+    def open(cls, document: Document, history_limit: int) -> DocumentSession:
+        """The session of a document seen for the first time, with the history and regions stored in it."""
+        return cls(document, _stored_history(document, history_limit), _stored_regions(document))
+
+    # --- the artist's actions --------------------------------------------------------------------
+
+    def start_job(self, settings: Settings, job_id: str, connected: bool) -> Generate:
+        """A job for this document with `settings`; returns its request, for the controller to send."""
+        request = build_request(self.document, settings, job_id, regions=self.regions)
+        self.jobs.append(Job(request))
+        self.message = "" if connected else WAITING
+        return request
+
+    def show(self, entry_id: str) -> None:
+        entry = self._entry(entry_id)
+        self.waiting_preview = None
+        self.document.show_preview(naming.preview_name(entry.prompt), entry.image())
+        self.shown = entry.id
+
+    def apply(self, entry_id: str | None = None) -> str:
+        """Copy a result (default: the one shown, live or not) into a new layer; returns the layer's name."""
+        if entry_id is None and self.shown == LIVE and self.live_result is not None:
+            live = self.live_result
+            name, image = naming.live_name(live.prompt, live.seed), live.image
+        else:
+            entry = self._entry(entry_id or self.shown or "")
+            name, image = naming.generated_name(entry.prompt, entry.seed), entry.image()
+        self._hide_preview()
+        self.document.add_result_layer(name, image)
+        self.shown = None
+        self.message = f"Added the layer “{name}”."
+        return name
+
+    def discard(self, entry_id: str) -> None:
+        self._entry(entry_id)
+        self.history.remove(entry_id)
+        if self.shown == entry_id:
+            self._hide_preview()
+            self.shown = None
+        self.document.save_history(self.history.to_blob())
+
+    def named_regions(self) -> list[tuple[RegionPrompt, str]]:
+        """The region prompts with their layers' names, dropping those whose layer was deleted."""
+        named = [(region, self.document.layer_name(region.layer_id)) for region in self.regions]
+        if any(name is None for _, name in named):
+            for region, name in named:
+                if name is None:
+                    self.regions.remove(region.layer_id)
+            self.document.save_regions(self.regions.to_json())
+        return [(region, name) for region, name in named if name is not None]
+
+    def add_region(self, prompt: str, negative_prompt: str, limit: int) -> str:
+        """Make the active layer or group a region with this prompt (or give it a new one); returns
+        its layer id. `limit` is the server's number of regions."""
+        layer_id = self.document.active_layer_id()
+        if layer_id is None:
+            raise UserError(NO_LAYER)
+        self.regions.set(RegionPrompt(layer_id, prompt, negative_prompt), limit)
+        self.document.save_regions(self.regions.to_json())
+        return layer_id
+
+    def remove_region(self, layer_id: str) -> None:
+        self.regions.remove(layer_id)
+        self.document.save_regions(self.regions.to_json())
+
+    def set_live(self, on: bool) -> LiveStop | None:
+        """Start or stop live mode (the last live picture stays to apply); returns the message that
+        tells the server a live session ended."""
+        if on and self.live is None:
+            self.live = LiveSession()
+        elif not on and self.live is not None:
+            stop = LiveStop(session=self.live.id)
+            self.live = None
+            return stop
+        return None
+
+    # --- the server's answers ----------------------------------------------------------------------
+
+    def owns(self, job_id: str) -> bool:
+        """Whether `job_id` is one of this document's jobs or live frames."""
+        return (self.live is not None and self.live.owns(job_id)) or self._job(job_id) is not None
+
+    def connected(self) -> None:
+        if self.message == WAITING:
+            self.message = ""
+
+    def receive(self, message: Any) -> None:
+        """A server message about one of this document's jobs or live frames."""
+        if self.live is not None and self.live.owns(message.id):
+            self._receive_live(message)
+            return
+        job = self._job(message.id)
+        if job is None:
+            return
+        if isinstance(message, Queued):
+            job.state, job.position = "queued", message.position
+        elif isinstance(message, Progress):
+            job.state, job.step, job.total = "running", message.step, message.total
+            job.preview = message.preview or job.preview
+        elif isinstance(message, Result):
+            self._finish(job.id, "")
+            self._store(job.request, message)
+        elif isinstance(message, Cancelled):
+            self._finish(job.id, "Cancelled.")
+        elif isinstance(message, Error):
+            self._finish(job.id, artist_message(message.code, message.message))
+
+    def fail(self, job_id: str, code: str, detail: str | None = None) -> None:
+        """A job or live frame that will get no answer (the connection's `Failed`)."""
+        if self.live is not None and self.live.owns(job_id):
+            self.live.finish(job_id)  # a lost live frame needs no word: the next change sends a new one
+        else:
+            self._finish(job_id, artist_message(code, detail))
+
+    def _receive_live(self, message: Any) -> None:
+        """Live pictures replace each other in the preview layer; superseded frames pass silently."""
+        if not isinstance(message, (Result, Cancelled, Error)):
+            return
+        prompt = self.live.finish(message.id)
+        if isinstance(message, Result) and message.images:
+            item = message.images[0]
+            self.live_result = LiveResult(prompt, item.image, item.seed)
+            self.waiting_preview = (naming.preview_name(prompt), item.image)
+            self.shown = LIVE
+            self.message = ""
+        elif isinstance(message, Error):
+            self.message = artist_message(message.code, message.message)
+
+    def _store(self, request: Generate, result: Result) -> None:
+        entries = [Entry.from_result(f"{request.id}-{i}", request, item.image, item.seed)
+                   for i, item in enumerate(result.images)]
+        for entry in entries:
+            self.history.add(entry)
+        if self.shown is not None and self.history.get(self.shown) is None:
+            self.shown = None
+        self.document.save_history(self.history.to_blob())
+        if entries:
+            first = entries[0]
+            self.waiting_preview = (naming.preview_name(first.prompt), first.image())
+            self.shown = first.id
+
+    def show_waiting_preview(self) -> None:
+        """Show the picture that arrived while the artist painted (the controller calls this only
+        when the stroke guard allows touching the canvas)."""
+        if self.waiting_preview is not None:
+            (name, image), self.waiting_preview = self.waiting_preview, None
+            self.document.show_preview(name, image)
+
+    def _hide_preview(self) -> None:
+        self.waiting_preview = None
+        self.document.hide_preview()
+
+    def _finish(self, job_id: str, message: str) -> None:
+        job = self._job(job_id)
+        if job is not None:
+            self.jobs.remove(job)
+            self.message = message
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> Job | None:
+        return next((job for job in self.jobs if job.id == job_id), None)
+
+    def _entry(self, entry_id: str) -> Entry:
+        entry = self.history.get(entry_id)
+        if entry is None:
+            raise UserError(NO_RESULT)
+        return entry
+
+
+def _stored_history(document: Document, limit: int) -> History:
+    blob = document.load_history()
+    if blob:
+        try:
+            return History.from_blob(blob, limit)
+        except ValueError as exc:
+            log.warning("starting a new history: %s", exc)
+    return History(limit)
+
+
+def _stored_regions(document: Document) -> Regions:
+    blob = document.load_regions()
+    if blob:
+        try:
+            return Regions.from_json(blob)
+        except ValueError as exc:
+            log.warning("starting without regions: %s", exc)
+    return Regions()

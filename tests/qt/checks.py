@@ -1,0 +1,250 @@
+"""The plugin's Qt-facing modules under one Qt binding, with stand-ins for Krita's modules.
+
+run.py runs every `check_*` here in a process playing Krita 5 (PyQt5) or Krita 6 (PyQt6), and
+tests/test_plugin_qt.py makes each check a test for each binding. The checks assert themselves.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+import time
+from collections.abc import Callable
+
+import krita
+import underpaint_krita
+from krita import QT_MAJOR, SRGB_PROFILE, DockWidgetFactoryBase, Krita, QtCore, QtGui
+from plugin_support import WELCOME, FakeDocument, box_mask, connected_controller, solid
+from underpaint_krita import qt
+from underpaint_krita.docker import DOCKER_ID, NOT_STARTED, UnderpaintDocker
+from underpaint_krita.document import KritaDocument
+from underpaint_krita.extension import UnderpaintExtension
+from underpaint_krita.qimage import from_image, pixel_bytes, rgba_bytes
+from underpaint_krita.requests import FILL_MODES
+
+from shared.crop import Rect
+from shared.messages import Image, LiveStop, Progress, Queued, Result, ResultImage
+from testing.processes import free_port
+
+RED_BGRA = bytes([0, 0, 255, 255])
+ROLE = QtCore.Qt.ItemDataRole
+
+
+def _pump(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Run the event loop (the plugin's timers) until `condition()` or the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        krita.APPLICATION.processEvents()
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def _rgba(width: int, height: int) -> bytes:
+    """Every pixel different, alpha included (straight alpha must survive every conversion)."""
+    return bytes((i * 7 + c * 50) % 256 if c < 3 else 64 + (i * 13) % 192 for i in range(width * height)
+                 for c in range(4))
+
+
+def check_every_module_imports_with_this_binding_only() -> None:
+    names = [m.name for m in pkgutil.walk_packages(underpaint_krita.__path__, "underpaint_krita.")]
+    for name in names:
+        importlib.import_module(name)
+    assert {"underpaint_krita.docker", "underpaint_krita.document", "underpaint_krita.extension",
+            "underpaint_krita.sections.results"} <= set(names), names
+    assert qt.BINDING == f"PyQt{QT_MAJOR}"
+    other = "PyQt5" if QT_MAJOR == 6 else "PyQt6"
+    assert not [m for m in sys.modules if m.split(".")[0] == other]
+    assert qt.QAction.__module__ == f"PyQt{QT_MAJOR}.{'QtGui' if QT_MAJOR == 6 else 'QtWidgets'}"
+
+
+def check_the_package_registers_an_extension_that_runs_the_docker() -> None:
+    """As at Krita's start: the package registers the extension and the docker factory; the
+    extension connects to the address in Krita's settings, the docker shows it and, through the
+    extension's poll timer, that nothing answers there."""
+    krita_app = Krita.instance()
+    (extension,) = [e for e in krita_app.extensions() if isinstance(e, UnderpaintExtension)]
+    (factory,) = krita_app.factories
+    assert factory.id == DOCKER_ID and factory.position is DockWidgetFactoryBase.DockPosition.DockRight
+    url = f"ws://127.0.0.1:{free_port()}"
+    krita_app.writeSetting("underpaint", "server_url", url)
+    extension.setup()
+    try:
+        docker = factory.createDockWidget()
+        assert isinstance(docker, UnderpaintDocker) and docker.controller is extension.controller
+        assert docker.objectName() == DOCKER_ID and docker.windowTitle() == "Underpaint"
+        assert docker.server.url.text() == url
+        assert _pump(lambda: docker.server.status.text().startswith("○ Cannot reach the server")), \
+            docker.server.status.text()
+        docker.deleteLater()
+    finally:
+        extension.controller.connection.stop()
+
+
+def check_the_docker_builds_its_sections_and_shows_the_server() -> None:
+    controller, _, _, document = connected_controller(FakeDocument(64, 48), "a fox")
+    docker = UnderpaintDocker(controller)
+    body = docker.widget().widget().layout()
+    sections = [type(body.itemAt(i).widget()).__name__ for i in range(body.count())]
+    assert sections == ["ServerSection", "PromptSection", "GenerationSection", "AdvancedSection", "RegionsSection",
+                        "JobSection", "ResultsSection"]
+    assert docker.server.status.text() == "● Connected to underpaint/test on cpu"
+    model = docker.prompt.model
+    assert [model.itemText(i) for i in range(model.count())] == ["tiny-sd15", "tiny-sd15-inpaint"]
+    assert model.currentText() == "tiny-sd15" and docker.prompt.text.toPlainText() == "a fox"
+    scheduler = docker.advanced.scheduler
+    assert [scheduler.itemData(i) for i in range(scheduler.count())] == WELCOME.schedulers
+    assert scheduler.currentData() == "dpmpp_2m"
+    assert docker.generation.batch.maximum() == WELCOME.limits.max_batch
+    fill = docker.generation.fill_mode
+    assert [(fill.itemText(i), fill.itemData(i, ROLE.ToolTipRole)) for i in range(fill.count())] == list(
+        FILL_MODES.values())
+    assert fill.currentData() == "auto"
+
+    assert not docker.advanced.body.isVisibleTo(docker)
+    docker.advanced.toggle.setChecked(True)
+    assert docker.advanced.body.isVisibleTo(docker)
+    assert docker.advanced.toggle.arrowType() == QtCore.Qt.ArrowType.DownArrow
+
+    # The Generate button names what it will do.
+    labels = []
+    for strength, selection in ((100, None), (50, None), (50, Rect(8, 8, 10, 10)), (100, Rect(8, 8, 10, 10))):
+        document.selection = None if selection is None else box_mask(64, 48, selection)
+        docker.generation.strength.setValue(strength)
+        docker.refresh()
+        labels.append((docker.generation.strength_label.text(), docker.job.generate.text()))
+    assert labels == [("Strength 100%", "Generate"), ("Strength 50%", "Refine"), ("Strength 50%", "Refine selection"),
+                      ("Strength 100%", "Inpaint selection")]
+    assert not docker.generation.seed.isEnabled()
+    docker.generation.fixed_seed.setChecked(True)
+    assert docker.generation.seed.isEnabled()
+    not_started = UnderpaintDocker(None)
+    assert not_started.widget().text() == NOT_STARTED
+
+
+def check_the_docker_drives_a_job_from_generate_to_apply() -> None:
+    controller, connection, _, document = connected_controller(FakeDocument(64, 48), "")
+    docker = UnderpaintDocker(controller)
+    docker.prompt.text.setPlainText("a blue bird")
+    docker.advanced.steps.setValue(3)
+    docker.generation.fixed_seed.setChecked(True)
+    docker.generation.seed.setText("4000000000")  # beyond 32 bits, as seeds from the server often are
+    docker.generation.batch.setValue(2)
+    docker.job.generate.click()
+    (request,) = connection.sent
+    assert (request.prompt, request.steps, request.seed, request.batch_size, request.model) == (
+        "a blue bird", 3, 4000000000, 2, "tiny-sd15")
+    progress = docker.job.progress
+    assert progress.isVisibleTo(docker) and progress.format() == "Waiting" and docker.job.cancel.isEnabled()
+
+    connection.reply(Queued(id=request.id, position=1))
+    controller.poll()
+    assert progress.format() == "Queued, 1 ahead"
+    forming = Image(width=32, height=24, format="rgba8", data=solid(32, 24, (10, 20, 30, 255)))
+    connection.reply(Progress(id=request.id, step=1, total=3, preview=forming))
+    controller.poll()
+    assert (progress.format(), progress.value(), progress.maximum()) == ("Step 1 of 3", 1, 3)
+    pixmap = docker.job.step_preview.pixmap()
+    assert docker.job.step_preview.isVisibleTo(docker) and (pixmap.width(), pixmap.height()) == (192, 144)
+
+    pictures = [Image(width=64, height=48, format="rgba8", data=solid(64, 48, colour))
+                for colour in ((255, 0, 0, 255), (0, 255, 0, 255))]
+    connection.reply(Result(id=request.id, images=[ResultImage(p, 7 + i) for i, p in enumerate(pictures)], info={},
+                            elapsed=1.0))
+    controller.poll()
+    thumbnails = docker.results.thumbnails
+    assert [thumbnails.item(i).text() for i in range(thumbnails.count())] == ["7", "8"]
+    assert not progress.isVisibleTo(docker) and not docker.job.cancel.isEnabled()
+    icon = thumbnails.item(0).icon().pixmap(96, 96).toImage()
+    assert icon.pixelColor(48, 40).getRgb() == (255, 0, 0, 255)  # red, as the result: no channel swap
+
+    thumbnails.itemClicked.emit(thumbnails.item(1))
+    assert document.preview[1].data == pictures[1].data and thumbnails.item(1).isSelected()
+    docker.results.apply.click()
+    assert document.layers[-1][0] == "[Generated] a blue bird (8)"
+    assert "[Generated] a blue bird (8)" in docker.job.message.text()
+    thumbnails.setCurrentRow(0)
+    docker.results.discard.click()
+    assert [thumbnails.item(i).text() for i in range(thumbnails.count())] == ["8"]
+
+    docker.job.live.click()
+    assert controller.session().live is not None and docker.job.live.isChecked()
+    docker.job.live.click()
+    assert isinstance(connection.sent[-1], LiveStop) and not docker.job.live.isChecked()
+
+    fill = docker.generation.fill_mode
+    fill.setCurrentIndex(fill.findData("remove"))
+    assert controller.settings.fill == "remove" and controller.preferences.read("fill") == "remove"
+    docker.server.url.setText("ws://127.0.0.1:9999")
+    docker.server.connect_button.click()
+    assert connection.url == "ws://127.0.0.1:9999" and controller.preferences.read("server_url") == connection.url
+
+
+def check_the_docker_lists_and_removes_regions() -> None:
+    controller, _, _, document = connected_controller(FakeDocument(64, 48), "a meadow")
+    document.alphas = {"sky-id": ("Sky", box_mask(64, 48, Rect(0, 0, 64, 10)))}
+    document.active_layer = "sky-id"
+    docker = UnderpaintDocker(controller)
+    controller.add_region("a stormy sky")
+    regions = docker.regions.region_list
+    assert [regions.item(i).text() for i in range(regions.count())] == ["Sky: a stormy sky"]
+    assert regions.item(0).data(ROLE.UserRole) == "sky-id"
+    regions.setCurrentRow(0)
+    docker.regions.remove.click()
+    assert regions.count() == 0 and controller.regions() == []
+
+
+def check_qimages_round_trip_straight_rgba() -> None:
+    data = _rgba(5, 3)
+    image = from_image(Image(width=5, height=3, format="rgba8", data=data))
+    assert (image.width(), image.height()) == (5, 3)
+    assert rgba_bytes(image) == data and pixel_bytes(image) == data
+    assert image.pixelColor(1, 0).getRgb() == tuple(data[4:8])
+    argb = QtGui.QImage(2, 1, QtGui.QImage.Format.Format_ARGB32)
+    argb.setPixelColor(0, 0, QtGui.QColor(255, 0, 0, 255))
+    argb.setPixelColor(1, 0, QtGui.QColor(0, 0, 255, 128))
+    assert rgba_bytes(argb) == bytes([255, 0, 0, 255, 0, 0, 255, 128])
+
+
+def check_the_krita_document_glue_converts_both_ways() -> None:
+    """BGRA layers and RGBA requests, read and written through pixelData/setPixelData (bytes and
+    QByteArray) and, for documents that are not 8-bit sRGB, through Krita's QImage projection."""
+    for depth, profile in (("U8", SRGB_PROFILE), ("U16", "sRGB-elle-V2-g10.icc")):
+        document = Krita.instance().createDocument(16, 8, depth, "RGBA", depth, profile, 72.0)
+        background = document.rootNode().childNodes()[0]
+        background.setPixelData(RED_BGRA * 128, 0, 0, 16, 8)
+        glue = KritaDocument(document)
+        assert glue.read_pixels(Rect(1, 1, 2, 1)) == bytes([255, 0, 0, 255]) * 2, depth
+
+        picture = Image(width=4, height=3, format="rgba8", x=2, y=4, data=_rgba(4, 3))
+        glue.add_result_layer("[Generated] picture (1)", picture)
+        layer = next(n for n in document.rootNode().childNodes() if n.name() == "[Generated] picture (1)")
+        bgra = bytearray(picture.data)
+        bgra[0::4], bgra[2::4] = picture.data[2::4], picture.data[0::4]
+        assert bytes(layer.pixelData(2, 4, 4, 3)) == bgra, depth
+        assert glue.read_pixels(Rect(2, 4, 4, 3)) == picture.data, depth  # and RGBA out again
+
+        glue.show_preview("[Preview] white", Image(width=16, height=8, format="rgba8", data=bytes([255]) * 512))
+        preview = document.rootNode().childNodes()[-1]
+        assert (preview.name(), preview.locked(), preview.visible()) == ("[Preview] white", True, True)
+        assert glue.read_pixels(Rect(0, 0, 1, 1)) == bytes([255, 0, 0, 255])  # read without the preview
+        glue.hide_preview()
+        assert not preview.visible()
+
+    document.setActiveNode(background)  # the quick token hashes the active layer's QImage thumbnail
+    before = glue.quick_change_token()
+    background.setPixelData(bytes([0, 255, 0, 255]) * 9, 6, 3, 3, 3)
+    assert glue.quick_change_token() != before
+
+    region = document.createNode("sky", "paintlayer")
+    document.rootNode().addChildNode(region, None)
+    region.setPixelData(bytes([255, 0, 0, 128]) * 4, 4, 0, 4, 1)
+    region_id = region.uniqueId().toString()
+    assert glue.layer_name(region_id) == "sky"
+    assert glue.read_layer_alpha(region_id, Rect(3, 0, 3, 1)) == bytes([0, 128, 128])
+
+    glue.save_history(b"history\x00blob")
+    glue.save_regions(b'{"regions": []}')
+    assert glue.load_history() == b"history\x00blob" and glue.load_regions() == b'{"regions": []}'
