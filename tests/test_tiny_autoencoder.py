@@ -21,12 +21,7 @@ from server.models.registry import Registry, find_tiny_autoencoders
 from shared.client import Client, ServerError
 from shared.messages import Generate, Image, Live, Mask
 from testing.serving import running_server, url
-
-
-def tiny_autoencoder() -> AutoencoderTiny:
-    torch.manual_seed(0)
-    return AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
-                           num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1))
+from testing.tiny_models import tiny_autoencoder
 
 
 def save_taesd_file(path: Path) -> dict[str, torch.Tensor]:
