@@ -138,7 +138,7 @@ class Generator:
         started = time.monotonic()
         kept = self.sessions.frame(job.owner, job.id)
         model = Model(kept.entry, self.cache.get(kept.entry))
-        pictures = FullVAE(model.base).decode(kept.latents)
+        pictures = FullVAE(model.base, sdxl=model.family == "sdxl").decode(kept.latents)
         info = kept.info | {"decoder": FullVAE.name, "finalized": True}
         return Result(id=kept.id, images=self._layers(kept.mode, pictures, kept.seeds, info), info=info,
                       elapsed=time.monotonic() - started)
@@ -150,7 +150,7 @@ class Generator:
             tiny = self.tiny_autoencoders.get(model.entry)
             if tiny is not None:
                 return TinyCoder(pipe, tiny)
-        return FullVAE(pipe)
+        return FullVAE(pipe, sdxl=model.family == "sdxl")
 
     def _layers(self, mode: Mode, pictures: list[Any], seed_list: list[int], info: dict[str, Any]) -> list[ResultImage]:
         """The mode's layers of `pictures`, each written to disk before it is sent."""

@@ -50,9 +50,14 @@ class Coder(ABC):
 class FullVAE(Coder):
     name = "vae"
 
+    def __init__(self, pipe: Any, sdxl: bool = False):
+        super().__init__(pipe)
+        # SDXL's VAE overflows in float16 (its config says force_upcast); SD1.5's pipelines never upcast.
+        self.upcast = sdxl and getattr(pipe.vae.config, "force_upcast", False)
+
     def encode(self, picture: PIL.Image.Image) -> torch.Tensor:
         vae = self.pipe.vae
-        with float32_if_needed(vae):
+        with float32_if(self.upcast, vae):
             with torch.no_grad():
                 latents = vae.encode(self._pixels(picture).to(vae.device, vae.dtype)).latent_dist.mode()
         mean, std = _latent_statistics(vae, latents)
@@ -62,7 +67,7 @@ class FullVAE(Coder):
 
     def decode(self, latents: torch.Tensor) -> list[PIL.Image.Image]:
         vae = self.pipe.vae
-        with float32_if_needed(vae):
+        with float32_if(self.upcast, vae):
             # Cast, then scale, in the order the pipelines do: the same latents give the same pixels.
             latents = latents.to(vae.device, vae.dtype)
             mean, std = _latent_statistics(vae, latents)
@@ -98,11 +103,12 @@ class TinyCoder(Coder):
 
 
 @contextmanager
-def float32_if_needed(vae: Any) -> Iterator[None]:
-    """SDXL's VAE overflows in float16; its config asks for float32 (as diffusers' pipelines do). The
-    model loader keeps such a VAE in float32 (models/loading.py); this covers one a pipeline turned back."""
+def float32_if(needed: bool, vae: Any) -> Iterator[None]:
+    """The VAE in float32 while inside, where it is in float16 and `needed`, as diffusers' SDXL
+    pipelines do. The model loader keeps such a VAE in float32 (models/loading.py); this covers one
+    that a pipeline turned back (the SDXL inpaint pipeline does, after encoding)."""
     dtype = vae.dtype
-    upcast = dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    upcast = needed and dtype == torch.float16
     if upcast:
         vae.to(torch.float32)
     try:

@@ -37,7 +37,8 @@ def load(path: Path, device: torch.device, dtype: torch.dtype) -> AutoencoderTin
     else:
         module = AutoencoderTiny()
         module.load_state_dict(load_file(path), strict=True)
-        module.to(dtype)
+        if dtype != module.dtype:
+            module.to(dtype)
     return module.to(device).eval()
 
 

@@ -24,7 +24,7 @@ from ..imaging.outputs import OutputWriter
 from ..jobs.log import JobLog
 from ..jobs.queue import JobQueue
 from ..models import schedulers
-from ..models.loading import PipelineCache, resolve_device, resolve_dtype
+from ..models.loading import Acceleration, PipelineCache, resolve_device, resolve_dtype
 from ..models.registry import Registry
 from . import errors
 from .connection import Connection
@@ -45,7 +45,8 @@ class Server:
         self.registry.scan()
         device = resolve_device(config.device)
         self.cache = PipelineCache(device, resolve_dtype(config.dtype, device), config.cache_size,
-                                   on_broken=self.registry.mark_broken)
+                                   on_broken=self.registry.mark_broken,
+                                   acceleration=Acceleration(config.channels_last, config.compile))
         self.generator = Generator(self.registry, self.cache, OutputWriter(config.outputs))
         self.job_log = JobLog(config.log_file) if config.log_file else None
         self.queue = JobQueue(self.generator, errors.for_job, max_per_owner=config.max_queued_per_connection,
