@@ -17,6 +17,7 @@ from websockets.frames import CloseCode
 from shared import codec
 from shared.messages import Welcome
 
+from .. import allocator
 from ..config import ServerConfig
 from ..errors import Busy
 from ..generate import Generator
@@ -40,6 +41,7 @@ CLOSE_TIMEOUT = 2.0
 class Server:
     def __init__(self, config: ServerConfig):
         config.check()
+        allocator.use_one_arena()  # before the worker thread starts
         self.config = config
         self.registry = Registry(config.models)
         self.registry.scan()
