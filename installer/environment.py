@@ -274,7 +274,8 @@ def install_server(
     with tempfile.TemporaryDirectory() as folder:
         others = Path(folder) / "requirements.txt"
         others.write_text("\n".join(lock.others) + "\n", encoding="utf-8")
-        installer.run(installer.install_command(["-r", str(others)]), log, build)
+        # --no-deps: the lock is complete, and leaves out what requirements/excludes.txt says.
+        installer.run(installer.install_command(["--no-deps", "-r", str(others)]), log, build)
     log(f"  installing Underpaint from {project}")
     target = ["--no-deps", "--editable", str(project)] if editable else ["--no-deps", str(project)]
     if installer.uv:

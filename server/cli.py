@@ -16,7 +16,7 @@ from pathlib import Path
 import PIL.Image
 
 from shared import DEFAULT_PORT
-from shared.messages import FillMode
+from shared.messages import FillMode, ModelDefaults, ModelInfo
 from shared.paths import data_dir
 
 
@@ -138,11 +138,12 @@ def _generate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", default=f"ws://127.0.0.1:{DEFAULT_PORT}", help="(default: %(default)s)")
     p.add_argument("--token", help="the server's access token, if it has one")
     p.add_argument("--model", help="a checkpoint's name (default: the server's first usable one)")
-    p.add_argument("--width", type=int, help="(default: the image's, else the model's native size)")
-    p.add_argument("--height", type=int, help="(default: the image's, else the model's native size)")
-    p.add_argument("--steps", type=int, default=defaults.steps, help="(default: %(default)s)")
-    p.add_argument("--cfg-scale", type=float, default=defaults.cfg_scale, help="(default: %(default)s)")
-    p.add_argument("--scheduler", default=defaults.scheduler, help="(default: %(default)s)")
+    p.add_argument("--width", type=int, help="(default: the image's, else the size the model recommends)")
+    p.add_argument("--height", type=int, help="(default: the image's, else the size the model recommends)")
+    p.add_argument("--steps", type=int, help=f"(default: what the model recommends, else {defaults.steps})")
+    p.add_argument("--cfg-scale", type=float,
+                   help=f"(default: what the model recommends, else {defaults.cfg_scale})")
+    p.add_argument("--scheduler", help=f"(default: what the model recommends, else {defaults.scheduler})")
     p.add_argument("--seed", type=int, help="(default: random)")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default: %(default)s)")
 
@@ -193,8 +194,20 @@ def _inputs(args: argparse.Namespace) -> tuple[PIL.Image.Image | None, PIL.Image
     return image, mask
 
 
+def _chosen_or_recommended(args: argparse.Namespace, models: list[ModelInfo], model: str,
+                           sized: bool) -> dict[str, typing.Any]:
+    """Steps, CFG scale, scheduler and (when no picture gives the size) width and height: the user's
+    where given, else the model's recommendation, else left to the request's defaults."""
+    info = next((m for m in models if m.kind == "checkpoint" and m.name == model), None)
+    recommended = info.defaults if info is not None and info.defaults is not None else ModelDefaults()
+    names = ("steps", "cfg_scale", "scheduler") + (("width", "height") if sized else ())
+    chosen = {name: getattr(args, name) if getattr(args, name) is not None else getattr(recommended, name)
+              for name in names}
+    return {name: value for name, value in chosen.items() if value is not None}
+
+
 def _generate(args: argparse.Namespace) -> int:
-    from shared.client import Client, ServerError
+    from shared.client import Client, NotUnderpaint, ServerError
     from shared.messages import Generate, Image, Mask
     from shared.png import with_text
 
@@ -207,6 +220,9 @@ def _generate(args: argparse.Namespace) -> int:
         return 2
     try:
         client = Client(args.server, name="underpaint-cli", token=args.token)
+    except NotUnderpaint as exc:
+        print(f"underpaint generate: {exc}; check --server", file=sys.stderr)
+        return 1
     except (OSError, TimeoutError) as exc:
         print(f"underpaint generate: cannot reach {args.server}: {exc}. Is `underpaint serve` running?",
               file=sys.stderr)
@@ -219,11 +235,10 @@ def _generate(args: argparse.Namespace) -> int:
         mode = "inpaint" if mask is not None else "img2img" if image is not None else "txt2img"
         request = Generate(
             id=uuid.uuid4().hex, mode=mode, model=model, prompt=args.prompt, negative_prompt=args.negative_prompt,
-            width=args.width, height=args.height,
             image=Image(width=image.width, height=image.height, format="png", data=_png(image)) if image else None,
             mask=Mask(width=mask.width, height=mask.height, format="png", data=_png(mask)) if mask else None,
-            fill=args.fill, strength=args.strength, steps=args.steps, cfg_scale=args.cfg_scale,
-            scheduler=args.scheduler, seed=args.seed, batch_size=args.batch_size, result_format="png",
+            fill=args.fill, strength=args.strength, seed=args.seed, batch_size=args.batch_size, result_format="png",
+            **_chosen_or_recommended(args, client.welcome.models, model, sized=image is None),
         )
         try:
             result = client.generate(request)

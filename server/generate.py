@@ -2,10 +2,11 @@
 `finalize` of a live frame into the same frame decoded at full quality.
 
 Reads like a diffusers pipeline: numbered steps, each explicit. What differs between txt2img,
-img2img and inpaint is the mode object's (server/modes/); this path is the same for all of them.
-Pictures become latents and latents pictures here, not in the pipeline (imaging/latents.py): by
-the full VAE, or by a tiny autoencoder for live frames, whose latents are kept for `finalize`
-(sessions.py).
+img2img, inpaint and upscale is the mode object's (server/modes/); this path is the same for all of
+them. Pictures become latents and latents pictures here, not in the pipeline (imaging/latents.py):
+by the full VAE, or by a tiny autoencoder for live frames, whose latents are kept for `finalize`
+(sessions.py). A mode that makes its pictures itself (an upscale, a full-detail refine) hands
+them back decoded.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from shared.messages import Image as ImagePayload
 
 from .conditioning import regions
 from .conditioning.conditioner import Conditioner
-from .imaging import payloads, previews
+from .imaging import latents, payloads, previews
 from .imaging.latents import Coder, FullVAE, TinyCoder
 from .imaging.outputs import OutputWriter
 from .jobs.job import Job, JobCancelledError
@@ -30,8 +31,9 @@ from .models.memory import is_out_of_memory, out_of_memory_error
 from .models.pipelines import Model, call_arguments
 from .models.registry import Registry
 from .models.tiny_autoencoders import TinyAutoencoders
+from .models.upscalers import Upscalers
 from .modes import MODES
-from .modes.base import Frame, Mode, StepCallback, chain, seeds
+from .modes.base import Frame, Mode, chain, seeds
 from .sessions import LiveFrame, LiveSessions
 
 
@@ -42,6 +44,7 @@ class Generator:
         self.outputs = outputs
         self.conditioner = Conditioner(registry)
         self.tiny_autoencoders = TinyAutoencoders(registry, cache.device, cache.dtype)
+        self.upscalers = Upscalers(registry, cache.device, cache.dtype)
         self.sessions = LiveSessions()
 
     def check(self, request: Generate) -> None:
@@ -49,6 +52,8 @@ class Generator:
         entry = self.registry.get(request.model)
         schedulers.check(request.scheduler, request.noise_schedule)
         MODES[request.mode].check(request)
+        if request.upscaler is not None:
+            self.upscalers.choose(request.upscaler)
         self.conditioner.check(request, entry.family)
 
     def check_finalize(self, owner: int, frame_id: str) -> LiveFrame:
@@ -74,7 +79,7 @@ class Generator:
 
         # 2. Mode: reads the request's pixels at canvas scale; says where its picture lies on the
         #    canvas and at what size it is generated.
-        mode = MODES[job.request.mode](job.request, model)
+        mode = MODES[job.request.mode](job.request, model, self.upscalers)
         request, frame = mode.request, mode.frame
 
         # 3. Seeds: one generator per image, made once; the mode and the pipeline draw from them.
@@ -103,7 +108,8 @@ class Generator:
         # 7. The mode's own inputs: start latents, mask, strength.
         inputs = mode.inputs(pipe, generators, encode)
 
-        # 8. Denoise to latents, reporting progress and honouring cancel between steps.
+        # 8. Denoise to latents, reporting progress and honouring cancel between steps (and tiles,
+        #    where the mode works in tiles); a large picture's VAE works in tiles too.
         arguments = call_arguments(pipe, {
             **prompting.arguments,
             "num_inference_steps": request.steps,
@@ -115,19 +121,23 @@ class Generator:
             "height": frame.height,
             **inputs,
         })
-        arguments["callback_on_step_end"] = chain(mode.on_step_end, progress_callback(job, model.family))
+        progress = JobProgress(job, model.family)
+        arguments["callback_on_step_end"] = chain(mode.on_step_end, progress.on_step_end)
         arguments["output_type"] = "latent"
-        with regions.restricted(pipe.unet, prompting.restriction):
-            output = mode.denoise(pipe, arguments)
+        with regions.restricted(pipe.unet, prompting.restriction), latents.tiled_vae(pipe.vae, frame.width,
+                                                                                     frame.height):
+            output = mode.denoise(pipe, arguments, progress)
 
-        # 9. Decode.
-        pictures = coder.decode(output.images)
+        # 9. Decode, unless the mode made its pictures itself (by the full VAE, in tiles where large).
+        made = not isinstance(output.images, torch.Tensor)
+        pictures = output.images if made else coder.decode(output.images)
 
         # 10. The result layers, on disk before anything is sent; a live frame's latents are kept for
         #     `finalize`.
         info = (describe(request, entry.name, frame, mode.strength, seed_list) | prompting.info
-                | coder_info(coder, model, request, encode) | mode.describe())
-        if live and not job.cancelled:
+                | coder_info(coder, model, request, encode) | ({"decoder": FullVAE.name} if made else {})
+                | mode.describe())
+        if live and not job.cancelled and not made:
             self.sessions.keep_frame((job.owner, job.session),
                                      LiveFrame(request, entry, mode, output.images, seed_list, info))
         return Result(id=request.id, images=self._layers(mode, pictures, seed_list, info), info=info,
@@ -163,21 +173,34 @@ class Generator:
         return results
 
 
-def progress_callback(job: Job, family: str) -> StepCallback:
-    request = job.request
+class JobProgress:
+    """What a running job tells its client, and where cancel lands: after every step, and before every
+    tile of a step done in tiles (the mode's `progress`)."""
 
-    def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+    def __init__(self, job: Job, family: str):
+        self.job = job
+        self.family = family
+
+    def on_step_end(self, pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        job = self.job
         if job.cancelled:
             raise JobCancelledError
         job.step, job.total = step + 1, pipe.num_timesteps
         preview = None
-        if request.preview:
-            width, height, data = previews.latents_to_rgba(tensors["latents"], family)
+        if job.request.preview:
+            width, height, data = previews.latents_to_rgba(tensors["latents"], self.family)
             preview = ImagePayload(width=width, height=height, format="rgba8", data=data)
-        job.reply(Progress(id=request.id, step=job.step, total=job.total, preview=preview))
+        job.reply(Progress(id=job.id, step=job.step, total=job.total, preview=preview))
         return tensors
 
-    return on_step_end
+    def stage(self, steps: int) -> None:
+        self.job.step, self.job.total = 0, steps
+
+    def tile(self, index: int, count: int) -> None:
+        job = self.job
+        if job.cancelled:
+            raise JobCancelledError
+        job.reply(Progress(id=job.id, step=job.step, total=job.total, tile=index, tiles=count))
 
 
 def coder_info(coder: Coder, model: Model, request: Generate, encode: Any) -> dict[str, Any]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import PROTOCOL_VERSION, codec
+from .errors import ProtocolError
 from .messages import Cancelled, Error, Finalize, Generate, Hello, ListModels, ModelInfo, ModelList, Result, Welcome
 
 
@@ -27,22 +29,50 @@ class JobCancelled(Exception):
     """The job ended with `cancelled` instead of a result."""
 
 
+class NotUnderpaint(ConnectionError):
+    """Something answers at the address, but not as an Underpaint server does (a web server, another
+    websocket service): retrying will not help, another address will."""
+
+    def __init__(self, url: str, why: str):
+        self.address = address(url)
+        super().__init__(f"something at {self.address} is not an Underpaint server ({why})")
+
+
+def address(url: str) -> str:
+    """`host:port` of a websocket URL, the port filled in where the URL leaves it out."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or url
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port or (443 if parts.scheme == 'wss' else 80)}"
+
+
 class Client:
     """One websocket connection that has said `hello`."""
 
     def __init__(self, url: str, *, name: str = "underpaint-client", token: str | None = None,
                  open_timeout: float = 10.0, max_size: int = 256 * 1024 * 1024):
+        from websockets.exceptions import InvalidHandshake
         from websockets.sync.client import connect
 
-        # Entered by hand because the connection outlives this call; close() leaves it.
-        self._ws = connect(url, open_timeout=open_timeout, max_size=max_size, compression=None).__enter__()
+        try:
+            # Entered by hand because the connection outlives this call; close() leaves it.
+            self._ws = connect(url, open_timeout=open_timeout, max_size=max_size, compression=None).__enter__()
+        except InvalidHandshake as exc:  # an HTTP server, or no HTTP at all
+            raise NotUnderpaint(url, str(exc)) from exc
         try:
             self.send(Hello(protocol=PROTOCOL_VERSION, client=name, token=token))
-            reply = self.receive(timeout=open_timeout)
+            try:
+                reply = self.receive(timeout=open_timeout)
+            except ProtocolError as exc:  # a websocket service speaking something else
+                raise NotUnderpaint(url, f"its first message: {exc}") from exc
             if isinstance(reply, Error):
                 raise ServerError(reply)
             if not isinstance(reply, Welcome):
-                raise ConnectionError(f"expected 'welcome', got {reply.TYPE!r}")
+                raise NotUnderpaint(url, f"it answered hello with {reply.TYPE!r}")
         except BaseException:
             self._ws.close()
             raise

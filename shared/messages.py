@@ -15,12 +15,16 @@ from .errors import TOO_LARGE, ProtocolError, bad_request
 from .png import SIGNATURE as PNG_SIGNATURE
 from .schema import spec
 
-Mode = Literal["txt2img", "img2img", "inpaint"]
+Mode = Literal["txt2img", "img2img", "inpaint", "upscale"]
 FillMode = Literal["auto", "fill", "expand", "add", "remove", "replace_background"]
 PromptSyntax = Literal["a1111", "novelai", "compel"]
 NoiseSchedule = Literal["default", "karras", "exponential"]
 ResultFormat = Literal["rgba8", "png"]
 Autoencoder = Literal["auto", "full", "tiny"]
+# fast: a canvas larger than the model's native area gets the native picture scaled up; full: that
+# picture refined again at the canvas's size, in tiles (docs/upscale.md).
+Detail = Literal["fast", "full"]
+UPSCALE_FACTORS = (2, 4)
 
 ID_LENGTH = 128
 NAME_LENGTH = 256
@@ -28,17 +32,40 @@ MAX_SEED = 2**63 - 1
 MAX_REGIONS = 16
 # Models a server lists: well beyond a large A1111 or ComfyUI library of checkpoints and LoRAs.
 MAX_MODELS = 4096
+# Room in a result message for what is not pixels (info, framing).
+RESULT_MARGIN = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What a server accepts; sent in `welcome` so clients can check before sending."""
+    """What a server accepts; sent in `welcome` so clients can check before sending.
+
+    `max_side` and `max_pixels` bound every image sent and every size generated; an `upscale`
+    result may be larger, up to `max_upscaled_side` and `max_upscaled_pixels` (its image, like any
+    other, within `max_side`). A result must fit in one message: a large one is asked for as png.
+    """
 
     max_side: int = 4096
     max_pixels: int = 16 * 1024 * 1024
     max_batch: int = 8
     max_message: int = 256 * 1024 * 1024
     max_regions: int = MAX_REGIONS
+    max_upscaled_side: int = 8192
+    max_upscaled_pixels: int = 64 * 1024 * 1024
+
+
+@dataclass
+class ModelDefaults:
+    """The settings a model is meant to be used with, as its server recommends them (from a sidecar
+    file, the model's own metadata, else its family); None where it recommends nothing. A client
+    uses them for every setting its user has not chosen. Fields a client does not know are skipped,
+    so a newer server may recommend more."""
+
+    cfg_scale: float | None = spec(None, min=0.0, max=30.0)
+    steps: int | None = spec(None, min=1, max=150)
+    scheduler: str | None = spec(None, max_len=64)
+    width: int | None = spec(None, min=64, max=8192)
+    height: int | None = spec(None, min=64, max=8192)
 
 
 @dataclass
@@ -47,13 +74,15 @@ class ModelInfo:
     choices, so a client keeps working when a newer server lists kinds it does not know yet."""
 
     name: str
-    kind: str  # checkpoint, lora, embedding
+    kind: str  # checkpoint, lora, embedding, upscaler
     format: str | None = None  # diffusers, single_file
     family: str | None = None  # sd15, sdxl; None when it could not be told
     variant: str | None = None  # regular, inpaint (checkpoints)
     refused: str | None = None  # why it cannot be used
     embedded: bool = False  # the built-in demo model
     trigger_words: list[str] = field(default_factory=list)
+    defaults: ModelDefaults | None = None  # checkpoints that can be used
+    scale: int | None = None  # upscalers: how many times larger each side comes out
 
     @property
     def usable_checkpoint(self) -> bool:
@@ -183,6 +212,13 @@ class Generate:
     # or a tiny autoencoder (TAESD) where the server has one for the model, several times faster with a
     # little less detail. `auto`: tiny for live frames, full otherwise (docs/live.md).
     autoencoder: Autoencoder = spec("auto")
+    # With fit_native, on a canvas larger than the model's native area (docs/upscale.md).
+    detail: Detail = spec("fast")
+    # Upscale only: how many times larger each side gets (2 or 4), and with which upscaler model
+    # (kind `upscaler` in `models`); without one, the server's first, else Lanczos resampling. With
+    # a `strength`, the upscaled picture is then refined with the prompt at that strength, in tiles.
+    scale: int = spec(2, min=2, max=4)
+    upscaler: str | None = spec(None, max_len=NAME_LENGTH)
 
     def check(self, limits: Limits) -> None:
         """Checks that involve more than one field (single fields are checked by the schema)."""
@@ -209,6 +245,24 @@ class Generate:
             raise bad_request("image", f"mode {self.mode!r} needs an image")
         if self.mode == "inpaint" and self.mask is None:
             raise bad_request("mask", "mode 'inpaint' needs a mask")
+        if self.mode == "upscale":
+            self._check_upscale(limits)
+
+    def _check_upscale(self, limits: Limits) -> None:
+        if self.image is None:
+            raise bad_request("image", "mode 'upscale' needs an image")
+        if self.scale not in UPSCALE_FACTORS:
+            raise bad_request("scale", f"scale must be one of {', '.join(map(str, UPSCALE_FACTORS))}, got {self.scale}")
+        width, height = self.image.width * self.scale, self.image.height * self.scale
+        if max(width, height) > limits.max_upscaled_side:
+            raise ProtocolError(TOO_LARGE, f"image x {self.scale} is {width}x{height}; an upscale result may be "
+                                           f"at most {limits.max_upscaled_side} a side", "scale")
+        if width * height > limits.max_upscaled_pixels:
+            raise ProtocolError(TOO_LARGE, f"image x {self.scale} has {width * height} pixels; an upscale result "
+                                           f"may have at most {limits.max_upscaled_pixels}", "scale")
+        if self.result_format == "rgba8" and width * height * Image.CHANNELS > limits.max_message - RESULT_MARGIN:
+            raise bad_request("result_format", f"a {width}x{height} result does not fit in one message as rgba8; "
+                                               "ask for png")
 
 
 @dataclass
@@ -277,6 +331,9 @@ class Progress:
     step: int
     total: int
     preview: Image | None = None
+    # Of a step done in tiles (docs/upscale.md): the tile about to run (0-based) and how many a step has.
+    tile: int | None = None
+    tiles: int | None = None
 
 
 @dataclass

@@ -163,3 +163,30 @@ def _kind(value: Any) -> str:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def from_wire_lenient(cls: type[T], data: Any, path: str = "") -> tuple[T, list[ProtocolError]]:
+    """Like `from_wire`, for files a person edits, where one bad value should not cost the others: a
+    field that fails its check is left at its default and its error returned. A mandatory field that
+    is missing or fails still raises."""
+    if not isinstance(data, dict):
+        where = path or "message"
+        raise bad_request(where, f"{where} must be a map, got {_kind(data)}")
+    hints = _hints(cls)
+    kwargs, problems = {}, []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        where = f"{path}.{f.name}" if path else f.name
+        mandatory = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        try:
+            if data.get(f.name) is None:
+                if mandatory or f.metadata.get("required"):
+                    raise bad_request(where, f"missing field {where!r}")
+                continue
+            kwargs[f.name] = _convert(hints[f.name], data[f.name], where, f.metadata)
+        except ProtocolError as exc:
+            if mandatory or f.metadata.get("required"):
+                raise
+            problems.append(exc)
+    return cls(**kwargs), problems

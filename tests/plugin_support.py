@@ -79,6 +79,7 @@ class FakeDocument:
     active_layer: str | None = None
     regions_blob: bytes | None = None
     painting: bool = False  # the artist holds the brush down: busy()
+    scaled: list[int] = field(default_factory=list)  # each scale_with_layer's factor
 
     def __post_init__(self) -> None:
         if not self.pixels:
@@ -149,6 +150,15 @@ class FakeDocument:
     def add_result_layer(self, name: str, image: Image) -> None:
         self.layers.append((name, image))
 
+    def scale_with_layer(self, scale: int, name: str, image: Image) -> None:
+        """Krita's Scale Image as far as the controller can tell: a larger canvas (nearest-neighbour here)."""
+        rows = [self.pixels[y * self.width * 4:(y + 1) * self.width * 4] for y in range(self.height)]
+        self.pixels = b"".join(b"".join(row[x * 4:x * 4 + 4] * scale for x in range(self.width)) * scale
+                               for row in rows)
+        self.width, self.height = self.width * scale, self.height * scale
+        self.scaled.append(scale)
+        self.add_result_layer(name, image)
+
     def load_history(self) -> bytes | None:
         return self.history_blob
 
@@ -205,12 +215,13 @@ class Clock:
         return self.now
 
 
-def connected_controller(document: FakeDocument,
-                         prompt: str) -> tuple[Controller, ScriptedConnection, FakeWorkspace, FakeDocument]:
-    """A controller over `document` alone, just welcomed by its scripted server, with `prompt` typed in."""
+def connected_controller(document: FakeDocument, prompt: str, **options: Any
+                         ) -> tuple[Controller, ScriptedConnection, FakeWorkspace, FakeDocument]:
+    """A controller over `document` alone (`options` go to Controller), just welcomed by its
+    scripted server, with `prompt` typed in."""
     workspace = FakeWorkspace([document], document)
     connection = ScriptedConnection()
-    controller = Controller(connection, workspace)
+    controller = Controller(connection, workspace, **options)
     connection.reply(Connected(WELCOME))
     controller.poll()
     controller.settings.prompt = prompt

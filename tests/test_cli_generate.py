@@ -4,6 +4,8 @@ in what it writes."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,15 +14,38 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from testing.serving import url
+from server.config import ServerConfig
+from testing.serving import running_server, url
+from testing.web import web_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def generate(server, *options: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "server", "generate", "--server", url(server), "--model", "tiny-sd15",
-               "--steps", "2", "--seed", "5", *options]
+def generate(server, *options: str, model: str = "tiny-sd15", steps: tuple[str, ...] = ("--steps", "2")
+             ) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "server", "generate", "--server", url(server), "--model", model, *steps,
+               "--seed", "5", *options]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def test_what_the_model_recommends_unless_the_user_says_otherwise(models_dir: Path, tmp_path: Path) -> None:
+    """A model with a sidecar file (server/models/defaults.py): its steps, CFG scale, sampler and size
+    are used where the command line names none; each one given wins over it."""
+    folder = tmp_path / "models" / "checkpoints"
+    shutil.copytree(models_dir / "checkpoints" / "tiny-sd15", folder / "painterly")
+    (folder / "painterly.json").write_text(json.dumps(
+        {"steps": 3, "cfg_scale": 4.5, "scheduler": "euler", "width": 96, "height": 64}))
+    with running_server(ServerConfig(models=[tmp_path / "models"], outputs=tmp_path / "outputs")) as server:
+        recommended, chosen = tmp_path / "recommended.png", tmp_path / "chosen.png"
+        done = generate(server, "--prompt", "a cat", "--out", str(recommended), model="painterly", steps=())
+        assert done.returncode == 0, done.stderr
+        done = generate(server, "--prompt", "a cat", "--out", str(chosen), "--cfg-scale", "7", "--width", "64",
+                        "--height", "64", model="painterly")
+        assert done.returncode == 0, done.stderr
+    with PIL.Image.open(recommended) as written:
+        assert "Steps: 3, Sampler: Euler, CFG scale: 4.5, Seed: 5, Size: 96x64" in written.text["parameters"]
+    with PIL.Image.open(chosen) as written:
+        assert "Steps: 2, Sampler: Euler, CFG scale: 7.0, Seed: 5, Size: 64x64" in written.text["parameters"]
 
 
 def test_txt2img_then_img2img_from_a_jpeg_with_parameters_in_each_png(server, tmp_path: Path) -> None:
@@ -89,6 +114,16 @@ def test_help_states_every_default() -> None:
     done = subprocess.run([sys.executable, "-m", "server", "generate", "--help"], capture_output=True, text=True,
                           timeout=60, cwd=ROOT)
     text = " ".join(done.stdout.split())
-    for default in ("(default: 20)", "(default: 7.0)", "(default: dpmpp_2m)", "(default: auto)",
+    for default in ("(default: what the model recommends, else 20)", "(default: what the model recommends, else 7.0)",
+                    "(default: what the model recommends, else dpmpp_2m)", "(default: auto)",
                     "(default: underpaint.png)", "(default: random)", "(default: 1)"):
         assert default in text
+
+
+def test_something_else_on_the_port_is_named() -> None:
+    with web_server() as port:
+        done = subprocess.run([sys.executable, "-m", "server", "generate", "--prompt", "x", "--server",
+                               f"ws://127.0.0.1:{port}"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"underpaint generate: something at 127.0.0.1:{port} is not an Underpaint server")
+    assert "Traceback" not in done.stderr

@@ -163,7 +163,10 @@ def test_an_unreadable_stored_history_starts_a_new_one(setup) -> None:
         (Error(code=codes.UNKNOWN_MODEL, message="no model 'x'", id="JOB", field="model"),
          "The server has no model of that name any more. Pick another model."),
         (Cancelled(id="JOB", reason="client asked"), "Cancelled."),
-        (Failed("JOB", "connection_lost"), "The connection to the server was lost while the job ran. Generate again."),
+        (Failed("JOB", "connection_lost"), "The server stopped while generating. Reconnecting…"),
+        (Cancelled(id="JOB", reason="server stopping"), "The server stopped while generating. Reconnecting…"),
+        (Failed("JOB", "server_changed"),
+         "The job was left behind when the plugin connected to another server. Generate again."),
         (Failed("JOB", "unreachable", "refused"), "Cannot reach the server. Is it running?"),
     ],
 )
@@ -179,6 +182,22 @@ def test_job_failures_read_as_sentences(setup, event: Any, message: str) -> None
     assert controller.session().jobs == []
     assert controller.message == message
     assert document.preview is None
+
+
+def test_after_the_server_stopped_mid_job_reconnecting_says_it_is_back(setup) -> None:
+    controller, connection, _, _ = setup
+    job_id = controller.generate()
+    connection.reply(Failed(job_id, "connection_lost"),
+                     Disconnected("disconnected", "connection closed", 0.0, "127.0.0.1:9860"))
+    controller.poll()
+    assert controller.message == "The server stopped while generating. Reconnecting…"
+    assert controller.server.message == "Lost the connection to the server. Reconnecting…"
+    connection.reply(Disconnected("unreachable", "refused", 2.0, "127.0.0.1:9860"))
+    controller.poll()
+    assert controller.server.message == "Cannot reach the server at 127.0.0.1:9860. Is it running? Retrying in 2 s."
+    connection.reply(Connected(WELCOME))
+    controller.poll()
+    assert controller.message == "The server stopped while generating; it is running again. Generate again."
 
 
 def test_cancel_asks_for_every_job_of_the_document(setup) -> None:

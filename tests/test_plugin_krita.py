@@ -10,6 +10,7 @@ do not exist there, and Krita.openWindow() crashes it.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,6 +160,82 @@ def test_docker_apply_and_one_undo_in_gui_krita(krita_home: KritaHome, plugin_se
     assert found["live_on"] and found["live_first"] and found["live_after_stroke"], found["live_message"]
     live = [n for n in found["layers_after_live_apply"] if n.startswith("[Live] a blue bird (")]
     assert len(live) == 1
+
+
+@needs_gui
+def test_upscale_scales_the_canvas_and_undo_takes_it_back_in_gui_krita(krita_home: KritaHome,
+                                                                      plugin_server_url: str) -> None:
+    found = run_gui(krita_home, "gui_upscale_undo", plugin_server_url, model="tiny-sd15", size=[128, 96], scale=2)
+    assert "Traceback" not in found["log"], found["log"][-3000:]
+    assert found["connected"] and found["upscalers"][-1] == "Lanczos (no model)"
+    assert found["request"] == {"mode": "upscale", "scale": 2, "upscaler": None}
+    assert found["finished"] and found["scaled"], found["message"]
+    assert found["size_after"] == [256, 192]
+    # Krita scaled every layer (the red square on "Paint": 60x50 at 30, 40 -> 120x100 at 60, 80) ...
+    assert found["bounds_before"]["Paint"] == [30, 40, 60, 50]
+    assert found["bounds_after"]["Paint"] == [60, 80, 120, 100]
+    # ... and the upscaled picture came in above them, the whole canvas, red where the square is.
+    new = [n for n in found["layers_after"] if n.startswith("[Generated] upscaled x2")]
+    assert new == ["[Generated] upscaled x2 a red square"] and new[0] in found["message"]
+    assert found["bounds_after"][new[0]] == [0, 0, 256, 192]
+    blue, green, red, alpha = found["result_pixel"]  # BGRA, inside the square
+    assert red > 200 and green < 60 and blue < 60 and alpha == 255
+    # Krita 5.1's scripting API cannot group commands: the layer is one undo step, the scaling another.
+    first, second = found["undone"]
+    assert first == {"size": [256, 192], "layers": [n for n in found["layers_after"] if n not in new]}
+    assert second["size"] == [128, 96] and new[0] not in second["layers"]
+    assert found["artist_untouched_after_undo"] == {"Background": True, "Paint": True, "Top": True}
+
+
+@pytest.fixture(scope="module")
+def default_layout(krita_home: KritaHome, adapters: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """GUI Krita in its default workspace with the docker, against a server whose model recommends
+    its own settings (a sidecar file), with a style of the artist's in Krita's resource folder."""
+    models = tmp_path_factory.mktemp("recommending") / "models"
+    shutil.copytree(adapters / "checkpoints" / "tiny-sd15-inpaint", models / "checkpoints" / "tiny-sd15-inpaint")
+    (models / "checkpoints" / "tiny-sd15-inpaint.json").write_text(
+        json.dumps({"steps": 5, "cfg_scale": 4.5, "scheduler": "euler"}))
+    shutil.copytree(adapters / "loras", models / "loras")
+    styles = krita_home.data / "krita" / "underpaint" / "styles"
+    shutil.rmtree(styles, ignore_errors=True)  # an earlier test's Krita made it, with the shipped styles
+    styles.mkdir(parents=True)
+    (styles / "lighthouse.json").write_text(json.dumps(
+        {"name": "Lighthouse keeper", "prompt": "{prompt}, oil painting", "negative_prompt": "photo",
+         "sampler": "euler_a", "cfg_scale": 5.5, "loras": [{"name": "tiny-sd15-lora", "strength": 0.5}]}))
+    with ServerProcess(models, tmp_path_factory.mktemp("recommending-server")) as server:
+        return run_gui(krita_home, "gui_docker_in_the_default_layout", server.url, style="Lighthouse keeper",
+                       floating=[[320, 760], [240, 640]])
+
+
+@needs_gui
+def test_the_docker_fits_where_krita_docks_it_and_floated(default_layout: dict) -> None:
+    """Docked in the right column under Layers and Brush Presets, at that column's width: no
+    horizontal scrollbar, nothing beyond the visible width or squeezed, every label's text fits or
+    wraps; with Live on too, and floated, wide and narrow."""
+    found = default_layout
+    assert "Traceback" not in found["log"], found["log"][-3000:]
+    assert found["connected"] and found["right"]
+    assert {"KisLayerBox", "PresetDocker"} <= set(found["below"]), found["below"]
+    docked = found["states"]["docked"]
+    assert docked["viewport"][0] < 300 and not docked["floating"]  # Krita's narrow right column
+    for name, state in found["states"].items():
+        assert state["problems"] == [], (name, state)
+        assert Path(state["screenshot"]).stat().st_size > 0
+    assert found["live_button"] == ["Live on", True]
+    assert found["live_status"] == "Live: following your strokes"
+
+
+@needs_gui
+def test_the_models_settings_and_a_style_from_the_combo_shape_the_request_in_gui_krita(default_layout: dict) -> None:
+    found = default_layout
+    assert found["recommended_shown"] == [5, 4.5, "euler"]  # the model's sidecar file
+    assert found["styles_folder"] == ["lighthouse.json"]  # read from Krita's resource folder
+    # The style sets the sampler and CFG scale; the steps stay the model's.
+    assert found["shown_with_style"] == [5, 5.5, "euler_a"]
+    assert found["request"] == {"model": "tiny-sd15-inpaint", "prompt": "a lighthouse, oil painting "
+                                "<lora:tiny-sd15-lora:0.5>", "negative_prompt": "fog, photo", "steps": 5,
+                                "cfg_scale": 5.5, "scheduler": "euler_a"}
+    assert found["message"] == "" and found["finished_message"] == ""
 
 
 def _ink_difference(reference: bytes, other: bytes) -> float:

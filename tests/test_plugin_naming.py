@@ -18,6 +18,8 @@ from underpaint_krita import naming
         ("x" * 41, "x" * 40 + "…"),
         ("a castle on a hill at dawn, volumetric light, oil painting", "a castle on a hill at dawn, volumetric…"),
         ("word " * 3 + "y" * 60, "word word word " + "y" * 25 + "…"),
+        ("a fox, oil painting <lora:impasto:0.6> <LORA:knife:1>", "a fox, oil painting"),
+        ("<lora:impasto:0.6>", "(no prompt)"),
     ],
 )
 def test_short_prompt(prompt: str, expected: str) -> None:

@@ -170,3 +170,20 @@ def test_welcome_of_a_large_library_with_kinds_this_client_does_not_know() -> No
     decoded = codec.decode_server(codec.encode(welcome))
     assert decoded.models == models and decoded.limits == messages.Limits()
     assert [m.name for m in decoded.models if m.usable_checkpoint] == []
+
+
+def test_lenient_decoding_keeps_the_good_fields_and_names_the_bad_ones() -> None:
+    """For files a person edits (a model's settings, a style): one bad value costs only itself; a
+    mandatory field that is bad or missing still refuses the whole."""
+    from shared.schema import from_wire_lenient
+
+    found, problems = from_wire_lenient(messages.ModelDefaults, {"steps": 0, "cfg_scale": 3, "scheduler": 5,
+                                                                 "later": "a newer field"})
+    assert found == messages.ModelDefaults(cfg_scale=3.0)
+    assert [(p.field, p.code) for p in problems] == [("steps", "bad_request"), ("scheduler", "bad_request")]
+    for bad in ({"protocol": 1, "client": "x" * 5000}, {"protocol": 1}):
+        with pytest.raises(ProtocolError) as error:
+            from_wire_lenient(messages.Hello, bad)
+        assert error.value.field == "client"
+    with pytest.raises(ProtocolError, match="must be a map"):
+        from_wire_lenient(messages.ModelDefaults, [1, 2])

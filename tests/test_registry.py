@@ -70,7 +70,8 @@ def test_wire_form_has_no_paths(models_dir: Path, no_demo: None) -> None:
         wire = to_wire(entry.info())
         assert "path" not in wire
         assert str(models_dir) not in json.dumps(wire)
-        assert set(wire) <= {"name", "kind", "family", "variant", "format", "refused", "embedded", "trigger_words"}
+        assert set(wire) <= {"name", "kind", "family", "variant", "format", "refused", "embedded", "trigger_words",
+                             "defaults"}
 
 
 class _TouchWhenUnpickled:

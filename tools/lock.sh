@@ -14,7 +14,7 @@ if [ -z "$uv" ]; then
 fi
 torch_source=${TORCH_FIND_LINKS:-https://download.pytorch.org/whl/cpu/torch/}
 compile=("$uv" pip compile --quiet --universal --python-version 3.11 --find-links "$torch_source"
-         --constraint requirements/torch.in --no-header --annotation-style line "$@")
+         --constraint requirements/torch.in --excludes requirements/excludes.txt --no-header --annotation-style line "$@")
 
 header() { printf '# %s\n# Refresh with: bash tools/lock.sh (see docs/install.md)\n' "$1"; }
 

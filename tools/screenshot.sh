@@ -67,7 +67,8 @@ HF_HUB_OFFLINE=1 python -m server serve --models "$WORK/models" --port "$PORT" -
 PIDS+=($!)
 
 # 3. A private display and Krita in a clean environment.
-Xvfb ":$DISPLAY_NUMBER" -screen 0 1600x1000x24 -nolisten tcp >/dev/null 2>&1 &
+# Taller than the tests' screen, so the docker (at the right column's default width) shows down to its results.
+Xvfb ":$DISPLAY_NUMBER" -screen 0 1600x1200x24 -nolisten tcp >/dev/null 2>&1 &
 PIDS+=($!)
 mkdir -m 700 "$WORK/runtime"
 env -i HOME="$WORK" PATH=/usr/bin:/bin XDG_DATA_HOME="$WORK/data" XDG_CONFIG_HOME="$WORK/config" \

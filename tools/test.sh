@@ -32,7 +32,8 @@ if [ "$(cat "$venv/.lock-stamp" 2>/dev/null)" != "$stamp" ]; then
     # one); a local wheel in pip's find-links is taken before the index is asked.
     torch=$(grep -oE '^torch==[^ ;]+' "$lock")
     "$venv/bin/python" -m pip install -q --no-deps --retries 1 --extra-index-url https://download.pytorch.org/whl/cpu "$torch"
-    "$venv/bin/python" -m pip install -q -r "$lock"
+    # --no-deps: the lock is complete, and leaves out what requirements/excludes.txt says.
+    "$venv/bin/python" -m pip install -q --no-deps -r "$lock"
     "$venv/bin/python" -m pip install -q --no-deps -e .
     echo "$stamp" > "$venv/.lock-stamp"
 fi

@@ -17,19 +17,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import errors as codes
-from shared.client import Client, ServerError
+from shared.client import Client, NotUnderpaint, ServerError, address
 from shared.errors import ProtocolError
 from shared.messages import Cancel, Cancelled, Error, Finalize, Generate, Live, Result, Welcome
 
-from .errors import CONNECTION_LOST, DISCONNECTED, UNREACHABLE
+from .errors import CONNECTION_LOST, DISCONNECTED, NOT_UNDERPAINT, SERVER_CHANGED, UNREACHABLE
 
 log = logging.getLogger(__name__)
 
 CLIENT_NAME = "underpaint-krita"
 # How long `receive` blocks before the thread looks at the outbox again: the latency of a send.
 POLL_SECONDS = 0.05
-# Server answers after which retrying the same way cannot help.
-_FATAL = {codes.UNAUTHORIZED, codes.PROTOCOL_MISMATCH}
+# Answers after which retrying the same way cannot help: jobs waiting to be sent fail at once.
+_FATAL = {codes.UNAUTHORIZED, codes.PROTOCOL_MISMATCH, NOT_UNDERPAINT}
 # Requests that end with a terminal message (result, cancelled or error) about their id.
 _ANSWERED = (Generate, Finalize)
 
@@ -44,6 +44,7 @@ class Disconnected:
     code: str  # an errors.py / protocol code saying why
     detail: str
     retry_in: float
+    address: str = ""  # host:port of the server it was (to be) connected to
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Failed:
     job_id: str
     code: str
     detail: str | None = None
+    address: str = ""  # host:port of the server it was for
 
 
 Event = Connected | Disconnected | Received | Failed
@@ -175,21 +177,26 @@ class Connection:
             try:
                 client = self._connect(url, name=CLIENT_NAME, token=token, open_timeout=5.0)
             except ServerError as exc:
-                self._disconnected(exc.error.code, exc.error.message)
+                self._disconnected(url, exc.error.code, exc.error.message)
                 continue
-            except Exception as exc:  # refused, unresolvable, timed out, not a websocket server...
-                self._disconnected(UNREACHABLE, str(exc) or type(exc).__name__)
+            except NotUnderpaint as exc:
+                self._disconnected(url, NOT_UNDERPAINT, str(exc))
+                continue
+            except Exception as exc:  # refused, unresolvable, timed out...
+                self._disconnected(url, UNREACHABLE, str(exc) or type(exc).__name__)
                 continue
             self._backoff.reset()
             self._events.put(Connected(client.welcome))
+            lost = SERVER_CHANGED  # when asked to connect elsewhere (or to stop: then nobody hears it)
             try:
                 self._serve(client)
             except Exception as exc:  # the socket died: say so, then reconnect at once
                 log.info("connection to %s lost: %s", url, exc)
-                self._events.put(Disconnected(DISCONNECTED, str(exc) or type(exc).__name__, 0.0))
-            finally:  # also when asked to stop or to connect elsewhere: nothing to announce then
+                self._events.put(Disconnected(DISCONNECTED, str(exc) or type(exc).__name__, 0.0, address(url)))
+                lost = CONNECTION_LOST
+            finally:
                 client.close()
-                self._lose_jobs()
+                self._lose_jobs(lost)
 
     def _serve(self, client: Client) -> None:
         while not (self._stopping.is_set() or self._reconnect.is_set()):
@@ -222,20 +229,20 @@ class Connection:
             if isinstance(pending.message, _ANSWERED):
                 self._in_flight.add(pending.message.id)
 
-    def _lose_jobs(self) -> None:
+    def _lose_jobs(self, code: str) -> None:
         """The server forgets a closed connection's jobs and live frames: report them, and drop messages
         about them (a `finalize` too: the next connection has no frames to finalize)."""
         with self._lock:
             lost = [p.message.id for p in self._outbox if isinstance(p.message, Finalize)]
             self._outbox = [p for p in self._outbox if isinstance(p.message, Generate)]
         for job_id in sorted(self._in_flight) + lost:
-            self._events.put(Failed(job_id, CONNECTION_LOST))
+            self._events.put(Failed(job_id, code))
         self._in_flight.clear()
 
-    def _disconnected(self, code: str, detail: str) -> None:
+    def _disconnected(self, url: str, code: str, detail: str) -> None:
         delay = self._backoff.next()
-        self._events.put(Disconnected(code, detail, delay))
-        self._expire(code, detail, everything=code in _FATAL)
+        self._events.put(Disconnected(code, detail, delay, address(url)))
+        self._expire(url, code, detail, everything=code in _FATAL)
         self._wake.clear()
         deadline = self._clock() + delay
         while not (self._stopping.is_set() or self._reconnect.is_set()):
@@ -245,9 +252,9 @@ class Connection:
             # Short waits, so jobs expire on time even during a long backoff.
             self._wake.wait(min(left, 0.5))
             self._wake.clear()
-            self._expire(code, detail)
+            self._expire(url, code, detail)
 
-    def _expire(self, code: str, detail: str, everything: bool = False) -> None:
+    def _expire(self, url: str, code: str, detail: str, everything: bool = False) -> None:
         """Report jobs that waited too long for a connection (all of them when waiting cannot help)."""
         now = self._clock()
         with self._lock:
@@ -255,4 +262,4 @@ class Connection:
             self._outbox = [p for p in self._outbox if all(p is not e for e in expired)]
         for pending in expired:
             if isinstance(pending.message, _ANSWERED):
-                self._events.put(Failed(pending.message.id, code, detail))
+                self._events.put(Failed(pending.message.id, code, detail, address(url)))

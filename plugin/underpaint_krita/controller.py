@@ -8,6 +8,7 @@ from a timer, and re-reads the state when a subscriber is told something changed
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -16,16 +17,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from shared.messages import Error, Limits, Welcome
+from shared.messages import Error, Limits, ModelInfo, Welcome
 
+from . import networks
+from .choices import Choices, checkpoint
 from .connection import Connected, Connection, Disconnected, Failed, Received
 from .errors import NO_DOCUMENT, PLUGIN_FAULT, UserError, artist_message
 from .history import DEFAULT_LIMIT
-from .preferences import FILL, SERVER_URL, TOKEN, MemoryPreferences, Preferences
+from .preferences import DETAIL, FILL, SERVER_URL, TOKEN, MemoryPreferences, Preferences
 from .regions import RegionPrompt
-from .requests import Settings, fill_mode
+from .requests import Settings, Upscaling, detail, fill_mode
 from .session import Document, DocumentSession
 from .stroke_guard import StrokeGuard
+from .styles import Style, StyleLibrary
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,9 +50,17 @@ class ServerState:
 
     @property
     def models(self) -> list[str]:
-        if self.welcome is None:
-            return []
-        return [m.name for m in self.welcome.models if m.usable_checkpoint]
+        """The checkpoints that can be used, by name."""
+        return [m.name for m in self.listed() if m.usable_checkpoint]
+
+    @property
+    def refused(self) -> list[ModelInfo]:
+        """Checkpoints the server found but cannot use, each with the reason."""
+        return [m for m in self.listed() if m.kind == "checkpoint" and m.refused]
+
+    def listed(self) -> list[ModelInfo]:
+        """Every model the server listed, refused ones included."""
+        return self.welcome.models if self.welcome is not None else []
 
 
 def _reports_errors(action: Callable[..., T]) -> Callable[..., T | None]:
@@ -70,13 +82,16 @@ def _reports_errors(action: Callable[..., T]) -> Callable[..., T | None]:
 
 class Controller:
     def __init__(self, connection: Connection, workspace: Workspace, history_limit: int = DEFAULT_LIMIT,
-                 clock: Callable[[], float] = time.monotonic, preferences: Preferences | None = None):
+                 clock: Callable[[], float] = time.monotonic, preferences: Preferences | None = None,
+                 styles: StyleLibrary | None = None):
         self.connection = connection
         self.clock = clock
         self.workspace = workspace
         self.history_limit = history_limit
         self.preferences = preferences if preferences is not None else MemoryPreferences()
-        self.settings = Settings(fill=fill_mode(self.preferences.read(FILL)))
+        self.choices = Choices(self.preferences, styles if styles is not None else StyleLibrary(None))
+        self.settings = self.choices.settings  # changed in place, never replaced
+        self.upscaling = Upscaling()
         self.server = ServerState()
         self.guard = StrokeGuard()
         self._sessions: list[DocumentSession] = []
@@ -113,8 +128,21 @@ class Controller:
 
     @_reports_errors
     def generate(self) -> str:
-        """Start a job for the active document with the current settings; returns its id."""
-        request = self._require_session().start_job(self.settings, uuid.uuid4().hex, self.server.connected)
+        """Start a job for the active document with the current settings (and style); returns its id."""
+        session = self._require_session()
+        request = session.start_job(self.choices.for_request(), uuid.uuid4().hex, self.server.connected)
+        self.connection.submit(request)
+        self.choices.recent.add(self.settings.prompt)
+        self._changed()
+        return request.id
+
+    @_reports_errors
+    def upscale(self) -> str:
+        """Upscale the active document's canvas as `upscaling` says; returns the job's id. The canvas is
+        scaled and the result added as a layer when it arrives (docs/upscale.md)."""
+        limits = self.server.welcome.limits if self.server.welcome is not None else Limits()
+        request = self._require_session().start_upscale(self.settings, self.upscaling, uuid.uuid4().hex,
+                                                         self.server.connected, limits)
         self.connection.submit(request)
         self._changed()
         return request.id
@@ -175,10 +203,56 @@ class Controller:
 
     # --- settings -----------------------------------------------------------------------------
 
+    def edit_settings(self, new: Settings) -> None:
+        """The docker's controls say `new` now: what changed counts as the artist's choice (choices.py)."""
+        before = dataclasses.astuple(self.settings)
+        self.choices.edit(new, self.server.welcome)
+        if dataclasses.astuple(self.settings) != before:
+            self._changed()
+
+    @_reports_errors
+    def choose_style(self, name: str) -> None:
+        """Use the style named `name` ("" for none) from now on, also after a restart."""
+        self._tell(self.choices.choose_style(name, self.server.welcome))
+
+    @_reports_errors
+    def save_style(self, style: Style, replacing: str | None = None) -> None:
+        """Save a new or edited style (`replacing` names the one it was, when renamed) and use it."""
+        self.choices.save_style(style, replacing)
+        self.choose_style(style.name.strip())
+
+    @_reports_errors
+    def delete_style(self, name: str) -> None:
+        self.choices.delete_style(name)
+        self.choices.follow_model(self.server.welcome)
+        self._changed()
+
+    def forget_changes(self) -> None:
+        """Steps, CFG scale and sampler back to what the style sets and the model recommends."""
+        self.choices.forget_changes(self.server.welcome)
+        self._changed()
+
+    def networks(self) -> list[ModelInfo]:
+        """The LoRAs and embeddings that fit the chosen model (networks.py)."""
+        model = checkpoint(self.server.welcome, self.settings.model)
+        return networks.fitting(self.server.listed(), model.family if model is not None else None)
+
     def set_fill(self, fill: str) -> None:
         """Inpaint selections with this fill mode from now on, also after a restart."""
         self.settings.fill = fill_mode(fill)
         self.preferences.write(FILL, self.settings.fill)
+
+    def set_detail(self, value: str) -> None:
+        """Generate on canvases larger than the model's native area with this detail from now on, also
+        after a restart."""
+        self.settings.detail = detail(value)
+        self.preferences.write(DETAIL, self.settings.detail)
+
+    def upscalers(self) -> list[tuple[str, int | None]]:
+        """The server's usable upscaler models: (name, scale)."""
+        if self.server.welcome is None:
+            return []
+        return [(m.name, m.scale) for m in self.server.welcome.models if m.kind == "upscaler" and not m.refused]
 
     def set_server(self, url: str, token: str | None = None) -> None:
         """Connect to `url` now, and at the next start."""
@@ -213,10 +287,12 @@ class Controller:
     def _write_waiting(self) -> None:
         """Show the pictures and add the layers that arrived while the artist painted."""
         for session in self._sessions:
-            if ((session.waiting_preview is not None or session.waiting_layers)
-                    and self.workspace.is_open(session.document) and self._may_touch(session.document)):
+            waiting = (session.waiting_preview is not None or session.waiting_layers
+                       or session.waiting_upscale is not None)
+            if waiting and self.workspace.is_open(session.document) and self._may_touch(session.document):
                 session.show_waiting_preview()
                 session.add_waiting_layers()
+                session.apply_waiting_upscale()
 
     @_reports_errors
     def _live_tick(self) -> None:
@@ -225,7 +301,8 @@ class Controller:
         session = self.session()
         if session is None or session.live is None or not self.server.connected:
             return
-        frame = session.live.next_frame(session.document, self.settings, self.clock(), tuple(session.regions),
+        frame = session.live.next_frame(session.document, self.choices.for_request(), self.clock(),
+                                        tuple(session.regions),
                                         may_read=lambda: self._may_touch(session.document))
         if frame is not None:
             self.connection.submit(frame)
@@ -234,18 +311,19 @@ class Controller:
         if isinstance(event, Connected):
             self.server = ServerState(True, f"Connected to {event.welcome.server} on {event.welcome.device}",
                                       event.welcome)
-            if not self.settings.model and self.server.models:
+            if self.settings.model not in self.server.models and self.server.models:
                 self.settings.model = self.server.models[0]
+            self.choices.follow_model(event.welcome)
             for session in self._sessions:
                 session.connected()
         elif isinstance(event, Disconnected):
             retry = f" Retrying in {event.retry_in:.0f} s." if event.retry_in >= 1 else ""
             welcome = self.server.welcome  # keep the model list while reconnecting
-            self.server = ServerState(False, artist_message(event.code) + retry, welcome)
+            self.server = ServerState(False, artist_message(event.code, address=event.address) + retry, welcome)
         elif isinstance(event, Failed):
             owner = self._owner(event.job_id)
             if owner is not None:
-                owner.fail(event.job_id, event.code, event.detail)
+                owner.fail(event.job_id, event.code, event.detail, event.address)
         elif isinstance(event, Received):
             job_id = getattr(event.message, "id", None)
             owner = self._owner(job_id) if job_id else None

@@ -20,7 +20,7 @@ from shared.images import swap_red_blue, transparent
 from shared.messages import Image
 
 from . import naming
-from .qimage import pixel_bytes, rgba_bytes
+from .qimage import as_rgba8, pixel_bytes, rgba_bytes
 from .qt import QApplication, QByteArray, QEvent, QObject, Qt, QTimer
 
 HISTORY_ANNOTATION = "underpaint/history"
@@ -31,6 +31,8 @@ QUICK_SIDE = 512  # thumbnail side for the quick change token
 ACTIVATION_WATCH = 3.0
 ACTIVATION_CHECK_MS = 10
 SRGB = ("RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc")
+# Image > Scale Image's filter for enlarging, as scripts name it.
+SCALE_FILTER = "Bicubic"
 
 
 class KritaDocument:
@@ -152,6 +154,15 @@ class KritaDocument:
         parent, above = self._insertion_point()
         parent.addChildNode(layer, above)
         self.document.waitForDone()
+
+    def scale_with_layer(self, scale: int, name: str, image: Image) -> None:
+        """Krita's own Scale Image (every layer resampled, the resolution kept), then the picture as a new
+        layer. Two undo steps: Krita 5.1's scripting API cannot group commands into one."""
+        document = self.document
+        document.scaleImage(document.width() * scale, document.height() * scale, int(document.xRes()),
+                            int(document.yRes()), SCALE_FILTER)
+        document.waitForDone()
+        self.add_result_layer(name, as_rgba8(image))
 
     def load_history(self) -> bytes | None:
         return self._annotation(HISTORY_ANNOTATION)

@@ -11,7 +11,10 @@ from shared import errors as codes
 
 # Failures found by the plugin itself, before or after talking to the server.
 UNREACHABLE = "unreachable"
-CONNECTION_LOST = "connection_lost"
+NOT_UNDERPAINT = "not_underpaint"  # something else answers at the address
+CONNECTION_LOST = "connection_lost"  # the connection died while a job ran: the server stopped
+SERVER_BACK = "server_back"  # ... and the plugin is connected again
+SERVER_CHANGED = "server_changed"  # the artist connected to another server while a job ran
 DISCONNECTED = "disconnected"
 NO_MODEL = "no_model"
 NO_DOCUMENT = "no_document"
@@ -20,6 +23,8 @@ NO_RESULT = "no_result"
 TOO_MANY_REGIONS = "too_many_regions"
 NO_LAYER = "no_layer"
 PLUGIN_FAULT = "plugin_fault"
+NO_STYLE_FOLDER = "no_style_folder"
+NO_STYLE_NAME = "no_style_name"
 
 _SENTENCES = {
     codes.BAD_REQUEST: "The server did not understand the request. Check the settings.",
@@ -34,8 +39,11 @@ _SENTENCES = {
     codes.BUSY: "The server is busy: it has too many jobs or connections. Wait a moment and try again.",
     codes.OUT_OF_MEMORY: "The graphics card ran out of memory. Try a smaller image, selection or batch.",
     codes.INTERNAL: "The server failed on this job. Its log has the details.",
-    UNREACHABLE: "Cannot reach the server. Is it running?",
-    CONNECTION_LOST: "The connection to the server was lost while the job ran. Generate again.",
+    UNREACHABLE: "Cannot reach the server{at}. Is it running?",
+    NOT_UNDERPAINT: "Something{at} is not an Underpaint server. Check the address and port.",
+    CONNECTION_LOST: "The server stopped while generating. Reconnecting…",
+    SERVER_BACK: "The server stopped while generating; it is running again. Generate again.",
+    SERVER_CHANGED: "The job was left behind when the plugin connected to another server. Generate again.",
     DISCONNECTED: "Lost the connection to the server. Reconnecting…",
     NO_MODEL: "Pick a model first.",
     NO_DOCUMENT: "Open or create an image first.",
@@ -44,6 +52,8 @@ _SENTENCES = {
     NO_LAYER: "Select the layer or group to make a region first.",
     NO_RESULT: "That result is no longer in the history.",
     PLUGIN_FAULT: "The plugin failed; Krita's log has the details.",
+    NO_STYLE_FOLDER: "Styles cannot be saved here: the plugin has no folder for them.",
+    NO_STYLE_NAME: "Give the style a name.",
 }
 
 # Codes whose server message carries numbers worth showing (sizes, limits, what to try).
@@ -53,9 +63,10 @@ _WITH_DETAIL = {
 }
 
 
-def artist_message(code: str, detail: str | None = None) -> str:
-    """One or two sentences for `code`; `detail` (the server's message) is appended where useful."""
-    sentence = _SENTENCES.get(code, "Something went wrong.")
+def artist_message(code: str, detail: str | None = None, address: str | None = None) -> str:
+    """One or two sentences for `code`; `detail` (the server's message) is appended where useful;
+    `address` (host:port) is named where it helps."""
+    sentence = _SENTENCES.get(code, "Something went wrong.").format(at=f" at {address}" if address else "")
     if detail and (code in _WITH_DETAIL or code not in _SENTENCES):
         detail = detail.strip().rstrip(".")
         return f"{sentence} ({detail[:1].upper()}{detail[1:]}.)"

@@ -6,6 +6,8 @@ the extension's controller: the docker needs nothing from this module, so no imp
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from krita import DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
 
 from shared import DEFAULT_PORT
@@ -16,8 +18,10 @@ from .docker import DOCKER_ID, UnderpaintDocker
 from .document import KritaWorkspace
 from .preferences import SERVER_URL, TOKEN
 from .qt import QApplication, QTimer
+from .styles import StyleLibrary
 
 SETTINGS_GROUP = "underpaint"
+STYLES_FOLDER = ("underpaint", "styles")  # in Krita's resource folder
 DEFAULT_URL = f"ws://127.0.0.1:{DEFAULT_PORT}"
 POLL_MS = 50
 
@@ -45,7 +49,8 @@ class UnderpaintExtension(Extension):
             return
         preferences = KritaPreferences()
         connection = Connection(preferences.read(SERVER_URL) or DEFAULT_URL, token=preferences.read(TOKEN))
-        self.controller = Controller(connection, KritaWorkspace(), preferences=preferences)
+        styles = StyleLibrary(Path(Krita.instance().getAppDataLocation(), *STYLES_FOLDER))
+        self.controller = Controller(connection, KritaWorkspace(), preferences=preferences, styles=styles)
         self._timer = QTimer(self)
         self._timer.timeout.connect(self.controller.poll)
         self._timer.start(POLL_MS)

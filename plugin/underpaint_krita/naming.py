@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 PREVIEW = "[Preview]"
 GENERATED = "[Generated]"
 LIVE = "[Live]"
 PROMPT_CHARS = 40
 ELLIPSIS = "…"
+LORA_TAG = re.compile(r"<(?:lora|lyco):[^<>]*>", re.IGNORECASE)  # as the server reads them (prompts.py)
 
 
 def short_prompt(prompt: str, limit: int = PROMPT_CHARS) -> str:
-    """The prompt on one line, cut at a word boundary where one is near, with an ellipsis."""
-    text = " ".join(prompt.split())
+    """The prompt on one line without its LoRA tags (a style may add several), cut at a word
+    boundary where one is near, with an ellipsis."""
+    text = " ".join(LORA_TAG.sub(" ", prompt).split())
     if not text:
         return "(no prompt)"
     if len(text) <= limit:
@@ -23,8 +27,18 @@ def short_prompt(prompt: str, limit: int = PROMPT_CHARS) -> str:
     return cut.rstrip(" ,;:") + ELLIPSIS
 
 
-def preview_name(prompt: str) -> str:
-    return f"{PREVIEW} {short_prompt(prompt)}"
+def preview_name(prompt: str, note: str = "") -> str:
+    """The preview layer's name; `note` says how the picture was made where that matters (detail)."""
+    return f"{PREVIEW} {short_prompt(prompt)}" + (f" ({note})" if note else "")
+
+
+def detail_note(info: dict) -> str:
+    """What a result's `info` says about a canvas larger than the model's native area (docs/upscale.md)."""
+    return {"fast": "enlarged: Detail fast", "full": "full resolution"}.get(info.get("detail"), "")
+
+
+def upscaled_name(prompt: str, scale: int) -> str:
+    return f"{GENERATED} upscaled x{scale}" + (f" {short_prompt(prompt)}" if prompt.strip() else "")
 
 
 def generated_name(prompt: str, seed: int) -> str:

@@ -1,4 +1,5 @@
-"""Choices that outlive the docker and Krita itself: the server's address and token, the fill mode.
+"""Choices that outlive the docker and Krita itself: the server's address and token, the fill mode,
+the style, the recent prompts, which of the docker's sections are open, the detail of large canvases.
 
 Krita-free. Inside Krita they are entries of Krita's settings (extension.py's `KritaPreferences`,
 kritarc group `underpaint`); scripts and tests keep them in memory.
@@ -11,6 +12,10 @@ from typing import Protocol
 SERVER_URL = "server_url"
 TOKEN = "token"
 FILL = "fill"
+STYLE = "style"
+RECENT_PROMPTS = "recent_prompts"
+OPEN_SECTIONS = "open_sections"  # the docker's open sections, by name, comma-separated
+DETAIL = "detail"
 
 
 class Preferences(Protocol):

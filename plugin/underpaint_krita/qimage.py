@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from shared.messages import Image
 
-from .qt import QImage
+from .qt import QByteArray, QImage
 
 
 def from_image(image: Image) -> QImage:
     """A QImage owning a copy of the pixels (a QImage made over bytes only borrows them)."""
     return QImage(image.data, image.width, image.height, image.width * 4, QImage.Format.Format_RGBA8888).copy()
+
+
+def as_rgba8(image: Image) -> Image:
+    """`image` with rgba8 pixels: a png payload decoded by Qt (the server sends large results as png)."""
+    if image.format == "rgba8":
+        return image
+    decoded = QImage.fromData(QByteArray(image.data), "PNG")
+    if decoded.isNull() or (decoded.width(), decoded.height()) != (image.width, image.height):
+        raise ValueError(f"the result is not a readable {image.width}x{image.height} PNG")
+    return Image(width=image.width, height=image.height, format="rgba8", data=rgba_bytes(decoded), x=image.x,
+                 y=image.y)
 
 
 def pixel_bytes(image: QImage) -> bytes:

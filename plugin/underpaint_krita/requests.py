@@ -12,7 +12,7 @@ from typing import Protocol
 
 from shared import fills
 from shared.crop import Rect, context_rect, edge_defaults
-from shared.messages import FillMode, Generate, Image, Live, Mask, Region
+from shared.messages import RESULT_MARGIN, Detail, FillMode, Generate, Image, Limits, Live, Mask, Region
 
 from .errors import NO_MODEL, SELECTION_OUTSIDE, UserError
 from .regions import RegionPrompt
@@ -54,11 +54,23 @@ FILL_MODES: dict[FillMode, tuple[str, str]] = {
                            "which may be at most 4096 px a side)"),
 }
 DEFAULT_FILL: FillMode = fills.DEFAULT
+# The docker's detail picker (docs/upscale.md): what a canvas larger than the model's native area gets.
+DETAILS: dict[Detail, tuple[str, str]] = {
+    "fast": ("Fast", "Generate at the model's size and enlarge the picture to the canvas"),
+    "full": ("Full resolution", "Then refine the enlarged picture at the canvas's size, tile by tile: "
+                                "sharp detail on large canvases, several times slower"),
+}
+DEFAULT_DETAIL: Detail = "fast"
 
 
 def fill_mode(value: str | None) -> FillMode:
     """A stored fill mode, or the default for one this plugin does not know (left by another version)."""
     return value if value in fills.FILLS else DEFAULT_FILL
+
+
+def detail(value: str | None) -> Detail:
+    """A stored detail choice, or the default for one this plugin does not know."""
+    return value if value in DETAILS else DEFAULT_DETAIL
 
 
 @dataclass
@@ -76,6 +88,7 @@ class Settings:
     cfg_scale: float = 7.0
     scheduler: str = "dpmpp_2m"
     fill: FillMode = DEFAULT_FILL  # how a selection is inpainted; unused without one
+    detail: Detail = DEFAULT_DETAIL  # a canvas larger than the model's native area: enlarged or refined
 
 
 def canvas_rect(canvas: Canvas) -> Rect:
@@ -135,10 +148,38 @@ def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session:
             grow=edge.grow, feather=edge.feather, fill=settings.fill, **common,
         )
     common["regions"] = _regions(canvas, regions, bounds)
+    # Live frames come fast: their canvas is always enlarged, never refined at full size.
+    common["detail"] = DEFAULT_DETAIL if live_session else settings.detail
     if settings.strength >= 1.0 and live_session is None:
         return kind(mode="txt2img", width=bounds.width, height=bounds.height, fit_native=True, **common)
     return kind(mode="img2img", strength=settings.strength, image=_image(canvas, bounds), fit_native=True,
                 **common)
+
+
+@dataclass
+class Upscaling:
+    """What the docker's upscale controls say."""
+
+    scale: int = 2
+    upscaler: str | None = None  # None: the server's first upscaler, else Lanczos
+    refine: float = 0.0  # the strength to refine the upscaled canvas at with the prompt; 0: not refined
+
+
+def build_upscale(canvas: Canvas, settings: Settings, upscaling: Upscaling, job_id: str,
+                  limits: Limits) -> Generate:
+    """An upscale of the whole canvas as it looks (docs/upscale.md): the result comes back as large as
+    the canvas will be once scaled, as png where raw pixels would not fit in one message."""
+    if not settings.model:
+        raise UserError(NO_MODEL)
+    bounds = canvas_rect(canvas)
+    raw = bounds.width * bounds.height * upscaling.scale**2 * Image.CHANNELS
+    return Generate(
+        id=job_id, mode="upscale", model=settings.model, prompt=settings.prompt,
+        negative_prompt=settings.negative_prompt, steps=settings.steps, cfg_scale=settings.cfg_scale,
+        scheduler=settings.scheduler, seed=settings.seed, image=_image(canvas, bounds), scale=upscaling.scale,
+        upscaler=upscaling.upscaler, strength=upscaling.refine or None,
+        result_format="rgba8" if raw <= limits.max_message - RESULT_MARGIN else "png",
+    )
 
 
 def _image(canvas: Canvas, rect: Rect) -> Image:

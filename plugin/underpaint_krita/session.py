@@ -12,19 +12,21 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.messages import Cancelled, Error, Finalize, Generate, Image, LiveStop, Progress, Queued, Result
+from shared.messages import Cancelled, Error, Finalize, Generate, Image, Limits, LiveStop, Progress, Queued, Result
 
 from . import naming
-from .errors import NO_LAYER, NO_RESULT, UserError, artist_message
+from .errors import CONNECTION_LOST, NO_LAYER, NO_RESULT, SERVER_BACK, UserError, artist_message
 from .history import Entry, History
 from .live import LiveCanvas, LiveResult, LiveSession
 from .regions import RegionPrompt, Regions
-from .requests import Settings, build_request
+from .requests import Settings, Upscaling, build_request, build_upscale
 
 log = logging.getLogger(__name__)
 WAITING = "Waiting for the server…"
 # The server no longer had the frame's latents (a newer frame replaced them, or it restarted).
 APPLIED_PREVIEW = "Added the layer “{}” from the live preview: the full-quality picture was no longer available."
+CANCELLED = "Cancelled."
+SERVER_STOPPING = "server stopping"  # the reason of `cancelled` when the server shuts down (docs/protocol.md)
 LIVE = "live"  # DocumentSession.shown when the preview layer shows the live picture
 
 
@@ -39,6 +41,10 @@ class Document(LiveCanvas, Protocol):
 
     def add_result_layer(self, name: str, image: Image) -> None:
         """A new paint layer holding `image` at its canvas position, above the active layer."""
+
+    def scale_with_layer(self, scale: int, name: str, image: Image) -> None:
+        """Scale the canvas `scale` times each way as Image > Scale Image does (Krita resamples every
+        layer), then add `image` (rgba8 or png) as a new layer on top of it (docs/upscale.md)."""
 
     def load_history(self) -> bytes | None: ...
 
@@ -66,7 +72,10 @@ class Job:
     position: int = 0
     step: int = 0
     total: int = 0
+    tile: int | None = None  # of a step done in tiles
+    tiles: int | None = None
     preview: Image | None = None
+    upscale: bool = False  # an upscale of the canvas, applied as it arrives
 
     @property
     def id(self) -> str:
@@ -87,6 +96,8 @@ class DocumentSession:
         # Live pictures being applied: frame id -> the picture, while the server decodes it at full quality.
         self.applying: dict[str, LiveResult] = {}
         self.waiting_layers: list[tuple[str, Image]] = []  # to add once the artist stops painting
+        # (scale, layer name, picture) of an upscale to apply once the artist stops painting.
+        self.waiting_upscale: tuple[int, str, Image] | None = None
         self.message = ""  # the last error or notice for this document
 
     @classmethod
@@ -100,6 +111,14 @@ class DocumentSession:
         """A job for this document with `settings`; returns its request, for the controller to send."""
         request = build_request(self.document, settings, job_id, regions=self.regions)
         self.jobs.append(Job(request))
+        self.message = "" if connected else WAITING
+        return request
+
+    def start_upscale(self, settings: Settings, upscaling: Upscaling, job_id: str, connected: bool,
+                      limits: Limits) -> Generate:
+        """An upscale of this document's canvas; returns its request, for the controller to send."""
+        request = build_upscale(self.document, settings, upscaling, job_id, limits)
+        self.jobs.append(Job(request, upscale=True))
         self.message = "" if connected else WAITING
         return request
 
@@ -185,6 +204,8 @@ class DocumentSession:
     def connected(self) -> None:
         if self.message == WAITING:
             self.message = ""
+        elif self.message == artist_message(CONNECTION_LOST):
+            self.message = artist_message(SERVER_BACK)
 
     def receive(self, message: Any) -> None:
         """A server message about one of this document's jobs or live frames."""
@@ -201,23 +222,30 @@ class DocumentSession:
             job.state, job.position = "queued", message.position
         elif isinstance(message, Progress):
             job.state, job.step, job.total = "running", message.step, message.total
+            job.tile, job.tiles = message.tile, message.tiles
             job.preview = message.preview or job.preview
+        elif isinstance(message, Result) and job.upscale:
+            self._finish(job.id, "")
+            if message.images:
+                scale = job.request.scale
+                self.waiting_upscale = (scale, naming.upscaled_name(job.request.prompt, scale), message.images[0].image)
         elif isinstance(message, Result):
             self._finish(job.id, "")
             self._store(job.request, message)
         elif isinstance(message, Cancelled):
-            self._finish(job.id, "Cancelled.")
+            stopped = message.reason == SERVER_STOPPING
+            self._finish(job.id, artist_message(CONNECTION_LOST) if stopped else CANCELLED)
         elif isinstance(message, Error):
             self._finish(job.id, artist_message(message.code, message.message))
 
-    def fail(self, job_id: str, code: str, detail: str | None = None) -> None:
+    def fail(self, job_id: str, code: str, detail: str | None = None, address: str | None = None) -> None:
         """A job or live frame that will get no answer (the connection's `Failed`)."""
         if job_id in self.applying:
             self._applied(job_id, None)
         elif self.live is not None and self.live.owns(job_id):
             self.live.finish(job_id)  # a lost live frame needs no word: the next change sends a new one
         else:
-            self._finish(job_id, artist_message(code, detail))
+            self._finish(job_id, artist_message(code, detail, address))
 
     def _receive_live(self, message: Any) -> None:
         """Live pictures replace each other in the preview layer; superseded frames pass silently."""
@@ -268,7 +296,7 @@ class DocumentSession:
         self.document.save_history(self.history.to_blob())
         if entries:
             first = entries[0]
-            self.waiting_preview = (naming.preview_name(first.prompt), first.image())
+            self.waiting_preview = (naming.preview_name(first.prompt, naming.detail_note(result.info)), first.image())
             self.shown = first.id
 
     def show_waiting_preview(self) -> None:
@@ -277,6 +305,16 @@ class DocumentSession:
         if self.waiting_preview is not None:
             (name, image), self.waiting_preview = self.waiting_preview, None
             self.document.show_preview(name, image)
+
+    def apply_waiting_upscale(self) -> None:
+        """Scale the canvas and add the upscaled picture that arrived (the controller calls this only when
+        the stroke guard allows touching the canvas)."""
+        if self.waiting_upscale is not None:
+            (scale, name, image), self.waiting_upscale = self.waiting_upscale, None
+            self._hide_preview()
+            self.shown = None
+            self.document.scale_with_layer(scale, name, image)
+            self.message = f"Scaled the canvas {scale}x and added the layer “{name}”."
 
     def _hide_preview(self) -> None:
         self.waiting_preview = None

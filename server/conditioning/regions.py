@@ -142,3 +142,22 @@ def restricted(unet: torch.nn.Module, restriction: Restriction | None) -> Iterat
         unet.set_attn_processor(original)
         if pooled is not None:
             pooled.remove()
+
+
+@contextmanager
+def cropped(unet: torch.nn.Module, box: Rect, latent_size: tuple[int, int]) -> Iterator[None]:
+    """Within the block, the regions restricting `unet` (if any) apply to `box` of a latent of
+    `latent_size` (height, width): their masks stretched over that latent and cut to the box, so a
+    tile of a large picture sees the regions where they lie in it."""
+    restrictions = {id(p.restriction): p.restriction for p in unet.attn_processors.values()
+                    if isinstance(p, RegionalCrossAttention)}
+    saved = [(r, r.masks, r._biases) for r in restrictions.values()]
+    for restriction in restrictions.values():
+        stretched = F.interpolate(restriction.masks[None], size=latent_size, mode="bilinear")[0]
+        restriction.masks = stretched[:, box.y:box.bottom, box.x:box.right]
+        restriction._biases = {}
+    try:
+        yield
+    finally:
+        for restriction, masks, biases in saved:
+            restriction.masks, restriction._biases = masks, biases

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from shared.messages import ModelInfo
+from shared.messages import ModelDefaults, ModelInfo
 
-Kind = Literal["checkpoint", "lora", "embedding"]
+Kind = Literal["checkpoint", "lora", "embedding", "upscaler"]
 Family = Literal["sd15", "sdxl"]
 # `inpaint`: a 9-channel UNet that takes the masked picture and the mask besides the latents.
 Variant = Literal["regular", "inpaint"]
@@ -28,12 +28,14 @@ class ModelEntry:
     trigger_words: tuple[str, ...] = ()
     # The model's own tiny autoencoder (the demo model has one); others use their family's (vae-approx/).
     tiny_autoencoder: Path | None = None
+    scale: int | None = None  # upscalers: how many times larger each side comes out
+    defaults: ModelDefaults | None = None  # what it is best used with (defaults.py)
 
     def info(self) -> ModelInfo:
         """What clients see: no paths."""
         return ModelInfo(name=self.name, kind=self.kind, format=self.format, family=self.family,
                          variant=self.variant, refused=self.refused, embedded=self.embedded,
-                         trigger_words=list(self.trigger_words))
+                         trigger_words=list(self.trigger_words), defaults=self.defaults, scale=self.scale)
 
     def fingerprint(self) -> str:
         """A hex digest that changes when the file does, so an edited LoRA or embedding is loaded anew."""

@@ -1,10 +1,13 @@
 """Which models the server can offer: found in the users' model folders, identified by content.
 
 Each folder given is scanned, together with the sub-folders that A1111 and ComfyUI use
-(`checkpoints/`, `Stable-diffusion/`, `loras/`, `Lora/`, `embeddings/`, also under `models/`), so an
-existing models folder works as it is. Found are diffusers folders (with `model_index.json`) and
-`.safetensors` files; what each holds (checkpoint, LoRA, embedding; SD1.5 / SDXL; regular /
-9-channel inpaint) is read from its contents by identify.py. Pickle files are listed as refused.
+(`checkpoints/`, `Stable-diffusion/`, `loras/`, `Lora/`, `embeddings/`, `upscale_models/`, `ESRGAN/`,
+also under `models/`), so an existing models folder works as it is. Found are diffusers folders
+(with `model_index.json`) and `.safetensors` files; what each holds (checkpoint, LoRA, embedding;
+SD1.5 / SDXL; regular / 9-channel inpaint) is read from its contents by identify.py. Pickle files
+are never unpickled: they are listed as refused, except upscalers' `.pth` files, which are read with
+`torch.load(weights_only=True)` (tensors only; a file holding anything else is refused, never run)
+and identified by upscalers.py.
 
 Names come from file and folder names. A name a client sends is looked up in the registry and
 never joined to a path.
@@ -24,6 +27,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import BadInput, ModelBroken, UnknownModel
+from . import upscalers
+from .defaults import with_defaults
 from .entry import Kind, ModelEntry, is_valid_name
 from .identify import PICKLE_SUFFIXES, identify_file, identify_folder, is_tiny_autoencoder
 
@@ -36,6 +41,8 @@ SUBFOLDERS: dict[str, Kind] = {
     "loras": "lora",
     "Lora": "lora",
     "embeddings": "embedding",
+    "upscale_models": "upscaler",
+    "ESRGAN": "upscaler",
 }
 # Folders holding tiny autoencoders (TAESD, TAESDXL) for live frames, in the spellings of this server,
 # A1111 and ComfyUI.
@@ -65,6 +72,7 @@ class Registry:
             demo = embedded_entry()
             if demo is not None:
                 found[(demo.kind, demo.name)] = demo
+        found = {key: with_defaults(entry) for key, entry in found.items()}
         tiny = find_tiny_autoencoders(self.folders)
         with self._lock:
             self._entries = found
@@ -149,6 +157,9 @@ def _scan(folder: Path, kind: Kind, depth: int, seen: set[Path]) -> Iterator[Mod
                     yield identify_folder(child)
             elif depth > 1:
                 yield from _scan(child, kind, depth - 1, seen)
+        elif kind == "upscaler" and child.suffix.lower() in upscalers.SUFFIXES:
+            seen.add(real)
+            yield upscalers.identify(child)
         elif child.suffix.lower() in PICKLE_SUFFIXES or child.suffix.lower() == ".safetensors":
             seen.add(real)
             yield identify_file(child, kind)
@@ -185,6 +196,6 @@ def embedded_entry() -> ModelEntry | None:
     model_dir = Path(demo.MODEL_DIR)
     if not (model_dir / "model_index.json").is_file():
         return None
-    tiny = Path(demo.TINY_AUTOENCODER_DIR)
+    tiny = getattr(demo, "TINY_AUTOENCODER_DIR", None)  # a demo model may come without one
     return replace(identify_folder(model_dir, name=demo.NAME), embedded=True,
-                   tiny_autoencoder=tiny if is_tiny_autoencoder(tiny) else None)
+                   tiny_autoencoder=Path(tiny) if tiny and is_tiny_autoencoder(Path(tiny)) else None)

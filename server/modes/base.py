@@ -11,7 +11,9 @@ model)`, and asks it in order:
                              the pipeline arguments of its own: the start picture's latents (by
                              `encode`: the job's autoencoder, imaging/latents.py), mask, strength
   on_step_end                a callback run after every denoising step, before progress is sent
-  denoise(pipe, arguments)   the pipeline call: one, unless a mode needs several (tiles)
+  denoise(pipe, arguments, progress)
+                             the pipeline call: one, unless a mode needs several (passes, tiles),
+                             which it reports to `progress` (full_size.Progress)
   finish(picture), origin    a generated picture as the result layer, and where it goes
   describe()                 what it adds to the result's `info`
 
@@ -38,6 +40,9 @@ from shared.messages import Generate
 from ..imaging import payloads
 from ..imaging.sizing import native_size, round_to_multiple
 from ..models.pipelines import Model, PipelineKind
+from ..models.upscalers import LANCZOS, Upscalers
+from . import full_size
+from .full_size import Progress
 
 # diffusers' `callback_on_step_end`: (pipe, step, timestep, tensors) -> tensors.
 StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
@@ -48,6 +53,9 @@ Encode = Callable[[PIL.Image.Image], torch.Tensor]
 BACKGROUND = (255, 255, 255, 255)
 # Where a 9-channel model has no start picture, it starts from mid grey.
 GREY = (128, 128, 128)
+# Full detail refines the enlarged native picture at this strength: enough to draw the detail the
+# enlargement lacks, too little to move the composition (docs/upscale.md).
+FULL_DETAIL_STRENGTH = 0.4
 
 
 @dataclass(frozen=True)
@@ -88,16 +96,27 @@ class Mode(ABC):
         """What this mode refuses without decoding pixels (the message's own checks ran already)."""
         return None
 
-    def __init__(self, request: Generate, model: Model):
+    def __init__(self, request: Generate, model: Model, upscalers: Upscalers | None = None):
         self.request = request
         self.model = model
+        self.upscalers = upscalers
         self.strength = request.strength if request.strength is not None else self.default_strength
 
     def inputs(self, pipe: DiffusionPipeline, generators: Sequence[torch.Generator], encode: Encode) -> dict[str, Any]:
         return {}
 
-    def denoise(self, pipe: DiffusionPipeline, arguments: dict[str, Any]) -> Any:
+    def denoise(self, pipe: DiffusionPipeline, arguments: dict[str, Any], progress: Progress) -> Any:
         return pipe(**arguments)
+
+    def enlarge(self, pictures: Sequence[PIL.Image.Image], size: tuple[int, int], upscaler: str | None,
+                progress: Progress) -> tuple[list[PIL.Image.Image], str]:
+        """`pictures` at `size` (RGB) through the named upscaler, else the server's first, else Lanczos;
+        and the name of what enlarged them."""
+        entry = self.upscalers.choose(upscaler) if self.upscalers is not None else None
+        progress.stage(0)
+        if entry is None:
+            return [p.convert("RGB").resize(size, PIL.Image.Resampling.LANCZOS) for p in pictures], LANCZOS
+        return [self.upscalers.upscale(p, size, entry, progress.tile) for p in pictures], entry.name
 
     @property
     @abstractmethod
@@ -115,12 +134,36 @@ class Mode(ABC):
 class WholePicture(Mode):
     """A mode whose result is the whole generated picture: from the request's size, or over its image."""
 
-    def __init__(self, request: Generate, model: Model):
-        super().__init__(request, model)
+    def __init__(self, request: Generate, model: Model, upscalers: Upscalers | None = None):
+        super().__init__(request, model, upscalers)
         image = request.image
         self.source = payloads.to_pil(image, "image") if image is not None else None
         corner = (image.x, image.y) if image is not None else (0, 0)
         self.frame = Frame.fit(request, model, corner, self.source.size if self.source is not None else None)
+        canvas = self.frame.canvas
+        # Generated smaller than the canvas: fast detail enlarges the picture, full detail refines it
+        # again at the canvas's size (docs/upscale.md).
+        self.enlarges = request.fit_native and canvas.width * canvas.height > self.frame.width * self.frame.height
+        self.full_detail = self.enlarges and request.detail == "full"
+        self.enlarged_by: str | None = None
+
+    def denoise(self, pipe: DiffusionPipeline, arguments: dict[str, Any], progress: Progress) -> Any:
+        """The native picture; with full detail, enlarged to the canvas's size and refined there."""
+        if not self.full_detail:
+            return pipe(**arguments)
+        native = pipe(**{**arguments, "output_type": "pil"}).images
+        multiple = self.model.latent_scale
+        size = (round_to_multiple(self.frame.canvas.width, multiple), round_to_multiple(self.frame.canvas.height,
+                                                                                       multiple))
+        enlarged, self.enlarged_by = self.enlarge(native, size, None, progress)
+        # Decoded there: the refine keeps the native picture's coarse content in pixels.
+        return full_size.refine(self.model, pipe, {**arguments, "output_type": "pil"}, enlarged,
+                                FULL_DETAIL_STRENGTH, progress, (self.frame.width, self.frame.height))
+
+    def describe(self) -> dict[str, Any]:
+        if not self.full_detail:
+            return {"detail": "fast"} if self.enlarges else {}
+        return {"detail": "full", "upscaler": self.enlarged_by, "refine_strength": FULL_DETAIL_STRENGTH}
 
     @property
     def origin(self) -> tuple[int, int]:
@@ -136,10 +179,14 @@ class WholePicture(Mode):
         size = (self.frame.width, self.frame.height)
         if self.source is None:
             return PIL.Image.new("RGB", size, GREY)
+        rgb = self.flattened()
+        return rgb if rgb.size == size else rgb.resize(size, PIL.Image.Resampling.LANCZOS)
+
+    def flattened(self) -> PIL.Image.Image:
+        """The image over the canvas's white background, at its own size."""
         canvas = PIL.Image.new("RGBA", self.source.size, BACKGROUND)
         canvas.alpha_composite(self.source.convert("RGBA"))
-        rgb = canvas.convert("RGB")
-        return rgb if rgb.size == size else rgb.resize(size, PIL.Image.Resampling.LANCZOS)
+        return canvas.convert("RGB")
 
     def refine(self, start: PIL.Image.Image, encode: Encode, count: int) -> dict[str, Any]:
         """Inputs that refine `start` at the mode's strength: its latents, one copy per image. A 9-channel

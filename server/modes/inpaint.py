@@ -33,6 +33,7 @@ from shared.messages import Generate
 from ..errors import BadInput, EmptySelection
 from ..imaging import masks, payloads
 from ..models.pipelines import Model
+from ..models.upscalers import Upscalers
 from .base import Encode, Frame, Mode
 
 # Generated pixels at least this close to the result need not match the original: the VAE decoder
@@ -59,8 +60,8 @@ class Inpaint(Mode):
         if request.mask.format == "a8" and not fills.FILLS[request.fill].inverted and data.count(0) == len(data):
             raise EmptySelection("the mask selects no pixel", "mask")
 
-    def __init__(self, request: Generate, model: Model):
-        super().__init__(request, model)
+    def __init__(self, request: Generate, model: Model, upscalers: Upscalers | None = None):
+        super().__init__(request, model, upscalers)
         self.area = prepare(request, payloads.to_pil(request.image, "image"))
         self.request = self.area.request
         context = self.area.context

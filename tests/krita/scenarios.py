@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from harness import extension, fingerprint, layer_names, new_document, pump, report
 from krita import Krita, Selection
-from PyQt5.QtCore import QPoint
+from PyQt5.QtCore import QPoint, Qt
 from PyQt5.QtGui import QImage
 from PyQt5.QtWidgets import QAbstractButton, QApplication, QWidget
 
@@ -349,6 +349,48 @@ def gui_apply_undo(job: dict, out: dict) -> None:
     out["live_off"] = session.live is None
 
 
+@report
+def gui_upscale_undo(job: dict, out: dict) -> None:
+    """In the GUI: the docker's Upscale scales the canvas as Image > Scale Image does and adds the
+    upscaled picture as a layer; undo takes both back."""
+    controller = extension({**job, "server": ""}).controller
+    docker = _docker()
+    out["connected"] = pump(lambda: controller.server.connected, 60)
+    width, height = job["size"]
+    document = new_document(width, height)
+    artist = _paint_scene(document)
+    out["bounds_before"] = {n.name(): _bounds(n) for n in document.rootNode().childNodes()}
+    docker.show()
+    docker.prompt.model.setCurrentIndex(docker.prompt.model.findData(job["model"]))
+    docker.prompt.text.setPlainText("a red square")
+    docker.upscale.scale.setCurrentIndex(docker.upscale.scale.findData(job["scale"]))
+    out["upscalers"] = [docker.upscale.upscaler.itemText(i) for i in range(docker.upscale.upscaler.count())]
+    docker.upscale.button.click()
+    out["request"] = {k: getattr(controller.session().jobs[0].request, k) for k in ("mode", "scale", "upscaler")}
+    out["finished"] = _wait_for_jobs(controller, 300)
+    out["scaled"] = pump(lambda: document.width() == width * job["scale"], 30)
+    document.waitForDone()
+    out["message"] = controller.message
+    out["size_after"] = [document.width(), document.height()]
+    out["layers_after"] = layer_names(document)
+    out["bounds_after"] = {n.name(): _bounds(n) for n in document.rootNode().childNodes()}
+    result = next((n for n in document.rootNode().childNodes() if n.name().startswith("[Generated] upscaled")), None)
+    out["result_pixel"] = None if result is None else list(bytes(result.pixelData(120, 130, 1, 1)))
+    undo = Krita.instance().action("edit_undo")
+    out["undone"] = []
+    for _ in range(2):
+        undo.trigger()
+        document.waitForDone()
+        pump(lambda: False, 0.5)
+        out["undone"].append({"size": [document.width(), document.height()], "layers": layer_names(document)})
+    out["artist_untouched_after_undo"] = _untouched(document, artist)
+
+
+def _bounds(node) -> list[int]:
+    bounds = node.bounds()
+    return [bounds.x(), bounds.y(), bounds.width(), bounds.height()]
+
+
 def _paint_landscape(document) -> None:
     """Sky, hills and a red house: a picture that reads at a glance in the screenshot."""
     width, height = document.width(), document.height()
@@ -372,20 +414,16 @@ def _paint_landscape(document) -> None:
 
 @report
 def screenshot_pose(job: dict, out: dict) -> None:
-    """Krita as an artist sees it after one inpaint: tools/screenshot.sh photographs this."""
-    from PyQt5.QtCore import Qt
-
+    """Krita as an artist sees it after one inpaint, in its default workspace: the docker where Krita
+    docks it, at the right column's width, made taller by dragging the splitter above it, as an
+    artist would. tools/screenshot.sh photographs this."""
     controller = extension({**job, "server": ""}).controller
     window = Krita.instance().activeWindow().qwindow()
-    window.setGeometry(0, 0, 1600, 1000)  # Xvfb has no window manager that could maximize it
+    window.setGeometry(QApplication.primaryScreen().geometry())  # Xvfb has no window manager to maximize it
     docker = _docker()
-    for other in Krita.instance().dockers():
-        if other.objectName() not in ("underpaint_docker", "KisLayerBox", "ToolBox"):
-            other.hide()
-    docker.show()
-    layers = next(d for d in Krita.instance().dockers() if d.objectName() == "KisLayerBox")
-    window.resizeDocks([docker], [420], Qt.Horizontal)
-    window.resizeDocks([layers, docker], [150, 850], Qt.Vertical)
+    if not docker.isVisible():
+        docker.toggleViewAction().trigger()
+    window.resizeDocks([docker], [window.height()], Qt.Vertical)  # as tall as the others let it be
     out["connected"] = pump(lambda: controller.server.connected, 60)
     document = new_document(768, 512, name="landscape")
     _paint_landscape(document)
@@ -720,3 +758,79 @@ def _xdotool_run(command: list[str], timeline: _Timeline):
     yield timeline.until(lambda: xdotool.poll() is not None and (int(QApplication.mouseButtons()) != 0) == pressed)
     if xdotool.returncode:
         raise RuntimeError(f"xdotool failed ({xdotool.returncode}): {' '.join(command[:8])} …")
+
+
+def _screenshot(path: str, docker) -> None:
+    """The screen, and the docker alone beside it (`-docker` before the suffix)."""
+    subprocess.run(["import", "-window", "root", path], check=True, timeout=60)
+    docker.grab().save(path.replace(".png", "-docker.png"))
+
+
+@report
+def gui_docker_in_the_default_layout(job: dict, out: dict):
+    """In the GUI, Krita's default workspace: the docker where Krita docks it (the right column,
+    under Layers and Brush Presets). What of it cannot be read there (docker_layout.py), with Live
+    off and on, then floated at the job's sizes; screenshots of each. Then the model's recommended
+    settings in the docker, and a style picked from its combo shaping the request it sends."""
+    controller = extension({**job, "server": ""}).controller
+    import docker_layout  # takes Qt from the plugin, loaded by now
+
+    krita = Krita.instance()
+    window = krita.activeWindow().qwindow()
+    window.setGeometry(0, 0, 1600, 1000)  # Xvfb has no window manager that could maximize it
+    docker = _docker()
+    if not docker.isVisible():
+        docker.toggleViewAction().trigger()  # what Settings ▸ Dockers ▸ Underpaint does
+    yield lambda: controller.server.connected
+    out["connected"] = controller.server.connected
+    yield 1.0
+    area = window.dockWidgetArea(docker)
+    out["right"] = area == Qt.DockWidgetArea.RightDockWidgetArea
+    column = [d for d in krita.dockers() if d.isVisible() and not d.isFloating() and window.dockWidgetArea(d) == area]
+    out["below"] = sorted(d.objectName() for d in column if d.geometry().bottom() <= docker.geometry().top())
+    out["states"] = {}
+
+    def look(name: str) -> dict:
+        found = docker_layout.problems(docker)
+        found["screenshot"] = f"{job['workdir']}/{name}.png"
+        _screenshot(found["screenshot"], docker)
+        out["states"][name] = found
+        return found
+
+    look("docked")
+    docker.job.live.click()
+    yield 1.0
+    out["live_status"] = docker.job.live_status.text() if docker.job.live_status.isVisible() else None
+    out["live_button"] = [docker.job.live.text(), docker.job.live.isChecked()]
+    docker.widget().ensureWidgetVisible(docker.job.live_status)
+    yield 0.3
+    look("docked-live")
+    docker.job.live.click()
+    for width, height in job["floating"]:
+        docker.setFloating(True)
+        docker.setGeometry(300, 100, width, height)  # no window manager places it
+        yield 0.5
+        look(f"floating-{width}")
+    docker.setFloating(False)
+    yield 0.5
+
+    # The model's recommendations fill the advanced settings; a style from the combo at the top.
+    advanced = docker.advanced
+    advanced.toggle.setChecked(True)
+    out["recommended_shown"] = [advanced.steps.value(), advanced.cfg.value(), advanced.scheduler.currentData()]
+    out["styles_folder"] = sorted(p.name for p in controller.choices.library.folder.iterdir())
+    new_document(256, 192)
+    picker = docker.styles.picker
+    index = picker.findData(job["style"])
+    picker.setCurrentIndex(index)
+    picker.activated.emit(index)  # as when the artist picks it
+    docker.prompt.text.setPlainText("a lighthouse")
+    docker.prompt.negative.setPlainText("fog")
+    out["shown_with_style"] = [advanced.steps.value(), advanced.cfg.value(), advanced.scheduler.currentData()]
+    docker.job.generate.click()
+    request = controller.session().jobs[0].request
+    out["request"] = {name: getattr(request, name) for name in ("model", "prompt", "negative_prompt", "steps",
+                                                                  "cfg_scale", "scheduler")}
+    out["message"] = controller.message
+    yield lambda: not controller.session().jobs
+    out["finished_message"] = controller.message

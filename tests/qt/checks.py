@@ -9,22 +9,30 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 
+import docker_layout
 import krita
 import underpaint_krita
-from krita import QT_MAJOR, SRGB_PROFILE, DockWidgetFactoryBase, Krita, QtCore, QtGui
+from krita import QT_MAJOR, SRGB_PROFILE, DockWidgetFactoryBase, Krita, QtCore, QtGui, QtWidgets
 from plugin_support import WELCOME, FakeDocument, box_mask, connected_controller, solid
 from underpaint_krita import qt
+from underpaint_krita.connection import Connected
 from underpaint_krita.docker import DOCKER_ID, NOT_STARTED, UnderpaintDocker
 from underpaint_krita.document import KritaDocument
 from underpaint_krita.extension import UnderpaintExtension
 from underpaint_krita.qimage import from_image, pixel_bytes, rgba_bytes
 from underpaint_krita.requests import FILL_MODES
+from underpaint_krita.sections.base import MIN_WIDTH
+from underpaint_krita.sections.job import LIVE_COLOUR
+from underpaint_krita.styles import StyleLibrary
 
 from shared.crop import Rect
-from shared.messages import Image, LiveStop, Progress, Queued, Result, ResultImage
+from shared.messages import Image, LiveStop, ModelDefaults, ModelInfo, Progress, Queued, Result, ResultImage
 from testing.processes import free_port
 
 RED_BGRA = bytes([0, 0, 255, 255])
@@ -88,12 +96,36 @@ def check_the_docker_builds_its_sections_and_shows_the_server() -> None:
     docker = UnderpaintDocker(controller)
     body = docker.widget().widget().layout()
     sections = [type(body.itemAt(i).widget()).__name__ for i in range(body.count())]
-    assert sections == ["ServerSection", "PromptSection", "GenerationSection", "AdvancedSection", "RegionsSection",
-                        "JobSection", "ResultsSection"]
+    assert sections == ["StyleSection", "ServerSection", "PromptSection", "GenerationSection", "JobSection",
+                        "AdvancedSection", "RegionsSection", "UpscaleSection", "ResultsSection"]
+    detail = docker.generation.detail
+    assert [detail.itemData(i) for i in range(detail.count())] == ["fast", "full"]
+    detail.setCurrentIndex(detail.findData("full"))
+    assert controller.settings.detail == "full" and controller.preferences.read("detail") == "full"
+    upscale = docker.upscale
+    assert [upscale.upscaler.itemText(i) for i in range(upscale.upscaler.count())] == ["Lanczos (no model)"]
+    upscale.scale.setCurrentIndex(upscale.scale.findData(4))
+    upscale.refine.setValue(30)
+    upscale.button.click()
+    sent = controller.connection.sent[-1]
+    assert (sent.mode, sent.scale, sent.upscaler, sent.strength) == ("upscale", 4, None, 0.3)
     assert docker.server.status.text() == "● Connected to underpaint/test on cpu"
+    # The model picker: usable models, then the refused ones greyed, each with the reason as its tooltip.
     model = docker.prompt.model
-    assert [model.itemText(i) for i in range(model.count())] == ["tiny-sd15", "tiny-sd15-inpaint"]
+    assert [model.itemText(i) for i in range(model.count())] == ["tiny-sd15", "tiny-sd15-inpaint",
+                                                                 "broken (cannot be used)"]
+    enabled = [bool(model.model().item(i).flags() & QtCore.Qt.ItemFlag.ItemIsEnabled) for i in range(model.count())]
+    assert enabled == [True, True, False]
+    assert model.itemData(2, ROLE.ToolTipRole) == "cannot be read"
     assert model.currentText() == "tiny-sd15" and docker.prompt.text.toPlainText() == "a fox"
+    # Folded on a first start: what a first picture does not need; the artist's choice outlives Krita.
+    opened = {s.name: s.toggle.isChecked() for s in (docker.server, docker.prompt, docker.advanced, docker.regions,
+                                                     docker.results)}
+    assert opened == {"server": False, "prompt": True, "advanced": False, "regions": False, "results": True}
+    docker.regions.toggle.click()
+    assert docker.regions.body.isVisibleTo(docker) and controller.preferences.read("open_sections") == (
+        "prompt,results,regions")
+    assert UnderpaintDocker(controller).regions.toggle.isChecked()
     scheduler = docker.advanced.scheduler
     assert [scheduler.itemData(i) for i in range(scheduler.count())] == WELCOME.schedulers
     assert scheduler.currentData() == "dpmpp_2m"
@@ -180,6 +212,142 @@ def check_the_docker_drives_a_job_from_generate_to_apply() -> None:
     docker.server.url.setText("ws://127.0.0.1:9999")
     docker.server.connect_button.click()
     assert connection.url == "ws://127.0.0.1:9999" and controller.preferences.read("server_url") == connection.url
+
+
+def check_live_on_is_unmistakable() -> None:
+    controller, connection, _, _ = connected_controller(FakeDocument(64, 48), "a fox")
+    docker = UnderpaintDocker(controller)
+    live = docker.job.live
+    off_icon = live.icon().pixmap(12, 12).toImage()
+    assert (live.text(), live.isChecked(), docker.job.live_status.isVisibleTo(docker)) == ("Live", False, False)
+    live.click()
+    assert controller.session().live is not None
+    assert (live.text(), live.isChecked(), docker.job.live_status.isVisibleTo(docker)) == ("Live on", True, True)
+    assert docker.job.live_status.text() == "Live: following your strokes"
+    assert live.icon().pixmap(12, 12).toImage() != off_icon  # a filled dot, not the hollow one
+    assert "QToolButton:checked" in live.styleSheet() and LIVE_COLOUR in live.styleSheet()
+    live.click()
+    assert isinstance(connection.sent[-1], LiveStop) and not docker.job.live_status.isVisibleTo(docker)
+
+
+def check_the_docker_fits_a_narrow_column() -> None:
+    """At the narrowest width it is made for, every section open, Live on and a long message: nothing
+    cut off, no horizontal scrollbar (tests/krita/docker_layout.py; the GUI Krita test checks it
+    where Krita docks it)."""
+    controller, _, _, _ = connected_controller(FakeDocument(64, 48), "a fox")
+    docker = UnderpaintDocker(controller)
+    for section in (docker.server, docker.advanced, docker.regions):
+        section.toggle.setChecked(True)
+    docker.job.live.click()
+    controller.server.message = "Cannot reach the server at 127.0.0.1:9860. Is it running? Retrying in 10 s."
+    controller.session().message = "The server stopped while generating; it is running again. Generate again."
+    docker.refresh()
+    docker.resize(MIN_WIDTH + 40, 900)  # the scroll area's frame and scrollbar, the docker's own frame
+    docker.show()
+    _pump(lambda: False, 0.2)
+    found = docker_layout.problems(docker)
+    assert found["problems"] == [], found
+    assert docker.widget().viewport().width() >= MIN_WIDTH, found
+    docker.close()
+
+
+def check_the_models_recommendations_fill_what_the_artist_did_not_change() -> None:
+    controller, connection, _, _ = connected_controller(FakeDocument(64, 48), "a fox")
+    recommending = replace(WELCOME, models=[
+        ModelInfo(name="painterly", kind="checkpoint", family="sd15", defaults=ModelDefaults(4.5, 28, "euler")),
+        ModelInfo(name="plain", kind="checkpoint", family="sd15", defaults=ModelDefaults(7.0, 20, "dpmpp_2m"))],
+        schedulers=["euler", "dpmpp_2m"])
+    connection.reply(Connected(recommending))
+    controller.poll()
+    docker = UnderpaintDocker(controller)
+    advanced, model = docker.advanced, docker.prompt.model
+
+    def shown() -> tuple:
+        return advanced.steps.value(), advanced.cfg.value(), advanced.scheduler.currentData()
+
+    assert model.currentData() == "painterly" and shown() == (28, 4.5, "euler")
+    assert advanced.origin.text() == "As the model recommends: steps, CFG scale, sampler."
+    advanced.steps.setValue(12)  # the artist's own
+    model.setCurrentIndex(model.findData("plain"))
+    assert shown() == (12, 7.0, "dpmpp_2m")
+    assert advanced.origin.text() == "Chosen: steps. As the model recommends: CFG scale, sampler."
+    docker.job.generate.click()
+    assert (connection.sent[-1].steps, connection.sent[-1].cfg_scale) == (12, 7.0)
+    advanced.reset.click()
+    assert shown() == (20, 7.0, "dpmpp_2m") and not advanced.reset.isEnabled()
+
+
+def check_styles_are_chosen_saved_edited_and_deleted_from_the_docker() -> None:
+    controller, connection, _, _ = connected_controller(FakeDocument(64, 48), "a fox",
+                                                        styles=StyleLibrary(Path(tempfile.mkdtemp()) / "styles"))
+    docker = UnderpaintDocker(controller)
+    picker = docker.styles.picker
+    assert [picker.itemText(i) for i in range(picker.count())] == ["No style", "Concept art", "Ink drawing",
+                                                                   "Oil painting", "Watercolour"]
+    assert picker.itemData(3, ROLE.ToolTipRole).startswith("Prompt: {prompt}, oil painting")
+    picker.setCurrentIndex(3)
+    picker.activated.emit(3)  # as when the artist picks it
+    docker.job.generate.click()
+    assert connection.sent[-1].prompt == "a fox, oil painting, visible brush strokes, rich colours"
+
+    docker.advanced.steps.setValue(9)
+    docker.styles.save_action.trigger()
+    dialog = docker.styles.dialog
+    assert dialog.name.text() == "Oil painting (mine)" and dialog.steps.value() == 9
+    dialog.name.setText("Thick oils")
+    dialog.prompt.setPlainText("{prompt}, impasto")
+    dialog.loras.setText("tiny-sd15-lora:0.5")
+    dialog.buttons.button(QtWidgets.QDialogButtonBox.StandardButton.Save).click()
+    assert picker.currentText() == "Thick oils" and controller.choices.style.name == "Thick oils"
+    docker.job.generate.click()
+    assert (connection.sent[-1].prompt, connection.sent[-1].steps) == ("a fox, impasto <lora:tiny-sd15-lora:0.5>", 9)
+
+    docker.styles.edit_action.trigger()
+    docker.styles.dialog.name.setText("Impasto")
+    docker.styles.dialog.accept()
+    assert [picker.itemText(i) for i in range(picker.count())] == ["No style", "Concept art", "Impasto",
+                                                                   "Ink drawing", "Oil painting", "Watercolour"]
+    assert picker.currentText() == "Impasto"
+
+    docker.styles.delete_action.trigger()
+    confirm = docker.styles.confirm
+    confirm.button(QtWidgets.QMessageBox.StandardButton.Yes).click()
+    assert "Impasto" not in controller.choices.library.names() and picker.currentText() == "No style"
+
+
+def check_loras_and_recent_prompts_go_into_the_prompt_box() -> None:
+    controller, connection, _, _ = connected_controller(FakeDocument(64, 48), "")
+    connection.reply(Connected(replace(WELCOME, models=[*WELCOME.models, ModelInfo(
+        name="knife", kind="lora", family="sd15", trigger_words=["impasto"]), ModelInfo(
+        name="xl-only", kind="lora", family="sdxl")])))
+    controller.poll()
+    docker = UnderpaintDocker(controller)
+    prompt = docker.prompt
+    menu = prompt.networks.menu()
+    menu.aboutToShow.emit()
+    actions = {a.text(): a for a in menu.actions() if a.text() and not a.isSeparator()}
+    assert "knife · SD1.5 · impasto" in actions and not any("xl-only" in text for text in actions)
+    prompt.text.setPlainText("a fox")
+    cursor = prompt.text.textCursor()
+    cursor.setPosition(5)
+    prompt.text.setTextCursor(cursor)
+    actions["knife · SD1.5 · impasto"].trigger()
+    assert prompt.text.toPlainText() == controller.settings.prompt == "a fox <lora:knife:0.8>"
+
+    for text in ("a cat", "a dog"):
+        prompt.text.setPlainText(text)
+        docker.job.generate.click()
+    prompt.text.setPlainText("something new")
+    key = QtGui.QKeyEvent(QtCore.QEvent.Type.KeyPress, QtCore.Qt.Key.Key_Up, QtCore.Qt.KeyboardModifier.ControlModifier)
+    QtWidgets.QApplication.sendEvent(prompt.text, key)
+    assert prompt.text.toPlainText() == "a dog"
+    QtWidgets.QApplication.sendEvent(prompt.text, key)
+    assert prompt.text.toPlainText() == "a cat"
+    recent = prompt.recent.menu()
+    recent.aboutToShow.emit()
+    assert [a.text() for a in recent.actions()] == ["a dog", "a cat"]
+    recent.actions()[0].trigger()
+    assert controller.settings.prompt == "a dog"
 
 
 def check_the_docker_lists_and_removes_regions() -> None:

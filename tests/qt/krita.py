@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import sys
+import tempfile
 
 import pykrita
 
@@ -282,6 +283,7 @@ class Krita(QtCore.QObject):
         self.factories: list[DockWidgetFactory] = []
         self._extensions: list[Extension] = []
         self._documents: list[Document] = []
+        self._resources: str | None = None
 
     @classmethod
     def instance(cls) -> Krita:
@@ -291,6 +293,12 @@ class Krita(QtCore.QObject):
 
     def version(self) -> str:
         return "6.0.1" if QT_MAJOR == 6 else "5.2.6"
+
+    def getAppDataLocation(self) -> str:
+        """Krita's resource folder: a fresh one for each process, as for a new user."""
+        if self._resources is None:
+            self._resources = tempfile.mkdtemp(prefix="krita-resources-")
+        return self._resources
 
     def readSetting(self, group: str, key: str, default: str) -> str:
         return self.settings.get((group, key), default)

@@ -13,7 +13,8 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1]), str(HERE.parents[1] / "plugin")]
+sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1]), str(HERE.parents[1] / "plugin"),
+                str(HERE.parent / "krita")]  # the docker's layout check, shared with the GUI Krita test
 
 import checks  # noqa: E402
 import krita  # noqa: E402, F401  (the stand-in: Krita's QApplication, and PyQt5 refused when playing Krita 6)

@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 from ..controller import Controller
-from ..qt import QHBoxLayout, QInputDialog, QLabel, QListWidget, QListWidgetItem, QPushButton
-from .base import USER_ROLE, Section
+from ..qt import QHBoxLayout, QInputDialog, QListWidget, QListWidgetItem, QSizePolicy, QToolButton
+from .base import USER_ROLE, FoldingSection, wrapping_label
 
 
-class RegionsSection(Section):
-    """Layers with their own prompt: the list, Add active layer, Remove."""
+class RegionsSection(FoldingSection):
+    """Layers with their own prompt: the list, Add layer (the active one), Remove."""
 
     def __init__(self, controller: Controller):
-        super().__init__(controller)
-        self.column.addWidget(QLabel("Regions: a layer's own prompt, where the layer is painted"))
+        super().__init__(controller, "regions", "Regions", open_by_default=False)
+        self.rows.addWidget(wrapping_label("A layer's own prompt, where the layer is painted"))
         self.region_list = QListWidget()
         self.region_list.setMaximumHeight(80)
-        self.column.addWidget(self.region_list)
+        self.rows.addWidget(self.region_list)
         buttons = QHBoxLayout()
-        self.add = QPushButton("Add active layer")
+        # Tool buttons: they need less room around their text than push buttons in the narrow column.
+        self.add = QToolButton()
+        self.add.setText("Add layer")
         self.add.setToolTip("Give the active layer or group a prompt; its painted pixels are the region")
+        self.add.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.add.clicked.connect(self._add)
-        self.remove = QPushButton("Remove")
+        self.remove = QToolButton()
+        self.remove.setText("Remove")
+        self.remove.setToolTip("Forget the selected region's prompt (the layer stays)")
         self.remove.clicked.connect(self._remove)
-        buttons.addWidget(self.add)
+        buttons.addWidget(self.add, 1)
         buttons.addWidget(self.remove)
-        self.column.addLayout(buttons)
+        self.rows.addLayout(buttons)
 
     def refresh(self) -> None:
         self.region_list.clear()

@@ -7,15 +7,16 @@ from ..history import Entry
 from ..qimage import from_image
 from ..qt import QHBoxLayout, QIcon, QListView, QListWidget, QListWidgetItem, QPixmap, QPushButton, QSize, Qt
 from ..session import DocumentSession
-from .base import USER_ROLE, Section
+from .base import USER_ROLE, FoldingSection
 
 THUMBNAIL = 96
 
-class ResultsSection(Section):
+
+class ResultsSection(FoldingSection):
     """The document's results, newest first: click to preview, double-click or Apply to add a layer."""
 
     def __init__(self, controller: Controller):
-        super().__init__(controller)
+        super().__init__(controller, "results", "Results", open_by_default=True)
         self._icons: dict[str, QIcon] = {}
         self.thumbnails = QListWidget()
         self.thumbnails.setViewMode(QListView.ViewMode.IconMode)
@@ -25,7 +26,7 @@ class ResultsSection(Section):
         self.thumbnails.setMinimumHeight(THUMBNAIL + 24)
         self.thumbnails.itemClicked.connect(lambda item: controller.show(item.data(USER_ROLE)))
         self.thumbnails.itemDoubleClicked.connect(lambda item: controller.apply(item.data(USER_ROLE)))
-        self.column.addWidget(self.thumbnails, 1)
+        self.rows.addWidget(self.thumbnails, 1)
         buttons = QHBoxLayout()
         self.apply = QPushButton("Apply")
         self.apply.setToolTip("Copy the result shown into a new layer above the active layer")
@@ -35,7 +36,7 @@ class ResultsSection(Section):
         self.discard.clicked.connect(self._discard)
         buttons.addWidget(self.apply)
         buttons.addWidget(self.discard)
-        self.column.addLayout(buttons)
+        self.rows.addLayout(buttons)
 
     def refresh(self) -> None:
         self._show(self.controller.session())

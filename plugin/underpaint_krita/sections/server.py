@@ -1,36 +1,35 @@
-"""The docker's first section: the server's address and token, Connect, the connection's state."""
+"""The docker's server section: whether the server answers, always in sight under the header; the
+address, the token and Connect folded under that."""
 
 from __future__ import annotations
 
 from ..controller import Controller
-from ..qt import QHBoxLayout, QLabel, QLineEdit, QPushButton
-from .base import Section
+from ..qt import QHBoxLayout, QLineEdit, QPushButton
+from .base import FoldingSection, wrapping_label
 
 
-class ServerSection(Section):
-    """The server's address and token, Connect, and whether the server answers."""
+class ServerSection(FoldingSection):
+    """Whether the server answers; the server's address and token, Connect."""
 
     def __init__(self, controller: Controller):
-        super().__init__(controller)
-        row = QHBoxLayout()
+        super().__init__(controller, "server", "Server", open_by_default=False)
+        self.status = wrapping_label("Connecting…")
+        self.column.insertWidget(1, self.status)  # between the header and the folding body
         self.url = QLineEdit(controller.connection.url)
         self.url.setToolTip("Address of the Underpaint server, e.g. ws://127.0.0.1:9860")
-        self.connect_button = QPushButton("Connect")
-        self.connect_button.clicked.connect(self._connect)
+        self.url.returnPressed.connect(self._connect)
+        self.rows.addWidget(self.url)
+        row = QHBoxLayout()
         self.token = QLineEdit(controller.connection.token or "")
         self.token.setEchoMode(QLineEdit.EchoMode.Password)
         self.token.setPlaceholderText("token")
         self.token.setToolTip("The server's access token; only servers on another computer need one")
-        self.token.setMaximumWidth(90)
         self.token.returnPressed.connect(self._connect)
-        self.url.returnPressed.connect(self._connect)
-        row.addWidget(self.url, 1)
-        row.addWidget(self.token)
+        self.connect_button = QPushButton("Connect")
+        self.connect_button.clicked.connect(self._connect)
+        row.addWidget(self.token, 1)
         row.addWidget(self.connect_button)
-        self.column.addLayout(row)
-        self.status = QLabel("Connecting…")
-        self.status.setWordWrap(True)
-        self.column.addWidget(self.status)
+        self.rows.addLayout(row)
 
     def refresh(self) -> None:
         server = self.controller.server

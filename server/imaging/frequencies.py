@@ -1,0 +1,32 @@
+"""A refined picture with the large-scale colours and shapes of the picture it started from.
+
+Refining an enlarged picture at its full size is meant to add what the enlargement lacks, detail
+finer than the picture it was enlarged from, not to move or recolour what is there: each tile of a
+large refine sees only part of the picture, and models drift in colour at sizes beyond their own.
+So the result keeps the start picture's frequencies up to the size it was enlarged from and the
+refine's above it (the colour fix of tiled super-resolution, as StableSR's wavelet fix does).
+docs/upscale.md has the measurements.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import PIL.Image
+
+
+def keep_coarse(refined: PIL.Image.Image, start: PIL.Image.Image, coarse: tuple[int, int]) -> PIL.Image.Image:
+    """`refined` with `start`'s content at the `coarse` size (width, height) and below: both taken down
+    to `coarse` by area averaging and back up smoothly, the difference added to `refined`. All three
+    are RGB; `refined` and `start` have one size. Only 8- and 16-bit arrays of the full size are held."""
+    size = refined.size
+    refined_rgb, start_rgb = np.asarray(refined.convert("RGB")), np.asarray(start.convert("RGB"))
+
+    def low(rgb: np.ndarray) -> np.ndarray:
+        small = cv2.resize(rgb, coarse, interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, size, interpolation=cv2.INTER_CUBIC).astype(np.int16)
+
+    fixed = refined_rgb.astype(np.int16)
+    fixed += low(start_rgb)
+    fixed -= low(refined_rgb)
+    return PIL.Image.fromarray(np.clip(fixed, 0, 255).astype(np.uint8))
