@@ -98,17 +98,35 @@ def test_live_frames_use_the_tiny_autoencoder_where_the_family_has_one(served):
         assert coders(client.generate(live(autoencoder="full")).info) == ("vae", "vae")
 
 
+def test_sdxl_live_frames_use_taesdxl_and_sd15_ones_do_not(models_dir, tmp_path):
+    root = tmp_path / "models"
+    for name in ("tiny-sd15", "tiny-sdxl"):
+        shutil.copytree(models_dir / "checkpoints" / name, root / "checkpoints" / name)
+    tiny_autoencoder().save_pretrained(root / "vae-approx" / "taesdxl")
+    with running_server(ServerConfig(models=[root], outputs=tmp_path / "outputs")) as server:
+        with Client(url(server)) as client:
+            sdxl = client.generate(live(model="tiny-sdxl", session="xl")).info
+            sd15 = client.generate(live()).info
+    assert (coders(sdxl), sdxl["tiny_autoencoder"]) == (("tiny", "tiny"), "taesdxl")
+    assert coders(sd15) == ("vae", "vae") and "tiny_autoencoder" not in sd15
+
+
 def test_without_a_tiny_autoencoder_the_full_vae_codes_live_frames(server, client):
     assert coders(client.generate(live()).info) == ("vae", "vae")
 
 
 def test_the_demo_model_uses_its_own_tiny_autoencoder_never_sd15s(tmp_path):
+    """Its latents are its own VAE's: SD1.5's TAESD in the models folder is never used for it, with or
+    without a tiny autoencoder of its own (TINY_AUTOENCODER_DIR, where one is shipped)."""
     save_taesd_file(tmp_path / "vae-approx" / "taesd.safetensors")
     registry = Registry([tmp_path])
     registry.scan()
     demo = registry.get("underpaint-demo")
-    assert registry.tiny_autoencoder(demo) == TINY_AUTOENCODER_DIR
+    own = tmp_path / "demo-tiny-autoencoder"
+    assert registry.tiny_autoencoder(replace(demo, tiny_autoencoder=own)) == own
     assert registry.tiny_autoencoder(replace(demo, tiny_autoencoder=None)) is None
+    shipped = TINY_AUTOENCODER_DIR if identify.is_tiny_autoencoder(TINY_AUTOENCODER_DIR) else None
+    assert registry.tiny_autoencoder(demo) == shipped
 
 
 def test_weights_added_later_are_used_once_the_models_are_listed_again(models_dir, tmp_path):
