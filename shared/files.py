@@ -6,10 +6,15 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 
 class Unreadable(Exception):
     """The file is there but cannot be used; `str()` says why, for a log line."""
+
+
+class NotRegular(Unreadable):
+    """A FIFO, socket, device or folder where a file was expected."""
 
 
 def is_regular_file(path: Path) -> bool:
@@ -25,15 +30,26 @@ def read_small_file(path: Path, limit: int) -> bytes | None:
     if not is_regular_file(path):
         return None
     try:
-        # O_NONBLOCK: should the file have been replaced by a FIFO since it was looked at, opening it
-        # must not wait for a writer.
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(descriptor, "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                return None
+        with open_regular(path) as file:
             raw = file.read(limit + 1)
+    except NotRegular:
+        return None  # replaced by a FIFO or the like since it was looked at
     except OSError as exc:
         raise Unreadable(exc.strerror or type(exc).__name__) from None
     if len(raw) > limit:
         raise Unreadable(f"larger than {limit // 1024} KiB")
     return raw
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading in binary, if it is a regular file; NotRegular otherwise."""
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise NotRegular("not a regular file")
+        # Reads of a regular file never return early for lack of data, so blocking mode is not needed.
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise

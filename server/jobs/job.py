@@ -27,11 +27,14 @@ class Job:
     # A `finalize`: `request` is the kept live frame's, decoded again at full quality (no session: live
     # frames neither supersede it nor are superseded by it).
     finalize: bool = False
+    size: int = 0  # bytes of the request as it arrived: what its inputs hold while it is queued or running
+    estimate_s: float | None = None  # how long its denoising should take (Generator.estimate)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str | None = None
     queued_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     ended_at: float | None = None
+    ended: bool = False  # its terminal message has been sent (JobQueue._end)
     step: int = 0  # denoising steps done, set by the running job
     total: int = 0
     serial: int = field(default_factory=itertools.count().__next__)
@@ -50,6 +53,10 @@ class Job:
     @property
     def past_half(self) -> bool:
         return self.total > 0 and self.step * 2 > self.total
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancel_event.is_set():
+            raise JobCancelledError
 
     def cancel(self, reason: str | None = None) -> None:
         if not self.cancel_event.is_set():

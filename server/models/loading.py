@@ -30,6 +30,7 @@ from diffusers import (
 )
 
 from ..errors import ModelBroken, OutOfMemory
+from . import interrupts
 from .entry import ModelEntry
 from .memory import is_out_of_memory
 from .registry import CONFIG_SUFFIX
@@ -172,6 +173,7 @@ class PipelineCache:
         self.acceleration = acceleration
         self.capacity = capacity
         self.on_broken = on_broken
+        self.step_costs = interrupts.StepCosts()
         self._pipes: OrderedDict[tuple[str, Path], DiffusionPipeline] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -206,6 +208,7 @@ class PipelineCache:
             raise ModelBroken(f"{entry.name} could not be loaded: {reason}", "model") from exc
         prepare(pipe, entry.family, self.dtype, self.acceleration)
         pipe.set_progress_bar_config(disable=True)
+        interrupts.install(pipe, entry.name, str(self.device), self.step_costs)
         return pipe
 
     def _evict(self) -> None:
