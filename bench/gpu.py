@@ -123,7 +123,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads, without a GPU")
     args = parser.parse_args()
     report: dict[str, Any] = {"torch": torch.__version__,
-                              "sdpa": hasattr(torch.nn.functional, "scaled_dot_product_attention")}
+                              "sdpa": hasattr(torch.nn.functional, "scaled_dot_product_attention"),
+                              "compile": "not measured (--skip-compile)" if args.skip_compile else "measured",
+                              "runs": args.runs}
     if torch.cuda.is_available():
         device = torch.device("cuda")
         report["gpu"] = torch.cuda.get_device_name()
