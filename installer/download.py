@@ -1,6 +1,7 @@
 """Large files over HTTP that never land half-written: bytes go to `<name>.part` (resumed with a
 Range request after a dropped connection or on the next run), and the file is moved into place
-only after its SHA-256 matches.
+only after its SHA-256 matches: the one the model list records, or, where it records none, the one
+the host states for the file (`stated_sha256`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -27,6 +29,9 @@ CHUNK = 1 << 20
 USER_AGENT = f"{APP_NAME}-installer"
 # Space kept free beyond the download itself, so the disk is not filled to the last byte.
 SPACE_MARGIN = 200 * 10**6
+SHA256 = re.compile(r"[0-9a-f]{64}")
+# The header in which the Hugging Face hub states the SHA-256 of a file it keeps in Git LFS.
+STATED_SHA256 = "X-Linked-Etag"
 
 Progress = Callable[[int, "int | None"], None]
 
@@ -225,6 +230,36 @@ def _network_error(error: BaseException, url: str, timeout: float) -> NetworkErr
     )
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # the redirect itself is the answer: it carries the header
+
+
+def stated_sha256(url: str, timeout: float = 60.0) -> str:
+    """The SHA-256 the host states for the file at `url`, for a file the model list has none for. The
+    Hugging Face hub states it for files kept in Git LFS, in the `X-Linked-Etag` header of the redirect
+    to the file's storage; the redirect is read, not followed, so the hash comes from the hub itself."""
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": USER_AGENT})
+    try:
+        with urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout) as response:
+            headers = response.headers
+    except urllib.error.HTTPError as error:  # a redirect not followed arrives as one
+        failure = _http_error(error, url, Path(urllib.parse.urlsplit(url).path).name)
+        if failure is not None:
+            raise failure from error
+        headers = error.headers
+    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as error:
+        raise _network_error(error, url, timeout) from error
+    stated = (headers.get(STATED_SHA256) or "").strip().removeprefix("W/").strip('"')
+    if not SHA256.fullmatch(stated):
+        host = urllib.parse.urlsplit(url).hostname
+        raise DownloadError(
+            f"{host} states no SHA-256 for {url}, and the model list records none, so the file cannot be checked",
+            "update Underpaint for a newer model list, or download the file by hand and install it with --offline DIR",
+        )
+    return stated
+
+
 def download(
     url: str,
     dest: Path,
@@ -312,6 +347,11 @@ class VerifiedRecord:
     def _stamp(file: Path) -> dict:
         stat = file.stat()
         return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+    def recorded_sha256(self, file: Path) -> str | None:
+        """The SHA-256 the file had when it was placed, whatever it has now."""
+        entry = self.entries.get(self._key(file))
+        return entry.get("sha256") if entry is not None else None
 
     def is_verified(self, file: Path, sha256: str) -> bool:
         entry = self.entries.get(self._key(file))

@@ -3,27 +3,36 @@
 from __future__ import annotations
 
 import json
-import re
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from . import InstallError
-from .download import NetworkError, ProgressBar, VerifiedRecord, copy_verified, download, sha256_file
+from .download import (
+    SHA256,
+    NetworkError,
+    ProgressBar,
+    VerifiedRecord,
+    copy_verified,
+    download,
+    sha256_file,
+    stated_sha256,
+)
 from .network import NO_NETWORK, UNREACHABLE, Reach, probe
 
 MANIFEST = Path(__file__).with_name("models.json")
 RECORD_NAME = ".verified.json"
 FIELDS = ("name", "url", "sha256", "destination", "family", "role")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
 class ModelFile:
     name: str
     url: str
-    sha256: str
+    # None where the list records none (`"sha256": null`): a download is checked against the SHA-256
+    # its host states for it (download.stated_sha256), and the manifest's `note` says why.
+    sha256: str | None
     destination: str  # relative to the models folder, with forward slashes
     family: str
     role: str
@@ -52,10 +61,14 @@ def _check_file(raw: object, index: int) -> ModelFile:
     if not isinstance(raw, dict):
         raise ValueError(f"{where} must be an object with {', '.join(FIELDS)}")
     for field in FIELDS:
+        if field == "sha256" and raw.get(field, "") is None:
+            continue
         if not isinstance(raw.get(field), str) or not raw[field]:
             raise ValueError(f"{where}.{field} must be a non-empty string")
-    if not _SHA256.fullmatch(raw["sha256"]):
-        raise ValueError(f"{where}.sha256 must be 64 lowercase hex digits, not {raw['sha256']!r}")
+    if raw["sha256"] is not None and not SHA256.fullmatch(raw["sha256"]):
+        raise ValueError(f"{where}.sha256 must be 64 lowercase hex digits or null, not {raw['sha256']!r}")
+    if raw["sha256"] is None and not isinstance(raw.get("note"), str):
+        raise ValueError(f"{where}.note must say why the SHA-256 is not recorded")
     if not raw["url"].startswith(("https://", "http://")):
         raise ValueError(f"{where}.url must be an http(s) address, not {raw['url']!r}")
     destination = PurePosixPath(raw["destination"])
@@ -120,16 +133,19 @@ def install_model(
     """Make sure `file` is in `models_dir` with the right hash; returns what was done.
 
     A file already recorded as verified (same size and time) is trusted unless `verify`;
-    a bad file stays until a good copy replaces it.
+    a bad file stays until a good copy replaces it. Where the list records no SHA-256, the one
+    recorded when the file was placed stands in for it.
     """
     target = models_dir / file.destination
     damaged = target.exists()
     if damaged:
-        if not verify and record.is_verified(target, file.sha256):
-            return "already verified"
-        if sha256_file(target, progress(f"checking {file.name}")) == file.sha256:
-            record.add(target, file.sha256)
-            return "verified"
+        expected = file.sha256 or record.recorded_sha256(target)
+        if expected is not None:
+            if not verify and record.is_verified(target, expected):
+                return "already verified"
+            if sha256_file(target, progress(f"checking {file.name}")) == expected:
+                record.add(target, expected)
+                return "verified"
         record.forget(target)
     if offline_dir is not None:
         source = _offline_copy(offline_dir, file)
@@ -138,13 +154,16 @@ def install_model(
                 f"{file.name} ({PurePosixPath(file.destination).name}) is not in {offline_dir}",
                 f"download {file.url} on a machine with network and put it into that folder",
             )
-        copy_verified(source, target, file.sha256, progress(file.name))
-        done = "copied"
+        # Without a recorded SHA-256 and without the network there is nothing to check a copy against.
+        expected = file.sha256 or sha256_file(source)
+        copy_verified(source, target, expected, progress(file.name))
+        done = "copied" if file.sha256 else "copied, not verified (the model list records no SHA-256 for it)"
     else:
         before_download(file)
-        download(file.url, target, file.sha256, progress=progress(file.name), **download_options)
-        done = "downloaded"
-    record.add(target, file.sha256)
+        expected = file.sha256 or stated_sha256(file.url, download_options.get("timeout", 60.0))
+        download(file.url, target, expected, progress=progress(file.name), **download_options)
+        done = "downloaded" if file.sha256 else "downloaded, checked against the SHA-256 its host states"
+    record.add(target, expected)
     return f"{done} (replacing a damaged copy)" if damaged else done
 
 

@@ -32,6 +32,9 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     device: str = "auto"
     dtype: str = "auto"
+    # GPU options (models/loading.py, measured by bench/gpu.py): NHWC layout, torch.compile of the UNet.
+    channels_last: bool = False
+    compile: bool = False
     outputs: Path = field(default_factory=lambda: Path("outputs"))
     token: str | None = None
     limits: Limits = field(default_factory=Limits)

@@ -1,7 +1,12 @@
-"""The job handler: turns one `generate` request into a `result`, on the worker thread.
+"""The job handler: turns one `generate` request into a `result`, on the worker thread; and a
+`finalize` of a live frame into the same frame decoded at full quality.
 
 Reads like a diffusers pipeline: numbered steps, each explicit. What differs between txt2img,
-img2img, inpaint and upscale is the mode object's (server/modes/); this path is the same for all of them.
+img2img, inpaint and upscale is the mode object's (server/modes/); this path is the same for all of
+them. Pictures become latents and latents pictures here, not in the pipeline (imaging/latents.py):
+by the full VAE, or by a tiny autoencoder for live frames, whose latents are kept for `finalize`
+(sessions.py). A mode that makes its pictures itself (an upscale, a full-detail refine) hands
+them back decoded.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from shared.messages import Image as ImagePayload
 from .conditioning import regions
 from .conditioning.conditioner import Conditioner
 from .imaging import latents, payloads, previews
+from .imaging.latents import Coder, FullVAE, TinyCoder
 from .imaging.outputs import OutputWriter
 from .jobs.job import Job, JobCancelledError
 from .models import interrupts, schedulers
@@ -26,10 +32,11 @@ from .models.loading import PipelineCache
 from .models.memory import is_out_of_memory, out_of_memory_error
 from .models.pipelines import Model, call_arguments
 from .models.registry import Registry
-from .models.tiny_decoders import FastDecoders
+from .models.tiny_autoencoders import TinyAutoencoders
 from .models.upscalers import Upscalers
 from .modes import MODES
-from .modes.base import Frame, chain, seeds
+from .modes.base import Frame, Mode, chain, seeds
+from .sessions import LiveFrame, LiveSessions
 
 # The side of the square each family was trained at: a request without a size is generated there.
 NATIVE_SIDES = {"sd15": 512, "sdxl": 1024}
@@ -43,8 +50,9 @@ class Generator:
         self.cache = cache
         self.outputs = outputs
         self.conditioner = Conditioner(registry)
-        self.fast_decoders = FastDecoders(registry, cache.device, cache.dtype)
+        self.tiny_autoencoders = TinyAutoencoders(registry, cache.device, cache.dtype)
         self.upscalers = Upscalers(registry, cache.device, cache.dtype)
+        self.sessions = LiveSessions()
 
     def check(self, request: Generate) -> None:
         """Checks that need the server's state, done before a job is queued so errors come at once."""
@@ -54,6 +62,10 @@ class Generator:
         if request.upscaler is not None:
             self.upscalers.choose(request.upscaler)
         self.conditioner.check(request, entry.family)
+
+    def check_finalize(self, owner: int, frame_id: str) -> LiveFrame:
+        """The kept live frame a `finalize` asks for; NotFound at once when there is none."""
+        return self.sessions.frame(owner, frame_id)
 
     def estimate(self, request: Generate) -> float | None:
         """Seconds the request's denoising should take: its UNet calls times what this model's UNet took
@@ -80,7 +92,7 @@ class Generator:
     def __call__(self, job: Job) -> Result:
         try:
             with interrupts.checking(job.raise_if_cancelled):
-                return self._run(job)
+                return self._finalize(job) if job.finalize else self._run(job)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -116,12 +128,18 @@ class Generator:
             region_masks = regions.latent_masks(request.regions, frame.canvas, frame.latent_size(model.latent_scale))
         prompting = self.conditioner.prepare(model.base, entry, request, region_masks)
 
-        # 6. The mode's own inputs: start picture, mask, strength.
-        inputs = mode.inputs(pipe, generators)
+        # 6. Autoencoder: a tiny one for live frames where the model has one (docs/live.md). A live
+        #    session's start picture is encoded once while it stays the same.
+        live = job.session is not None
+        coder = self.coder(model, pipe, request, live)
+        encode = (self.sessions.encoder((job.owner, job.session), f"{entry.name}\0{entry.path}\0{coder.label}",
+                                        coder.encode) if live else coder.encode)
 
-        # 7. Denoise, reporting progress and honouring cancel between steps (and tiles, where the mode
-        #    works in tiles); a large picture's VAE works in tiles too.
-        decoder = self.fast_decoders.get(model.family) if request.fast_decode else None
+        # 7. The mode's own inputs: start latents, mask, strength.
+        inputs = mode.inputs(pipe, generators, encode)
+
+        # 8. Denoise to latents, reporting progress and honouring cancel between steps (and tiles,
+        #    where the mode works in tiles); a large picture's VAE works in tiles too.
         arguments = call_arguments(pipe, {
             **prompting.arguments,
             "num_inference_steps": request.steps,
@@ -135,25 +153,55 @@ class Generator:
         })
         progress = JobProgress(job, model.family)
         arguments["callback_on_step_end"] = chain(mode.on_step_end, progress.on_step_end)
-        arguments["output_type"] = "latent" if decoder else "pil"
+        arguments["output_type"] = "latent"
         with regions.restricted(pipe.unet, prompting.restriction), latents.tiled_vae(pipe.vae, frame.width,
                                                                                      frame.height):
             output = mode.denoise(pipe, arguments, progress)
 
-        # 8. Decode: the tiny autoencoder for a fast frame where there is one, else the pipeline's VAE.
-        pictures = latents.decode(decoder, output.images) if decoder else output.images
+        # 9. Decode, unless the mode made its pictures itself (by the full VAE, in tiles where large).
+        made = not isinstance(output.images, torch.Tensor)
+        pictures = output.images if made else coder.decode(output.images)
 
-        # 9. The result layers, on disk before anything is sent.
+        # 10. The result layers, on disk before anything is sent; a live frame's latents are kept for
+        #     `finalize`.
         info = (describe(request, entry.name, frame, mode.strength, seed_list) | prompting.info
-                | {"decoder": "taesd" if decoder else "vae"} | mode.describe())
+                | coder_info(coder, model, request, encode) | ({"decoder": FullVAE.name} if made else {})
+                | mode.describe())
+        if live and not job.cancelled and not made:
+            self.sessions.keep_frame((job.owner, job.session),
+                                     LiveFrame(request, entry, mode, output.images, seed_list, info))
+        return Result(id=request.id, images=self._layers(mode, pictures, seed_list, info), info=info,
+                      elapsed=time.monotonic() - started)
+
+    def _finalize(self, job: Job) -> Result:
+        """A kept live frame decoded by the full VAE: the layer Apply gives, from the same latents."""
+        started = time.monotonic()
+        kept = self.sessions.frame(job.owner, job.id)
+        model = Model(kept.entry, self.cache.get(kept.entry))
+        pictures = FullVAE(model.base, sdxl=model.family == "sdxl").decode(kept.latents)
+        info = kept.info | {"decoder": FullVAE.name, "finalized": True}
+        return Result(id=kept.id, images=self._layers(kept.mode, pictures, kept.seeds, info), info=info,
+                      elapsed=time.monotonic() - started)
+
+    def coder(self, model: Model, pipe: Any, request: Generate, live: bool) -> Coder:
+        """The request's autoencoder: `auto` is the tiny one for live frames; the full VAE where there is
+        no tiny one for the model."""
+        if request.autoencoder == "tiny" or (request.autoencoder == "auto" and live):
+            tiny = self.tiny_autoencoders.get(model.entry)
+            if tiny is not None:
+                return TinyCoder(pipe, tiny)
+        return FullVAE(pipe, sdxl=model.family == "sdxl")
+
+    def _layers(self, mode: Mode, pictures: list[Any], seed_list: list[int], info: dict[str, Any]) -> list[ResultImage]:
+        """The mode's layers of `pictures`, each written to disk before it is sent."""
         x, y = mode.origin
         results = []
         for picture, seed in zip(pictures, seed_list, strict=True):
             layer = mode.finish(picture)
             if self.outputs is not None:
                 self.outputs.save(layer, info, seed)
-            results.append(ResultImage(image=payloads.from_pil(layer, request.result_format, x, y), seed=seed))
-        return Result(id=request.id, images=results, info=info, elapsed=time.monotonic() - started)
+            results.append(ResultImage(image=payloads.from_pil(layer, mode.request.result_format, x, y), seed=seed))
+        return results
 
 
 class LocalWorker:
@@ -210,6 +258,21 @@ class JobProgress:
         if job.cancelled:
             raise JobCancelledError
         job.reply(Progress(id=job.id, step=job.step, total=job.total, tile=index, tiles=count))
+
+
+def coder_info(coder: Coder, model: Model, request: Generate, encode: Any) -> dict[str, Any]:
+    """Which autoencoder ran: `decoder`, `encoder` where there was a start picture (a 9-channel model's
+    pipeline encodes it with its VAE), `latents_reused` where a live session's unchanged start
+    picture was not encoded again, and the tiny autoencoder's name."""
+    info: dict[str, Any] = {"decoder": coder.name}
+    if isinstance(coder, TinyCoder):
+        info["tiny_autoencoder"] = coder.tiny.name
+    if request.image is not None:
+        info["encoder"] = FullVAE.name if model.is_inpaint_model else coder.name
+    reused = getattr(encode, "reused", None)
+    if reused is not None:
+        info["latents_reused"] = reused
+    return info
 
 
 def describe(request: Generate, model: str, frame: Frame, strength: float, seed_list: list[int]) -> dict[str, Any]:

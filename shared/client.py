@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from . import PROTOCOL_VERSION, codec
 from .errors import ProtocolError
-from .messages import Cancelled, Error, Generate, Hello, ListModels, ModelInfo, ModelList, Result, Welcome
+from .messages import Cancelled, Error, Finalize, Generate, Hello, ListModels, ModelInfo, ModelList, Result, Welcome
 
 
 class ServerError(Exception):
@@ -100,6 +100,15 @@ class Client:
     def generate(self, request: Generate, on_message: Callable[[Any], None] | None = None,
                  timeout: float | None = None) -> Result:
         """Send one job and wait for its terminal message; other jobs' messages go to `on_message`."""
+        return self._result_of(request, on_message, timeout)
+
+    def finalize(self, frame_id: str, on_message: Callable[[Any], None] | None = None,
+                 timeout: float | None = None) -> Result:
+        """The live frame `frame_id` at full quality (docs/live.md), as `generate` waits for a result."""
+        return self._result_of(Finalize(id=frame_id), on_message, timeout)
+
+    def _result_of(self, request: Generate | Finalize, on_message: Callable[[Any], None] | None,
+                   timeout: float | None) -> Result:
         self.send(request)
         for message in self.messages(timeout=timeout):
             if on_message is not None:

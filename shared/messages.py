@@ -1,6 +1,6 @@
 """Protocol v1 messages as dataclasses (the contract is docs/protocol.md).
 
-Client -> server: hello, models, generate, cancel, live, live_stop.
+Client -> server: hello, models, generate, cancel, live, live_stop, finalize.
 Server -> client: welcome, models, queued, progress, result, cancelled, error, live_stopped.
 Each class's `TYPE` is the `type` field of its frame.
 """
@@ -20,6 +20,7 @@ FillMode = Literal["auto", "fill", "expand", "add", "remove", "replace_backgroun
 PromptSyntax = Literal["a1111", "novelai", "compel"]
 NoiseSchedule = Literal["default", "karras", "exponential"]
 ResultFormat = Literal["rgba8", "png"]
+Autoencoder = Literal["auto", "full", "tiny"]
 # fast: a canvas larger than the model's native area gets the native picture scaled up; full: that
 # picture refined again at the canvas's size, in tiles (docs/upscale.md).
 Detail = Literal["fast", "full"]
@@ -212,9 +213,10 @@ class Generate:
     feather: int | None = spec(None, min=0, max=1024)
     fill: FillMode = spec("auto")
     prompt_syntax: PromptSyntax = spec("a1111")
-    # Decode with a tiny autoencoder (TAESD) when the server has one for the model's family:
-    # several times faster, a little less detail; meant for live frames.
-    fast_decode: bool = spec(False)
+    # What turns the start picture into latents and the result back into pixels: the model's full VAE,
+    # or a tiny autoencoder (TAESD) where the server has one for the model, several times faster with a
+    # little less detail. `auto`: tiny for live frames, full otherwise (docs/live.md).
+    autoencoder: Autoencoder = spec("auto")
     # With fit_native, on a canvas larger than the model's native area (docs/upscale.md).
     detail: Detail = spec("fast")
     # Upscale only: how many times larger each side gets (2 or 4), and with which upscaler model
@@ -286,6 +288,16 @@ class Live(Generate):
 class LiveStop:
     TYPE: ClassVar[str] = "live_stop"
     session: str = spec(max_len=ID_LENGTH)
+
+
+@dataclass
+class Finalize:
+    """The live frame `id` at full quality: the latents the server kept of it decoded by the full VAE,
+    without denoising again. Answered by a `result` with the same id; the server keeps the latest
+    result of each live session."""
+
+    TYPE: ClassVar[str] = "finalize"
+    id: str = spec(max_len=ID_LENGTH)
 
 
 # --- server -> client ----------------------------------------------------------------------
@@ -364,7 +376,7 @@ class LiveStopped:
 
 
 CLIENT_MESSAGES: dict[str, type] = {
-    cls.TYPE: cls for cls in (Hello, ListModels, Generate, Cancel, Live, LiveStop)
+    cls.TYPE: cls for cls in (Hello, ListModels, Generate, Cancel, Live, LiveStop, Finalize)
 }
 SERVER_MESSAGES: dict[str, type] = {
     cls.TYPE: cls

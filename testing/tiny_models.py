@@ -20,6 +20,7 @@ from typing import Literal
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderTiny,
     DiffusionPipeline,
     EulerDiscreteScheduler,
     PNDMScheduler,
@@ -123,6 +124,13 @@ def _vae(family: Family) -> AutoencoderKL:
         sample_size=64,
         **extra,
     )
+
+
+def tiny_autoencoder() -> AutoencoderTiny:
+    """A seeded random-weight tiny autoencoder (TAESD's kind) at toy size."""
+    torch.manual_seed(0)
+    return AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+                           num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1))
 
 
 def tiny_pipeline(family: Family, variant: Variant = "regular") -> DiffusionPipeline:

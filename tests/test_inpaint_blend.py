@@ -13,6 +13,7 @@ import pytest
 import torch
 from diffusers import DiffusionPipeline
 
+from server.imaging.latents import FullVAE
 from server.models import schedulers
 from server.models.entry import ModelEntry
 from server.models.pipelines import Model, call_arguments
@@ -61,7 +62,8 @@ def run(pipe: DiffusionPipeline, area: inpaint.Area, steps: int, strength: float
         seeds: list[int]) -> tuple[torch.Tensor, inpaint.LatentBlend]:
     size = area.context.width
     job_generators = generators(seeds)  # made once per job, as the server does
-    inputs, blend = inpaint.diffusion_inputs(area, pipe, size, size, strength, job_generators, nine_channels(pipe))
+    inputs, blend = inpaint.diffusion_inputs(area, pipe, size, size, strength, job_generators, FullVAE(pipe).encode,
+                                            nine_channels(pipe))
     inputs = call_arguments(pipe, {"width": size, "height": size, **inputs})
     output = pipe(prompt="a cat", num_inference_steps=steps, guidance_scale=1.0, output_type="latent",
                   num_images_per_prompt=len(seeds), generator=job_generators, callback_on_step_end=blend, **inputs)
@@ -95,7 +97,8 @@ def test_soft_coverage_is_a_per_pixel_denoising_strength(scheduler, strength):
     mask[:, :8] = 255  # full coverage somewhere, so the selection's edge grows from there
     pipe = img2img("sd15", scheduler=scheduler)
     job_generators = generators([1])
-    inputs, blend = inpaint.diffusion_inputs(area_of(mask, strength), pipe, 64, 64, strength, job_generators)
+    inputs, blend = inpaint.diffusion_inputs(area_of(mask, strength), pipe, 64, 64, strength, job_generators,
+                                            FullVAE(pipe).encode)
     kinds = []
 
     def record(pipe, step, timestep, tensors):
@@ -124,7 +127,8 @@ def test_blend_noise_is_the_noise_img2img_starts_from(family, strength):
     """The blend's noise is peeked from the job's generators: img2img still draws the same noise first."""
     pipe = img2img(family)
     job_generators = generators([7, 8])
-    inputs, blend = inpaint.diffusion_inputs(area_of(left_half(64)), pipe, 64, 64, strength, job_generators)
+    inputs, blend = inpaint.diffusion_inputs(area_of(left_half(64)), pipe, 64, 64, strength, job_generators,
+                                            FullVAE(pipe).encode)
     pipe.scheduler.set_timesteps(4)
     start = round(4 * (1 - strength))  # img2img below full strength starts part way down the schedule
     first = pipe.scheduler.timesteps[start:start + 1]
@@ -136,7 +140,8 @@ def test_blend_noise_is_the_noise_img2img_starts_from(family, strength):
 def test_blend_noise_is_the_noise_a_nine_channel_model_starts_from_at_full_strength(family):
     pipe = img2img(family, "inpaint")
     job_generators = generators([7, 8])
-    inputs, blend = inpaint.diffusion_inputs(area_of(left_half(64)), pipe, 64, 64, 1.0, job_generators, True)
+    inputs, blend = inpaint.diffusion_inputs(area_of(left_half(64)), pipe, 64, 64, 1.0, job_generators,
+                                            FullVAE(pipe).encode, True)
     pipe.scheduler.set_timesteps(4)
     start = pipe.image_processor.preprocess(inputs["image"])
     _, noise = pipe.prepare_latents(2, 4, 64, 64, torch.float32, torch.device("cpu"), job_generators, image=start,

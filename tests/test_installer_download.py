@@ -35,7 +35,7 @@ FAST = {"backoff": 0.0, "timeout": 5.0}
 
 
 class FileServer(http.server.ThreadingHTTPServer):
-    """Serves `files` by path; records each request's path and Range header.
+    """Serves `files` by path; records each GET's path and Range header.
 
     `drop_after[path] = [n, ...]`: the next answers for path stop after n bytes (the connection
     closes mid-file); later answers are whole.
@@ -49,6 +49,9 @@ class FileServer(http.server.ThreadingHTTPServer):
         self.claimed_length: dict[str, int] = {}
         self.ignore_range = False
         self.requests: list[tuple[str, str | None]] = []
+        # path -> the SHA-256 stated for it, as the Hugging Face hub does for Git LFS files: a HEAD is
+        # answered by a redirect to the file carrying it in X-Linked-Etag.
+        self.stated: dict[str, str] = {}
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}{urllib.parse.quote(path)}"
@@ -59,6 +62,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+    def do_HEAD(self) -> None:
+        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        if path not in self.server.files:
+            self.send_error(404)
+            return
+        if path in self.server.stated:
+            self.send_response(302)
+            self.send_header("X-Linked-Etag", f'"{self.server.stated[path]}"')
+            self.send_header("Location", self.server.url(path + ".stored"))
+        else:
+            self.send_response(200)
+        self.end_headers()
 
     def do_GET(self) -> None:
         path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
@@ -337,6 +353,32 @@ def test_rerun_skips_verified_files_and_verify_rehashes(server: FileServer, tmp_
     assert len(server.requests) == 3
 
 
+def test_a_file_without_a_recorded_sha256_is_checked_against_the_one_its_host_states(
+        server: FileServer, tmp_path: Path) -> None:
+    data = payload(5000, 3)
+    for name, stated in (("good", sha(data)), ("wrong", sha(b"other")), ("silent", None)):
+        server.files[f"/{name}.safetensors"] = data
+        if stated:
+            server.stated[f"/{name}.safetensors"] = stated
+    files = [ModelFile(name, server.url(f"/{name}.safetensors"), None, f"vae-approx/{name}.safetensors", "sd15",
+                       "tiny-autoencoder") for name in ("good", "wrong", "silent")]
+    models, log = tmp_path / "models", []
+    failures = install_models(files, models, log=log.append, progress=quiet, **FAST)
+    assert log[0] == "  good: downloaded, checked against the SHA-256 its host states"
+    assert (models / "vae-approx" / "good.safetensors").read_bytes() == data
+    wrong, silent = failures
+    assert wrong.file.name == "wrong"
+    assert f"gave a file with SHA-256 {sha(data)}, expected {sha(b'other')}" in wrong.reason
+    assert silent.file.name == "silent" and "states no SHA-256" in silent.reason
+    assert not (models / "vae-approx" / "wrong.safetensors").exists()
+    assert not (models / "vae-approx" / "silent.safetensors").exists()
+    # The hash it was placed with stands in on a re-run: trusted unchanged, re-hashed with --verify.
+    log.clear()
+    install_models(files[:1], models, log=log.append, progress=quiet, **FAST)
+    install_models(files[:1], models, verify=True, log=log.append, progress=quiet, **FAST)
+    assert log == ["  good: already verified", "  good: verified"]
+
+
 def test_offline_folder_supplies_files_checked_like_downloads(tmp_path: Path) -> None:
     good, bad = payload(1000, 1), payload(1000, 2)
     offline = tmp_path / "usb stick"
@@ -355,6 +397,11 @@ def test_offline_folder_supplies_files_checked_like_downloads(tmp_path: Path) ->
     assert not (models / "loras" / "b.safetensors").exists()
     assert not part_path(models / "loras" / "b.safetensors").exists()
     assert failed_c.file == c and re.search(r"c\.safetensors\) is not in .*usb stick", failed_c.reason)
+    # Without a recorded SHA-256 there is nothing to check a copy against: it is placed, and says so.
+    log: list[str] = []
+    unrecorded = ModelFile("a", url, None, "vae-approx/a.safetensors", "sd15", "tiny-autoencoder")
+    assert install_models([unrecorded], models, offline_dir=offline, log=log.append, progress=quiet) == []
+    assert log == ["  a: copied, not verified (the model list records no SHA-256 for it)"]
 
 
 def test_purge_removes_only_downloaded_files(server: FileServer, tmp_path: Path) -> None:

@@ -30,20 +30,27 @@ def test_shipped_sets() -> None:
     manifest = load_manifest()
     assert {"minimal", "sdxl", "none"} <= set(manifest.sets)
     minimal = manifest.select(["minimal"])
-    assert sorted((f.family, f.role) for f in minimal) == [("sd15", "checkpoint-artwork"), ("sd15", "lora-live")]
+    assert sorted((f.family, f.role) for f in minimal) == [
+        ("sd15", "checkpoint-artwork"), ("sd15", "lora-live"), ("sd15", "tiny-autoencoder")]
     assert {f.family for f in manifest.select(["sdxl"])} == {"sdxl"}
     assert manifest.select(["none"]) == []
     # Sets may overlap; each file comes once.
-    assert len(manifest.select(["minimal", "photo"])) == 3
+    assert len(manifest.select(["minimal", "photo"])) == 4
+    # Every set of models has its family's tiny autoencoder for live frames.
+    for name, files in manifest.sets.items():
+        families = {manifest.files[f].family for f in files if manifest.files[f].role.startswith("checkpoint")}
+        tiny = {manifest.files[f].family for f in files if manifest.files[f].role == "tiny-autoencoder"}
+        assert tiny == families, name
 
 
 def test_shipped_files_go_where_the_server_looks() -> None:
     for file in load_manifest().files.values():
         assert file.url.startswith("https://huggingface.co/"), file.name
         folder = PurePosixPath(file.destination).parts[0]
-        assert (
-            folder == {"checkpoint": "checkpoints", "lora": "loras", "embedding": "embeddings"}[file.role.split("-")[0]]
-        )
+        folders = {"checkpoint": "checkpoints", "lora": "loras", "embedding": "embeddings", "tiny": "vae-approx"}
+        assert folder == folders[file.role.split("-")[0]]
+    tiny = {f.destination: f.family for f in load_manifest().files.values() if f.role == "tiny-autoencoder"}
+    assert tiny == {"vae-approx/taesd.safetensors": "sd15", "vae-approx/taesdxl.safetensors": "sdxl"}
 
 
 def test_unknown_set_names_the_choices() -> None:
@@ -67,7 +74,9 @@ def changed(path: tuple, value: object) -> dict:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (changed(("files", 0, "sha256"), "ABC"), "files[0].sha256 must be 64 lowercase hex digits"),
+        (changed(("files", 0, "sha256"), "ABC"), "files[0].sha256 must be 64 lowercase hex digits or null"),
+        (changed(("files", 0, "sha256"), ""), "files[0].sha256 must be a non-empty string"),
+        (changed(("files", 0, "sha256"), None), "files[0].note must say why the SHA-256 is not recorded"),
         (changed(("files", 0, "url"), "ftp://x"), "files[0].url must be an http(s) address"),
         (changed(("files", 0, "destination"), "../../.bashrc"), "files[0].destination must be a relative path"),
         (changed(("files", 0, "destination"), "/etc/passwd"), "files[0].destination must be a relative path"),
@@ -84,3 +93,9 @@ def test_bad_manifests_name_the_field(data: object, message: str) -> None:
     with pytest.raises(ValueError) as caught:
         parse_manifest(data)
     assert str(caught.value).startswith(message)
+
+
+def test_a_file_without_a_recorded_sha256_says_why() -> None:
+    data = changed(("files", 0, "sha256"), None)
+    data["files"][0]["note"] = "not reachable when written"
+    assert parse_manifest(data).files["A"].sha256 is None

@@ -16,9 +16,18 @@ from safetensors.torch import save_file
 
 from server.errors import RequestError
 from server.models import registry
-from server.models.loading import CONFIGS, PipelineCache, config_dir, resolve_device, resolve_dtype
+from server.models.loading import (
+    CONFIGS,
+    Acceleration,
+    PipelineCache,
+    config_dir,
+    prepare,
+    resolve_device,
+    resolve_dtype,
+)
 from server.models.registry import Registry
 from shared.errors import MODEL_BROKEN
+from testing.tiny_models import tiny_pipeline
 
 CPU = torch.device("cpu")
 PIPELINE_CLASSES = {
@@ -55,18 +64,36 @@ def test_resolve_device() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "device", "dtype"),
+    ("name", "device", "bf16", "dtype"),
     [
-        ("auto", "cpu", torch.float32),
-        ("auto", "cuda", torch.float16),
-        ("auto", "mps", torch.float16),
-        ("fp16", "cpu", torch.float16),
-        ("bfloat16", "cuda", torch.bfloat16),
-        ("fp32", "cuda", torch.float32),
+        ("auto", "cpu", False, torch.float32),
+        ("auto", "cuda", False, torch.float16),
+        ("auto", "cuda", True, torch.bfloat16),
+        ("auto", "mps", False, torch.float16),
+        ("fp16", "cpu", False, torch.float16),
+        ("fp16", "cuda", True, torch.float16),
+        ("bfloat16", "cuda", False, torch.bfloat16),
+        ("fp32", "cuda", True, torch.float32),
     ],
 )
-def test_resolve_dtype(name: str, device: str, dtype: torch.dtype) -> None:
-    assert resolve_dtype(name, torch.device(device)) == dtype
+def test_resolve_dtype(name: str, device: str, bf16: bool, dtype: torch.dtype) -> None:
+    assert resolve_dtype(name, torch.device(device), bf16) == dtype
+
+
+@pytest.mark.parametrize(("family", "dtype", "vae_dtype"), [
+    ("sdxl", torch.float16, torch.float32),  # SDXL's VAE overflows in float16
+    ("sdxl", torch.bfloat16, torch.bfloat16),  # ... not in bfloat16, whose range is float32's
+    ("sd15", torch.float16, torch.float16),
+])
+def test_prepared_for_the_gpu(family: str, dtype: torch.dtype, vae_dtype: torch.dtype) -> None:
+    pipe = tiny_pipeline(family).to(dtype=dtype)
+    prepare(pipe, family, dtype, Acceleration(channels_last=True, compile=True))
+    assert pipe.vae.dtype == vae_dtype and pipe.unet.dtype == dtype
+    # Attention by PyTorch's scaled-dot-product kernel (flash / memory-efficient where the GPU has them).
+    assert {type(p).__name__ for p in pipe.unet.attn_processors.values()} == {"AttnProcessor2_0"}
+    assert isinstance(pipe.unet, torch._dynamo.eval_frame.OptimizedModule)  # compiled on its first call
+    assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert pipe.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_resolve_dtype_names_the_choices() -> None:

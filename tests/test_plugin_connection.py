@@ -12,7 +12,7 @@ from plugin_support import FakeDocument, FakeWorkspace, server_url_or_own
 from underpaint_krita.connection import Backoff, Connected, Connection, Disconnected, Failed, Received
 from underpaint_krita.controller import Controller
 
-from shared.messages import Generate, Live, Progress, Result
+from shared.messages import Finalize, Generate, Live, Progress, Result
 from testing.processes import ServerProcess, free_port
 
 
@@ -89,13 +89,15 @@ def test_requests_wait_for_the_server_survive_its_death_and_fail_loudly(
         server.kill()
 
 
-def test_a_request_nobody_answers_is_reported_failed_after_the_wait_limit(fast_backoff: Backoff) -> None:
+@pytest.mark.parametrize("request_", [_job("lonely"), Finalize(id="lonely")], ids=["generate", "finalize"])
+def test_a_request_nobody_answers_is_reported_failed_after_the_wait_limit(fast_backoff: Backoff,
+                                                                           request_: Generate | Finalize) -> None:
     connection = Connection(f"ws://127.0.0.1:{free_port()}", backoff=fast_backoff, wait_limit=0.5)
     events = Collector(connection)
     connection.start()
     try:
         started = time.monotonic()
-        connection.submit(_job("lonely"))
+        connection.submit(request_)
         failed = events.wait_for(_is(Failed, "lonely"), timeout=10)
         assert failed.code == "unreachable"
         assert 0.5 <= time.monotonic() - started < 3.0

@@ -30,6 +30,7 @@ from shared.crop import Rect
 from shared.messages import (
     Cancelled,
     Error,
+    Finalize,
     Generate,
     Image,
     Live,
@@ -317,8 +318,8 @@ def test_live_sends_a_frame_only_when_the_canvas_or_settings_change(live_setup) 
     controller, connection, document, clock = live_setup
     controller.poll()
     (first,) = _frames(connection)
-    assert (first.mode, first.strength, first.batch_size, first.preview, first.fast_decode) == (
-        "img2img", 0.5, 1, False, True)
+    assert (first.mode, first.strength, first.batch_size, first.preview, first.autoencoder) == (
+        "img2img", 0.5, 1, False, "auto")
     assert first.image.bounds == (0, 0, 64, 48) and first.session == controller.session().live.id
 
     controller.poll()  # within the interval: nothing is even looked at
@@ -394,23 +395,85 @@ def test_live_replacing_the_background_watches_and_sends_the_whole_canvas(live_s
     assert [(f.fill, f.image.bounds) for f in _frames(connection)[2:]] == [("fill", (0, 0, 384, 384))]
 
 
-def test_live_pictures_replace_each_other_and_apply_as_a_live_layer(live_setup) -> None:
+def _live_picture(frame_id: str, colour: tuple[int, int, int, int], decoder: str = "tiny") -> Result:
+    return Result(id=frame_id, images=[ResultImage(_result_image(0, 0, 64, 48, colour), 31)],
+                  info={"decoder": decoder}, elapsed=0.2)
+
+
+def test_live_pictures_replace_each_other_and_apply_at_full_quality(live_setup) -> None:
     controller, connection, document, clock = live_setup
     controller.poll()
     document.pixels = solid(64, 48, (1, 1, 1, 255))
     clock.now += 1.0
     controller.poll()
     old, new = _frames(connection)
-    connection.reply(Cancelled(id=old.id, reason="superseded"),
-                     Result(id=new.id, images=[ResultImage(_result_image(0, 0, 64, 48, (0, 0, 9, 255)), 31)],
-                            info={}, elapsed=0.2))
+    connection.reply(Cancelled(id=old.id, reason="superseded"), _live_picture(new.id, (0, 0, 9, 255)))
     controller.poll()
     assert controller.message == ""  # superseded frames pass silently
     assert document.preview[0] == "[Preview] a fox" and document.preview[1].data == solid(64, 48, (0, 0, 9, 255))
     assert len(controller.session().history) == 0  # live pictures do not fill the history
-    assert controller.apply() == "[Live] a fox (31)"
-    assert document.layers[-1][1].data == solid(64, 48, (0, 0, 9, 255))
     assert controller.session().live.frames == {}  # finished frames are forgotten
+
+    # The preview came from the tiny autoencoder: Apply asks the server for the frame at full quality,
+    # once however often it is clicked, and keeps the preview until the layer is there.
+    assert controller.apply() == "[Live] a fox (31)"
+    assert controller.apply() == "[Live] a fox (31)"
+    assert [m for m in connection.sent if isinstance(m, Finalize)] == [Finalize(id=new.id)]
+    assert document.layers == [] and document.preview_visible
+    assert controller.message == "Applying “[Live] a fox (31)” at full quality…"
+    connection.reply(Queued(id=new.id, position=0), _live_picture(new.id, (0, 0, 10, 255), decoder="vae"))
+    controller.poll()
+    assert document.layers == [("[Live] a fox (31)", _result_image(0, 0, 64, 48, (0, 0, 10, 255)))]
+    assert not document.preview_visible and controller.message == "Added the layer “[Live] a fox (31)”."
+
+
+def test_a_live_picture_from_the_full_vae_applies_at_once(live_setup) -> None:
+    controller, connection, document, clock = live_setup
+    controller.poll()
+    (frame,) = _frames(connection)
+    connection.reply(_live_picture(frame.id, (0, 0, 9, 255), decoder="vae"))
+    controller.poll()
+    assert controller.apply() == "[Live] a fox (31)"
+    assert not any(isinstance(m, Finalize) for m in connection.sent)
+    assert document.layers == [("[Live] a fox (31)", _result_image(0, 0, 64, 48, (0, 0, 9, 255)))]
+
+
+@pytest.mark.parametrize("answer", [
+    Error(code="not_found", message="no live frame is kept", id="FRAME", field="id"),
+    Failed("FRAME", "connection_lost"),
+])
+def test_a_live_picture_the_server_cannot_finalize_applies_from_its_preview(live_setup, answer) -> None:
+    controller, connection, document, clock = live_setup
+    controller.poll()
+    (frame,) = _frames(connection)
+    connection.reply(_live_picture(frame.id, (0, 0, 9, 255)))
+    controller.poll()
+    controller.apply()
+    if isinstance(answer, Error):
+        answer.id = frame.id
+    else:
+        answer.job_id = frame.id
+    connection.reply(answer)
+    controller.poll()
+    assert document.layers == [("[Live] a fox (31)", _result_image(0, 0, 64, 48, (0, 0, 9, 255)))]
+    assert "from the live preview" in controller.message
+
+
+def test_a_full_quality_layer_waits_until_the_artist_stops_painting(live_setup) -> None:
+    controller, connection, document, clock = live_setup
+    controller.poll()
+    (frame,) = _frames(connection)
+    connection.reply(_live_picture(frame.id, (0, 0, 9, 255)))
+    controller.poll()
+    controller.apply()
+    document.painting = True
+    connection.reply(_live_picture(frame.id, (0, 0, 10, 255), decoder="vae"))
+    controller.poll()
+    assert document.layers == []  # adding a layer now would end the stroke
+    document.painting = False
+    clock.now += controller.guard.settle
+    controller.poll()
+    assert [name for name, _ in document.layers] == ["[Live] a fox (31)"]
 
 
 def test_live_reads_nothing_while_the_artist_paints_and_sends_the_stroke_once_they_stop(live_setup) -> None:

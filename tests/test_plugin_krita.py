@@ -15,12 +15,14 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import PIL.Image
 import pytest
 from plugin_support import server_url_or_own
 
 from shared.crop import Rect, edge_defaults
 from testing.krita import KRITA, KRITARUNNER, XVFB, KritaHome, run_gui, run_scenario
 from testing.processes import ServerProcess
+from testing.tiny_models import tiny_autoencoder
 
 pytestmark = pytest.mark.krita
 
@@ -284,6 +286,43 @@ def test_strokes_are_whole_with_live_on_and_while_a_generate_runs_in_gui_krita(
     sent = [t for t, e in events if e == "frame sent"]
     assert not any(start < t < end for t in sent for start, end in strokes), events
     assert any(t > strokes[-1][1] for t in sent), events
+
+
+@pytest.fixture(scope="module")
+def tiny_coder_server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server whose SD1.5 model has a tiny autoencoder: its live frames are previews to finalize."""
+    root = tmp_path_factory.mktemp("tiny-coder-models")
+    shutil.copytree(models_dir / "checkpoints" / "tiny-sd15", root / "checkpoints" / "tiny-sd15")
+    tiny_autoencoder().save_pretrained(root / "vae-approx" / "taesd")
+    with ServerProcess(root, tmp_path_factory.mktemp("tiny-coder-server")) as server:
+        yield server
+
+
+@needs_strokes
+def test_apply_of_a_live_frame_gives_its_full_quality_picture_in_gui_krita(
+        krita_home: KritaHome, tiny_coder_server: ServerProcess) -> None:
+    """Live follows a real brush stroke; Apply of its picture asks the server to decode that frame's
+    latents with the full VAE and adds what comes back, not the tiny autoencoder's preview."""
+    found = run_gui(krita_home, "gui_live_apply", tiny_coder_server.url, model="tiny-sd15", size=[256, 192],
+                    points=60, pause=0.02, steps=4)
+    assert "Traceback" not in found["log"] and "error" not in found, found.get("error") or found["log"][-3000:]
+    assert found["connected"] and found["stroke_shown"]
+    name = next(n for n in found["layers"] if n.startswith("[Live] a red circle ("))
+    assert found["applying_message"] == f"Applying “{name}” at full quality…"
+    assert found["message"] == f"Added the layer “{name}”."
+    # The server finalized the frame shown: one full decode, written to its outputs like every result.
+    jobs = tiny_coder_server.job_lines()
+    assert [(j["id"], j["outcome"]) for j in jobs if j.get("finalize")] == [(found["frame_id"], "result")]
+    newest = max((tiny_coder_server.folder / "outputs").rglob("*.png"), key=lambda p: int(p.stem.split("-")[2]))
+    with PIL.Image.open(newest) as written:
+        full_quality = written.convert("RGBA").tobytes()
+    applied = Path(found["applied"]).read_bytes()
+    applied_rgba = bytes(b for i in range(0, len(applied), 4) for b in (applied[i + 2], applied[i + 1],
+                                                                        applied[i], applied[i + 3]))
+    x, y, width, height = found["bounds"]
+    assert (x, y, width, height) == (0, 0, 256, 192)
+    assert applied_rgba == full_quality
+    assert applied_rgba != Path(found["preview"]).read_bytes()  # not the tiny autoencoder's picture
 
 
 def _strokes(events: list[tuple[float, str]]) -> list[tuple[float, float]]:

@@ -32,7 +32,7 @@ def test_no_selection_full_strength_generates_at_canvas_size() -> None:
                                                                                    "blur")
     assert (request.steps, request.cfg_scale, request.scheduler, request.seed, request.batch_size) == (
         5, 4.5, "euler", 7, 2)
-    assert request.preview is True and request.fast_decode is False
+    assert request.preview is True and request.autoencoder == "auto"
     assert document.reads == []  # generating from nothing reads no pixels
 
 

@@ -444,6 +444,7 @@ def test_fifos_named_like_model_files_are_refused_without_being_opened(tmp_path:
     os.mkfifo(folder / "unet" / "config.json")
     (tmp_path / "vae-approx" / "taesd").mkdir(parents=True)
     os.mkfifo(tmp_path / "vae-approx" / "taesd" / "config.json")
+    os.mkfifo(tmp_path / "vae-approx" / "taesd-file.safetensors")  # TAESD as a lone weights file
     (tmp_path / "upscale_models").mkdir()
     os.mkfifo(tmp_path / "upscale_models" / "pipe-upscaler.pth")
     reg = scanned_within(10, tmp_path)
@@ -452,7 +453,7 @@ def test_fifos_named_like_model_files_are_refused_without_being_opened(tmp_path:
     assert refused["pipe-upscaler"] == NOT_REGULAR
     assert "cannot be read" in refused["folder-model"]
     assert reg.get("good").family == "sd15"
-    assert reg.tiny_decoder("sd15") is None
+    assert reg.tiny_autoencoder(reg.get("good")) is None
 
 
 def over_cap_header(path: Path) -> None:

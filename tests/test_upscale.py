@@ -72,8 +72,10 @@ def test_blending_tiles_of_an_exact_function_changes_nothing(tile: int, overlap:
     assert torch.allclose(tiles.blended(x, lambda part: part * 2, tile, overlap, feather), x * 2, atol=1e-6)
     enlarged = tiles.pictures(x, lambda part: torch.nn.functional.interpolate(part, scale_factor=3), tile, overlap,
                               feather, 3)
-    expected = (torch.nn.functional.interpolate(x, scale_factor=3) * 255).round().to(torch.uint8)
-    assert np.array_equal(enlarged, expected.permute(0, 2, 3, 1).numpy())
+    exact = (torch.nn.functional.interpolate(x, scale_factor=3) * 255).permute(0, 2, 3, 1).numpy()
+    # The blend is exact to float rounding, which may tip a level that lies on a half either way.
+    off = enlarged != exact.round()
+    assert np.all(np.abs(enlarged[off] - exact[off]) <= 0.5 + 1e-4)
 
 
 def test_tiles_are_reported_in_order_before_they_run() -> None:
@@ -226,7 +228,7 @@ def test_upscale_refuses_what_it_cannot_do(upscaling: Client) -> None:
         (request(upscaler="armed"), "upscaler"),
         (request(scale=3), "scale"),
         (request(image=None), "image"),
-        (request(fast_decode=True), "fast_decode"),
+        (request(autoencoder="tiny"), "autoencoder"),
     ]
     for bad, field in cases:
         with pytest.raises(ServerError) as caught:

@@ -19,7 +19,7 @@ from typing import Any
 from shared import errors as codes
 from shared.client import Client, NotUnderpaint, ServerError, address
 from shared.errors import ProtocolError
-from shared.messages import Cancel, Cancelled, Error, Generate, Live, Result, Welcome
+from shared.messages import Cancel, Cancelled, Error, Finalize, Generate, Live, Result, Welcome
 
 from .errors import CONNECTION_LOST, DISCONNECTED, NOT_UNDERPAINT, SERVER_CHANGED, UNREACHABLE
 
@@ -30,6 +30,8 @@ CLIENT_NAME = "underpaint-krita"
 POLL_SECONDS = 0.05
 # Answers after which retrying the same way cannot help: jobs waiting to be sent fail at once.
 _FATAL = {codes.UNAUTHORIZED, codes.PROTOCOL_MISMATCH, NOT_UNDERPAINT}
+# Requests that end with a terminal message (result, cancelled or error) about their id.
+_ANSWERED = (Generate, Finalize)
 
 
 @dataclass
@@ -224,16 +226,18 @@ class Connection:
                 with self._lock:
                     self._outbox.insert(0, pending)
                 raise
-            if isinstance(pending.message, Generate):
+            if isinstance(pending.message, _ANSWERED):
                 self._in_flight.add(pending.message.id)
 
     def _lose_jobs(self, code: str) -> None:
-        """The server forgets a closed connection's jobs: report them, and drop messages about them."""
-        for job_id in sorted(self._in_flight):
+        """The server forgets a closed connection's jobs and live frames: report them, and drop messages
+        about them (a `finalize` too: the next connection has no frames to finalize)."""
+        with self._lock:
+            lost = [p.message.id for p in self._outbox if isinstance(p.message, Finalize)]
+            self._outbox = [p for p in self._outbox if isinstance(p.message, Generate)]
+        for job_id in sorted(self._in_flight) + lost:
             self._events.put(Failed(job_id, code))
         self._in_flight.clear()
-        with self._lock:
-            self._outbox = [p for p in self._outbox if isinstance(p.message, Generate)]
 
     def _disconnected(self, url: str, code: str, detail: str) -> None:
         delay = self._backoff.next()
@@ -257,5 +261,5 @@ class Connection:
             expired = [p for p in self._outbox if everything or now - p.since >= self.wait_limit]
             self._outbox = [p for p in self._outbox if all(p is not e for e in expired)]
         for pending in expired:
-            if isinstance(pending.message, Generate):
+            if isinstance(pending.message, _ANSWERED):
                 self._events.put(Failed(pending.message.id, code, detail, address(url)))

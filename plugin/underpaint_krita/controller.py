@@ -160,8 +160,11 @@ class Controller:
 
     @_reports_errors
     def apply(self, entry_id: str | None = None) -> str:
-        """Copy a result (default: the one shown, live or not) into a new layer; returns the layer's name."""
-        name = self._require_session().apply(entry_id)
+        """Copy a result (default: the one shown, live or not) into a new layer; returns the layer's name.
+        A live picture's layer comes once the server has decoded it at full quality."""
+        name, finalize = self._require_session().apply(entry_id)
+        if finalize is not None:
+            self.connection.submit(finalize)
         self._changed()
         return name
 
@@ -273,7 +276,7 @@ class Controller:
                 log.exception("handling %s failed", type(event).__name__)
         if events:
             self._changed()
-        self._show_waiting_previews()
+        self._write_waiting()
         self._live_tick()
 
     def _may_touch(self, document: Document) -> bool:
@@ -281,11 +284,14 @@ class Controller:
         return self.guard.allows(document.busy(), self.clock())
 
     @_reports_errors
-    def _show_waiting_previews(self) -> None:
+    def _write_waiting(self) -> None:
+        """Show the pictures and add the layers that arrived while the artist painted."""
         for session in self._sessions:
-            waiting = session.waiting_preview is not None or session.waiting_upscale is not None
+            waiting = (session.waiting_preview is not None or session.waiting_layers
+                       or session.waiting_upscale is not None)
             if waiting and self.workspace.is_open(session.document) and self._may_touch(session.document):
                 session.show_waiting_preview()
+                session.add_waiting_layers()
                 session.apply_waiting_upscale()
 
     @_reports_errors

@@ -35,9 +35,13 @@ class LiveCanvas(Canvas, Protocol):
 
 @dataclass
 class LiveResult:
+    id: str  # the frame's: `finalize` asks for it at full quality
     prompt: str
     image: Image
     seed: int
+    # Decoded by the model's full VAE already (the server has no tiny autoencoder for the model):
+    # Apply needs nothing more from the server.
+    full_quality: bool = False
 
 
 @dataclass

@@ -124,8 +124,8 @@ def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session:
     image; a region that does not reach into that part, or whose layer is gone, is left out.
 
     With `live_session` it is a `live` frame: one image, always from the canvas (img2img, never
-    txt2img), with the session's seed unless the artist fixed one, decoded the fast way where the
-    server can (docs/live.md).
+    txt2img), with the session's seed unless the artist fixed one; the server codes it with its tiny
+    autoencoder where it has one (docs/live.md).
     """
     if not settings.model:
         raise UserError(NO_MODEL)
@@ -135,8 +135,7 @@ def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session:
     common = dict(
         id=job_id, model=settings.model, prompt=settings.prompt, negative_prompt=settings.negative_prompt,
         steps=settings.steps, cfg_scale=settings.cfg_scale, scheduler=settings.scheduler, seed=settings.seed,
-        batch_size=1 if live_session else settings.batch_size, preview=live_session is None,
-        fast_decode=live_session is not None, **extra,
+        batch_size=1 if live_session else settings.batch_size, preview=live_session is None, **extra,
     )
     if selection is not None:
         edge = edge_defaults(selection)

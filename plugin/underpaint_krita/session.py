@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.messages import Cancelled, Error, Generate, Image, Limits, LiveStop, Progress, Queued, Result
+from shared.messages import Cancelled, Error, Finalize, Generate, Image, Limits, LiveStop, Progress, Queued, Result
 
 from . import naming
 from .errors import CONNECTION_LOST, NO_LAYER, NO_RESULT, SERVER_BACK, UserError, artist_message
@@ -23,6 +23,8 @@ from .requests import Settings, Upscaling, build_request, build_upscale
 
 log = logging.getLogger(__name__)
 WAITING = "Waiting for the server…"
+# The server no longer had the frame's latents (a newer frame replaced them, or it restarted).
+APPLIED_PREVIEW = "Added the layer “{}” from the live preview: the full-quality picture was no longer available."
 CANCELLED = "Cancelled."
 SERVER_STOPPING = "server stopping"  # the reason of `cancelled` when the server shuts down (docs/protocol.md)
 LIVE = "live"  # DocumentSession.shown when the preview layer shows the live picture
@@ -91,6 +93,9 @@ class DocumentSession:
         self.live_result: LiveResult | None = None  # the newest live picture, kept after live mode ends
         # (name, picture) to show once the artist stops painting: writing the preview mid-stroke ends it.
         self.waiting_preview: tuple[str, Image] | None = None
+        # Live pictures being applied: frame id -> the picture, while the server decodes it at full quality.
+        self.applying: dict[str, LiveResult] = {}
+        self.waiting_layers: list[tuple[str, Image]] = []  # to add once the artist stops painting
         # (scale, layer name, picture) of an upscale to apply once the artist stops painting.
         self.waiting_upscale: tuple[int, str, Image] | None = None
         self.message = ""  # the last error or notice for this document
@@ -123,11 +128,20 @@ class DocumentSession:
         self.document.show_preview(naming.preview_name(entry.prompt), entry.image())
         self.shown = entry.id
 
-    def apply(self, entry_id: str | None = None) -> str:
-        """Copy a result (default: the one shown, live or not) into a new layer; returns the layer's name."""
+    def apply(self, entry_id: str | None = None) -> tuple[str, Finalize | None]:
+        """Copy a result (default: the one shown, live or not) into a new layer; returns the layer's name
+        and, for a live picture the server made with its tiny autoencoder, the `finalize` to send: that
+        layer comes when the server has decoded the frame at full quality (docs/live.md)."""
         if entry_id is None and self.shown == LIVE and self.live_result is not None:
             live = self.live_result
-            name, image = naming.live_name(live.prompt, live.seed), live.image
+            name = naming.live_name(live.prompt, live.seed)
+            if not live.full_quality:
+                if live.id in self.applying:
+                    return name, None  # asked for already
+                self.applying[live.id] = live
+                self.message = f"Applying “{name}” at full quality…"
+                return name, Finalize(id=live.id)
+            image = live.image
         else:
             entry = self._entry(entry_id or self.shown or "")
             name, image = naming.generated_name(entry.prompt, entry.seed), entry.image()
@@ -135,7 +149,7 @@ class DocumentSession:
         self.document.add_result_layer(name, image)
         self.shown = None
         self.message = f"Added the layer “{name}”."
-        return name
+        return name, None
 
     def discard(self, entry_id: str) -> None:
         self._entry(entry_id)
@@ -184,7 +198,8 @@ class DocumentSession:
 
     def owns(self, job_id: str) -> bool:
         """Whether `job_id` is one of this document's jobs or live frames."""
-        return (self.live is not None and self.live.owns(job_id)) or self._job(job_id) is not None
+        return ((self.live is not None and self.live.owns(job_id)) or self._job(job_id) is not None
+                or job_id in self.applying)
 
     def connected(self) -> None:
         if self.message == WAITING:
@@ -194,6 +209,9 @@ class DocumentSession:
 
     def receive(self, message: Any) -> None:
         """A server message about one of this document's jobs or live frames."""
+        if message.id in self.applying:
+            self._receive_applied(message)
+            return
         if self.live is not None and self.live.owns(message.id):
             self._receive_live(message)
             return
@@ -222,7 +240,9 @@ class DocumentSession:
 
     def fail(self, job_id: str, code: str, detail: str | None = None, address: str | None = None) -> None:
         """A job or live frame that will get no answer (the connection's `Failed`)."""
-        if self.live is not None and self.live.owns(job_id):
+        if job_id in self.applying:
+            self._applied(job_id, None)
+        elif self.live is not None and self.live.owns(job_id):
             self.live.finish(job_id)  # a lost live frame needs no word: the next change sends a new one
         else:
             self._finish(job_id, artist_message(code, detail, address))
@@ -234,12 +254,37 @@ class DocumentSession:
         prompt = self.live.finish(message.id)
         if isinstance(message, Result) and message.images:
             item = message.images[0]
-            self.live_result = LiveResult(prompt, item.image, item.seed)
+            self.live_result = LiveResult(message.id, prompt, item.image, item.seed,
+                                          full_quality=message.info.get("decoder") == "vae")
             self.waiting_preview = (naming.preview_name(prompt), item.image)
             self.shown = LIVE
             self.message = ""
         elif isinstance(message, Error):
             self.message = artist_message(message.code, message.message)
+
+    def _receive_applied(self, message: Any) -> None:
+        if isinstance(message, Result) and message.images:
+            self._applied(message.id, message.images[0].image)
+        elif isinstance(message, (Result, Cancelled, Error)):
+            self._applied(message.id, None)
+
+    def _applied(self, frame_id: str, image: Image | None) -> None:
+        """The full-quality picture of a live frame being applied, or None when the server cannot give it:
+        the preview's picture is applied then. The layer is added once the artist stops painting."""
+        live = self.applying.pop(frame_id)
+        name = naming.live_name(live.prompt, live.seed)
+        self.waiting_layers.append((name, image if image is not None else live.image))
+        if self.shown == LIVE and self.live_result is live:
+            self._hide_preview()
+            self.shown = None
+        self.message = f"Added the layer “{name}”." if image is not None else APPLIED_PREVIEW.format(name)
+
+    def add_waiting_layers(self) -> None:
+        """Add the layers that arrived while the artist painted (the controller calls this only when
+        the stroke guard allows touching the canvas)."""
+        layers, self.waiting_layers = self.waiting_layers, []
+        for name, image in layers:
+            self.document.add_result_layer(name, image)
 
     def _store(self, request: Generate, result: Result) -> None:
         entries = [Entry.from_result(f"{request.id}-{i}", request, item.image, item.seed)

@@ -1,17 +1,24 @@
-"""Pictures to the UNet's latents and back, outside the pipelines: the start picture of an inpaint
-encoded once, the fast decode of live frames with a tiny autoencoder (models/tiny_decoders.py), and
-the VAE in tiles for large pictures (docs/upscale.md)."""
+"""Pictures to the UNet's latents and back, outside the pipelines, by one of two coders: the model's
+full VAE, or a tiny autoencoder (models/tiny_autoencoders.py), several times faster, for live frames.
+
+Both work in the space the UNet works in: the VAE's latents (the distribution's mode, no sampling
+noise) scaled as the model's config says. Pipelines are called with latents in and latents out, so
+every picture of every job is encoded and decoded here, and a live frame's latents can be decoded
+again at full quality when the artist applies it (generate.py). The full VAE works in tiles on a
+picture too large for it whole (docs/upscale.md)."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import PIL.Image
 import torch
 
+from ..models.tiny_autoencoders import TinyAutoencoder
 from . import tiles
 from .tiles import TileCallback
 
@@ -25,52 +32,143 @@ ACTIVATIONS = 6
 VAE_OVERLAP = 4
 
 
-def encode(pipe: Any, picture: PIL.Image.Image) -> torch.Tensor:
-    """The scaled latents of `picture` (the distribution's mode: no sampling noise), as the UNet takes them."""
-    vae = pipe.vae
-    pixels = pipe.image_processor.preprocess(picture)
-    with upcast(vae), torch.no_grad():
-        latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
-    mean, std = _statistics(vae.config, latents.device)
-    return ((latents - mean) * vae.config.scaling_factor / std).to(pipe.unet.dtype)
+class Coder(ABC):
+    name: ClassVar[str]  # as the result's `info` reports it
+
+    def __init__(self, pipe: Any):
+        self.pipe = pipe
+
+    @property
+    def label(self) -> str:
+        """Tells apart coders whose latents of one picture differ."""
+        return self.name
+
+    @abstractmethod
+    def encode(self, picture: PIL.Image.Image) -> torch.Tensor:
+        """The latents of `picture`, batch of one, in the UNet's dtype."""
+
+    @abstractmethod
+    def decode(self, latents: torch.Tensor) -> list[PIL.Image.Image]:
+        """One picture per latent of the batch."""
+
+    def _pixels(self, picture: PIL.Image.Image) -> torch.Tensor:
+        return self.pipe.image_processor.preprocess(picture)
+
+    def _pictures(self, pixels: torch.Tensor) -> list[PIL.Image.Image]:
+        # As the pipelines do, so a full decode here gives their pictures exactly.
+        return self.pipe.image_processor.postprocess(pixels, output_type="pil", do_denormalize=[True] * len(pixels))
+
+
+class FullVAE(Coder):
+    name = "vae"
+
+    def __init__(self, pipe: Any, sdxl: bool = False):
+        super().__init__(pipe)
+        # SDXL's VAE overflows in float16 (its config says force_upcast); SD1.5's pipelines never upcast.
+        self.upcast = sdxl and _asks_upcast(pipe.vae)
+
+    def encode(self, picture: PIL.Image.Image) -> torch.Tensor:
+        vae = self.pipe.vae
+        if tiled_vae_needed(vae, *picture.size):
+            return encode_in_tiles(self.pipe, picture)
+        return encode(self.pipe, picture, self.upcast)
+
+    def decode(self, latents: torch.Tensor) -> list[PIL.Image.Image]:
+        vae = self.pipe.vae
+        scale = self.pipe.vae_scale_factor
+        if tiled_vae_needed(vae, latents.shape[-1] * scale, latents.shape[-2] * scale):
+            return decode_in_tiles(vae, latents)
+        with float32_if(self.upcast, vae):
+            # Cast, then scale, in the order the pipelines do: the same latents give the same pixels.
+            latents = to_vae_space(vae.config, latents.to(vae.device, vae.dtype))
+            with torch.no_grad():
+                pixels = vae.decode(latents).sample
+        return self._pictures(pixels)
+
+
+class TinyCoder(Coder):
+    name = "tiny"
+
+    def __init__(self, pipe: Any, tiny: TinyAutoencoder):
+        super().__init__(pipe)
+        self.tiny = tiny
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.tiny.name}"
+
+    @torch.no_grad()
+    def encode(self, picture: PIL.Image.Image) -> torch.Tensor:
+        module = self.tiny.module
+        latents = module.encode(self._pixels(picture).to(module.device, module.dtype)).latents
+        return (latents * module.config.scaling_factor).to(self.pipe.unet.dtype)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> list[PIL.Image.Image]:
+        module = self.tiny.module
+        latents = latents.to(module.device, module.dtype) / module.config.scaling_factor
+        return self._pictures(module.decode(latents).sample)
 
 
 @contextmanager
-def upcast(vae: Any) -> Iterator[None]:
-    """SDXL's VAE overflows in float16; its config asks for float32 (as diffusers' pipelines do)."""
+def float32_if(needed: bool, vae: Any) -> Iterator[None]:
+    """The VAE in float32 while inside, where it is in float16 and `needed`, as diffusers' SDXL
+    pipelines do. The model loader keeps such a VAE in float32 (models/loading.py); this covers one
+    that a pipeline turned back (the SDXL inpaint pipeline does, after encoding)."""
     dtype = vae.dtype
-    if not (dtype == torch.float16 and getattr(vae.config, "force_upcast", False)):
-        yield
-        return
-    vae.to(torch.float32)
+    upcast = needed and dtype == torch.float16
+    if upcast:
+        vae.to(torch.float32)
     try:
         yield
     finally:
-        vae.to(dtype)
+        if upcast:
+            vae.to(dtype)
 
 
-def _statistics(config: Any, device: torch.device) -> tuple[torch.Tensor | float, torch.Tensor | float]:
-    """The mean and standard deviation the VAE's latents are normalised by (SDXL-style configs give
-    them per channel; otherwise 0 and 1, and only `scaling_factor` applies)."""
+def encode(pipe: Any, picture: PIL.Image.Image, upcast: bool | None = None) -> torch.Tensor:
+    """The latents of `picture` by the full VAE, whole, as the UNet takes them (the distribution's mode:
+    no sampling noise). `upcast`: the VAE in float32 meanwhile; by default as its config asks."""
+    vae = pipe.vae
+    with float32_if(_asks_upcast(vae) if upcast is None else upcast, vae), torch.no_grad():
+        latents = vae.encode(pipe.image_processor.preprocess(picture).to(vae.device, vae.dtype)).latent_dist.mode()
+    return to_unet_space(vae.config, latents).to(pipe.unet.dtype)
+
+
+def to_unet_space(config: Any, latents: torch.Tensor) -> torch.Tensor:
+    """The VAE's latents as the UNet takes them: normalised where the config gives per-channel statistics
+    (SDXL-style), and scaled."""
+    mean, std = _latent_statistics(config, latents)
+    return latents * config.scaling_factor if mean is None else (latents - mean) * config.scaling_factor / std
+
+
+def to_vae_space(config: Any, latents: torch.Tensor) -> torch.Tensor:
+    """`to_unet_space` undone, in the order diffusers' pipelines do it."""
+    mean, std = _latent_statistics(config, latents)
+    return latents / config.scaling_factor if mean is None else latents * std / config.scaling_factor + mean
+
+
+def _latent_statistics(config: Any, latents: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The per-channel mean and deviation some VAEs normalise their latents by, else (None, None)."""
     mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
     if mean is None or std is None:
-        return 0.0, 1.0
-    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
+        return None, None
+    return (torch.tensor(mean).view(1, -1, 1, 1).to(latents.device, latents.dtype),
+            torch.tensor(std).view(1, -1, 1, 1).to(latents.device, latents.dtype))
 
 
-@torch.no_grad()
-def decode(decoder: torch.nn.Module, latents: torch.Tensor) -> list[PIL.Image.Image]:
-    """Latents of the UNet's (scaled) space to pictures, by a tiny autoencoder."""
-    latents = latents.to(decoder.device, decoder.dtype) / decoder.config.scaling_factor
-    pixels = decoder.decode(latents).sample
-    pixels = ((pixels.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-    return [PIL.Image.fromarray(image.permute(1, 2, 0).cpu().numpy()) for image in pixels]
+def _asks_upcast(vae: Any) -> bool:
+    """Whether the VAE's config asks for float32 where it is in float16 (SDXL's overflows)."""
+    return bool(getattr(vae.config, "force_upcast", False))
+
+
+# --- the full VAE in tiles, for large pictures --------------------------------------------------------
 
 
 @torch.no_grad()
 def encode_in_tiles(pipe: Any, picture: PIL.Image.Image, on_tile: TileCallback | None = None) -> torch.Tensor:
-    """`encode`, in overlapping tiles blended by weight where the picture is large: the picture is held
-    as 8-bit pixels, and only one tile at a time as floats."""
+    """`FullVAE.encode`, in overlapping tiles blended by weight where the picture is large: the picture is
+    held as 8-bit pixels, and only one tile at a time as floats."""
     vae = pipe.vae
     width, height = picture.size
     scale = pipe.vae_scale_factor
@@ -81,10 +179,9 @@ def encode_in_tiles(pipe: Any, picture: PIL.Image.Image, on_tile: TileCallback |
         normalised = part.to(vae.device, vae.dtype) / 127.5 - 1.0
         return vae.encode(normalised).latent_dist.mode()
 
-    with upcast(vae):
+    with float32_if(_asks_upcast(vae), vae):
         found = tiles.blended(pixels, encode_tile, tile, tile // VAE_OVERLAP, tile // VAE_OVERLAP, on_tile, scale)
-    mean, std = _statistics(vae.config, found.device)
-    return ((found - mean) * vae.config.scaling_factor / std).to(pipe.unet.dtype)
+    return to_unet_space(vae.config, found).to(pipe.unet.dtype)
 
 
 def _tile(vae: Any, width: int, height: int) -> int:
@@ -132,16 +229,14 @@ def tiled_vae(vae: Any, width: int, height: int) -> Iterator[None]:
 def decode_in_tiles(vae: Any, latents: torch.Tensor, on_tile: TileCallback | None = None) -> list[PIL.Image.Image]:
     """Latents of the UNet's (scaled) space to pictures by the VAE, in overlapping tiles blended by
     weight where the picture is large; only the 8-bit pictures grow with the size."""
-    config = vae.config
-    mean, std = _statistics(config, latents.device)
-    latents = latents * std / config.scaling_factor + mean
-    scale = 2 ** (len(config.block_out_channels) - 1)
+    latents = to_vae_space(vae.config, latents)
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
     height, width = latents.shape[-2:]
     tile = _tile(vae, width, height)
 
     def decode(z: torch.Tensor) -> torch.Tensor:
         return vae.decode(z.to(vae.device, vae.dtype)).sample / 2 + 0.5
 
-    with upcast(vae):
+    with float32_if(_asks_upcast(vae), vae):
         pixels = tiles.pictures(latents, decode, tile, tile // VAE_OVERLAP, tile // VAE_OVERLAP, scale, on_tile)
     return [PIL.Image.fromarray(np.ascontiguousarray(picture)) for picture in pixels]

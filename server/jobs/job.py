@@ -1,4 +1,4 @@
-"""A job: one accepted `generate` or `live` request, from the queue to its terminal message."""
+"""A job: one accepted `generate`, `live` or `finalize` request, from the queue to its terminal message."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ class Job:
     owner: int  # the connection that sent it
     reply: Reply
     session: str | None = None  # live session, if a live frame
+    # A `finalize`: `request` is the kept live frame's, decoded again at full quality (no session: live
+    # frames neither supersede it nor are superseded by it).
+    finalize: bool = False
     size: int = 0  # bytes of the request as it arrived: what its inputs hold while it is queued or running
     estimate_s: float | None = None  # how long its denoising should take (Generator.estimate)
     cancel_event: threading.Event = field(default_factory=threading.Event)

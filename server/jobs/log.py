@@ -50,6 +50,8 @@ def job_line(job: Job, message: Any, now: datetime.datetime | None = None) -> di
         line["worker"] = job.worker
     if job.attempts > 1:
         line["attempts"] = job.attempts
+    if job.finalize:
+        line["finalize"] = True
     if isinstance(message, Error):
         line["code"] = message.code
     elif isinstance(message, Cancelled) and message.reason:

@@ -26,6 +26,8 @@ class ModelEntry:
     refused: str | None = None  # why it cannot be used, or None
     embedded: bool = False
     trigger_words: tuple[str, ...] = ()
+    # The model's own tiny autoencoder (the demo model has one); others use their family's (vae-approx/).
+    tiny_autoencoder: Path | None = None
     scale: int | None = None  # upscalers: how many times larger each side comes out
     defaults: ModelDefaults | None = None  # what it is best used with (defaults.py)
 

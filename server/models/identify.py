@@ -218,10 +218,23 @@ def _has_safetensors(folder: Path) -> bool:
     return folder.is_dir() and (any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")))
 
 
-def is_tiny_autoencoder(folder: Path) -> bool:
-    """A diffusers `AutoencoderTiny` folder with safetensors weights."""
+# Tensors every diffusers `AutoencoderTiny` has: the first convolution of its encoder and of its decoder.
+TINY_AUTOENCODER_KEYS = frozenset({"encoder.layers.0.weight", "decoder.layers.0.weight"})
+
+
+def is_tiny_autoencoder(path: Path) -> bool:
+    """A diffusers `AutoencoderTiny`: a folder with its config and safetensors weights, or the weights
+    file alone (TAESD's and TAESDXL's config is the class's defaults)."""
+    if path.is_file():
+        if path.suffix.lower() != ".safetensors":
+            return False
+        try:
+            shapes, _ = safetensors_header(path)  # a regular file's header only, within its size cap
+        except (OSError, ValueError):
+            return False
+        return TINY_AUTOENCODER_KEYS <= shapes.keys()
     try:
-        config = read_json(folder / "config.json")
+        config = read_json(path / "config.json")
     except (OSError, ValueError):
         return False
-    return config.get("_class_name") == "AutoencoderTiny" and any(folder.glob("*.safetensors"))
+    return config.get("_class_name") == "AutoencoderTiny" and any(path.glob("*.safetensors"))

@@ -2,6 +2,11 @@
 
 A model is loaded on first use and stays resident; the least recently used one is freed when a
 new one needs its place (`capacity` models at most, 1 by default: a GPU rarely holds two).
+
+On a GPU it runs in half precision (bf16 where the GPU has it, else fp16), with the SDXL VAE kept
+in fp32 under fp16, where it overflows; attention is PyTorch's scaled-dot-product attention
+(diffusers' default). `Acceleration` adds channels-last memory layout and torch.compile of the
+UNet (`underpaint serve --channels-last --compile`); bench/gpu.py measures them.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -72,13 +78,39 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` is float16 on GPUs (half the memory, same pictures) and float32 on the CPU (fp16 is slow there)."""
+def resolve_dtype(name: str, device: torch.device, bf16: bool | None = None) -> torch.dtype:
+    """`auto` is half precision on GPUs (half the memory, same pictures): bfloat16 where the GPU has it
+    (`bf16`, asked of the GPU when None), whose range never overflows, else float16; float32 on the
+    CPU (half precision is slow there)."""
     if name == "auto":
-        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+        if device.type == "cuda":
+            has_bf16 = bf16 if bf16 is not None else torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+            return torch.bfloat16 if has_bf16 else torch.float16
+        return torch.float16 if device.type == "mps" else torch.float32
     if name not in DTYPES:
         raise ValueError(f"dtype {name!r} is not one of auto, {', '.join(DTYPES)}")
     return DTYPES[name]
+
+
+@dataclass(frozen=True)
+class Acceleration:
+    """How a loaded model runs, beyond its device and dtype."""
+
+    channels_last: bool = False  # NHWC memory layout for the UNet and VAE: faster convolutions on most GPUs
+    compile: bool = False  # torch.compile the UNet: slow first generation at each size, faster after
+
+
+def prepare(pipe: DiffusionPipeline, family: str, dtype: torch.dtype, acceleration: Acceleration) -> None:
+    """Make a loaded pipeline ready for its device."""
+    if dtype == torch.float16 and family == "sdxl" and getattr(pipe.vae.config, "force_upcast", False):
+        # SDXL's VAE overflows in float16. diffusers' pipelines move it to float32 for each decode and
+        # back; kept there, it is moved once (imaging/latents.py casts to its dtype).
+        pipe.vae.to(torch.float32)
+    if acceleration.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    if acceleration.compile:
+        pipe.unet = torch.compile(pipe.unet)
 
 
 def config_dir(entry: ModelEntry) -> Path:
@@ -132,11 +164,13 @@ class PipelineCache:
         dtype: torch.dtype,
         capacity: int = 1,
         on_broken: Callable[[str, str], None] | None = None,
+        acceleration: Acceleration = Acceleration(),
     ):
         if capacity < 1:
             raise ValueError(f"cache capacity must be at least 1, got {capacity}")
         self.device = device
         self.dtype = dtype
+        self.acceleration = acceleration
         self.capacity = capacity
         self.on_broken = on_broken
         self.step_costs = interrupts.StepCosts()
@@ -177,6 +211,7 @@ class PipelineCache:
             if self.on_broken is not None:
                 self.on_broken(entry.name, f"could not be loaded: {reason}")
             raise ModelBroken(f"{entry.name} could not be loaded: {reason}", "model") from exc
+        prepare(pipe, entry.family, self.dtype, self.acceleration)
         pipe.set_progress_bar_config(disable=True)
         interrupts.install(pipe, entry.name, str(self.device), self.step_costs)
         return pipe

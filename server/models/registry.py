@@ -48,9 +48,9 @@ SUBFOLDERS: dict[str, Kind] = {
     "upscale_models": "upscaler",
     "ESRGAN": "upscaler",
 }
-# Folders holding tiny autoencoders (TAESD) for fast decoding, in the spellings of this server,
+# Folders holding tiny autoencoders (TAESD, TAESDXL) for live frames, in the spellings of this server,
 # A1111 and ComfyUI.
-TINY_DECODER_FOLDERS = ("vae-approx", "VAE-approx", "vae_approx")
+TINY_AUTOENCODER_FOLDERS = ("vae-approx", "VAE-approx", "vae_approx")
 CONFIG_SUFFIX = ".config"
 MAX_DEPTH = 4
 # A file whose header is not read within this time (a network drive that stopped answering) is listed
@@ -63,7 +63,7 @@ class Registry:
     def __init__(self, folders: Sequence[Path]):
         self.folders = [Path(f) for f in folders]
         self._entries: dict[tuple[str, str], ModelEntry] = {}
-        self._tiny_decoders: dict[str, Path] = {}
+        self._tiny_autoencoders: dict[str, Path] = {}
         # What each file was found to be, by its identity on disk: a rescan reads only files that changed.
         self._identified: dict[tuple, ModelEntry] = {}
         self._lock = threading.Lock()
@@ -94,10 +94,10 @@ class Registry:
             if demo is not None:
                 found[(demo.kind, demo.name)] = demo
         found = {key: with_defaults(entry) for key, entry in found.items()}
-        decoders = find_tiny_decoders(self.folders)
+        tiny = find_tiny_autoencoders(self.folders)
         with self._lock:
             self._entries = found
-            self._tiny_decoders = decoders
+            self._tiny_autoencoders = tiny
             self._identified = identified
         usable = sum(1 for e in found.values() if not e.refused)
         log.info("models: %d usable, %d refused", usable, len(found) - usable)
@@ -110,9 +110,12 @@ class Registry:
         """Checkpoints that can be used."""
         return [e for e in self.entries() if e.kind == "checkpoint" and not e.refused]
 
-    def tiny_decoder(self, family: str) -> Path | None:
-        """The folder of the family's tiny autoencoder, as found by the last scan."""
-        return self._tiny_decoders.get(family)
+    def tiny_autoencoder(self, entry: ModelEntry) -> Path | None:
+        """The tiny autoencoder for `entry`'s latents: its own, else its family's as found by the last scan.
+        The demo model's latents are its own VAE's, not SD1.5's: only its own tiny autoencoder fits."""
+        if entry.tiny_autoencoder is not None or entry.embedded:
+            return entry.tiny_autoencoder
+        return self._tiny_autoencoders.get(entry.family) if entry.family else None
 
     def get(self, name: str, kind: str = "checkpoint", field: str = "model") -> ModelEntry:
         if not is_valid_name(name):
@@ -213,13 +216,13 @@ def _is_config_of_file(folder: Path) -> bool:
     return folder.suffix == CONFIG_SUFFIX and folder.with_suffix(".safetensors").is_file()
 
 
-def find_tiny_decoders(folders: Sequence[Path]) -> dict[str, Path]:
-    """family -> the first tiny autoencoder folder found for it. TAESD and TAESDXL share one
-    architecture, so unlike checkpoints their family can only come from the name: a name containing
-    "xl" is for SDXL."""
+def find_tiny_autoencoders(folders: Sequence[Path]) -> dict[str, Path]:
+    """family -> the first tiny autoencoder (folder or weights file) found for it. TAESD and TAESDXL
+    share one architecture, so unlike checkpoints their family can only come from the name: a name
+    containing "xl" is for SDXL."""
     found: dict[str, Path] = {}
     for root in folders:
-        for name in TINY_DECODER_FOLDERS:
+        for name in TINY_AUTOENCODER_FOLDERS:
             parent = root / name
             if not parent.is_dir():
                 continue
@@ -240,4 +243,6 @@ def embedded_entry() -> ModelEntry | None:
     model_dir = Path(demo.MODEL_DIR)
     if not (model_dir / "model_index.json").is_file():
         return None
-    return replace(identify_folder(model_dir, name=demo.NAME), embedded=True)
+    tiny = getattr(demo, "TINY_AUTOENCODER_DIR", None)  # a demo model may come without one
+    return replace(identify_folder(model_dir, name=demo.NAME), embedded=True,
+                   tiny_autoencoder=Path(tiny) if tiny and is_tiny_autoencoder(Path(tiny)) else None)

@@ -7,7 +7,9 @@ model)`, and asks it in order:
   request                    the request as the mode reads it (a fill mode may imply a prompt)
   pipeline                   the diffusers pipeline a regular model runs it with (a 9-channel
                              model runs every mode through its inpaint pipeline)
-  inputs(pipe, generators)   the pipeline arguments of its own: start picture, mask, strength
+  inputs(pipe, generators, encode)
+                             the pipeline arguments of its own: the start picture's latents (by
+                             `encode`: the job's autoencoder, imaging/latents.py), mask, strength
   on_step_end                a callback run after every denoising step, before progress is sent
   denoise(pipe, arguments, progress)
                              the pipeline call: one, unless a mode needs several (passes, tiles),
@@ -44,6 +46,8 @@ from .full_size import Progress
 
 # diffusers' `callback_on_step_end`: (pipe, step, timestep, tensors) -> tensors.
 StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
+# A picture at generation size -> its latents, batch of one.
+Encode = Callable[[PIL.Image.Image], torch.Tensor]
 
 # Flattening transparent canvas onto white matches Krita's default background.
 BACKGROUND = (255, 255, 255, 255)
@@ -98,7 +102,7 @@ class Mode(ABC):
         self.upscalers = upscalers
         self.strength = request.strength if request.strength is not None else self.default_strength
 
-    def inputs(self, pipe: DiffusionPipeline, generators: Sequence[torch.Generator]) -> dict[str, Any]:
+    def inputs(self, pipe: DiffusionPipeline, generators: Sequence[torch.Generator], encode: Encode) -> dict[str, Any]:
         return {}
 
     def denoise(self, pipe: DiffusionPipeline, arguments: dict[str, Any], progress: Progress) -> Any:
@@ -152,8 +156,9 @@ class WholePicture(Mode):
         size = (round_to_multiple(self.frame.canvas.width, multiple), round_to_multiple(self.frame.canvas.height,
                                                                                        multiple))
         enlarged, self.enlarged_by = self.enlarge(native, size, None, progress)
-        return full_size.refine(self.model, pipe, arguments, enlarged, FULL_DETAIL_STRENGTH, progress,
-                                (self.frame.width, self.frame.height))
+        # Decoded there: the refine keeps the native picture's coarse content in pixels.
+        return full_size.refine(self.model, pipe, {**arguments, "output_type": "pil"}, enlarged,
+                                FULL_DETAIL_STRENGTH, progress, (self.frame.width, self.frame.height))
 
     def describe(self) -> dict[str, Any]:
         if not self.full_detail:
@@ -183,13 +188,14 @@ class WholePicture(Mode):
         canvas.alpha_composite(self.source.convert("RGBA"))
         return canvas.convert("RGB")
 
-    def refine(self, start: PIL.Image.Image) -> dict[str, Any]:
-        """Inputs that refine `start` at the mode's strength; a 9-channel model is also told to repaint
+    def refine(self, start: PIL.Image.Image, encode: Encode, count: int) -> dict[str, Any]:
+        """Inputs that refine `start` at the mode's strength: its latents, one copy per image. A 9-channel
+        model's pipeline takes the picture itself (it also encodes it masked) and is told to repaint
         all of it."""
-        inputs: dict[str, Any] = {"image": start, "strength": self.strength}
         if self.model.is_inpaint_model:
-            inputs["mask_image"] = PIL.Image.new("L", start.size, 255)
-        return inputs
+            return {"image": start, "strength": self.strength, "mask_image": PIL.Image.new("L", start.size, 255)}
+        latents = encode(start)
+        return {"image": latents.expand(count, *latents.shape[1:]).clone(), "strength": self.strength}
 
 
 def seeds(request: Generate) -> list[int]:

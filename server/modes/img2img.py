@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from diffusers import DiffusionPipeline
 
-from .base import WholePicture
+from .base import Encode, WholePicture
 
 
 class Img2Img(WholePicture):
@@ -17,5 +17,5 @@ class Img2Img(WholePicture):
     pipeline = "img2img"
     default_strength = 0.75
 
-    def inputs(self, pipe: DiffusionPipeline, generators: Sequence[torch.Generator]) -> dict[str, Any]:
-        return self.refine(self.start_picture())
+    def inputs(self, pipe: DiffusionPipeline, generators: Sequence[torch.Generator], encode: Encode) -> dict[str, Any]:
+        return self.refine(self.start_picture(), encode, len(generators))

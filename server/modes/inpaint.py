@@ -5,7 +5,8 @@ The job handler asks the mode, in order:
   Inpaint.check(request)     pixel-free checks, before the job is queued
   Inpaint(request, model)    at canvas scale (`prepare`): the selection, its edge, the context, the
                              result's alpha and the fill mode (shared/fills.py)
-  inputs(pipe, generators)   the start picture at generation size, its latents and the latent blend
+  inputs(pipe, generators, encode)
+                             the start picture at generation size, its latents and the latent blend
   on_step_end                the blend, after every step
   finish(picture)            a generated picture as the patch
 The numbers and their reasons are in docs/inpaint.md.
@@ -30,10 +31,10 @@ from shared.fills import Fill
 from shared.messages import Generate
 
 from ..errors import BadInput, EmptySelection
-from ..imaging import latents, masks, payloads
+from ..imaging import masks, payloads
 from ..models.pipelines import Model
 from ..models.upscalers import Upscalers
-from .base import Frame, Mode
+from .base import Encode, Frame, Mode
 
 # Generated pixels at least this close to the result need not match the original: the VAE decoder
 # spreads each latent pixel over about two latent pixels (16 generated pixels) around it.
@@ -68,9 +69,9 @@ class Inpaint(Mode):
         self.frame = Frame.fit(self.request, model, (context.x, context.y), (context.width, context.height),
                                native=True)
 
-    def inputs(self, pipe: DiffusionPipeline, generators: Sequence[torch.Generator]) -> dict[str, Any]:
+    def inputs(self, pipe: DiffusionPipeline, generators: Sequence[torch.Generator], encode: Encode) -> dict[str, Any]:
         inputs, self.on_step_end = diffusion_inputs(self.area, pipe, self.frame.width, self.frame.height,
-                                                    self.strength, generators, self.model.is_inpaint_model)
+                                                    self.strength, generators, encode, self.model.is_inpaint_model)
         return inputs
 
     @property
@@ -175,7 +176,7 @@ def prepare(request: Generate, source: PIL.Image.Image) -> Area:
 
 
 def diffusion_inputs(area: Area, pipe: DiffusionPipeline, width: int, height: int, strength: float,
-                     generators: Sequence[torch.Generator],
+                     generators: Sequence[torch.Generator], encode: Encode,
                      inpaint_model: bool = False) -> tuple[dict[str, Any], LatentBlend]:
     """Pipeline inputs for `area` at width x height, and the step callback that blends the latents.
 
@@ -190,7 +191,7 @@ def diffusion_inputs(area: Area, pipe: DiffusionPipeline, width: int, height: in
     start = PIL.Image.fromarray(masks.start_picture(masks.resize_rgba(area.original, size), replace))
 
     # 2. Its latents, the coverage per latent pixel, and the noise the pipeline will start from.
-    original = latents.encode(pipe, start)
+    original = encode(start)
     scale = pipe.vae_scale_factor
     coverage = masks.resize_mask(area.alpha, (width // scale, height // scale))
     shape = (len(generators), *original.shape[1:])

@@ -31,8 +31,8 @@ class Upscale(WholePicture):
 
     @staticmethod
     def check(request: Generate) -> None:
-        if request.fast_decode:
-            raise BadInput("an upscale is decoded in full; leave fast_decode off", "fast_decode")
+        if request.autoencoder == "tiny":
+            raise BadInput("an upscale is decoded by the full VAE; leave autoencoder at auto or full", "autoencoder")
 
     def __init__(self, request: Generate, model: Model, upscalers: Upscalers | None = None):
         super().__init__(request, model, upscalers)
@@ -49,7 +49,8 @@ class Upscale(WholePicture):
         pictures = enlarged * arguments["num_images_per_prompt"]
         if self.strength == 0:
             return StableDiffusionPipelineOutput(images=pictures, nsfw_content_detected=None)
-        return full_size.refine(self.model, pipe, arguments, pictures, self.strength, progress, self.source.size)
+        return full_size.refine(self.model, pipe, {**arguments, "output_type": "pil"}, pictures, self.strength,
+                                progress, self.source.size)
 
     def describe(self) -> dict[str, Any]:
         return {"scale": self.request.scale, "upscaler": self.enlarged_by,

@@ -17,6 +17,7 @@ from shared import codec
 from shared.errors import ProtocolError
 from shared.messages import (
     Cancel,
+    Finalize,
     Generate,
     Hello,
     ListModels,
@@ -106,6 +107,7 @@ class Connection:
         finally:
             watch.cancel()
             self.services.queue.cancel_owner(self.number, "client disconnected")
+            self.services.generator.sessions.forget(self.number)
             self._closing = True
             self._ready.set()
             await writer
@@ -209,6 +211,10 @@ class Connection:
             self.reply(LiveStopped(session=message.session))
         elif isinstance(message, Generate):
             await self._generate(message, size)
+        elif isinstance(message, Finalize):
+            kept = self.services.generator.check_finalize(self.number, message.id)
+            self.services.queue.submit(Job(request=kept.request, owner=self.number, reply=self.reply, size=size,
+                                           finalize=True))
         elif isinstance(message, Cancel):
             if not self.services.queue.cancel(self.number, message.id):
                 raise NotFound(f"no queued or running job {message.id!r}", "id")

@@ -23,6 +23,7 @@ from websockets.frames import CloseCode
 from shared import codec
 from shared.messages import Welcome
 
+from .. import allocator
 from ..config import ServerConfig
 from ..errors import Busy
 from ..generate import Generator, LocalWorker
@@ -30,7 +31,7 @@ from ..imaging.outputs import OutputWriter
 from ..jobs.log import JobLog
 from ..jobs.queue import JobQueue
 from ..models import schedulers
-from ..models.loading import PipelineCache, resolve_device, resolve_dtype
+from ..models.loading import Acceleration, PipelineCache, resolve_device, resolve_dtype
 from ..models.registry import Registry
 from . import errors, pacing
 from .connection import Connection
@@ -65,12 +66,14 @@ def tune_interpreter() -> None:
 class Server:
     def __init__(self, config: ServerConfig):
         config.check()
+        allocator.use_one_arena()  # before the worker thread starts
         self.config = config
         self.registry = Registry(config.models)
         self.registry.scan()
         device = resolve_device(config.device)
         self.cache = PipelineCache(device, resolve_dtype(config.dtype, device), config.cache_size,
-                                   on_broken=self.registry.mark_broken)
+                                   on_broken=self.registry.mark_broken,
+                                   acceleration=Acceleration(config.channels_last, config.compile))
         outputs = OutputWriter(config.outputs)
         outputs.clean()
         # On a cluster the front end's own generator only checks requests; replicas run them.

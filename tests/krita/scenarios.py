@@ -601,6 +601,36 @@ def gui_strokes(job: dict, out: dict):
     the second starts as soon as that picture is shown (adding the preview layer), or right away
     with Live off. Per case: the painted layer's pixels (a file), the active layer, tool and
     selection before and after, the layers, and a timeline (_Timeline)."""
+    controller, docker, preset = yield from _gui_start(job, out, "a spiral")
+    if "settle" in job:  # for measuring what the stroke guard's wait costs
+        controller.guard.settle = job["settle"]
+    out["cases"] = {}
+    for case in job["cases"]:
+        out["cases"][case] = {}
+        yield from _stroke_case(case, job, controller, docker, preset, out["cases"][case])
+
+
+def _brush_document(name: str, width: int, height: int, preset):
+    """Steps that make a fresh document of a locked white background and an active "Paint Layer 1",
+    with `preset` on the brush tool; returns (document, paint layer)."""
+    krita = Krita.instance()
+    document = new_document(width, height, name=name)
+    root = document.rootNode()
+    background = root.childNodes()[0]
+    _fill(background, width, height, bytes([255, 255, 255, 255]))
+    background.setLocked(True)  # a stroke redirected there paints nothing
+    paint = document.createNode("Paint Layer 1", "paintlayer")
+    root.addChildNode(paint, background)  # Krita makes it the active layer
+    yield lambda: document.activeNode() is not None and document.activeNode().name() == "Paint Layer 1"
+    krita.activeWindow().activeView().setCurrentBrushPreset(preset)
+    krita.action("KritaShape/KisToolBrush").trigger()
+    yield 0.5
+    return document, paint
+
+
+def _gui_start(job: dict, out: dict, prompt: str):
+    """Steps that show the docker, wait for the server and choose the job's model and `prompt`; returns
+    (controller, docker, the Basic-5 brush preset)."""
     controller = extension({**job, "server": ""}).controller
     krita = Krita.instance()
     krita.activeWindow().qwindow().setGeometry(0, 0, 1600, 1000)  # Xvfb has no window manager to maximize it
@@ -609,32 +639,16 @@ def gui_strokes(job: dict, out: dict):
     yield lambda: controller.server.connected
     out["connected"] = controller.server.connected
     docker.prompt.model.setCurrentIndex(docker.prompt.model.findData(job["model"]))
-    docker.prompt.text.setPlainText("a spiral")
+    docker.prompt.text.setPlainText(prompt)
     presets = krita.resources("preset")
     out["preset"] = next(name for name in sorted(presets) if "Basic-5" in name)
-    if "settle" in job:  # for measuring what the stroke guard's wait costs
-        controller.guard.settle = job["settle"]
-    out["cases"] = {}
-    for case in job["cases"]:
-        out["cases"][case] = {}
-        yield from _stroke_case(case, job, controller, docker, presets[out["preset"]], out["cases"][case])
+    return controller, docker, presets[out["preset"]]
 
 
 def _stroke_case(case: str, job: dict, controller, docker, preset, found: dict):
-    krita = Krita.instance()
-    window = krita.activeWindow()
+    window = Krita.instance().activeWindow()
     width, height = job["size"]
-    document = new_document(width, height, name=case)
-    root = document.rootNode()
-    background = root.childNodes()[0]
-    _fill(background, width, height, bytes([255, 255, 255, 255]))
-    background.setLocked(True)  # a stroke redirected there paints nothing
-    paint = document.createNode("Paint Layer 1", "paintlayer")
-    root.addChildNode(paint, background)  # Krita makes it the active layer
-    yield lambda: document.activeNode() is not None and document.activeNode().name() == "Paint Layer 1"
-    window.activeView().setCurrentBrushPreset(preset)
-    krita.action("KritaShape/KisToolBrush").trigger()
-    yield 0.5
+    document, paint = yield from _brush_document(case, width, height, preset)
 
     def state() -> dict:
         active = document.activeNode()
@@ -688,6 +702,53 @@ def _stroke_case(case: str, job: dict, controller, docker, preset, found: dict):
         f.write(bytes(paint.pixelData(0, 0, width, height)))
     if session.live is not None:
         docker.job.live.click()
+
+
+@report
+def gui_live_apply(job: dict, out: dict):
+    """In the GUI: Live on, an artist's brush stroke (xdotool) on "Paint Layer 1"; once the frame with
+    the stroke is shown, Apply, and Live off. The live picture as the preview showed it, and the
+    applied [Live] layer's pixels (BGRA) over the same rectangle, go to files."""
+    controller, docker, preset = yield from _gui_start(job, out, "a red circle")
+    width, height = job["size"]
+    document, paint = yield from _brush_document("live-apply", width, height, preset)
+    session = controller.session()
+    docker.advanced.steps.setValue(job["steps"])
+    docker.generation.strength.setValue(50)
+    docker.job.live.click()
+    timeline = _Timeline(document, session, time.monotonic())
+    yield timeline.until(lambda: bool(timeline.times("picture shown")))
+    canvas = _canvas_widget(Krita.instance().activeWindow())
+    centre = canvas.mapToGlobal(QPoint(canvas.width() // 2, canvas.height() // 2))
+    zigzag = _zigzag(centre.x(), centre.y(), min(canvas.width(), canvas.height()) * 0.3, job["points"])
+    yield from _xdotool_run(_xdotool(zigzag, job["pause"]), timeline)
+
+    def stroke_shown() -> bool:
+        sent = timeline.times("frame sent", after=timeline.times("released")[-1])
+        return (bool(sent) and not session.live.frames and bool(timeline.times("picture shown", after=sent[0]))
+                and _idle(document))
+
+    yield timeline.until(stroke_shown)
+    out["stroke_shown"] = stroke_shown()
+    live = session.live_result
+    out["frame_id"], out["bounds"] = live.id, list(live.image.bounds)
+    out["preview"] = f"{job['workdir']}/preview.rgba"
+    with open(out["preview"], "wb") as f:
+        f.write(live.image.data)
+    docker.results.apply.click()
+    docker.job.live.click()  # in the same step: no frame goes out after the Apply
+    out["applying_message"] = controller.message
+
+    def applied():
+        return next((n for n in document.rootNode().childNodes() if n.name().startswith("[Live]")), None)
+
+    yield lambda: applied() is not None and not session.applying
+    out["message"] = controller.message
+    out["layers"] = layer_names(document)
+    x, y, w, h = live.image.bounds
+    out["applied"] = f"{job['workdir']}/applied.bgra"
+    with open(out["applied"], "wb") as f:
+        f.write(bytes(applied().pixelData(x, y, w, h)))
 
 
 def _xdotool_run(command: list[str], timeline: _Timeline):

@@ -144,12 +144,17 @@ def tokenize(tokenizer: CLIPTokenizer, captions: list[str]) -> torch.Tensor:
     ).input_ids
 
 
+def cosine_rate(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up to `peak`, then cosine decay to a tenth of it at `total`. A pure function of the
+    step, so a resumed run carries on where it stopped."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def learning_rate(step: int, settings: Settings) -> float:
-    """Linear warm-up, then cosine decay to a tenth."""
-    if step < settings.warmup:
-        return settings.unet_lr * (step + 1) / settings.warmup
-    progress = (step - settings.warmup) / max(1, settings.unet_steps - settings.warmup)
-    return settings.unet_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return cosine_rate(step, settings.unet_steps, settings.unet_lr, settings.warmup)
 
 
 @dataclass

@@ -10,3 +10,5 @@ from pathlib import Path
 
 NAME = "underpaint-demo"
 MODEL_DIR: Path = Path(__file__).resolve().parent / "model"
+# Its tiny autoencoder (what TAESD is to SD1.5), for live frames: tools/demo_model/tiny_autoencoder.py.
+TINY_AUTOENCODER_DIR: Path = Path(__file__).resolve().parent / "tiny_autoencoder"
