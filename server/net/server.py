@@ -23,7 +23,6 @@ from websockets.frames import CloseCode
 from shared import codec
 from shared.messages import Welcome
 
-from .. import allocator
 from ..config import ServerConfig
 from ..errors import Busy
 from ..generate import Generator, LocalWorker
@@ -66,7 +65,6 @@ def tune_interpreter() -> None:
 class Server:
     def __init__(self, config: ServerConfig):
         config.check()
-        allocator.use_one_arena()  # before the worker thread starts
         self.config = config
         self.registry = Registry(config.models)
         self.registry.scan()
