@@ -82,7 +82,8 @@ def encode_in_tiles(pipe: Any, picture: PIL.Image.Image, on_tile: TileCallback |
         return vae.encode(normalised).latent_dist.mode()
 
     with upcast(vae):
-        found = tiles.blended(pixels, encode_tile, tile, tile // VAE_OVERLAP, tile // VAE_OVERLAP, on_tile, scale)
+        found = tiles.blended(pixels, encode_tile, tile, tile // VAE_OVERLAP, tile // VAE_OVERLAP, on_tile, scale,
+                              fit=True)
     mean, std = _statistics(vae.config, found.device)
     return ((found - mean) * vae.config.scaling_factor / std).to(pipe.unet.dtype)
 
@@ -143,5 +144,6 @@ def decode_in_tiles(vae: Any, latents: torch.Tensor, on_tile: TileCallback | Non
         return vae.decode(z.to(vae.device, vae.dtype)).sample / 2 + 0.5
 
     with upcast(vae):
-        pixels = tiles.pictures(latents, decode, tile, tile // VAE_OVERLAP, tile // VAE_OVERLAP, scale, on_tile)
+        pixels = tiles.pictures(latents, decode, tile, tile // VAE_OVERLAP, tile // VAE_OVERLAP, scale, on_tile,
+                                fit=True)
     return [PIL.Image.fromarray(np.ascontiguousarray(picture)) for picture in pixels]

@@ -158,7 +158,7 @@ class Upscalers:
                     return model(tile)
 
             model.to(self.device, dtype)
-            upscaled = tiles.pictures(pixels, run, TILE, OVERLAP, FEATHER, model.scale, on_tile)
+            upscaled = tiles.pictures(pixels, run, TILE, OVERLAP, FEATHER, model.scale, on_tile, fit=True)
             picture = PIL.Image.fromarray(upscaled[0])
         if picture.size == size:
             return picture
