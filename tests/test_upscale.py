@@ -7,6 +7,7 @@ import pickle
 import threading
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import PIL.Image
@@ -94,6 +95,34 @@ def test_a_tiled_upscaler_matches_it_whole() -> None:
         tiled = tiles.pictures(x, net, 16, 6, 6, 4)[0].astype(np.float32)
     difference = np.abs(tiled - whole)
     assert difference.mean() < 1.0 and np.percentile(difference, 99) < 8, (difference.mean(), difference.max())
+
+
+def vae_of(channels: tuple[int, ...], attention: bool, dtype: torch.dtype) -> SimpleNamespace:
+    return SimpleNamespace(config=SimpleNamespace(block_out_channels=channels, mid_block_add_attention=attention),
+                           dtype=dtype)
+
+
+VAE_TILES = [
+    # VAE (first block's channels ... , mid-block attention, dtype), its tiles' side at the default budget
+    (vae_of((128, 256, 512, 512), True, torch.float32), 576),  # SD1.5's and SDXL's: activations bind
+    (vae_of((128, 256, 512, 512), True, torch.float16), 832),
+    (vae_of((4, 4, 8, 8), True, torch.float32), 1024),  # the tiny test VAE: its attention binds
+    (vae_of((16, 32, 64, 64), False, torch.float32), 1664),  # the demo model's, without attention
+]
+
+
+@pytest.mark.parametrize(("vae", "side"), VAE_TILES)
+def test_the_vae_is_whole_while_its_activations_and_attention_fit_the_budget(vae: SimpleNamespace, side: int) -> None:
+    """The VAE's attention holds a score for every pair of latent pixels: on a VAE with a shallow first
+    block it, not the activations, decides how large a picture is worked whole."""
+    assert latents.tile_side(vae) == side
+    assert not latents.tiled_vae_needed(vae, side, side) and latents.tiled_vae_needed(vae, side + 64, side + 64)
+    assert latents.working_bytes(vae, side, side) <= latents.VAE_BUDGET
+
+
+def test_the_tiny_vae_is_bound_by_its_attention() -> None:
+    vae = tiny_pipeline("sd15").vae
+    assert latents.tile_side(vae) == 1024 and latents.working_bytes(vae, 1024, 1024) == (128 * 128) ** 2 * 4
 
 
 @pytest.fixture
