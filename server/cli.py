@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import logging
+import os
 import sys
 import typing
 import uuid
@@ -18,6 +20,11 @@ import PIL.Image
 from shared import DEFAULT_PORT
 from shared.messages import FillMode, ModelDefaults, ModelInfo
 from shared.paths import data_dir
+
+# A token on the command line is visible to every user of the machine (`ps`); from the environment or a
+# file it is not.
+TOKEN_VARIABLE = "UNDERPAINT_TOKEN"
+IN_PS = f"visible to other users in `ps`: prefer --token-file or the {TOKEN_VARIABLE} environment variable"
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -48,31 +55,70 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "fp16", "bf16", "fp32"])
     p.add_argument("--outputs", type=Path, default=data_dir() / "outputs",
                    help="where results are saved (default: %(default)s)")
-    p.add_argument("--token", help="required of clients; mandatory when --host is not loopback")
+    _token_options(p, f"required of clients, mandatory when --host is not loopback ({IN_PS})")
     p.add_argument("--max-message", type=int, default=256 * 1024 * 1024, help="largest frame in bytes")
     p.add_argument("--cache-size", type=int, default=1, help="models kept loaded at once")
     p.add_argument("--max-connections", type=int, default=ServerConfig.max_connections,
                    help="websocket connections open at once; more are refused with 'busy'")
+    for flag, what, share in (("--queue-budget", "the inputs (images, prompts) of queued and running jobs", "1/8"),
+                              ("--connection-queue-budget", "the same, for one connection", "1/16"),
+                              ("--receive-budget", "messages still arriving or being decoded", "1/16")):
+        p.add_argument(flag, type=int, metavar="MIB",
+                       help=f"MiB that {what} may hold; more is refused with 'busy' (default: {share} of this "
+                            "machine's memory)")
     p.add_argument("--allow-origin", action="append", default=[],
                    help="a browser origin allowed to connect (default: none)")
     p.add_argument("--log-file", type=Path,
                    help="one JSON line per job (no prompts); rotates at 10 MiB, keeping 5 old files")
 
 
+def _token_options(p: argparse.ArgumentParser, help: str) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--token", help=help)
+    group.add_argument("--token-file", type=Path, help="a file holding the access token (its first line)")
+
+
+class _TokenError(Exception):
+    pass
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The token from --token, --token-file or the environment, in that order."""
+    if args.token is not None:
+        return args.token
+    if args.token_file is not None:
+        try:
+            lines = args.token_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _TokenError(f"--token-file {args.token_file}: cannot be read ({exc})") from None
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise _TokenError(f"--token-file {args.token_file}: its first line is empty")
+        return token
+    return os.environ.get(TOKEN_VARIABLE) or None
+
+
 def _serve(args: argparse.Namespace) -> int:
     from . import logs
 
+    try:
+        token = _token(args)
+    except _TokenError as exc:
+        print(f"underpaint serve: {exc}", file=sys.stderr)
+        return 2
     logs.configure()
     from shared.messages import Limits
 
-    from .config import ServerConfig
+    from .config import MIB, ServerConfig
     from .net.server import Server
 
+    budgets = {name: value * MIB for name in ("queue_budget", "connection_queue_budget", "receive_budget")
+               if (value := getattr(args, name)) is not None}
     config = ServerConfig(
         models=args.models or _default_models(), host=args.host, port=args.port, device=args.device, dtype=args.dtype,
-        outputs=args.outputs, token=args.token, limits=Limits(max_message=args.max_message),
+        outputs=args.outputs, token=token, limits=Limits(max_message=args.max_message),
         cache_size=args.cache_size, allowed_origins=tuple(args.allow_origin), log_file=args.log_file,
-        max_connections=args.max_connections,
+        max_connections=args.max_connections, **budgets,
     )
     try:
         server = Server(config)
@@ -86,6 +132,14 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"underpaint serve: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1
+    if server.queue.worker_busy:
+        # The worker is inside one operation of a native library (every client has been told its job was
+        # cancelled, the job log is closed): exiting normally would wait for it, and tearing down the
+        # library under it aborts the process.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
@@ -130,7 +184,7 @@ def _generate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("underpaint.png"),
                    help="output PNG; a batch writes name-1.png, name-2.png, ... (default: %(default)s)")
     p.add_argument("--server", default=f"ws://127.0.0.1:{DEFAULT_PORT}", help="(default: %(default)s)")
-    p.add_argument("--token", help="the server's access token, if it has one")
+    _token_options(p, f"the server's access token, if it has one ({IN_PS})")
     p.add_argument("--model", help="a checkpoint's name (default: the server's first usable one)")
     p.add_argument("--width", type=int, help="(default: the image's, else the size the model recommends)")
     p.add_argument("--height", type=int, help="(default: the image's, else the size the model recommends)")
@@ -209,11 +263,12 @@ def _generate(args: argparse.Namespace) -> int:
 
     try:
         image, mask = _inputs(args)
-    except _InputError as exc:
+        token = _token(args)
+    except (_InputError, _TokenError) as exc:
         print(f"underpaint generate: {exc}", file=sys.stderr)
         return 2
     try:
-        client = Client(args.server, name="underpaint-cli", token=args.token)
+        client = Client(args.server, name="underpaint-cli", token=token)
     except NotUnderpaint as exc:
         print(f"underpaint generate: {exc}; check --server", file=sys.stderr)
         return 1

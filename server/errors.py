@@ -7,6 +7,7 @@ a person and never holds a server path; `field` is the dotted request field it i
 
     RequestError
     ├── BadInput
+    ├── TooLarge
     ├── UnknownModel
     ├── ModelBroken
     ├── Unsupported
@@ -47,6 +48,12 @@ class BadInput(RequestError):
     """A value the server cannot use; `field` names it."""
 
     code = codes.BAD_REQUEST
+
+
+class TooLarge(RequestError):
+    """A value over a size limit, or one that would take longer than its time budget to read."""
+
+    code = codes.TOO_LARGE
 
 
 class UnknownModel(RequestError):

@@ -19,7 +19,7 @@ from .conditioning.conditioner import Conditioner
 from .imaging import latents, payloads, previews
 from .imaging.outputs import OutputWriter
 from .jobs.job import Job, JobCancelledError
-from .models import schedulers
+from .models import interrupts, schedulers
 from .models.loading import PipelineCache
 from .models.memory import is_out_of_memory, out_of_memory_error
 from .models.pipelines import Model, call_arguments
@@ -28,6 +28,9 @@ from .models.tiny_decoders import FastDecoders
 from .models.upscalers import Upscalers
 from .modes import MODES
 from .modes.base import Frame, chain, seeds
+
+# The side of the square each family was trained at: a request without a size is generated there.
+NATIVE_SIDES = {"sd15": 512, "sdxl": 1024}
 
 
 class Generator:
@@ -48,9 +51,32 @@ class Generator:
             self.upscalers.choose(request.upscaler)
         self.conditioner.check(request, entry.family)
 
+    def estimate(self, request: Generate) -> float | None:
+        """Seconds the request's denoising should take: its UNet calls times what this model's UNet took
+        per latent pixel on this device so far (None before it has run). Attention grows faster than
+        the area, so sizes far above those seen are estimated low."""
+        entry = self.registry.get(request.model)
+        cost = self.cache.step_costs.per_latent_pixel(entry.name, str(self.cache.device))
+        if cost is None:
+            return None
+        side = NATIVE_SIDES.get(entry.family or "", 512)
+        if request.fit_native:
+            width = height = side
+        elif request.image is not None and request.width is None:
+            width, height = request.image.width, request.image.height
+        else:
+            width, height = request.width or side, request.height or side
+        mode = MODES[request.mode]
+        strength = request.strength if request.strength is not None else mode.default_strength
+        steps = max(1, int(request.steps * strength))
+        # Classifier-free guidance runs the UNet on the prompt and the negative prompt at once.
+        samples = request.batch_size * (2 if request.cfg_scale > 1 else 1)
+        return round(cost * (width // 8) * (height // 8) * samples * steps, 2)
+
     def __call__(self, job: Job) -> Result:
         try:
-            return self._run(job)
+            with interrupts.checking(job.raise_if_cancelled):
+                return self._run(job)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise

@@ -29,6 +29,11 @@ ID_LENGTH = 128
 NAME_LENGTH = 256
 MAX_SEED = 2**63 - 1
 MAX_REGIONS = 16
+# Characters in one prompt: A1111 users write a few hundred; servers may read less in some syntaxes.
+PROMPT_LENGTH = 20_000
+# Canvas positions lie within +-2^24 px: far beyond any canvas, and a difference of two positions
+# still fits the 32-bit integers of the imaging libraries.
+MAX_COORDINATE = 2**24
 # Models a server lists: well beyond a large A1111 or ComfyUI library of checkpoints and LoRAs.
 MAX_MODELS = 4096
 # Room in a result message for what is not pixels (info, framing).
@@ -99,8 +104,8 @@ class Image:
     height: int = spec(min=1)
     format: Literal["rgba8", "png"] = spec()
     data: bytes = spec()
-    x: int = spec(0, min=-(2**31), max=2**31 - 1)
-    y: int = spec(0, min=-(2**31), max=2**31 - 1)
+    x: int = spec(0, min=-MAX_COORDINATE, max=MAX_COORDINATE)
+    y: int = spec(0, min=-MAX_COORDINATE, max=MAX_COORDINATE)
 
     CHANNELS: ClassVar[int] = 4
     RAW: ClassVar[str] = "rgba8"
@@ -150,8 +155,8 @@ class Region:
     """A prompt that applies only where its mask covers the picture."""
 
     mask: Mask = spec()
-    prompt: str = spec()
-    negative_prompt: str = spec("")
+    prompt: str = spec(max_len=PROMPT_LENGTH)
+    negative_prompt: str = spec("", max_len=PROMPT_LENGTH)
 
 
 @dataclass
@@ -182,8 +187,8 @@ class Generate:
     id: str = spec(max_len=ID_LENGTH)
     mode: Mode = spec()
     model: str = spec(max_len=NAME_LENGTH)
-    prompt: str = spec("")
-    negative_prompt: str = spec("")
+    prompt: str = spec("", max_len=PROMPT_LENGTH)
+    negative_prompt: str = spec("", max_len=PROMPT_LENGTH)
     width: int | None = spec(None, min=8)
     height: int | None = spec(None, min=8)
     image: Image | None = spec(None)
@@ -310,6 +315,9 @@ class Queued:
     TYPE: ClassVar[str] = "queued"
     id: str
     position: int
+    # Seconds the job's denoising should take once it starts, from what the model took on this server
+    # so far; absent before the model has run. A guide, not a promise.
+    estimate_s: float | None = None
 
 
 @dataclass

@@ -40,12 +40,14 @@ class ServerProcess:
     `kill()` restart it at the same port."""
 
     def __init__(self, models: Path | None = None, folder: Path | None = None, *extra: str,
-                 port: int | None = None, token: str | None = None, threads: int = 1):
+                 port: int | None = None, token: str | None = None, threads: int = 1,
+                 environment: dict[str, str] | None = None):
         self.models = models
         self.folder = folder or Path(tempfile.mkdtemp(prefix="underpaint-server-"))
         self.extra = extra + (("--token", token) if token else ())
         self.port = port or free_port()
         self.threads = threads
+        self.environment = environment or {}
         self.log = self.folder / "server.log"
         self.log_file = self.folder / "jobs.log"
         self.process: subprocess.Popen | None = None
@@ -58,7 +60,7 @@ class ServerProcess:
         models = self.models or tiny_models()
         command = [sys.executable, "-m", "server", "serve", "--models", str(models), "--port", str(self.port),
                    "--outputs", str(self.folder / "outputs"), "--log-file", str(self.log_file), *self.extra]
-        env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(self.threads))
+        env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(self.threads), **self.environment)
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as sink:  # a file, not a pipe: an unread pipe would block the server
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)

@@ -33,7 +33,7 @@ from server.config import ServerConfig
 from server.models.memory import is_out_of_memory
 from shared.client import Client, ServerError
 from shared.messages import Cancel, Cancelled, Error, Image, Progress, Queued, Result
-from testing.processes import free_port
+from testing.processes import ServerProcess, free_port
 from testing.raw_client import RawClient
 from testing.serving import job_log, running_server, slow_request, tiny_request, url, wait_for_log, wait_until
 
@@ -356,7 +356,33 @@ def test_results_are_delivered_when_the_outputs_folder_cannot_be_written(models_
         assert reason in logged[0]
 
 
+def test_unfinished_results_of_a_killed_server_are_removed_at_start(models_dir, tmp_path):
+    day = tmp_path / "outputs" / "2026-11-30"
+    day.mkdir(parents=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left_over = day / f".101010-{gone.stdout.strip()}-00007-42.png.tmp"  # a server killed with -9 while saving
+    running = day / f".101010-{os.getpid()}-00001-42.png.tmp"  # another server saving into the same folder now
+    finished = day / "101010-1-00001-42.png"
+    for path in (left_over, running, finished):
+        path.write_bytes(b"png")
+    with running_server(ServerConfig(models=[models_dir], outputs=tmp_path / "outputs")):
+        assert sorted(p.name for p in day.iterdir()) == sorted([running.name, finished.name])
+
+
 # --- the server stopped ------------------------------------------------------------------------------------
+
+
+def cancel_reasons(*clients: Client) -> dict[str, str | None]:
+    """Job id -> reason of every `cancelled` the clients get until the server closes their connections."""
+    told = {}
+    for client in clients:
+        try:
+            for message in client.messages(timeout=15):
+                if isinstance(message, Cancelled):
+                    told[message.id] = message.reason
+        except websockets.ConnectionClosed:
+            pass
+    return told
 
 
 def test_sigterm_stops_a_busy_server_within_10_s_and_every_job_is_told(models_dir, tmp_path):
@@ -394,13 +420,7 @@ def test_sigterm_stops_a_busy_server_within_10_s_and_every_job_is_told(models_di
             time.sleep(0.2)
             signalled = time.monotonic()
             process.send_signal(signal.SIGTERM)
-            told = {}
-            try:
-                for message in client.messages(timeout=15):
-                    if isinstance(message, Cancelled):
-                        told[message.id] = message.reason
-            except websockets.ConnectionClosed:
-                pass
+            told = cancel_reasons(client)
             assert process.wait(timeout=10) == 0
             assert time.monotonic() - signalled < 10
         assert told == {running.id: "server stopping", waiting.id: "server stopping"}
@@ -410,3 +430,28 @@ def test_sigterm_stops_a_busy_server_within_10_s_and_every_job_is_told(models_di
     finally:
         process.kill()
         process.wait()
+
+
+def test_sigterm_during_a_step_that_takes_a_minute_stops_within_10_s_and_tells_every_client(tmp_path):
+    with ServerProcess(None, tmp_path) as server:
+        first, second = Client(server.url, name="large"), Client(server.url, name="waiting")
+        large, small = request(width=2048, height=2048, steps=2), request()
+        first.send(large)
+        assert isinstance(first.receive(timeout=30), Queued)
+        second.send(small)
+        assert isinstance(second.receive(timeout=30), Queued)
+        time.sleep(3)  # inside the first step, which takes most of a minute here
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        told = cancel_reasons(first, second)
+        status = server.process.wait(timeout=15)
+        stopped = time.monotonic() - signalled
+        lines = {line["id"]: line for line in server.job_lines()}
+        server.process = None
+    print(f"\nstopped {stopped:.1f} s after SIGTERM")
+    assert status == 0 and stopped < 10
+    assert told == {large.id: "server stopping", small.id: "server stopping"}
+    assert {lines[job.id]["outcome"] for job in (large, small)} == {"cancelled"}
+    printed = server.log.read_text()
+    assert "terminate called" not in printed
+    assert "still inside one operation" not in printed  # the worker stopped at a check point in the step

@@ -10,19 +10,37 @@ import functools
 import gc
 import json
 import socket
+import statistics
+import string
+import threading
 import time
 import tracemalloc
 
 import pytest
 import torch
+import websockets.sync.client
 
 from bench.load import run_load, summarise
 from server.config import ServerConfig
 from server.jobs.job import Job
+from server.net import server as net_server
 from server.net.connection import MAX_PENDING_PROGRESS, Connection
 from shared import codec
 from shared.client import Client, ServerError
-from shared.messages import Cancel, Cancelled, Error, Progress, Queued, Result
+from shared.messages import (
+    MAX_REGIONS,
+    Cancel,
+    Cancelled,
+    Error,
+    Generate,
+    Image,
+    Mask,
+    Progress,
+    Queued,
+    Region,
+    Result,
+)
+from testing.processes import ServerProcess
 from testing.raw_client import RawClient
 from testing.serving import running_server, slow_request, tiny_request, url, wait_for_log, wait_until
 
@@ -129,14 +147,244 @@ def test_connections_over_the_cap_are_refused_busy_and_a_freed_place_is_taken_ag
         with Client(url(server)) as newcomer:
             assert newcomer.generate(request(), timeout=60).images
         wait_until(lambda: len(server.connections) == 2, what="the newcomer to leave")
-        # Connections count from the moment they open, not from their hello.
+        # Connections count from the moment they open, not from their hello; but one that has not said
+        # hello makes room for a newcomer when all slots are taken.
         holder = RawClient(url(server))
         wait_until(lambda: len(server.connections) == 3, what="the silent connection to be counted")
-        with pytest.raises(ServerError):
-            Client(url(server))
-        holder.close()
+        with Client(url(server)) as newcomer:
+            assert newcomer.models()
+        pushed_out = holder.receive(timeout=10)
+        assert pushed_out.code == "busy" and "waited longest" in pushed_out.message
+        assert holder.closed(timeout=5)
     with pytest.raises(ValueError, match="--max-connections"):
         ServerConfig(max_connections=0).check()
+
+
+# --- strangers and slow senders ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", [None, "s3cret"], ids=["no-token", "token"])
+def test_silent_connections_cannot_keep_the_artist_out(models_dir, tmp_path, token):
+    config = ServerConfig(models=[models_dir], outputs=tmp_path, token=token)
+    with running_server(config) as server, contextlib.ExitStack() as stack:
+        # An ordinary websocket library that connects and says nothing (it answers pings in the background).
+        silent = [stack.enter_context(websockets.sync.client.connect(url(server))) for _ in range(32)]
+        wait_until(lambda: len([c for c in server.connections if not c.leaving]) == 32, what="32 open connections")
+        started = time.perf_counter()
+        with Client(url(server), name="artist", token=token) as artist:
+            waited = time.perf_counter() - started
+            assert artist.welcome.models
+            assert artist.generate(request(), timeout=60).images
+        # The one that waited longest made room, and was told why.
+        pushed_out = codec.decode_server(silent[0].recv(timeout=10))
+        assert pushed_out.code == "busy" and "waited longest" in pushed_out.message
+    print(f"\nwelcome after {waited * 1000:.1f} ms with 32 silent connections open")
+    assert waited < 1.0
+
+
+def test_connections_that_wait_without_hello_are_few_and_short_lived(models_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(net_server, "HELLO_GRACE", 0.2)
+    config = ServerConfig(models=[models_dir], outputs=tmp_path, hello_slots=2, hello_timeout=1.5)
+    with running_server(config) as server:
+        first, second = RawClient(url(server)), RawClient(url(server))
+        time.sleep(0.5)  # both have waited longer than a hello takes
+        third = RawClient(url(server))
+        assert first.receive(timeout=5).code == "busy" and first.closed(timeout=5)
+        # Without a hello, the rest are closed at the hello deadline.
+        for client in (second, third):
+            late = client.receive(timeout=5)
+            assert (late.code, late.field) == ("unauthorized", "type") and "1.5 s" in late.message
+            assert client.closed(timeout=5)
+        wait_until(lambda: not server.connections, what="the connections to close")
+
+
+def dribble(client: RawClient, wire: bytes, pieces: int, pause: float) -> bool:
+    """Send `wire` (a frame's bytes) in `pieces` parts `pause` seconds apart; False once the server has closed."""
+    size = -(-len(wire) // pieces)
+    for start in range(0, len(wire), size):
+        try:
+            client.socket.sendall(wire[start:start + size])
+        except OSError:
+            return False
+        time.sleep(pause)
+    return True
+
+
+def frame_bytes(client: RawClient, payload: bytes, fin: bool = True, continuation: bool = False) -> bytes:
+    if continuation:
+        client.protocol.send_continuation(payload, fin=fin)
+    else:
+        client.protocol.send_binary(payload, fin=fin)
+    return b"".join(client.protocol.data_to_send())
+
+
+@pytest.mark.parametrize("how", ["one-frame", "fragments"])
+@pytest.mark.parametrize("greeted", [False, True], ids=["before-hello", "after-hello"])
+def test_a_message_that_stops_arriving_is_cut_off(models_dir, tmp_path, how, greeted):
+    config = ServerConfig(models=[models_dir], outputs=tmp_path, receive_window=0.5, min_receive_rate=64 * 1024)
+    with running_server(config) as server, Client(url(server)) as bystander:
+        slow = RawClient(url(server))
+        if greeted:
+            slow.hello()
+        frame = codec.encode(tiny_request(prompt="x" * 30_000))
+        if how == "one-frame":  # a whole frame, 100 bytes every 50 ms: 2 KiB/s
+            wire = frame_bytes(slow, frame)
+            pieces = [wire[i:i + 100] for i in range(0, len(wire), 100)]
+        else:  # a fragment every 50 ms
+            pieces = [frame_bytes(slow, frame[:100], fin=False)]
+            pieces += [frame_bytes(slow, frame[i:i + 100], fin=False, continuation=True)
+                       for i in range(100, len(frame), 100)]
+        started = time.monotonic()
+        for piece in pieces:
+            if not dribble(slow, piece, 1, 0.05):
+                break
+            if slow.closed(timeout=0):
+                break
+        cut_after = time.monotonic() - started
+        assert cut_after < 3, "the slow message was never cut off"
+        assert bystander.models()
+        slow.close()
+    assert cut_after > 0.5
+
+
+def test_a_message_that_keeps_arriving_fast_enough_is_served(models_dir, tmp_path):
+    config = ServerConfig(models=[models_dir], outputs=tmp_path, receive_window=0.5, min_receive_rate=64 * 1024)
+    with running_server(config) as server:
+        client = RawClient(url(server))
+        client.hello()
+        image = Image(width=256, height=200, format="rgba8", data=bytes(256 * 200 * 4))  # 200 KiB
+        job = request(mode="img2img", image=image, strength=0.5, steps=2)
+        # 20 parts 0.1 s apart: 100 KiB/s for 2 s, four windows of the 64 KiB/s rule.
+        assert dribble(client, frame_bytes(client, codec.encode(job)), 20, 0.1)
+        assert isinstance(client.receive(timeout=60), Queued)
+        client.close()
+
+
+def test_more_than_a_hello_before_hello_is_refused(server):
+    client = RawClient(url(server))
+    client.send(tiny_request(prompt="x" * 19_000, regions=[Region(mask=Mask(width=64, height=64, format="a8",
+                                                                       data=bytes(64 * 64)), prompt="y" * 19_000)]
+                             * 3))
+    refused = client.receive(timeout=10)
+    assert (refused.code, refused.field) == ("too_large", "frame") and "send hello first" in refused.message
+    assert client.closed(timeout=5)
+
+
+def test_unfinished_messages_over_the_receive_budget_are_refused_busy(models_dir, tmp_path):
+    config = ServerConfig(models=[models_dir], outputs=tmp_path, receive_budget=1024 * 1024)
+    with running_server(config) as server:
+        first, second = RawClient(url(server)), RawClient(url(server))
+        first.hello()
+        second.hello()
+        image = Image(width=400, height=400, format="rgba8", data=bytes(400 * 400 * 4))  # 625 KiB
+        first_wire = frame_bytes(first, codec.encode(request(mode="img2img", image=image)))
+        first.socket.sendall(first_wire[:-1000])  # held by the server, unfinished
+        wait_until(lambda: server.receiving.held > 600 * 1024, what="the first message to be held")
+        second.socket.sendall(frame_bytes(second, codec.encode(request(mode="img2img", image=image))))
+        refused = second.receive(timeout=10)
+        assert refused.code == "busy" and "--receive-budget" in refused.message
+        assert second.closed(timeout=5)
+        # The first one is served once it is complete, and what it held is given back.
+        first.socket.sendall(first_wire[-1000:])
+        assert isinstance(first.receive(timeout=30), Queued)
+        wait_until(lambda: server.receiving.held == 0, what="the held bytes to be given back")
+        first.close()
+
+
+def test_queued_inputs_over_their_byte_budgets_are_refused_busy(models_dir, tmp_path):
+    mib = 1024 * 1024
+    config = ServerConfig(models=[models_dir], outputs=tmp_path, connection_queue_budget=mib,
+                          queue_budget=3 * mib // 2)
+    image = Image(width=320, height=320, format="rgba8", data=bytes(320 * 320 * 4))  # 400 KiB
+
+    def refine():
+        return request(mode="img2img", image=image, strength=0.5, steps=2)
+
+    with running_server(config) as server, Client(url(server)) as first, Client(url(server)) as second:
+        blocker = slow_request()
+        first.send(blocker)
+        for message in first.messages(timeout=60):
+            if isinstance(message, Progress):
+                break
+        mine = [refine() for _ in range(3)]  # 1 200 KiB with the third
+        for job in mine:
+            first.send(job)
+        replies = collect(first, {j.id for j in mine}, (Queued, Error))
+        assert [type(replies[j.id]) for j in mine] == [Queued, Queued, Error]
+        refused = replies[mine[2].id]
+        assert refused.code == "busy" and "--connection-queue-budget" in refused.message
+        assert "1.2 MiB" in refused.message and "budget of 1.0 MiB" in refused.message
+        theirs = [refine() for _ in range(2)]  # the server's jobs would hold 1 600 KiB with the second
+        for job in theirs:
+            second.send(job)
+        replies = collect(second, {j.id for j in theirs}, (Queued, Error))
+        assert [type(replies[j.id]) for j in theirs] == [Queued, Error]
+        assert replies[theirs[1].id].code == "busy" and "--queue-budget" in replies[theirs[1].id].message
+        # Jobs that end give their bytes back.
+        for job in (blocker, *mine[:2]):
+            first.send(Cancel(id=job.id))
+        assert len(collect(first, {blocker.id, mine[0].id, mine[1].id}, (Cancelled,))) == 3
+        retry = refine()
+        second.send(retry)
+        assert isinstance(collect(second, {retry.id}, (Queued, Error))[retry.id], Queued)
+    with pytest.raises(ValueError, match="--queue-budget"):
+        ServerConfig(queue_budget=1000).check()
+
+
+# --- the event loop ---------------------------------------------------------------------------------------
+
+
+def hostile_prompts(request_id: str, texts: list[str], **fields) -> Generate:
+    """A job request with every prompt the protocol allows (34) set, each a distinct one of `texts`, the
+    last naming a LoRA the server does not have: it is refused once all of them are read."""
+    texts = iter(texts[:2 + 2 * MAX_REGIONS - 1] + [texts[-1] + "<lora:does-not-exist:1>"])
+    prompt, negative_prompt = next(texts), next(texts)
+    mask = Mask(width=8, height=8, format="a8", data=bytes(64))
+    regions = [Region(mask=mask, prompt=next(texts), negative_prompt=next(texts)) for _ in range(MAX_REGIONS)]
+    return tiny_request(id=request_id, prompt=prompt, negative_prompt=negative_prompt, regions=regions, **fields)
+
+
+def worst_frames() -> list[Generate]:
+    letters = string.ascii_letters
+    return [
+        # The frame that froze the server for a minute: 10 000 unclosed brackets in each prompt.
+        hostile_prompts("unclosed", [("(" + letter) * 9_988 for letter in letters]),
+        # The costliest prompts that are read to the end: the deepest nesting allowed, then pairs.
+        hostile_prompts("nested", ["(" * 15 + f"({letter})" * 6_600 for letter in letters]),
+        # compel's grammar at its length limit, until the reading budget runs out.
+        hostile_prompts("compel", [f'"{letter}b" ' * 199 for letter in letters], prompt_syntax="compel"),
+    ]
+
+
+def test_a_client_sending_the_costliest_frames_does_not_hold_up_the_others(tmp_path):
+    with ServerProcess(None, tmp_path) as server, Client(server.url, name="artist") as artist:
+        hostile = Client(server.url, name="hostile")
+        replies: list[Error] = []
+
+        def send_all() -> None:
+            for frame in worst_frames():
+                hostile.send(frame)
+                replies.append(hostile.receive(timeout=120))
+
+        sender = threading.Thread(target=send_all)
+        round_trips = []
+        artist.models()
+        sender.start()
+        while sender.is_alive():
+            started = time.perf_counter()
+            artist.models()
+            round_trips.append(time.perf_counter() - started)
+        sender.join()
+        hostile.close()
+    print(f"\n{len(round_trips)} round trips while the frames were read: slowest {max(round_trips) * 1000:.1f} ms")
+    assert (replies[0].code, replies[0].field) == ("bad_request", "prompt")
+    # Read to the unknown LoRA at the end, or until the reading budget ran out on a busy machine.
+    assert replies[1].code in ("unknown_model", "too_large") and replies[1].field.startswith("regions")
+    assert replies[2].code == "too_large"
+    assert len(round_trips) >= 10  # the frames kept the reading thread busy for a while
+    # Under 100 ms; a loaded machine's scheduler may delay a rare one (the event loop held by the
+    # reading took 54-94 s before).
+    assert statistics.quantiles(round_trips, n=20)[-1] < 0.1 and max(round_trips) < 0.5
 
 
 # --- idle and dead connections --------------------------------------------------------------------------

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
+import struct
 import sys
+import threading
+import tracemalloc
 import types
 from pathlib import Path
 
@@ -14,8 +18,17 @@ import torch
 from safetensors.torch import save_file
 
 from server.errors import RequestError
-from server.models import registry
-from server.models.identify import PICKLE_REFUSED, UNREADABLE, identify_file, identify_folder, trigger_words
+from server.models import identify, registry
+from server.models.headers import MAX_HEADER
+from server.models.identify import (
+    HEADER_TOO_LARGE,
+    NOT_REGULAR,
+    PICKLE_REFUSED,
+    UNREADABLE,
+    identify_file,
+    identify_folder,
+    trigger_words,
+)
 from server.models.registry import Registry
 from shared.errors import BAD_REQUEST, MODEL_BROKEN, UNKNOWN_MODEL
 from shared.schema import to_wire
@@ -404,6 +417,117 @@ def test_names_with_dots_are_refused(tmp_path: Path, models_dir: Path, no_demo: 
     shutil.copy(models_dir / "embeddings" / "tiny-sd15-embedding.safetensors", tmp_path / "v1..2.safetensors")
     (entry,) = scanned(tmp_path).entries()
     assert "rename" in entry.refused
+
+
+# --- files that must not hold the scan up ------------------------------------------------------------
+
+
+def scanned_within(seconds: float, *folders: Path) -> Registry:
+    """A scan that must end within `seconds`; run in a thread so a hanging scan fails the test, not the suite."""
+    reg = Registry(list(folders))
+    scan = threading.Thread(target=reg.scan, daemon=True)
+    scan.start()
+    scan.join(seconds)
+    assert not scan.is_alive(), f"the scan did not end within {seconds} s"
+    return reg
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_fifos_named_like_model_files_are_refused_without_being_opened(tmp_path: Path, models_dir: Path,
+                                                                     no_demo: None) -> None:
+    shutil.copy(models_dir / "checkpoints" / "tiny-sd15-single.safetensors", tmp_path / "good.safetensors")
+    os.mkfifo(tmp_path / "pipe.safetensors")
+    (tmp_path / "loras").mkdir()
+    os.mkfifo(tmp_path / "loras" / "pipe-lora.safetensors")
+    folder = diffusers_folder(tmp_path / "folder-model")
+    (folder / "unet" / "config.json").unlink()
+    os.mkfifo(folder / "unet" / "config.json")
+    (tmp_path / "vae-approx" / "taesd").mkdir(parents=True)
+    os.mkfifo(tmp_path / "vae-approx" / "taesd" / "config.json")
+    (tmp_path / "upscale_models").mkdir()
+    os.mkfifo(tmp_path / "upscale_models" / "pipe-upscaler.pth")
+    reg = scanned_within(10, tmp_path)
+    refused = {e.name: e.refused for e in reg.entries()}
+    assert refused["pipe"] == NOT_REGULAR and refused["pipe-lora"] == NOT_REGULAR
+    assert refused["pipe-upscaler"] == NOT_REGULAR
+    assert "cannot be read" in refused["folder-model"]
+    assert reg.get("good").family == "sd15"
+    assert reg.tiny_decoder("sd15") is None
+
+
+def over_cap_header(path: Path) -> None:
+    """A safetensors file whose header is one byte over the cap (a long metadata value)."""
+    header = json.dumps({"__metadata__": {"pad": ""}}).encode()
+    header = json.dumps({"__metadata__": {"pad": "x" * (MAX_HEADER + 1 - len(header))}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+
+
+def test_a_header_over_the_cap_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    over_cap_header(tmp_path / "huge.safetensors")
+    tracemalloc.start()
+    try:
+        entry = identify_file(tmp_path / "huge.safetensors")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert entry.refused == HEADER_TOO_LARGE
+    assert peak < 256 * 1024  # the 16 MiB of JSON were never read, let alone parsed
+
+
+@pytest.mark.parametrize("header", [
+    {"t": {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]}},  # the data is missing
+    {"t": {"dtype": "F16", "shape": [2], "data_offsets": [4, 0]}},
+    {"t": {"dtype": "F16", "shape": [-2], "data_offsets": [0, 0]}},
+    {"t": {"shape": [2], "data_offsets": [0, 0]}},
+    {"t": [1, 2]},
+    {"__metadata__": {"a": 1}},
+    [1, 2, 3],
+])
+def test_headers_that_break_the_format_are_unreadable(tmp_path: Path, header) -> None:
+    text = json.dumps(header).encode()
+    (tmp_path / "m.safetensors").write_bytes(struct.pack("<Q", len(text)) + text)
+    assert identify_file(tmp_path / "m.safetensors").refused == UNREADABLE
+
+
+def test_a_file_that_cannot_be_read_in_time_is_refused_and_the_scan_goes_on(
+        tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch, no_demo: None) -> None:
+    # A read that never returns, as from a network drive that stopped answering.
+    shutil.copy(models_dir / "checkpoints" / "tiny-sd15-single.safetensors", tmp_path / "good.safetensors")
+    (tmp_path / "stuck.safetensors").write_bytes(b"")
+    released = threading.Event()
+    read = identify.safetensors_header
+
+    def stuck(path: Path):
+        if path.name == "stuck.safetensors":
+            released.wait(60)
+        return read(path)
+
+    monkeypatch.setattr(identify, "safetensors_header", stuck)
+    monkeypatch.setattr(registry, "READ_TIMEOUT", 0.5)
+    try:
+        reg = scanned_within(5, tmp_path)
+    finally:
+        released.set()
+    refused = {e.name: e.refused for e in reg.entries()}
+    assert refused == {"good": None, "stuck": registry.SLOW}
+
+
+def test_a_rescan_reads_only_the_files_that_changed(tmp_path: Path, models_dir: Path,
+                                                    monkeypatch: pytest.MonkeyPatch, no_demo: None) -> None:
+    for name in ("a", "b"):
+        shutil.copy(models_dir / "checkpoints" / "tiny-sd15-single.safetensors", tmp_path / f"{name}.safetensors")
+    reads: list[str] = []
+    read = identify.safetensors_header
+    monkeypatch.setattr(identify, "safetensors_header", lambda path: (reads.append(path.name), read(path))[1])
+    reg = scanned(tmp_path)
+    assert sorted(reads) == ["a.safetensors", "b.safetensors"]
+    reads.clear()
+    reg.scan()
+    assert reads == []
+    over_cap_header(tmp_path / "b.safetensors")
+    reg.scan()
+    assert reads == ["b.safetensors"]
+    assert {e.name: e.refused for e in reg.entries()} == {"a": None, "b": HEADER_TOO_LARGE}
 
 
 # --- the embedded demo model ------------------------------------------------------------------------

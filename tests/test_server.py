@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgpack
 import PIL.Image
+import psutil
 import pytest
 import websockets.sync.client
 
@@ -26,12 +27,15 @@ from shared.messages import (
     Hello,
     Image,
     ListModels,
+    Mask,
     ModelList,
     Progress,
     Queued,
+    Region,
     Result,
     Welcome,
 )
+from testing.processes import ServerProcess
 from testing.serving import running_server, slow_request, tiny_request, url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,6 +239,42 @@ def test_cancel_a_running_job_within_a_step(client):
     assert client.generate(request()).images
 
 
+def test_a_running_job_is_cancelled_inside_a_step_that_takes_a_minute(client):
+    # At 2048x2048 one step of the tiny model takes most of a minute on this machine's CPUs.
+    job = request(width=2048, height=2048, steps=2)
+    client.send(job)
+    assert isinstance(client.receive(timeout=30), Queued)
+    time.sleep(3)  # well inside the first step
+    asked = time.monotonic()
+    client.send(Cancel(id=job.id))
+    reply = client.receive(timeout=60)
+    took = time.monotonic() - asked
+    print(f"\ncancelled {took * 1000:.0f} ms after asking, inside a step")
+    assert isinstance(reply, Cancelled) and reply.id == job.id
+    assert took < 2
+    assert client.generate(request()).images
+
+
+def test_queued_tells_how_long_a_job_should_take_once_its_model_has_run(models_dir, tmp_path):
+    with running_server(ServerConfig(models=[models_dir], outputs=tmp_path)) as server, Client(url(server)) as client:
+        told: dict[str, float | None] = {}
+
+        def note(message) -> None:
+            if isinstance(message, Queued):
+                told[message.id] = message.estimate_s
+
+        first, small, large = request(width=128, height=128), request(width=128, height=128), \
+            request(width=256, height=256, steps=4)
+        for job in (first, small, large):
+            client.generate(job, on_message=note, timeout=120)
+        unused = request(model="tiny-sdxl")
+        client.generate(unused, on_message=note, timeout=120)
+    assert told[first.id] is None and told[unused.id] is None  # nothing measured yet for these models
+    assert told[small.id] > 0
+    # Four times the pixels and twice the steps.
+    assert told[large.id] == pytest.approx(8 * told[small.id], rel=0.6)
+
+
 def test_loop_answers_while_a_job_runs(client, server):
     job = slow_request()
     client.send(job)
@@ -279,10 +319,13 @@ BAD_REQUESTS = [
     (request(model="../checkpoints/tiny-sd15"), "bad_request", "model"),
     (request(model="old"), "model_broken", "model"),
     (request(scheduler="warp_drive"), "bad_request", "scheduler"),
+    # Positions whose difference overflows 32 bits once reached the imaging code as `internal`.
+    (request(regions=[Region(mask=Mask(width=8, height=8, format="a8", data=bytes(64), x=2**31 - 1, y=-(2**31)),
+                             prompt="sky")]), "bad_request", "regions[0].mask.x"),
 ]
 
 
-@pytest.mark.parametrize(("message", "code", "field"), BAD_REQUESTS, ids=[c for _, c, _ in BAD_REQUESTS])
+@pytest.mark.parametrize(("message", "code", "field"), BAD_REQUESTS, ids=[f for _, _, f in BAD_REQUESTS])
 def test_bad_requests_get_errors_and_the_connection_stays_usable(client, message, code, field):
     error = error_of(client, message)
     assert (error.code, error.field, error.id) == (code, field, message.id)
@@ -387,6 +430,32 @@ def test_cli_serve_runs_and_stops_on_sigterm(models_dir, tmp_path):
         assert "Loading pipeline components" not in printed, printed
     finally:
         process.kill()
+
+
+@pytest.mark.parametrize("source", ["file", "environment"])
+def test_cli_serve_takes_the_token_from_a_file_or_the_environment_out_of_sight_of_ps(models_dir, tmp_path, source):
+    token = "tok-" + source * 3
+    if source == "file":
+        (tmp_path / "token").write_text(token + "\n")
+        server = ServerProcess(models_dir, tmp_path, "--token-file", str(tmp_path / "token"))
+    else:  # on a public address, which needs a token
+        server = ServerProcess(models_dir, tmp_path, "--host", "0.0.0.0", environment={"UNDERPAINT_TOKEN": token})
+    with server:
+        command_line = " ".join(psutil.Process(server.process.pid).cmdline())
+        assert token not in command_line
+        with pytest.raises(ServerError) as refused:
+            Client(server.url)
+        assert refused.value.error.code == "unauthorized"
+        with Client(server.url, token=token) as client:
+            assert client.models()
+
+
+def test_cli_serve_refuses_an_unusable_token_file(tmp_path):
+    (tmp_path / "empty").write_text("\n")
+    for path, reason in ((tmp_path / "empty", "first line is empty"), (tmp_path / "absent", "cannot be read")):
+        run = subprocess.run([sys.executable, "-m", "server", "serve", "--token-file", str(path), "--outputs",
+                              str(tmp_path)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert run.returncode == 2 and reason in run.stderr and "--token-file" in run.stderr
 
 
 def test_cli_serve_refuses_public_bind_without_token(tmp_path):

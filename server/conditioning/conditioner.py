@@ -28,6 +28,9 @@ from .encoder import CACHE_SIZE, EmbeddingCache, TextEncoder
 from .prompts import Parsed
 
 FAMILY_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL"}
+# Reading every prompt of a request (up to 34 of them) takes milliseconds; a request whose prompts take
+# longer than this is refused `too_large`, whatever pyparsing or a regular expression would do with it.
+CHECK_BUDGET = 2.0
 
 
 @dataclass
@@ -56,9 +59,10 @@ class Conditioner:
 
     def check(self, request: Generate, family: str | None) -> None:
         """Syntax and LoRA names of every prompt, before the job is queued."""
-        for field, text in texts(request):
-            for tag in prompts.parse(text, request.prompt_syntax, field).loras:
-                self._lora(tag.name, family, field)
+        with prompts.time_budget(CHECK_BUDGET):
+            for field, text in texts(request):
+                for tag in prompts.parse(text, request.prompt_syntax, field).loras:
+                    self._lora(tag.name, family, field)
 
     def _lora(self, name: str, family: str | None, field: str) -> ModelEntry:
         entry = self.registry.get(name, kind="lora", field=field)

@@ -24,6 +24,7 @@ from shared.messages import Region
 
 from ..errors import Unsupported
 from ..imaging import payloads
+from ..models import attention, interrupts
 
 OUTSIDE = -10000.0
 # How many times a UNet may halve the latent; SD1.5 and SDXL halve three times.
@@ -96,21 +97,8 @@ class RegionalCrossAttention:
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
                  **kwargs) -> torch.Tensor:
-        batch, queries, _ = hidden_states.shape
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
-        head_dim = key.shape[-1] // attn.heads
-
-        def heads(x: torch.Tensor) -> torch.Tensor:
-            return x.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-
-        bias = self.restriction.bias(queries, query.dtype, query.device)
-        out = F.scaled_dot_product_attention(heads(query), heads(key), heads(value), attn_mask=bias)
-        out = out.transpose(1, 2).reshape(batch, queries, attn.heads * head_dim).to(query.dtype)
-        out = attn.to_out[1](attn.to_out[0](out))
-        if attn.residual_connection:
-            out = out + hidden_states
-        return out / attn.rescale_output_factor
+        bias = self.restriction.bias(hidden_states.shape[1], hidden_states.dtype, hidden_states.device)
+        return attention.attend(attn, hidden_states, encoder_hidden_states, bias=bias, between=interrupts.checkpoint)
 
 
 @contextmanager

@@ -12,8 +12,11 @@ from typing import Any
 
 import PIL.Image
 import PIL.PngImagePlugin
+import psutil
 
 log = logging.getLogger("underpaint.outputs")
+# A temporary file older than this is left over whatever its name says (its process id may be reused).
+STALE_AFTER = 24 * 3600
 
 
 def parameters_text(info: dict[str, Any], seed: int) -> str:
@@ -36,6 +39,9 @@ def parameters_text(info: dict[str, Any], seed: int) -> str:
     return "\n".join(lines)
 
 
+TEMPORARY = ".tmp"
+
+
 class OutputWriter:
     """Writes results under `root/YYYY-MM-DD/`. File names come from time and a counter only,
     never from anything a client sent."""
@@ -55,7 +61,7 @@ class OutputWriter:
         name = f"{time.strftime('%H%M%S')}-{os.getpid()}-{counter:05d}-{seed}.png"
         meta = PIL.PngImagePlugin.PngInfo()
         meta.add_text("parameters", parameters_text(info, seed))
-        temporary = folder / f".{name}.tmp"
+        temporary = folder / f".{name}{TEMPORARY}"
         try:
             folder.mkdir(parents=True, exist_ok=True)
             image.save(temporary, format="PNG", pnginfo=meta, compress_level=4)
@@ -66,3 +72,27 @@ class OutputWriter:
                 temporary.unlink(missing_ok=True)
             return None
         return folder / name
+
+    def clean(self) -> int:
+        """Remove the temporary files of saves that never finished (a server killed mid-save), so they do
+        not stay hidden in the outputs forever; returns how many. A server still running on the same
+        folder keeps its own: the writer's process id is part of each name."""
+        removed = 0
+        for path in self.root.glob(f"*/.*{TEMPORARY}"):
+            if _is_left_over(path):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed += 1
+        if removed:
+            log.info("removed %d unfinished results from %s", removed, self.root)
+        return removed
+
+
+def _is_left_over(path: Path) -> bool:
+    """Whether the writer of a temporary file `.HHMMSS-PID-COUNTER-SEED.png.tmp` is gone."""
+    try:
+        age = time.time() - path.stat().st_mtime
+        writer = int(path.name.split("-")[1])
+    except (OSError, IndexError, ValueError):
+        return False
+    return age > STALE_AFTER or not psutil.pid_exists(writer)

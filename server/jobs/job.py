@@ -24,11 +24,14 @@ class Job:
     owner: int  # the connection that sent it
     reply: Reply
     session: str | None = None  # live session, if a live frame
+    size: int = 0  # bytes of the request as it arrived: what its inputs hold while it is queued or running
+    estimate_s: float | None = None  # how long its denoising should take (Generator.estimate)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str | None = None
     queued_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     ended_at: float | None = None
+    ended: bool = False  # its terminal message has been sent (JobQueue._end)
     step: int = 0  # denoising steps done, set by the running job
     total: int = 0
     serial: int = field(default_factory=itertools.count().__next__)
@@ -47,6 +50,10 @@ class Job:
     @property
     def past_half(self) -> bool:
         return self.total > 0 and self.step * 2 > self.total
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancel_event.is_set():
+            raise JobCancelledError
 
     def cancel(self, reason: str | None = None) -> None:
         if not self.cancel_event.is_set():

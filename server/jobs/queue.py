@@ -16,10 +16,14 @@ from typing import Any
 
 from shared.messages import Cancelled, Queued
 
+from ..config import in_mib
 from ..errors import BadInput, Busy
 from .job import Job, JobCancelledError
 
 log = logging.getLogger("underpaint.jobs")
+# How long stopping waits for the running job to reach a check point. With the close timeout of the
+# connections after it, a server stops well within the 10 s a service manager gives it.
+STOP_WAIT = 5.0
 
 Runner = Callable[[Job], Any]  # returns the result message, raises to fail
 # The terminal message of a job whose runner raised: what the client hears is the network side's
@@ -32,12 +36,15 @@ class JobQueue:
     """FIFO of waiting jobs plus the job running now, shared by the loop and the worker."""
 
     def __init__(self, runner: Runner, failed: Failed, *, max_per_owner: int = 32, max_total: int = 256,
-                 on_end: Ended | None = None):
+                 bytes_per_owner: int | None = None, bytes_total: int | None = None, on_end: Ended | None = None):
         self._runner = runner
         self._failed = failed
         self.on_end = on_end
         self._max_per_owner = max_per_owner
         self._max_total = max_total
+        # What the inputs of queued and running jobs may hold, in bytes (None: no limit).
+        self._bytes_per_owner = bytes_per_owner
+        self._bytes_total = bytes_total
         self._waiting: deque[Job] = deque()
         self._running: Job | None = None
         self._lock = threading.Condition()
@@ -47,8 +54,11 @@ class JobQueue:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Cancel everything and wait (bounded) for the worker to finish its step."""
+    def stop(self, timeout: float = STOP_WAIT) -> None:
+        """Cancel everything and wait (bounded) for the worker to stop: it does at its next check point
+        (models/interrupts.py). Should it still be inside one long operation after `timeout`, its job is
+        ended here all the same, so its client hears `cancelled` now; the worker's own outcome is then
+        never sent."""
         with self._lock:
             self._stopping = True
             waiting, self._waiting = list(self._waiting), deque()
@@ -59,6 +69,18 @@ class JobQueue:
                 self._running.cancel("server stopping")
             self._lock.notify_all()
         self._thread.join(timeout)
+        with self._lock:
+            running = self._running
+            if running is not None and not running.ended:
+                log.warning("job %s is still inside one operation after %g s; ended without waiting for it",
+                            running.id, timeout)
+                running.ended_at = time.monotonic()
+                self._end(running, Cancelled(id=running.id, reason="server stopping"))
+
+    @property
+    def worker_busy(self) -> bool:
+        """Whether the worker thread is still running a job (after stop(): stuck inside one operation)."""
+        return self._thread.is_alive() and self._running is not None
 
     # --- called from the event loop ----------------------------------------------------------
 
@@ -76,6 +98,7 @@ class JobQueue:
             if any(j.owner == job.owner and j.id == job.id for j in self._active()):
                 raise BadInput(f"a job with id {job.id!r} is already queued or running", "id")
             superseded = next((j for j in self._waiting if j.same_session(job)), None)
+            self._check_bytes(job, superseded)
             # Stamped under the lock, so waits and positions can be checked against each other exactly.
             job.queued_at = time.monotonic()
             if superseded is not None:
@@ -89,7 +112,7 @@ class JobQueue:
             if running is not None and running.same_session(job) and not running.past_half:
                 running.cancel("superseded")
             position = self._waiting.index(job) + (self._running is not None)
-            job.reply(Queued(id=job.id, position=position))
+            job.reply(Queued(id=job.id, position=position, estimate_s=job.estimate_s))
             self._lock.notify_all()
 
     def _check_capacity(self, job: Job) -> None:
@@ -98,6 +121,18 @@ class JobQueue:
             raise Busy(f"this connection already has {mine} jobs waiting; wait for some to finish")
         if len(self._waiting) >= self._max_total:
             raise Busy("the server's queue is full; try again shortly")
+
+    def _check_bytes(self, job: Job, superseded: Job | None) -> None:
+        staying = [j for j in self._active() if j is not superseded]
+        mine = sum(j.size for j in staying if j.owner == job.owner) + job.size
+        if self._bytes_per_owner is not None and mine > self._bytes_per_owner:
+            raise Busy(f"this connection's jobs would hold {in_mib(mine)} of images and prompts, more than its "
+                       f"budget of {in_mib(self._bytes_per_owner)} (--connection-queue-budget); wait for some "
+                       "to finish")
+        total = sum(j.size for j in staying) + job.size
+        if self._bytes_total is not None and total > self._bytes_total:
+            raise Busy(f"the server's jobs would hold {in_mib(total)} of images and prompts, more than its "
+                       f"budget of {in_mib(self._bytes_total)} (--queue-budget); try again shortly")
 
     def cancel(self, owner: int, job_id: str, reason: str | None = None) -> bool:
         """Cancel one job of `owner`; False if it has no such queued or running job."""
@@ -159,7 +194,10 @@ class JobQueue:
                         self._end(job, message)
 
     def _end(self, job: Job, message: Any) -> None:
-        """The one place a job's terminal message leaves the queue: recorded, then sent."""
+        """The one place a job's terminal message leaves the queue: recorded, then sent; once per job."""
+        if job.ended:
+            return
+        job.ended = True
         if self.on_end is not None:
             try:
                 self.on_end(job, message)

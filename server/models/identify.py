@@ -12,11 +12,9 @@ import logging
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-from safetensors import safe_open
 
 from .entry import Family, Kind, ModelEntry, Variant, is_valid_name
+from .headers import HeaderTooLarge, NotRegularFile, read_json, safetensors_header
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +25,8 @@ PICKLE_REFUSED = (
     "use the .safetensors version of this model"
 )
 UNREADABLE = "cannot be read: the file is truncated or not a safetensors file"
+NOT_REGULAR = "is not a regular file (a pipe, device or socket has the name of a model file)"
+HEADER_TOO_LARGE = "its safetensors header is over 16 MiB, far more than any model's"
 
 # Original (LDM) layout names a single-file checkpoint is recognised by.
 UNET = "model.diffusion_model."
@@ -59,8 +59,11 @@ def identify_file(path: Path, kind_hint: Kind = "checkpoint") -> ModelEntry:
     if path.suffix.lower() in PICKLE_SUFFIXES:
         return replace(entry, refused=PICKLE_REFUSED)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            identified = _identify_tensors(entry, _Header(f))
+        identified = _identify_tensors(entry, _Header(*safetensors_header(path)))
+    except NotRegularFile:
+        return replace(entry, refused=NOT_REGULAR)
+    except HeaderTooLarge:
+        return replace(entry, refused=HEADER_TOO_LARGE)
     except Exception as exc:  # noqa: BLE001 - any failure to read the header means an unusable file
         log.warning("%s %s: %s", path, UNREADABLE, exc)
         return replace(entry, refused=UNREADABLE)
@@ -70,15 +73,15 @@ def identify_file(path: Path, kind_hint: Kind = "checkpoint") -> ModelEntry:
 
 
 class _Header:
-    """Tensor names, metadata and shapes of an open safetensors file; shapes read on demand."""
+    """Tensor names, metadata and shapes of a safetensors file."""
 
-    def __init__(self, handle: Any):
-        self._handle = handle
-        self.keys = frozenset(handle.keys())
-        self.metadata: dict[str, str] = handle.metadata() or {}
+    def __init__(self, shapes: dict[str, list[int]], metadata: dict[str, str]):
+        self._shapes = shapes
+        self.keys = frozenset(shapes)
+        self.metadata = metadata
 
     def shape(self, key: str) -> list[int]:
-        return list(self._handle.get_slice(key).get_shape())
+        return self._shapes[key]
 
     def has_prefix(self, *prefixes: str) -> bool:
         return any(k.startswith(prefixes) for k in self.keys)
@@ -183,8 +186,8 @@ def identify_folder(folder: Path, name: str | None = None) -> ModelEntry:
     """What a diffusers folder holds, from model_index.json and the UNet config."""
     entry = ModelEntry(name=name or folder.name, kind="checkpoint", path=folder, format="diffusers", family=None)
     try:
-        index = _read_json(folder / "model_index.json")
-        unet = _read_json(folder / "unet" / "config.json")
+        index = read_json(folder / "model_index.json")
+        unet = read_json(folder / "unet" / "config.json")
     except (OSError, ValueError) as exc:
         return replace(entry, refused=f"its diffusers configs cannot be read ({type(exc).__name__})")
     pipeline = index.get("_class_name")
@@ -211,13 +214,6 @@ def identify_folder(folder: Path, name: str | None = None) -> ModelEntry:
     return entry
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"{path.name} is not a JSON object")
-    return data
-
-
 def _has_safetensors(folder: Path) -> bool:
     return folder.is_dir() and (any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")))
 
@@ -225,7 +221,7 @@ def _has_safetensors(folder: Path) -> bool:
 def is_tiny_autoencoder(folder: Path) -> bool:
     """A diffusers `AutoencoderTiny` folder with safetensors weights."""
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = read_json(folder / "config.json")
     except (OSError, ValueError):
         return False
     return config.get("_class_name") == "AutoencoderTiny" and any(folder.glob("*.safetensors"))

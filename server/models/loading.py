@@ -24,6 +24,7 @@ from diffusers import (
 )
 
 from ..errors import ModelBroken, OutOfMemory
+from . import interrupts
 from .entry import ModelEntry
 from .memory import is_out_of_memory
 from .registry import CONFIG_SUFFIX
@@ -138,6 +139,7 @@ class PipelineCache:
         self.dtype = dtype
         self.capacity = capacity
         self.on_broken = on_broken
+        self.step_costs = interrupts.StepCosts()
         self._pipes: OrderedDict[tuple[str, Path], DiffusionPipeline] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -171,6 +173,7 @@ class PipelineCache:
                 self.on_broken(entry.name, f"could not be loaded: {reason}")
             raise ModelBroken(f"{entry.name} could not be loaded: {reason}", "model") from exc
         pipe.set_progress_bar_config(disable=True)
+        interrupts.install(pipe, entry.name, str(self.device), self.step_costs)
         return pipe
 
     def _evict(self) -> None:

@@ -19,10 +19,12 @@ writes them); otherwise the configs shipped in server/models/configs/ are used.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
+import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,6 +33,8 @@ from . import upscalers
 from .defaults import with_defaults
 from .entry import Kind, ModelEntry, is_valid_name
 from .identify import PICKLE_SUFFIXES, identify_file, identify_folder, is_tiny_autoencoder
+
+Identify = Callable[[Path, Kind], ModelEntry]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,10 @@ SUBFOLDERS: dict[str, Kind] = {
 TINY_DECODER_FOLDERS = ("vae-approx", "VAE-approx", "vae_approx")
 CONFIG_SUFFIX = ".config"
 MAX_DEPTH = 4
+# A file whose header is not read within this time (a network drive that stopped answering) is listed
+# as refused instead of holding up the scan, and with it the server's start and every `models` reply.
+READ_TIMEOUT = 10.0
+SLOW = f"could not be read within {READ_TIMEOUT:g} s (a network drive that does not answer?)"
 
 
 class Registry:
@@ -56,12 +64,25 @@ class Registry:
         self.folders = [Path(f) for f in folders]
         self._entries: dict[tuple[str, str], ModelEntry] = {}
         self._tiny_decoders: dict[str, Path] = {}
+        # What each file was found to be, by its identity on disk: a rescan reads only files that changed.
+        self._identified: dict[tuple, ModelEntry] = {}
         self._lock = threading.Lock()
 
     def scan(self) -> None:
         """(Re)scan all folders. Builds a new table and swaps it in, so lookups never see half a scan."""
         found: dict[tuple[str, str], ModelEntry] = {}
-        for entry in scan_folders(self.folders):
+        identified: dict[tuple, ModelEntry] = {}
+
+        def identify(path: Path, kind: Kind) -> ModelEntry:
+            key = _file_key(path, kind)
+            entry = self._identified.get(key) if key is not None else None
+            if entry is None:
+                entry = identify_within(path, kind, READ_TIMEOUT)
+            if key is not None and entry.refused != SLOW:
+                identified[key] = entry
+            return entry
+
+        for entry in scan_folders(self.folders, identify):
             key = (entry.kind, entry.name)
             if key in found:
                 log.warning("%s %r at %s is hidden by the one at %s", entry.kind, entry.name, entry.path,
@@ -77,6 +98,7 @@ class Registry:
         with self._lock:
             self._entries = found
             self._tiny_decoders = decoders
+            self._identified = identified
         usable = sum(1 for e in found.values() if not e.refused)
         log.info("models: %d usable, %d refused", usable, len(found) - usable)
 
@@ -113,24 +135,24 @@ class Registry:
 # --- scanning ------------------------------------------------------------------------------------
 
 
-def scan_folders(folders: Sequence[Path]) -> Iterator[ModelEntry]:
+def scan_folders(folders: Sequence[Path], identify: Identify = identify_file) -> Iterator[ModelEntry]:
     seen: set[Path] = set()
     for folder in folders:
         if folder.name in SUBFOLDERS and folder.is_dir():
             # Pointed straight at an app's checkpoints (or LoRA, embeddings) folder.
-            yield from _scan(folder, SUBFOLDERS[folder.name], MAX_DEPTH, seen)
+            yield from _scan(folder, SUBFOLDERS[folder.name], MAX_DEPTH, seen, identify)
             continue
         for base in (folder, folder / "models"):
             if not base.is_dir():
                 continue
             # The folder itself only at its top level: it may be any folder a user points at.
-            yield from _scan(base, "checkpoint", 1, seen)
+            yield from _scan(base, "checkpoint", 1, seen, identify)
             for sub, kind in SUBFOLDERS.items():
                 if (base / sub).is_dir():
-                    yield from _scan(base / sub, kind, MAX_DEPTH, seen)
+                    yield from _scan(base / sub, kind, MAX_DEPTH, seen, identify)
 
 
-def _scan(folder: Path, kind: Kind, depth: int, seen: set[Path]) -> Iterator[ModelEntry]:
+def _scan(folder: Path, kind: Kind, depth: int, seen: set[Path], identify: Identify) -> Iterator[ModelEntry]:
     """Models in `folder` and, `depth` - 1 levels down, in its sub-folders."""
     try:
         children = sorted(folder.iterdir())
@@ -153,13 +175,38 @@ def _scan(folder: Path, kind: Kind, depth: int, seen: set[Path]) -> Iterator[Mod
                 if not _is_config_of_file(child):
                     yield identify_folder(child)
             elif depth > 1:
-                yield from _scan(child, kind, depth - 1, seen)
+                yield from _scan(child, kind, depth - 1, seen, identify)
         elif kind == "upscaler" and child.suffix.lower() in upscalers.SUFFIXES:
             seen.add(real)
-            yield upscalers.identify(child)
+            yield identify(child, kind)
         elif child.suffix.lower() in PICKLE_SUFFIXES or child.suffix.lower() == ".safetensors":
             seen.add(real)
-            yield identify_file(child, kind)
+            yield identify(child, kind)
+
+
+def _file_key(path: Path, kind: Kind) -> tuple | None:
+    """What changes when a file is replaced or rewritten; None when it cannot be told."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return str(path), kind, found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns
+
+
+def identify_within(path: Path, kind: Kind, seconds: float) -> ModelEntry:
+    """identify_file (upscalers.identify for upscalers), or an entry refused as SLOW when reading takes
+    longer than `seconds` (the reading thread is left to finish on its own: a read stuck in the kernel
+    cannot be interrupted)."""
+    found: list[ModelEntry] = []
+    read = upscalers.identify if kind == "upscaler" else functools.partial(identify_file, kind_hint=kind)
+    reader = threading.Thread(target=lambda: found.append(read(path)), name="underpaint-scan",
+                              daemon=True)
+    reader.start()
+    reader.join(seconds)
+    if found:
+        return found[0]
+    log.warning("%s was not read within %g s; listed as refused", path, seconds)
+    return ModelEntry(name=path.stem, kind=kind, path=path, format="single_file", family=None, refused=SLOW)
 
 
 def _is_config_of_file(folder: Path) -> bool:

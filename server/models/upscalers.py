@@ -18,6 +18,7 @@ import importlib.machinery
 import importlib.util
 import logging
 import pickle
+import stat
 import sys
 import threading
 import types
@@ -34,6 +35,7 @@ from ..errors import ModelBroken
 from ..imaging import tiles
 from ..imaging.tiles import TileCallback
 from .entry import ModelEntry
+from .identify import NOT_REGULAR
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,10 @@ def identify(path: Path) -> ModelEntry:
     """An upscaler file as the registry lists it: its scale read from its weights, or why it is refused."""
     entry = ModelEntry(name=path.stem, kind="upscaler", path=path, format="single_file", family=None)
     try:
-        if path.stat().st_size > MAX_FILE:
+        found = path.stat()
+        if not stat.S_ISREG(found.st_mode):
+            return replace(entry, refused=NOT_REGULAR)
+        if found.st_size > MAX_FILE:
             return replace(entry, refused=f"larger than {MAX_FILE // 1024**3} GB: not an upscaler model")
         descriptor = load(path)
     except Exception as exc:  # noqa: BLE001 - whatever the file holds, it is refused with a reason

@@ -1,15 +1,17 @@
 """One client: its frames read in order and answered, its replies written from any thread through
-one outbox that a slow reader cannot grow without bound."""
+one outbox that a slow reader cannot grow without bound, and how it sends watched (pacing.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections import deque
-from typing import Any, Protocol
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any, Protocol, TypeVar
 
 import websockets
-from websockets.asyncio.server import ServerConnection
 
 from shared import codec
 from shared.errors import ProtocolError
@@ -32,7 +34,8 @@ from ..generate import Generator
 from ..jobs.job import Job
 from ..jobs.queue import JobQueue
 from ..models.registry import Registry
-from . import errors, hello
+from . import errors, hello, pacing
+from .ingress import IngressConnection
 
 # Progress frames are disposable: past this many unsent frames for one client, older progress
 # is dropped so a slow reader cannot make the server buffer without bound.
@@ -40,6 +43,12 @@ MAX_PENDING_PROGRESS = 8
 # A client that does not read its replies is not read from either: past this many unsent frames the
 # server stops taking its requests, so the replies to a flood of requests cannot pile up.
 MAX_UNSENT = 64
+# Frames up to this size are decoded on the event loop: msgpack reads them in well under a millisecond
+# and they are most of what arrives. Larger frames, and the checks of every job request (its prompts
+# are parsed), run on a reading thread, so no client's input holds up the others.
+INLINE_FRAME = 64 * 1024
+
+T = TypeVar("T")
 
 
 class Services(Protocol):
@@ -49,16 +58,20 @@ class Services(Protocol):
     registry: Registry
     generator: Generator
     queue: JobQueue
+    readers: Executor  # the threads that decode large frames and check job requests
 
     def welcome(self) -> Welcome: ...
 
 
 class Connection:
-    def __init__(self, services: Services, websocket: ServerConnection, number: int):
+    def __init__(self, services: Services, websocket: IngressConnection, number: int):
         self.services = services
         self.websocket = websocket
         self.number = number
         self.greeted = False
+        self.opened_at = time.monotonic()
+        self.leaving = False  # cut off: told why, and closing
+        self._close: tuple[int, str] = (1000, "")
         self._loop = asyncio.get_running_loop()
         self._outbox: deque[tuple[bool, bytes]] = deque()
         self._ready = asyncio.Event()
@@ -67,12 +80,23 @@ class Connection:
         self._closing = False
         self._writer_gone = False
         self._live_seeds: dict[str, int] = {}
+        websocket.on_refused = self._check_pace
+
+    @property
+    def waiting_for_hello(self) -> bool:
+        return not self.greeted and not self.leaving
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write())
+        watch = asyncio.create_task(self._watch())
         try:
             async for frame in self.websocket:
-                await self._receive(frame)
+                if self.leaving:
+                    break  # cut off: nothing more it sent is served
+                try:
+                    await self._receive(frame)
+                finally:
+                    self.websocket.release(len(frame))
                 if self._closing:
                     break
                 await asyncio.sleep(0)  # the replies just made reach the outbox before its size is checked
@@ -80,10 +104,33 @@ class Connection:
         except websockets.ConnectionClosed:
             pass
         finally:
+            watch.cancel()
             self.services.queue.cancel_owner(self.number, "client disconnected")
             self._closing = True
             self._ready.set()
             await writer
+
+    def cut(self, cut: pacing.Cut) -> None:
+        """Tell the client why, then close the connection (whatever it is sending meanwhile)."""
+        if self.leaving:
+            return
+        self.leaving = True
+        self._close = (cut.code, cut.error.code)
+        self._enqueue(False, codec.encode(cut.error))  # on the loop: queued before the writer can close
+        self._closing = True
+
+    async def _watch(self) -> None:
+        config = self.services.config
+        tick = min(1.0, config.hello_timeout / 4, config.receive_window / 4)
+        while not self.leaving:
+            await asyncio.sleep(tick)
+            self._check_pace()
+
+    def _check_pace(self) -> None:
+        now = time.monotonic()
+        found = pacing.check(self.services.config, self.websocket, self.greeted, now - self.opened_at, now)
+        if found is not None:
+            self.cut(found)
 
     # Replies come from the loop and from the worker thread.
     def reply(self, message: Any) -> None:
@@ -112,7 +159,7 @@ class Connection:
                     if len(self._outbox) < MAX_UNSENT:
                         self._drained.set()
                 if self._closing:
-                    await self.websocket.close()
+                    await self.websocket.close(*self._close)
                     return
         except websockets.ConnectionClosed:
             pass
@@ -122,19 +169,23 @@ class Connection:
             self._drained.set()  # the reader must not wait on a writer that is gone
 
     async def _receive(self, frame: bytes | str) -> None:
+        limits = self.services.config.limits
         try:
-            message = codec.decode_client(frame, self.services.config.limits)
+            if len(frame) <= INLINE_FRAME:
+                message = codec.decode_client(frame, limits)
+            else:
+                message = await self._off_loop(codec.decode_client, frame, limits)
         except ProtocolError as exc:
             self.reply(errors.for_frame(exc))
             return
         try:
-            await self._dispatch(message)
+            await self._dispatch(message, len(frame))
         except Exception as exc:
             # Before the hello nothing a client sent is served, so no reply speaks of its request.
             request_id = getattr(message, "id", None) if self.greeted else None
             self.reply(errors.for_message(exc, request_id))
 
-    async def _dispatch(self, message: Any) -> None:
+    async def _dispatch(self, message: Any, size: int) -> None:
         if isinstance(message, Hello):
             try:
                 hello.check(message, self.services.config.token)
@@ -142,6 +193,7 @@ class Connection:
                 self._closing = True  # once the client is told why
                 raise
             self.greeted = True
+            self.websocket.limit = None  # from now on the message size limit and the byte budgets apply
             self.reply(self.services.welcome())
         elif not self.greeted:
             raise Unauthorized("send 'hello' before anything else", "type")
@@ -150,25 +202,30 @@ class Connection:
             await asyncio.to_thread(registry.scan)
             self.reply(ModelList(models=[e.info() for e in registry.entries()]))
         elif isinstance(message, Live):
-            self._live(message)
+            await self._live(message, size)
         elif isinstance(message, LiveStop):
             self._live_seeds.pop(message.session, None)
             self.services.queue.cancel_owner(self.number, "live stopped", session=message.session)
             self.reply(LiveStopped(session=message.session))
         elif isinstance(message, Generate):
-            self._generate(message)
+            await self._generate(message, size)
         elif isinstance(message, Cancel):
             if not self.services.queue.cancel(self.number, message.id):
                 raise NotFound(f"no queued or running job {message.id!r}", "id")
 
-    def _generate(self, request: Generate, session: str | None = None) -> None:
-        self.services.generator.check(request)
-        self.services.queue.submit(Job(request=request, owner=self.number, reply=self.reply, session=session))
+    async def _generate(self, request: Generate, size: int, session: str | None = None) -> None:
+        generator = self.services.generator
+        await self._off_loop(generator.check, request)
+        self.services.queue.submit(Job(request=request, owner=self.number, reply=self.reply, session=session,
+                                       size=size, estimate_s=generator.estimate(request)))
 
-    def _live(self, frame: Live) -> None:
+    async def _off_loop(self, function: Callable[..., T], *args: Any) -> T:
+        return await self._loop.run_in_executor(self.services.readers, function, *args)
+
+    async def _live(self, frame: Live, size: int) -> None:
         if frame.mode == "txt2img":
             raise BadInput("live frames refine the canvas: use mode 'img2img' or 'inpaint'", "mode")
         # One seed per session, so only the strokes change the picture from frame to frame.
         if frame.seed is None:
             frame.seed = self._live_seeds.setdefault(frame.session, secrets.randbelow(2**32))
-        self._generate(frame, session=frame.session)
+        await self._generate(frame, size, session=frame.session)

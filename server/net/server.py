@@ -5,13 +5,18 @@ handled in connection.py; inference happens on the job queue's worker (server/jo
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import itertools
 import logging
 import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import websockets
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import serve
 from websockets.frames import CloseCode
 
 from shared import codec
@@ -26,8 +31,9 @@ from ..jobs.queue import JobQueue
 from ..models import schedulers
 from ..models.loading import PipelineCache, resolve_device, resolve_dtype
 from ..models.registry import Registry
-from . import errors
+from . import errors, pacing
 from .connection import Connection
+from .ingress import IngressConnection, Receiving
 
 log = logging.getLogger("underpaint.server")
 
@@ -35,6 +41,24 @@ SERVER_NAME = "underpaint/0.1"
 # A client that does not answer the closing handshake within this time is cut off, so stopping the
 # server never waits long on one.
 CLOSE_TIMEOUT = 2.0
+# A client says hello within milliseconds of connecting (a round trip, even over a VPN); a connection
+# that has not after this long counts against the server's `hello_slots`.
+HELLO_GRACE = 2.0
+# Threads decoding large frames and checking job requests; each connection uses one at a time.
+READERS = 4
+# How long a thread running Python keeps the interpreter before another may take it (Python's default:
+# 5 ms). The event loop and the threads it hands short I/O to (a model rescan makes dozens of system
+# calls) wait up to this long after each call while a reading thread parses prompts: at 5 ms a
+# `models` round trip took up to 80 ms during such parsing, at 1 ms it stays far below.
+SWITCH_INTERVAL = 0.001
+
+
+def tune_interpreter() -> None:
+    """Process-wide settings for a process that serves: the imports (torch, diffusers) leave about a
+    million objects that every full garbage collection would walk, holding every thread for up to
+    half a second, so they are frozen out of collection; threads take turns more often."""
+    gc.freeze()
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 class Server:
@@ -46,10 +70,15 @@ class Server:
         device = resolve_device(config.device)
         self.cache = PipelineCache(device, resolve_dtype(config.dtype, device), config.cache_size,
                                    on_broken=self.registry.mark_broken)
-        self.generator = Generator(self.registry, self.cache, OutputWriter(config.outputs))
+        outputs = OutputWriter(config.outputs)
+        outputs.clean()
+        self.generator = Generator(self.registry, self.cache, outputs)
         self.job_log = JobLog(config.log_file) if config.log_file else None
         self.queue = JobQueue(self.generator, errors.for_job, max_per_owner=config.max_queued_per_connection,
-                              max_total=config.max_queued, on_end=self.job_log.record if self.job_log else None)
+                              max_total=config.max_queued, bytes_per_owner=config.connection_queue_budget,
+                              bytes_total=config.queue_budget, on_end=self.job_log.record if self.job_log else None)
+        self.receiving = Receiving(config.receive_budget)
+        self.readers = ThreadPoolExecutor(READERS, thread_name_prefix="underpaint-read")
         self.connections: set[Connection] = set()
         self._numbers = itertools.count(1)
         self._refusing = False
@@ -75,6 +104,8 @@ class Server:
             ping_interval=self.config.ping_interval,
             ping_timeout=self.config.ping_timeout,
             close_timeout=CLOSE_TIMEOUT,
+            create_connection=functools.partial(IngressConnection, receiving=self.receiving,
+                                                limit=pacing.HELLO_MESSAGE),
         )
 
     async def stop(self) -> None:
@@ -82,11 +113,13 @@ class Server:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        self.readers.shutdown(wait=False, cancel_futures=True)
         if self.job_log is not None:
             self.job_log.close()
 
     async def run(self) -> None:
-        """Serve until SIGINT or SIGTERM."""
+        """Serve until SIGINT or SIGTERM, owning the process."""
+        tune_interpreter()
         await self.start()
         stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -110,8 +143,8 @@ class Server:
             limits=self.config.limits,
         )
 
-    async def _handle(self, websocket: ServerConnection) -> None:
-        if len(self.connections) >= self.config.max_connections:
+    async def _handle(self, websocket: IngressConnection) -> None:
+        if not self._make_room():
             await self._refuse(websocket)
             return
         connection = Connection(self, websocket, next(self._numbers))
@@ -122,7 +155,29 @@ class Server:
             self.connections.discard(connection)
             self._refusing = False
 
-    async def _refuse(self, websocket: ServerConnection) -> None:
+    def _make_room(self) -> bool:
+        """Whether a new connection may open. When every slot is taken, the connection that has waited
+        longest for its hello makes room (told `busy`); only when all have said hello is the newcomer
+        refused. And of the connections that have waited longer than a hello takes, no more than
+        `hello_slots` are kept. Strangers who open connections and say nothing then only ever push each
+        other out, never a client that has said hello, and a newcomer (the artist) always gets in
+        (docs/reliability.md, "Connections")."""
+        staying = [c for c in self.connections if not c.leaving]
+        waiting = sorted((c for c in staying if c.waiting_for_hello), key=lambda c: c.opened_at)
+        if len(staying) >= self.config.max_connections:
+            if not waiting:
+                return False
+            waiting[0].cut(pacing.busy(f"all {self.config.max_connections} connections are taken; this one waited "
+                                       "longest without saying hello and makes room for a newer one"))
+            return True
+        now = time.monotonic()
+        stale = [c for c in waiting if now - c.opened_at > HELLO_GRACE]
+        if len(stale) >= self.config.hello_slots:
+            stale[0].cut(pacing.busy(f"{len(stale)} connections have waited over {HELLO_GRACE:g} s without saying "
+                                     "hello, the most the server keeps; this one waited longest"))
+        return True
+
+    async def _refuse(self, websocket: IngressConnection) -> None:
         """Tell a connection over the cap why at once, then close it."""
         limit = self.config.max_connections
         if not self._refusing:  # once per episode: a client retrying in a loop must not flood the log
