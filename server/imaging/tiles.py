@@ -73,7 +73,8 @@ def pictures(x: torch.Tensor, fn: TileFunction, tile: int, overlap: int, feather
     for top, band in bands(x, fn, tile, overlap, feather, scale, on_tile, fit=fit):
         if result is None:
             result = np.empty((band.shape[0], height * scale, width * scale, band.shape[1]), np.uint8)
-        levels = (band.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        # In place: the band is this loop's own, and each copy of it would be as large.
+        levels = band.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         result[:, top:top + levels.shape[1]] = levels
     return result
 
