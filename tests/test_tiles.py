@@ -36,6 +36,21 @@ def test_impossible_spans_are_refused(length: int, tile: int, overlap: int, mess
         spans(length, tile, overlap)
 
 
+FITTED = [
+    # length, longest tile, overlap, expected spans with fit
+    (512, 256, 16, [(0, 182), (165, 347), (330, 512)]),  # the tiny ESRGAN's input at 1024²: 182, not 256
+    (128, 72, 18, [(0, 55), (36, 91), (73, 128)]),  # SD1.5-sized VAE tiles on 1024² latents: 55, not 72
+    (100, 256, 16, [(0, 100)]),  # shorter than a tile: the whole length
+    (112, 64, 16, [(0, 64), (48, 112)]),  # two tiles overlapping exactly as asked: nothing to shrink
+    (113, 64, 16, [(0, 49), (32, 81), (64, 113)]),  # three of 64 would overlap by 40; of 49, by 17 and 16
+]
+
+
+@pytest.mark.parametrize(("length", "tile", "overlap", "expected"), FITTED)
+def test_fitted_spans(length: int, tile: int, overlap: int, expected: list[tuple[int, int]]) -> None:
+    assert spans(length, tile, overlap, fit=True) == expected
+
+
 def test_grid_goes_row_by_row() -> None:
     assert grid(100, 60, 64, 16) == [Rect(0, 0, 64, 60), Rect(36, 0, 64, 60)]
     assert grid(112, 112, 64, 16) == [Rect(0, 0, 64, 64), Rect(48, 0, 64, 64),
@@ -78,6 +93,20 @@ def test_span_properties(case: tuple[int, int, int]) -> None:
     assert fewer == 0 or tile + (fewer - 1) * (tile - overlap) < length
     # Cutting the same picture again gives the same tiles (the server and the bench agree).
     assert spans(length, tile, overlap) == found
+
+
+@given(tilings())
+@settings(max_examples=500, deadline=None)
+def test_fitted_tiles_are_the_shortest_that_need_no_more_tiles(case: tuple[int, int, int]) -> None:
+    length, tile, overlap = case
+    found, fitted = spans(length, tile, overlap), spans(length, tile, overlap, fit=True)
+    side = fitted[0][1] - fitted[0][0]
+    assert len(fitted) == len(found) and side <= min(tile, length)
+    assert fitted[0][0] == 0 and fitted[-1][1] == length
+    for (start, end), (next_start, next_end) in zip(fitted, fitted[1:], strict=False):
+        assert next_end - next_start == side and start < next_start and end - next_start >= overlap
+    # One unit shorter would need more tiles, or could not overlap as asked.
+    assert len(fitted) == 1 or side - 1 <= overlap or len(spans(length, side - 1, overlap)) > len(found)
 
 
 @given(tilings(), st.integers(0, 64))

@@ -7,6 +7,7 @@ import pickle
 import threading
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import PIL.Image
@@ -64,18 +65,20 @@ def request(**fields) -> Generate:
 # --- the tiled run ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("fit", [False, True])
 @pytest.mark.parametrize(("tile", "overlap", "feather"), [(16, 4, 4), (16, 0, 0), (7, 3, 3), (64, 8, 8), (5, 4, 1)])
-def test_blending_tiles_of_an_exact_function_changes_nothing(tile: int, overlap: int, feather: int) -> None:
+def test_blending_tiles_of_an_exact_function_changes_nothing(tile: int, overlap: int, feather: int, fit: bool) -> None:
     """A function that works pixel by pixel gives the same picture whole or in tiles: the weights are
-    normalised everywhere, and every output row is handed on once."""
-    x = torch.rand(2, 3, 50, 77)
-    assert torch.allclose(tiles.blended(x, lambda part: part * 2, tile, overlap, feather), x * 2, atol=1e-6)
+    normalised everywhere, and every output row is handed on once, also with tiles fitted each way. In
+    8 bits, a value a float rounding away from half a level may round the other way."""
+    x = torch.rand(2, 3, 50, 77, generator=torch.Generator().manual_seed(tile * 100 + overlap * 10 + feather))
+    assert torch.allclose(tiles.blended(x, lambda part: part * 2, tile, overlap, feather, fit=fit), x * 2, atol=1e-6)
     enlarged = tiles.pictures(x, lambda part: torch.nn.functional.interpolate(part, scale_factor=3), tile, overlap,
-                              feather, 3)
+                              feather, 3, fit=fit)
     exact = (torch.nn.functional.interpolate(x, scale_factor=3) * 255).permute(0, 2, 3, 1).numpy()
     # The blend is exact to float rounding, which may tip a level that lies on a half either way.
     off = enlarged != exact.round()
-    assert np.all(np.abs(enlarged[off] - exact[off]) <= 0.5 + 1e-4)
+    assert enlarged.shape == exact.shape and np.all(np.abs(enlarged[off] - exact[off]) <= 0.5 + 1e-4)
 
 
 def test_tiles_are_reported_in_order_before_they_run() -> None:
@@ -94,6 +97,34 @@ def test_a_tiled_upscaler_matches_it_whole() -> None:
         tiled = tiles.pictures(x, net, 16, 6, 6, 4)[0].astype(np.float32)
     difference = np.abs(tiled - whole)
     assert difference.mean() < 1.0 and np.percentile(difference, 99) < 8, (difference.mean(), difference.max())
+
+
+def vae_of(channels: tuple[int, ...], attention: bool, dtype: torch.dtype) -> SimpleNamespace:
+    return SimpleNamespace(config=SimpleNamespace(block_out_channels=channels, mid_block_add_attention=attention),
+                           dtype=dtype)
+
+
+VAE_TILES = [
+    # VAE (first block's channels ... , mid-block attention, dtype), its tiles' side at the default budget
+    (vae_of((128, 256, 512, 512), True, torch.float32), 576),  # SD1.5's and SDXL's: activations bind
+    (vae_of((128, 256, 512, 512), True, torch.float16), 832),
+    (vae_of((4, 4, 8, 8), True, torch.float32), 1024),  # the tiny test VAE: its attention binds
+    (vae_of((16, 32, 64, 64), False, torch.float32), 1664),  # the demo model's, without attention
+]
+
+
+@pytest.mark.parametrize(("vae", "side"), VAE_TILES)
+def test_the_vae_is_whole_while_its_activations_and_attention_fit_the_budget(vae: SimpleNamespace, side: int) -> None:
+    """The VAE's attention holds a score for every pair of latent pixels: on a VAE with a shallow first
+    block it, not the activations, decides how large a picture is worked whole."""
+    assert latents.tile_side(vae) == side
+    assert not latents.tiled_vae_needed(vae, side, side) and latents.tiled_vae_needed(vae, side + 64, side + 64)
+    assert latents.working_bytes(vae, side, side) <= latents.VAE_BUDGET
+
+
+def test_the_tiny_vae_is_bound_by_its_attention() -> None:
+    vae = tiny_pipeline("sd15").vae
+    assert latents.tile_side(vae) == 1024 and latents.working_bytes(vae, 1024, 1024) == (128 * 128) ** 2 * 4
 
 
 @pytest.fixture

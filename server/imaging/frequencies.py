@@ -14,19 +14,28 @@ import cv2
 import numpy as np
 import PIL.Image
 
+# Rows summed at a time in 16 bits.
+BAND = 256
+
 
 def keep_coarse(refined: PIL.Image.Image, start: PIL.Image.Image, coarse: tuple[int, int]) -> PIL.Image.Image:
     """`refined` with `start`'s content at the `coarse` size (width, height) and below: both taken down
     to `coarse` by area averaging and back up smoothly, the difference added to `refined`. All three
-    are RGB; `refined` and `start` have one size. Only 8- and 16-bit arrays of the full size are held."""
+    are RGB; `refined` and `start` have one size. Besides the two pictures, three 8-bit arrays of the
+    full size are held, and 16-bit sums a band of rows at a time."""
     size = refined.size
-    refined_rgb, start_rgb = np.asarray(refined.convert("RGB")), np.asarray(start.convert("RGB"))
 
-    def low(rgb: np.ndarray) -> np.ndarray:
-        small = cv2.resize(rgb, coarse, interpolation=cv2.INTER_AREA)
-        return cv2.resize(small, size, interpolation=cv2.INTER_CUBIC).astype(np.int16)
+    def low(picture: PIL.Image.Image) -> np.ndarray:
+        small = cv2.resize(np.asarray(picture), coarse, interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, size, interpolation=cv2.INTER_CUBIC)
 
-    fixed = refined_rgb.astype(np.int16)
-    fixed += low(start_rgb)
-    fixed -= low(refined_rgb)
-    return PIL.Image.fromarray(np.clip(fixed, 0, 255).astype(np.uint8))
+    start_low, refined_low = low(start), low(refined)
+    levels = np.asarray(refined).copy()
+    for top in range(0, size[1], BAND):
+        rows = slice(top, top + BAND)
+        fixed = levels[rows].astype(np.int16)
+        fixed += start_low[rows]
+        fixed -= refined_low[rows]
+        levels[rows] = np.clip(fixed, 0, 255)
+    del start_low, refined_low
+    return PIL.Image.fromarray(levels)

@@ -22,10 +22,13 @@ from ..models.tiny_autoencoders import TinyAutoencoder
 from . import tiles
 from .tiles import TileCallback
 
-# The VAE works on a picture whole while its full-resolution activations fit in this many bytes, and
-# in tiles that do beyond: whole is exact, tiles are not (each tile's group norms and attention see
-# only the tile). The estimate counts ACTIVATIONS tensors as deep as the VAE's first block: SD1.5's
-# in float32 is whole up to about 590² and tiles of 576² beyond; a small VAE stays whole far longer.
+# The VAE works on a picture whole while what it holds fits in this many bytes, and in tiles that do
+# beyond: whole is exact, tiles are not (each tile's group norms and attention see only the tile).
+# What it holds (`working_bytes`): ACTIVATIONS tensors as deep as its first block at full resolution,
+# or its mid-block attention's scores, one for every pair of latent pixels, whichever is more. SD1.5's
+# VAE in float32 is whole up to about 590² and tiles of 576² beyond (activations bind); a VAE with a
+# shallow first block is bound by its attention, which grows with the square of the area: the tiny
+# test VAE is whole up to 1024². A VAE without attention (the demo model's) only by activations.
 VAE_BUDGET = 1024**3
 ACTIVATIONS = 6
 # Neighbouring VAE tiles overlap by a quarter tile and fade over it, as diffusers' own tiling does.
@@ -180,7 +183,8 @@ def encode_in_tiles(pipe: Any, picture: PIL.Image.Image, on_tile: TileCallback |
         return vae.encode(normalised).latent_dist.mode()
 
     with float32_if(_asks_upcast(vae), vae):
-        found = tiles.blended(pixels, encode_tile, tile, tile // VAE_OVERLAP, tile // VAE_OVERLAP, on_tile, scale)
+        found = tiles.blended(pixels, encode_tile, tile, tile // VAE_OVERLAP, tile // VAE_OVERLAP, on_tile, scale,
+                              fit=True)
     return to_unet_space(vae.config, found).to(pipe.unet.dtype)
 
 
@@ -196,14 +200,28 @@ def _bytes_per_pixel(vae: Any) -> int:
     return vae.config.block_out_channels[0] * torch.finfo(vae.dtype).bits // 8 * ACTIVATIONS
 
 
+def working_bytes(vae: Any, width: int, height: int) -> int:
+    """The bytes the VAE holds working on a width x height picture whole (see VAE_BUDGET)."""
+    activations = width * height * _bytes_per_pixel(vae)
+    config = vae.config
+    if not getattr(config, "mid_block_add_attention", True):
+        return activations
+    scale = 2 ** (len(config.block_out_channels) - 1)
+    tokens = (width // scale) * (height // scale)
+    return max(activations, tokens * tokens * torch.finfo(vae.dtype).bits // 8)
+
+
 def tile_side(vae: Any) -> int:
     """The side in pixels of the VAE's tiles: the largest multiple of 64 whose square fits VAE_BUDGET."""
-    return max(64, int((VAE_BUDGET / _bytes_per_pixel(vae)) ** 0.5) // 64 * 64)
+    side = int((VAE_BUDGET / _bytes_per_pixel(vae)) ** 0.5) // 64 * 64
+    while side > 64 and working_bytes(vae, side, side) > VAE_BUDGET:
+        side -= 64
+    return max(64, side)
 
 
 def tiled_vae_needed(vae: Any, width: int, height: int) -> bool:
     """Whether a width x height picture is encoded and decoded in tiles (it does not fit VAE_BUDGET whole)."""
-    return width * height * _bytes_per_pixel(vae) > VAE_BUDGET
+    return working_bytes(vae, width, height) > VAE_BUDGET
 
 
 @contextmanager
@@ -238,5 +256,6 @@ def decode_in_tiles(vae: Any, latents: torch.Tensor, on_tile: TileCallback | Non
         return vae.decode(z.to(vae.device, vae.dtype)).sample / 2 + 0.5
 
     with float32_if(_asks_upcast(vae), vae):
-        pixels = tiles.pictures(latents, decode, tile, tile // VAE_OVERLAP, tile // VAE_OVERLAP, scale, on_tile)
+        pixels = tiles.pictures(latents, decode, tile, tile // VAE_OVERLAP, tile // VAE_OVERLAP, scale, on_tile,
+                                fit=True)
     return [PIL.Image.fromarray(np.ascontiguousarray(picture)) for picture in pixels]

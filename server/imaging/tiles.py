@@ -22,13 +22,15 @@ TileFunction = Callable[[torch.Tensor], torch.Tensor]
 
 
 def bands(x: torch.Tensor, fn: TileFunction, tile: int, overlap: int, feather: int, scale: int = 1,
-          on_tile: TileCallback | None = None, unit: int = 1) -> Iterator[tuple[int, torch.Tensor]]:
+          on_tile: TileCallback | None = None, unit: int = 1, fit: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
     """`fn` over the overlapping tiles of `x` [batch, channels, height, width], its outputs (`scale`
     output pixels per tile unit, any channel count) averaged with the tiles' weights. Tiles are cut in
-    units of `unit` pixels of `x` (8 for a VAE's encoder: a latent pixel's worth). Yields (top row,
-    band) in output rows, top to bottom, each band final and the bands covering the output once."""
+    units of `unit` pixels of `x` (8 for a VAE's encoder: a latent pixel's worth); with `fit`, `tile`
+    is only the longest side a tile may have, and each way tiles are as short as their count allows
+    (shared/tiles.py). Yields (top row, band) in output rows, top to bottom, each band final and the
+    bands covering the output once."""
     height, width = x.shape[-2] // unit, x.shape[-1] // unit
-    rows, columns = spans(height, tile, overlap), spans(width, tile, overlap)
+    rows, columns = spans(height, tile, overlap, fit), spans(width, tile, overlap, fit)
     across = [_weights(ramp(x0, x1, width, feather), scale) for x0, x1 in columns]
     count = len(rows) * len(columns)
     total = wsum = None
@@ -57,21 +59,22 @@ def bands(x: torch.Tensor, fn: TileFunction, tile: int, overlap: int, feather: i
 
 
 def blended(x: torch.Tensor, fn: TileFunction, tile: int, overlap: int, feather: int,
-            on_tile: TileCallback | None = None, unit: int = 1) -> torch.Tensor:
+            on_tile: TileCallback | None = None, unit: int = 1, fit: bool = False) -> torch.Tensor:
     """`bands` put together: the whole output as one tensor (for latents, which are small)."""
-    return torch.cat([band for _, band in bands(x, fn, tile, overlap, feather, 1, on_tile, unit)], dim=-2)
+    return torch.cat([band for _, band in bands(x, fn, tile, overlap, feather, 1, on_tile, unit, fit)], dim=-2)
 
 
 def pictures(x: torch.Tensor, fn: TileFunction, tile: int, overlap: int, feather: int, scale: int,
-             on_tile: TileCallback | None = None) -> np.ndarray:
+             on_tile: TileCallback | None = None, fit: bool = False) -> np.ndarray:
     """`bands` of an output in 0..1 as 8-bit pictures [batch, height, width, channels]: only the 8-bit
     result grows with the picture."""
     height, width = x.shape[-2:]
     result = None
-    for top, band in bands(x, fn, tile, overlap, feather, scale, on_tile):
+    for top, band in bands(x, fn, tile, overlap, feather, scale, on_tile, fit=fit):
         if result is None:
             result = np.empty((band.shape[0], height * scale, width * scale, band.shape[1]), np.uint8)
-        levels = (band.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        # In place: the band is this loop's own, and each copy of it would be as large.
+        levels = band.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         result[:, top:top + levels.shape[1]] = levels
     return result
 

@@ -155,15 +155,16 @@ class Upscalers:
         if entry is not None:
             model = self._model(entry)
             dtype = self.dtype if (self.dtype == torch.float16 and model.supports_half) else torch.float32
+            # Held as 8-bit pixels, each tile made float as it runs: a float copy of the whole picture
+            # would grow with it.
             pixels = torch.from_numpy(np.array(picture.convert("RGB"))).permute(2, 0, 1)[None]
-            pixels = pixels.to(self.device, dtype) / 255.0
 
             def run(tile: torch.Tensor) -> torch.Tensor:
                 with torch.inference_mode():
-                    return model(tile)
+                    return model(tile.to(self.device, dtype) / 255.0)
 
             model.to(self.device, dtype)
-            upscaled = tiles.pictures(pixels, run, TILE, OVERLAP, FEATHER, model.scale, on_tile)
+            upscaled = tiles.pictures(pixels, run, TILE, OVERLAP, FEATHER, model.scale, on_tile, fit=True)
             picture = PIL.Image.fromarray(upscaled[0])
         if picture.size == size:
             return picture
