@@ -438,17 +438,23 @@ def test_a_live_picture_from_the_full_vae_applies_at_once(live_setup) -> None:
     assert document.layers == [("[Live] a fox (31)", _result_image(0, 0, 64, 48, (0, 0, 9, 255)))]
 
 
+def _apply_a_live_picture(controller, connection):
+    """The artist applies the first live picture (dark blue); its frame, whose finalize is asked for."""
+    controller.poll()
+    (frame,) = _frames(connection)
+    connection.reply(_live_picture(frame.id, (0, 0, 9, 255)))
+    controller.poll()
+    controller.apply()
+    return frame
+
+
 @pytest.mark.parametrize("answer", [
     Error(code="not_found", message="no live frame is kept", id="FRAME", field="id"),
     Failed("FRAME", "connection_lost"),
 ])
 def test_a_live_picture_the_server_cannot_finalize_applies_from_its_preview(live_setup, answer) -> None:
     controller, connection, document, clock = live_setup
-    controller.poll()
-    (frame,) = _frames(connection)
-    connection.reply(_live_picture(frame.id, (0, 0, 9, 255)))
-    controller.poll()
-    controller.apply()
+    frame = _apply_a_live_picture(controller, connection)
     if isinstance(answer, Error):
         answer.id = frame.id
     else:
@@ -461,11 +467,7 @@ def test_a_live_picture_the_server_cannot_finalize_applies_from_its_preview(live
 
 def test_a_full_quality_layer_waits_until_the_artist_stops_painting(live_setup) -> None:
     controller, connection, document, clock = live_setup
-    controller.poll()
-    (frame,) = _frames(connection)
-    connection.reply(_live_picture(frame.id, (0, 0, 9, 255)))
-    controller.poll()
-    controller.apply()
+    frame = _apply_a_live_picture(controller, connection)
     document.painting = True
     connection.reply(_live_picture(frame.id, (0, 0, 10, 255), decoder="vae"))
     controller.poll()
