@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..errors import BadInput, ModelBroken, UnknownModel
 from . import upscalers
-from .defaults import with_defaults
+from .defaults import sidecar_path, with_defaults
 from .entry import Kind, ModelEntry, is_valid_name
 from .identify import PICKLE_SUFFIXES, identify_file, identify_folder, is_tiny_autoencoder
 
@@ -66,6 +66,9 @@ class Registry:
         self._tiny_autoencoders: dict[str, Path] = {}
         # What each file was found to be, by its identity on disk: a rescan reads only files that changed.
         self._identified: dict[tuple, ModelEntry] = {}
+        # The settings each checkpoint recommends, by the identity on disk of the files they are read
+        # from: a rescan (every `models` request) reads them again only when one of those changed.
+        self._recommended: dict[tuple, ModelEntry] = {}
         self._lock = threading.Lock()
 
     def scan(self) -> None:
@@ -93,12 +96,24 @@ class Registry:
             demo = embedded_entry()
             if demo is not None:
                 found[(demo.kind, demo.name)] = demo
-        found = {key: with_defaults(entry) for key, entry in found.items()}
+        recommended: dict[tuple, ModelEntry] = {}
+
+        def with_settings(entry: ModelEntry) -> ModelEntry:
+            key = _settings_key(entry)
+            done = self._recommended.get(key) if key is not None else None
+            if done is None:
+                done = with_defaults(entry)
+            if key is not None:
+                recommended[key] = done
+            return done
+
+        found = {key: with_settings(entry) for key, entry in found.items()}
         tiny = find_tiny_autoencoders(self.folders)
         with self._lock:
             self._entries = found
             self._tiny_autoencoders = tiny
             self._identified = identified
+            self._recommended = recommended
         usable = sum(1 for e in found.values() if not e.refused)
         log.info("models: %d usable, %d refused", usable, len(found) - usable)
 
@@ -185,6 +200,25 @@ def _scan(folder: Path, kind: Kind, depth: int, seen: set[Path], identify: Ident
         elif child.suffix.lower() in PICKLE_SUFFIXES or child.suffix.lower() == ".safetensors":
             seen.add(real)
             yield identify(child, kind)
+
+
+def _settings_key(entry: ModelEntry) -> tuple | None:
+    """What changes when anything a checkpoint's recommended settings are read from changes (its file or
+    its folder's configs, and its sidecar); None when it cannot be told."""
+    sources = [sidecar_path(entry.path)]
+    sources += [entry.path] if entry.format == "single_file" else [entry.path / "unet" / "config.json",
+                                                                    entry.path / "vae" / "config.json"]
+    key: tuple = (entry,)
+    for source in sources:
+        try:
+            found = os.stat(source)
+        except FileNotFoundError:
+            key += (None,)
+        except OSError:
+            return None
+        else:
+            key += ((found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns),)
+    return key
 
 
 def _file_key(path: Path, kind: Kind) -> tuple | None:
