@@ -11,8 +11,34 @@ from typing import Any
 import msgpack
 
 from .errors import TOO_LARGE, ProtocolError, bad_request
-from .messages import CLIENT_MESSAGES, ID_LENGTH, SERVER_MESSAGES, Error, Limits
+from .messages import (
+    ID_LENGTH,
+    Cancel,
+    Cancelled,
+    Error,
+    Finalize,
+    Generate,
+    Hello,
+    Limits,
+    ListModels,
+    Live,
+    LiveStop,
+    LiveStopped,
+    ModelList,
+    Progress,
+    Queued,
+    Result,
+    Welcome,
+)
 from .schema import from_wire, to_wire
+from .training import Train
+
+CLIENT_MESSAGES: dict[str, type] = {
+    cls.TYPE: cls for cls in (Hello, ListModels, Generate, Cancel, Live, LiveStop, Finalize, Train)
+}
+SERVER_MESSAGES: dict[str, type] = {
+    cls.TYPE: cls for cls in (Welcome, ModelList, Queued, Progress, Result, Cancelled, Error, LiveStopped)
+}
 
 # Nesting deeper than any real message is refused before it can cost memory or recursion.
 _MAX_DEPTH = 16

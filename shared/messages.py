@@ -1,6 +1,6 @@
 """Protocol v1 messages as dataclasses (the contract is docs/protocol.md).
 
-Client -> server: hello, models, generate, cancel, live, live_stop, finalize.
+Client -> server: hello, models, generate, cancel, live, live_stop, finalize; train (training.py).
 Server -> client: welcome, models, queued, progress, result, cancelled, error, live_stopped.
 Each class's `TYPE` is the `type` field of its frame.
 """
@@ -339,6 +339,8 @@ class Progress:
     step: int
     total: int
     preview: Image | None = None
+    # Of a training job (shared/training.py): the loss of its latest optimizer step.
+    loss: float | None = None
     # Of a step done in tiles (docs/upscale.md): the tile about to run (0-based) and how many a step has.
     tile: int | None = None
     tiles: int | None = None
@@ -351,6 +353,9 @@ class Result:
     images: list[ResultImage]
     info: dict[str, Any]
     elapsed: float
+    # Of a training job: the new LoRA or embedding as `models` names it, and its file's name.
+    name: str | None = None
+    file: str | None = None
 
 
 @dataclass
@@ -374,11 +379,3 @@ class LiveStopped:
     TYPE: ClassVar[str] = "live_stopped"
     session: str
 
-
-CLIENT_MESSAGES: dict[str, type] = {
-    cls.TYPE: cls for cls in (Hello, ListModels, Generate, Cancel, Live, LiveStop, Finalize)
-}
-SERVER_MESSAGES: dict[str, type] = {
-    cls.TYPE: cls
-    for cls in (Welcome, ModelList, Queued, Progress, Result, Cancelled, Error, LiveStopped)
-}

@@ -24,9 +24,9 @@ import msgpack
 from hypothesis import strategies as st
 
 from shared import PROTOCOL_VERSION, codec, errors
+from shared.codec import CLIENT_MESSAGES
 from shared.errors import ProtocolError
 from shared.messages import (
-    CLIENT_MESSAGES,
     Cancel,
     Generate,
     Hello,

@@ -28,9 +28,10 @@ from shared.messages import (
     Progress,
     Welcome,
 )
+from shared.training import Train
 
 from ..config import ServerConfig
-from ..errors import BadInput, NotFound, RequestError, Unauthorized
+from ..errors import BadInput, NotFound, RequestError, Unauthorized, Unsupported
 from ..generate import Generator
 from ..jobs.job import Job
 from ..jobs.queue import JobQueue
@@ -215,6 +216,8 @@ class Connection:
             kept = self.services.generator.check_finalize(self.number, message.id)
             self.services.queue.submit(Job(request=kept.request, owner=self.number, reply=self.reply, size=size,
                                            finalize=True))
+        elif isinstance(message, Train):
+            raise Unsupported("this server does not train models yet", "type")
         elif isinstance(message, Cancel):
             if not self.services.queue.cancel(self.number, message.id):
                 raise NotFound(f"no queued or running job {message.id!r}", "id")
