@@ -376,15 +376,18 @@ def test_a_client_sending_the_costliest_frames_does_not_hold_up_the_others(tmp_p
             round_trips.append(time.perf_counter() - started)
         sender.join()
         hostile.close()
-    print(f"\n{len(round_trips)} round trips while the frames were read: slowest {max(round_trips) * 1000:.1f} ms")
+    slowest = statistics.quantiles(round_trips, n=20)[-1]
+    print(f"\n{len(round_trips)} round trips while the frames were read: median "
+          f"{statistics.median(round_trips) * 1000:.1f} ms, 95th percentile {slowest * 1000:.1f} ms, "
+          f"slowest {max(round_trips) * 1000:.1f} ms")
     assert (replies[0].code, replies[0].field) == ("bad_request", "prompt")
     # Read to the unknown LoRA at the end, or until the reading budget ran out on a busy machine.
     assert replies[1].code in ("unknown_model", "too_large") and replies[1].field.startswith("regions")
     assert replies[2].code == "too_large"
     assert len(round_trips) >= 10  # the frames kept the reading thread busy for a while
-    # The event loop held by the reading took 54-94 s before; now about 150 ms at the median (the aim
-    # is 100 ms; docs/reliability.md).
-    assert statistics.median(round_trips) < 0.5 and max(round_trips) < 2.0
+    # The event loop held by the reading took 54-94 s before. A round trip stays under 100 ms; the one
+    # in twenty left out is a machine busy with other work handing the processes their turn late.
+    assert slowest < 0.1 and max(round_trips) < 1.0
 
 
 # --- idle and dead connections --------------------------------------------------------------------------
