@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from shared.training import Train
 
@@ -23,6 +23,8 @@ from ..models.registry import Registry
 from . import embedding, lora
 from .defaults import Settings
 
+DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
+          torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
 SUBFOLDER = {"lora": "loras", "embedding": "embeddings"}
 SUFFIX = ".safetensors"
 
@@ -50,6 +52,7 @@ def metadata(request: Train, entry: ModelEntry, settings: Settings, step: int, i
                 tags[tag] = tags.get(tag, 0) + 1
     fields: dict[str, Any] = {
         "ss_base_model": entry.family,
+        "ss_base_model_version": {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0"}.get(entry.family or ""),
         "ss_sd_model_name": entry.name,
         "ss_network_module": "networks.lora" if request.kind == "lora" else None,
         "ss_network_dim": settings.rank if request.kind == "lora" else None,
@@ -83,7 +86,26 @@ def write(path: Path, content: dict[str, torch.Tensor], meta: dict[str, str] | N
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        save_file(content, str(temporary), metadata=meta)
+        with open(temporary, "wb") as out:
+            for chunk in serialize(content, meta or {}):
+                out.write(chunk)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def serialize(content: dict[str, torch.Tensor], meta: dict[str, str]) -> list[bytes]:
+    """The safetensors layout with its header's keys sorted: the same tensors and metadata give the same
+    bytes (the library's writer orders the metadata differently from one call to the next)."""
+    header: dict[str, Any] = {"__metadata__": meta} if meta else {}
+    data, offset = [], 0
+    for name in sorted(content):
+        tensor = content[name].detach().cpu().contiguous()
+        raw = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        header[name] = {"dtype": DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        data.append(raw)
+        offset += len(raw)
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the tensors' data starts 8-byte aligned
+    return [struct.pack("<Q", len(text)), text, *data]

@@ -32,7 +32,7 @@ from ..models.entry import ModelEntry
 from ..models.loading import config_dir
 from ..models.registry import Registry
 from . import checkpoints, files
-from .dataset import decode
+from .dataset import caption, decode
 from .defaults import Settings, settings_for
 from .embedding import check_trigger
 from .loop import Training
@@ -183,7 +183,7 @@ class Trainer:
                step: int) -> Path:
         """The model's file, on disk and in the registry before anything is sent."""
         path = files.target(self.models, request)
-        captions = [item.caption or "" for item in request.images]
+        captions = [caption(item, request.kind, request.trigger) for item in request.images]
         meta = files.metadata(request, entry, settings, step, len(request.images), captions, {})
         files.write(path, files.tensors(request.kind, state, entry.family or "sd15"), meta)
         self.registry.scan()
