@@ -33,9 +33,9 @@ DEFAULTS: dict[tuple[str, str], Settings] = {
     ("sd15", "embedding"): _EMBEDDING,
     ("sdxl", "lora"): replace(_LORA, resolution=1024, rank=16, learning_rate=1e-4),
     ("sdxl", "embedding"): replace(_EMBEDDING, resolution=1024, learning_rate=3e-3),
-    ("demo", "lora"): Settings(steps=200, learning_rate=1e-3, rank=8, resolution=64, batch_size=4, vectors=1,
+    ("demo", "lora"): Settings(steps=200, learning_rate=1e-3, rank=8, resolution=128, batch_size=4, vectors=1,
                                sample_every=50, checkpoint_every=50),
-    ("demo", "embedding"): Settings(steps=300, learning_rate=1e-2, rank=8, resolution=64, batch_size=4,
+    ("demo", "embedding"): Settings(steps=300, learning_rate=1e-2, rank=8, resolution=128, batch_size=4,
                                     vectors=1, sample_every=50, checkpoint_every=50),
 }
 

@@ -24,12 +24,13 @@ from transformers import CLIPTokenizer
 from shared.messages import Cancelled, Progress, Result, ResultImage
 from shared.training import Train
 
-from ..errors import Unsupported
+from ..errors import OutOfMemory, RequestError, Unsupported
 from ..imaging import payloads
 from ..imaging.outputs import OutputWriter
 from ..jobs.job import STOPPING, Job, Paused, Reply
 from ..models.entry import ModelEntry
 from ..models.loading import config_dir
+from ..models.memory import is_out_of_memory
 from ..models.registry import Registry
 from . import checkpoints, files
 from .dataset import caption, decode
@@ -101,6 +102,11 @@ class Trainer:
             except Exception:
                 log.exception("the training in %s cannot be resumed; left as it is", folder)
                 continue
+            try:
+                self.registry.get(request.model)
+            except RequestError as exc:  # its model's drive not mounted, say: kept for a later start
+                log.warning("training %s waits for its model: %s", request.name, exc)
+                continue
             log.info("resuming training %s (%s)", request.name, request.kind)
             jobs.append(Job(request=request, owner=0, reply=reply, background=True,
                             size=sum(len(item.image.data) for item in request.images)))
@@ -109,9 +115,21 @@ class Trainer:
     # --- on the worker ----------------------------------------------------------------------------
 
     def __call__(self, job: Job) -> Any:
+        folder = checkpoints.folder_for(self.outputs, job.request)
+        try:
+            return self._run(job, folder)
+        except Exception as exc:
+            # A training that failed is not resumed at the next start, to fail again.
+            job.state = None
+            checkpoints.remove(folder)
+            if is_out_of_memory(exc):
+                raise OutOfMemory(f"not enough memory to train on {self.device}: lower resolution or batch_size",
+                                  "resolution") from exc
+            raise
+
+    def _run(self, job: Job, folder: Path) -> Any:
         request = job.request
         assert isinstance(request, Train)
-        folder = checkpoints.folder_for(self.outputs, request)
         if job.cancelled and job.state is None:
             saved = checkpoints.load(folder)
             return self._cancelled(job, folder, saved.adapter if saved else None, saved.step if saved else 0)
