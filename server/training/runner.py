@@ -78,9 +78,6 @@ class Trainer:
         if entry.family not in ("sd15", "sdxl") or entry.variant != "regular":
             raise Unsupported(f"{request.model} cannot be trained: training needs a regular SD1.5 or SDXL "
                               "checkpoint (not an inpaint model)", "model")
-        if request.kind == "embedding" and request.train_text_encoder:
-            raise Unsupported("an embedding is a text encoder's new word: train_text_encoder is for LoRAs",
-                              "train_text_encoder")
         files.check_free(self.registry, self.models, request)
         pictures = decode(request)
         if request.kind == "embedding":
