@@ -11,10 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from server.config import ServerConfig
+from server.config import MIB, ServerConfig
 from server.training import checkpoints
 from shared.client import Client
-from shared.messages import Cancel, Cancelled, Progress, Result
+from shared.messages import Cancel, Cancelled, Error, Image, Progress, Result
+from shared.training import TrainingImage
 from testing.serving import job_log, running_server, tiny_request, url, wait_until
 from testing.training import header, outcome, train_request
 
@@ -114,3 +115,15 @@ def test_a_restarted_server_resumes_a_training_from_its_checkpoint(folders, mode
     resumed, uninterrupted = (load_file(str(trained / "loras" / f"{name}.safetensors"))
                               for name in (request.name, whole.name))
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+
+
+def test_a_trainings_pictures_count_against_the_byte_budget(folders, models_dir):
+    _, outputs = folders
+    big = TrainingImage(image=Image(width=600, height=600, format="rgba8", data=b"\x80" * 600 * 600 * 4))
+    request = train_request(images=[big], name=f"big-{uuid.uuid4().hex[:6]}")
+    with running_server(replace(config(folders, models_dir), connection_queue_budget=MIB)) as server, \
+            Client(url(server)) as client:
+        client.send(request)
+        ended = outcome(client, request.id)
+    assert isinstance(ended, Error) and ended.code == "busy" and "budget" in ended.message
+    assert not checkpoints.folder_for(outputs, request).exists()  # nothing left to resume
