@@ -49,7 +49,7 @@ class EmbeddingMethod:
             start = table.weight[pieces].detach().float().mean(0)
             tokenizer.add_tokens(self.tokens)
             ids = tokenizer.convert_tokens_to_ids(self.tokens)
-            text_encoder.resize_token_embeddings(len(tokenizer))
+            text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # its rows are substituted
             parameter = torch.nn.Parameter(start.repeat(vectors, 1).clone())
             self.vectors.append(parameter)
             text_encoder.get_input_embeddings().register_forward_hook(_substitute(ids, parameter))
