@@ -32,7 +32,6 @@ from shared.messages import Cancel, Cancelled, Generate, Progress
 from testing.serving import running_server, url
 from testing.training import pictures, train_request
 
-
 Timing = tuple[float, float]  # (wall-clock seconds, CPU seconds of this process)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ class Run:
     training: Training
     settings: Settings
     resumed_from: int
+    started: float = field(default_factory=time.monotonic)  # pauses included, unlike the job's started_at
     sample: PIL.Image.Image | None = None
     sent_at: float = 0.0
 
@@ -166,7 +167,6 @@ class Trainer:
         return Run(training, settings, resumed_from=saved.step if saved else 0)
 
     def _finish(self, job: Job, folder: Path, run: Run) -> Result:
-        started = job.started_at or time.monotonic()
         request = job.request
         path = self._write(request, run.training.entry, run.settings, run.training.state(), run.training.step)
         info = {**self._describe(request, run.training.entry, run.settings, run.training.step),
@@ -176,7 +176,7 @@ class Trainer:
         images = []
         if run.sample is not None:
             images.append(ResultImage(image=payloads.from_pil(run.sample, "png"), seed=request.seed or 0))
-        return Result(id=job.id, images=images, info=info, elapsed=time.monotonic() - started,
+        return Result(id=job.id, images=images, info=info, elapsed=time.monotonic() - run.started,
                       name=path.stem, file=path.name)
 
     def _cancelled(self, job: Job, folder: Path, state: dict[str, torch.Tensor] | None, step: int) -> Cancelled:
