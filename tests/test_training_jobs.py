@@ -127,3 +127,16 @@ def test_a_trainings_pictures_count_against_the_byte_budget(folders, models_dir)
         ended = outcome(client, request.id)
     assert isinstance(ended, Error) and ended.code == "busy" and "budget" in ended.message
     assert not checkpoints.folder_for(outputs, request).exists()  # nothing left to resume
+
+
+def test_a_training_goes_on_when_its_client_leaves(folders, models_dir):
+    with running_server(config(folders, models_dir)) as server:
+        request = train_request(steps=30)
+        with Client(url(server), name="leaving") as client:
+            client.send(request)
+            progress_until(client, request.id, 2)
+        with Client(url(server), name="later") as client:
+            wait_until(lambda: request.name in {m.name for m in client.models()}, timeout=300,
+                       what="the file of the training whose client left")
+        wait_until(lambda: request.id in job_log(server), what="the training's log line")
+        assert job_log(server)[request.id]["outcome"] == "result"
