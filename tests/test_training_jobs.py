@@ -12,7 +12,11 @@ import torch
 from safetensors.torch import load_file
 
 from server.config import MIB, ServerConfig
+from server.models.registry import Registry
 from server.training import checkpoints
+from server.training.dataset import decode
+from server.training.defaults import settings_for
+from server.training.loop import Training
 from shared.client import Client
 from shared.messages import Cancel, Cancelled, Error, Image, Progress, Result
 from shared.training import TrainingImage
@@ -140,3 +144,16 @@ def test_a_training_goes_on_when_its_client_leaves(folders, models_dir):
                        what="the file of the training whose client left")
         wait_until(lambda: request.id in job_log(server), what="the training's log line")
         assert job_log(server)[request.id]["outcome"] == "result"
+
+
+def test_a_sample_picture_gives_way_at_once(models_dir):
+    """A sample in the making stops when a job waits (or a cancel comes): it never holds one up."""
+    registry = Registry([models_dir])
+    registry.scan()
+    entry = registry.get("tiny-sd15")
+    request = train_request()
+    training = Training(request, entry, settings_for(request, "sd15", embedded=False), decode(request),
+                        torch.device("cpu"), torch.float32, seed=1)
+    calls: list[int] = []
+    assert training.sample(lambda: calls.append(1) or len(calls) > 1) is None and len(calls) == 2
+    assert training.sample(lambda: False).size == (64, 64)

@@ -8,7 +8,7 @@ Its own copy: the painting jobs that run in its pauses use the cached pipeline, 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import PIL.Image
@@ -141,18 +141,33 @@ class Training:
 
     # --- sample pictures ---------------------------------------------------------------------------
 
-    def sample(self) -> PIL.Image.Image:
-        """A picture of the trigger as the model draws it now, always from the same seed."""
+    def sample(self, stop: Callable[[], bool]) -> PIL.Image.Image | None:
+        """A picture of the trigger as the model draws it now, always from the same seed; None when `stop()`
+        turns true before it is done (a job waits, or a cancel), so a sample never holds them up."""
         side = self.settings.resolution
         prompt = self.request.trigger if self.request.kind == "embedding" else f"{self.request.trigger}, a picture"
+
+        def check(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            if stop():
+                raise _SampleStopped
+            return tensors
+
         self.pipe.unet.eval()
-        with self._autocast(), torch.no_grad(), _rng_untouched():
-            output = self.pipe(prompt=prompt, num_inference_steps=SAMPLE_STEPS, guidance_scale=SAMPLE_GUIDANCE,
-                               width=side, height=side, generator=torch.Generator("cpu").manual_seed(self.seed))
+        try:
+            with self._autocast(), torch.no_grad(), _rng_untouched():
+                output = self.pipe(prompt=prompt, num_inference_steps=SAMPLE_STEPS, guidance_scale=SAMPLE_GUIDANCE,
+                                   width=side, height=side, generator=torch.Generator("cpu").manual_seed(self.seed),
+                                   callback_on_step_end=check)
+        except _SampleStopped:
+            return None
         return output.images[0]
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.method.state()
+
+
+class _SampleStopped(Exception):
+    pass
 
 
 @contextlib.contextmanager

@@ -144,9 +144,11 @@ class Trainer:
             job.step = training.step
             preview = None
             if settings.sample_every and training.step % settings.sample_every == 0:
-                run.sample = training.sample()
-                self._save_sample(run, request)
-                preview = payloads.from_pil(run.sample, "png")
+                sample = training.sample(lambda: job.pause.is_set() or job.cancelled)
+                if sample is not None:
+                    run.sample = sample
+                    self._save_sample(run, request)
+                    preview = payloads.from_pil(sample, "png")
             if training.step % settings.checkpoint_every == 0 and training.step < settings.steps:
                 checkpoints.save(folder, training.checkpoint())
             now = time.monotonic()
