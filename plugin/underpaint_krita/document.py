@@ -12,6 +12,7 @@ import struct
 import time
 import zlib
 from collections.abc import Callable
+from typing import TypeVar
 
 from krita import Krita
 
@@ -20,8 +21,9 @@ from shared.images import swap_red_blue, transparent
 from shared.messages import Image
 
 from . import naming
-from .qimage import as_rgba8, pixel_bytes, rgba_bytes
+from .qimage import as_rgba8, pixel_bytes, rgba_bytes, shrunk, thumbnail_size
 from .qt import QApplication, QByteArray, QEvent, QObject, Qt, QTimer
+from .training import Picture
 
 HISTORY_ANNOTATION = "underpaint/history"
 REGIONS_ANNOTATION = "underpaint/regions"
@@ -33,6 +35,7 @@ ACTIVATION_CHECK_MS = 10
 SRGB = ("RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc")
 # Image > Scale Image's filter for enlarging, as scripts name it.
 SCALE_FILTER = "Bicubic"
+T = TypeVar("T")
 
 
 class KritaDocument:
@@ -61,18 +64,23 @@ class KritaDocument:
         return Rect(selection.x(), selection.y(), selection.width(), selection.height())
 
     def read_pixels(self, rect: Rect) -> bytes:
-        preview = self._preview()
-        hidden = preview is not None and preview.visible()
-        if hidden:
-            preview.setVisible(False)
-            _recompose(preview)
+        return self._without_preview(lambda: self._projection(rect))
+
+    def picture(self, side: int) -> Picture:
+        """The canvas as it looks, without the preview layer, shrunk to at most side² pixels."""
+        size = thumbnail_size(*self.size, side)
+        image = self._without_preview(lambda: self.document.thumbnail(*size))
+        return Picture(self.document.name() or "Untitled", shrunk(image, side))
+
+    def layer_pictures(self, side: int) -> list[Picture]:
+        """Each visible top-level layer or group that holds pixels (not the preview), bottom first, as
+        large as the canvas and shrunk to at most side² pixels."""
         self.document.waitForDone()
-        try:
-            return self._projection(rect)
-        finally:
-            if hidden:
-                preview.setVisible(True)
-                _recompose(preview)
+        size = thumbnail_size(*self.size, side)
+        return [Picture(node.name(), shrunk(node.thumbnail(*size), side))
+                for node in self.document.rootNode().childNodes()
+                if node.visible() and not naming.is_preview(node.name()) and not node.type().endswith("mask")
+                and not node.bounds().isEmpty()]
 
     def change_token(self, rect: Rect) -> int:
         """A hash of the active layer's pixels in `rect` and of every layer's name, visibility and
@@ -201,6 +209,21 @@ class KritaDocument:
         return False
 
     # --- helpers -------------------------------------------------------------------------------
+
+    def _without_preview(self, read: Callable[[], T]) -> T:
+        """What `read` reads from the canvas with the preview layer hidden for it."""
+        preview = self._preview()
+        hidden = preview is not None and preview.visible()
+        if hidden:
+            preview.setVisible(False)
+            _recompose(preview)
+        self.document.waitForDone()
+        try:
+            return read()
+        finally:
+            if hidden:
+                preview.setVisible(True)
+                _recompose(preview)
 
     def _is_srgb8(self) -> bool:
         return (self.document.colorModel() == "RGBA" and self.document.colorDepth() == "U8"
@@ -354,3 +377,12 @@ class KritaWorkspace:
 
     def is_open(self, document: KritaDocument) -> bool:
         return any(d == document.document for d in Krita.instance().documents())
+
+    # --- pictures to train on (training.PictureSource) ----------------------------------------
+
+    def layer_pictures(self, side: int) -> list[Picture]:
+        document = self.active_document()
+        return document.layer_pictures(side) if document is not None else []
+
+    def document_pictures(self, side: int) -> list[Picture]:
+        return [KritaDocument(document).picture(side) for document in Krita.instance().documents()]

@@ -19,11 +19,12 @@ import docker_layout
 import krita
 import underpaint_krita
 from krita import QT_MAJOR, SRGB_PROFILE, DockWidgetFactoryBase, Krita, QtCore, QtGui, QtWidgets
-from plugin_support import WELCOME, FakeDocument, box_mask, connected_controller, solid
+from plugin_support import WELCOME, FakeDocument, ScriptedConnection, box_mask, connected_controller, solid
 from underpaint_krita import qt
 from underpaint_krita.connection import Connected
+from underpaint_krita.controller import Controller
 from underpaint_krita.docker import DOCKER_ID, NOT_STARTED, UnderpaintDocker
-from underpaint_krita.document import KritaDocument
+from underpaint_krita.document import KritaDocument, KritaWorkspace
 from underpaint_krita.extension import UnderpaintExtension
 from underpaint_krita.qimage import from_image, pixel_bytes, rgba_bytes
 from underpaint_krita.requests import FILL_MODES
@@ -32,7 +33,21 @@ from underpaint_krita.sections.job import LIVE_COLOUR
 from underpaint_krita.styles import StyleLibrary
 
 from shared.crop import Rect
-from shared.messages import Image, LiveStop, ModelDefaults, ModelInfo, Progress, Queued, Result, ResultImage
+from shared.images import encode_png
+from shared.messages import (
+    Cancelled,
+    Image,
+    ListModels,
+    LiveStop,
+    ModelDefaults,
+    ModelInfo,
+    ModelList,
+    Progress,
+    Queued,
+    Result,
+    ResultImage,
+)
+from shared.training import Train
 from testing.processes import free_port
 
 RED_BGRA = bytes([0, 0, 255, 255])
@@ -416,3 +431,128 @@ def check_the_krita_document_glue_converts_both_ways() -> None:
     glue.save_history(b"history\x00blob")
     glue.save_regions(b'{"regions": []}')
     assert glue.load_history() == b"history\x00blob" and glue.load_regions() == b'{"regions": []}'
+
+
+def _training_docker() -> tuple[Controller, ScriptedConnection, UnderpaintDocker]:
+    """A docker over a controller of the (stand-in) Krita's documents, its scripted server welcomed."""
+    connection = ScriptedConnection()
+    controller = Controller(connection, KritaWorkspace())
+    connection.reply(Connected(WELCOME))
+    controller.poll()
+    return controller, connection, UnderpaintDocker(controller)
+
+
+def _painted_document(name: str):
+    """A 64x48 document: a red "Paint" layer, a hidden "Hidden" one and an empty "Top" over a white background."""
+    document = Krita.instance().createDocument(64, 48, name, "RGBA", "U8", SRGB_PROFILE, 72.0)
+    root = document.rootNode()
+    root.childNodes()[0].setPixelData(bytes([255, 255, 255, 255]) * 64 * 48, 0, 0, 64, 48)
+    for layer_name, visible, painted in (("Paint", True, True), ("Hidden", False, True), ("Top", True, False)):
+        layer = document.createNode(layer_name, "paintlayer")
+        if painted:
+            layer.setPixelData(RED_BGRA * 20 * 10, 10, 10, 20, 10)
+        layer.setVisible(visible)
+        root.addChildNode(layer, root.childNodes()[-1])
+    return document
+
+
+def check_the_train_dialog_gathers_pictures_and_captions_into_a_train_request() -> None:
+    controller, connection, docker = _training_docker()
+    _painted_document("cats")
+    menu = docker.prompt.networks.menu()
+    menu.aboutToShow.emit()
+    (train,) = [action for action in menu.actions() if action.text() == "Train…"]  # the LoRA menu's last entry
+    assert menu.actions()[-1] is train
+    train.trigger()
+    dialog = docker.prompt.train_dialog
+    assert dialog.isVisible() and docker.prompt.open_training() is dialog  # one dialog, opened again
+    dialog.add_layers.click()
+    assert [row.picture.label for row in dialog.rows()] == ["Background", "Paint"]  # visible, with pixels
+    paint = dialog.rows()[1].picture.image
+    assert (paint.width, paint.height) == (64, 48)  # as large as the canvas, which fits the training area
+    assert paint.data[(15 * 64 + 15) * 4:(15 * 64 + 16) * 4] == bytes([255, 0, 0, 255])  # RGBA, not BGRA
+    assert paint.data[:4] == bytes(4)  # the layer's own transparency
+    dialog.add_documents.click()
+    assert dialog.pictures.count() == 2 + len(Krita.instance().documents())
+    assert dialog.rows()[-1].picture.label == "cats"
+    dialog.pictures.setCurrentRow(2)
+    for row in range(2, dialog.pictures.count()):
+        dialog.pictures.item(row).setSelected(True)
+    dialog.remove.click()
+    assert dialog.pictures.count() == 2
+
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "big.png").write_bytes(encode_png(bytes([0, 0, 255, 255]) * 1024 * 768, 1024, 768))
+        Path(folder, "big.txt").write_text("a blue\nwall ")
+        Path(folder, "notes.txt").write_text("not a picture")
+        Path(folder, "broken.png").write_bytes(b"not a png")
+        dialog.add_folder_pictures(folder)
+    big = dialog.rows()[-1]
+    assert dialog.pictures.count() == 3 and big.picture.label == "big.png"
+    assert (big.picture.image.width, big.picture.image.height) == (591, 443)  # shrunk to 512² pixels, not sent whole
+    assert big.caption.text() == "a blue wall"
+
+    dialog.start.click()
+    assert "trigger word" in dialog.status.text() and not connection.sent  # what to fix, nothing sent
+    dialog.rows()[1].caption.setText("a red box")
+    dialog.trigger.setText("redbox")
+    dialog.subject.setCurrentIndex(dialog.subject.findData("concept"))
+    dialog.steps.setValue(8)
+    dialog.start.click()
+    (request,) = connection.sent
+    assert isinstance(request, Train)
+    assert (request.kind, request.model, request.trigger, request.name, request.steps) == (
+        "embedding", "tiny-sd15", "redbox", "redbox", 8)
+    assert [(i.image.width, i.image.height, i.caption) for i in request.images] == [
+        (64, 48, None), (64, 48, "a red box"), (591, 443, "a blue wall")]
+    assert not dialog.start.isEnabled() and dialog.cancel.isEnabled() and not dialog.add_layers.isEnabled()
+    dialog.cancel.click()
+    assert connection.cancelled == [request.id]
+    connection.reply(Cancelled(id=request.id))
+    controller.poll()
+    assert dialog.status.text() == "Training cancelled; nothing was saved." and dialog.start.isEnabled()
+    dialog.deleteLater()
+    docker.deleteLater()
+
+
+def check_the_train_dialog_shows_progress_the_loss_curve_and_the_new_lora_in_the_picker() -> None:
+    controller, connection, docker = _training_docker()
+    _painted_document("progress")
+    dialog = docker.prompt.open_training()
+    dialog.add_layers.click()
+    dialog.trigger.setText("redbox")
+    dialog.steps.setValue(4)
+    assert not dialog.progress.isVisible() and not dialog.curve.isVisible()
+    dialog.start.click()
+    (request,) = connection.sent
+    sample = Image(width=8, height=8, format="rgba8", data=bytes([0, 255, 0, 255]) * 64)
+    connection.reply(Queued(id=request.id, position=1))
+    controller.poll()
+    assert dialog.status.text() == "Queued: 1 job before it." and dialog.progress.isVisible()
+    for step, loss in ((1, 0.9), (2, 0.5), (3, 0.6)):
+        connection.reply(Progress(id=request.id, step=step, total=4, loss=loss, preview=sample if step == 2 else None))
+    controller.poll()
+    assert (dialog.progress.value(), dialog.progress.maximum()) == (3, 4)
+    assert dialog.status.text() == "Training: step 3 of 4 · loss 0.6000"
+    assert dialog.curve.points == [(1, 0.9), (2, 0.5), (3, 0.6)] and dialog.curve.total == 4
+    shown = dialog.sample.pixmap().toImage()
+    assert not shown.isNull() and shown.pixelColor(shown.width() // 2, shown.height() // 2).getRgb() == (0, 255, 0, 255)
+    dialog.curve.resize(200, 80)
+    drawn = dialog.curve.grab().toImage()
+    line = [(x, y) for x in range(drawn.width()) for y in range(drawn.height())
+            if drawn.pixelColor(x, y).blue() > 200 and drawn.pixelColor(x, y).red() < 120]
+    assert line, "no loss curve drawn"
+    assert min(x for x, _ in line) < 60 and max(x for x, _ in line) > 120  # from step 1 to step 3 of 4
+
+    connection.reply(Result(id=request.id, images=[], info={}, elapsed=2.0, name="redbox", file="redbox.safetensors"))
+    controller.poll()
+    assert isinstance(connection.sent[-1], ListModels)
+    assert "“redbox” is in the LoRA menu" in dialog.status.text() and dialog.progress.value() == 4
+    connection.reply(ModelList(models=[*WELCOME.models, ModelInfo(name="redbox", kind="lora", family="sd15",
+                                                                   trigger_words=["redbox"])]))
+    controller.poll()
+    menu = docker.prompt.networks.menu()
+    menu.aboutToShow.emit()
+    assert "redbox · SD1.5 · redbox" in [action.text() for action in menu.actions()]
+    dialog.deleteLater()
+    docker.deleteLater()

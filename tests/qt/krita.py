@@ -198,11 +198,18 @@ class Document:
         self._selection: Selection | None = None
         self._annotations: dict[str, bytes] = {}
 
+    def name(self) -> str:
+        return self._name
+
     def width(self) -> int:
         return self._width
 
     def height(self) -> int:
         return self._height
+
+    def thumbnail(self, width: int, height: int) -> QtGui.QImage:
+        return self.projection(0, 0, self._width, self._height).scaled(
+            width, height, QtCore.Qt.AspectRatioMode.KeepAspectRatio, QtCore.Qt.TransformationMode.SmoothTransformation)
 
     def colorModel(self) -> str:
         return self._space[0]
