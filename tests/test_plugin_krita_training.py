@@ -45,6 +45,11 @@ def test_the_visible_layers_of_a_painting_become_pictures_in_real_krita(krita_ho
     assert found["layers"] == [["Background", 147, 110, "rgba8"], ["Paint", 147, 110, "rgba8"]]
     assert found["paint_centre"] == [255, 0, 0, 255]  # Krita's BGRA came out RGBA
     assert found["paint_corner"][3] == 0  # the layer's own transparency
+    # Not shrunk: the red square (60x50 at 30, 40) exactly where it is on the canvas.
+    assert found["paint_whole"] == [256, 192, 60 * 50, [255, 0, 0, 255], [0, 0, 0, 0], [255, 0, 0, 255]]
+    red, green, blue, alpha = found["deep_layer_centre"]  # a 16-bit layer, read from an 8-bit copy
+    assert red > 240 and green < 15 and blue < 15 and alpha == 255
+    assert found["deep_layer_depth_after"] == "U16"  # the artist's layer is not converted
     assert ["test", 147, 110] in found["documents"] and ["deep", 64, 64] in found["documents"]
     assert found["document_centre"] == [255, 0, 0, 255]  # the document as it looks
     red, green, blue, alpha = found["deep_centre"]  # a 16-bit document, through Krita's conversion

@@ -22,7 +22,7 @@ from shared.messages import Image
 
 from . import naming
 from .qimage import as_rgba8, pixel_bytes, rgba_bytes, shrunk, thumbnail_size
-from .qt import QApplication, QByteArray, QEvent, QObject, Qt, QTimer
+from .qt import QApplication, QByteArray, QEvent, QImage, QObject, Qt, QTimer
 from .training import Picture
 
 HISTORY_ANNOTATION = "underpaint/history"
@@ -76,8 +76,7 @@ class KritaDocument:
         """Each visible top-level layer or group that holds pixels (not the preview), bottom first, as
         large as the canvas and shrunk to at most side² pixels."""
         self.document.waitForDone()
-        size = thumbnail_size(*self.size, side)
-        return [Picture(node.name(), shrunk(node.thumbnail(*size), side))
+        return [Picture(node.name(), shrunk(self._layer_image(node), side))
                 for node in self.document.rootNode().childNodes()
                 if node.visible() and not naming.is_preview(node.name()) and not node.type().endswith("mask")
                 and not node.bounds().isEmpty()]
@@ -224,6 +223,18 @@ class KritaDocument:
             if hidden:
                 preview.setVisible(True)
                 _recompose(preview)
+
+    def _layer_image(self, node) -> QImage:
+        """A layer or group as large as the canvas, in 8-bit RGBA. Read from its pixels: Krita 5.1's
+        Node.thumbnail does not map the canvas onto the size asked for (seen: a 40x30 square came out
+        40x23). A layer in another colour space is read from a converted copy, never converted itself."""
+        if (node.colorModel(), node.colorDepth()) != ("RGBA", "U8"):
+            node = node.duplicate()
+            node.setColorSpace(*SRGB)
+        read = node.projectionPixelData if node.type() == "grouplayer" else node.pixelData
+        width, height = self.size
+        # 8-bit BGRA in memory is Qt's ARGB32 on the little-endian machines Krita runs on.
+        return QImage(bytes(read(0, 0, width, height)), width, height, width * 4, QImage.Format.Format_ARGB32).copy()
 
     def _is_srgb8(self) -> bool:
         return (self.document.colorModel() == "RGBA" and self.document.colorDepth() == "U8"

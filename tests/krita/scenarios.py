@@ -847,7 +847,7 @@ def training_pictures(job: dict, out: dict) -> None:
     """The Krita glue of the Train dialog alone (no server): the visible layers of the active document
     and the open documents as pictures to train on, each shrunk to the training area."""
     extension(job)
-    from underpaint_krita.document import KritaWorkspace
+    from underpaint_krita.document import KritaDocument, KritaWorkspace
 
     deep = new_document(64, 64, "U16", "deep")
     # 16-bit BGRA, little-endian: red at full.
@@ -870,6 +870,13 @@ def training_pictures(job: dict, out: dict) -> None:
     # The red square (60x50 at 30, 40): its centre, and the transparent corner of its layer.
     out["paint_centre"] = _rgba_at(paint, round(60 * scale), round(65 * scale))
     out["paint_corner"] = _rgba_at(paint, 0, 0)
+    # Unshrunk, the layer's pixels where they are on the canvas.
+    whole = next(p.image for p in workspace.layer_pictures(256) if p.label == "Paint")
+    out["paint_whole"] = [whole.width, whole.height, sum(1 for a in whole.data[3::4] if a),
+                          _rgba_at(whole, 30, 40), _rgba_at(whole, 29, 40), _rgba_at(whole, 89, 89)]
+    (deep_layer,) = KritaDocument(deep).layer_pictures(side)  # read from an 8-bit copy of the 16-bit layer
+    out["deep_layer_centre"] = _rgba_at(deep_layer.image, 32, 32)
+    out["deep_layer_depth_after"] = deep.rootNode().childNodes()[0].colorDepth()
     documents = workspace.document_pictures(side)
     out["documents"] = [[p.label, p.image.width, p.image.height] for p in documents]
     test = next(p.image for p in documents if p.label == "test")
