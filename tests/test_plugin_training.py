@@ -12,6 +12,7 @@ from underpaint_krita.training import (
     CANCELLED,
     LOST,
     MAX_LOSSES,
+    STOPPED,
     Picture,
     TrainingRun,
     TrainingSettings,
@@ -82,12 +83,12 @@ def test_the_training_side_follows_the_models_size(model: ModelInfo | None, side
 @pytest.mark.parametrize(("name", "trigger", "taken", "expected"), [
     ("", "mycat", [], "mycat"),
     ("My cat", "mycat", [], "My cat"),
-    ("", "mycat", ["mycat"], "mycat 2"),
-    ("", "mycat", ["MyCat", "mycat 2"], "mycat 3"),
+    ("", "mycat", ["mycat"], "mycat-2"),  # no space: an embedding is written in prompts by its name
+    ("", "mycat", ["MyCat", "mycat-2"], "mycat-3"),
     ("cat/../../etc", "x", [], "cat....etc"),  # never a path: only a name's characters are kept
     ("..hidden", "x", [], "hidden"),
     ("", "猫", [], "trained"),
-    ("a" * 80, "x", ["a" * 64], "a" * 62 + " 2"),
+    ("a" * 80, "x", ["a" * 64], "a" * 62 + "-2"),
 ])
 def test_the_new_models_name(name: str, trigger: str, taken: list[str], expected: str) -> None:
     assert model_name(name, trigger, taken) == expected
@@ -105,7 +106,7 @@ def test_the_request_says_what_the_dialog_says() -> None:
     request = build_train(_settings(subject="character", steps=40), [_picture(caption="  a cat, sitting "),
                                                                      _picture(6, 4)], "job", models, Limits())
     assert (request.id, request.kind, request.model, request.trigger) == ("job", "lora", "tiny-sd15", "mycat")
-    assert request.name == "mycat 2"  # the trigger, numbered past the LoRA of that name
+    assert request.name == "mycat-2"  # the trigger, numbered past the LoRA of that name
     assert [(i.image.width, i.image.height, i.caption) for i in request.images] == [(8, 8, "a cat, sitting"),
                                                                                     (6, 4, None)]
     assert (request.steps, request.resolution, request.sample_every) == (40, 512, 10)
@@ -129,6 +130,12 @@ def test_choices_that_make_no_request_say_what_to_fix(settings: TrainingSettings
         build_train(settings, pictures, "job", WELCOME.models, limits)
 
 
+def test_a_lora_is_used_by_its_trigger() -> None:
+    run = TrainingRun(build_train(_settings(subject="style"), [_picture()], "t", [], Limits()))
+    run.receive(Result(id="t", images=[], info={}, elapsed=1.0, name="mycat"))
+    assert run.message == "Done: the LoRA “mycat” is in the LoRA menu; pick it there and write “mycat” in the prompt."
+
+
 def _run(steps: int = 4) -> TrainingRun:
     return TrainingRun(build_train(_settings(steps=steps, subject="concept"), [_picture()], "t", [], Limits()))
 
@@ -145,8 +152,12 @@ SAMPLE = Image(width=2, height=2, format="rgba8", data=bytes(16))
     ([Progress(id="t", step=2, total=4)], "running", "step 2 of 4"),
     ([Progress(id="t", step=4, total=4, loss=0.1),
       Result(id="t", images=[], info={}, elapsed=1.0, name="mycat", file="mycat.safetensors")], "done",
-     "the embedding “mycat” is in the LoRA menu. Write “mycat” in a prompt"),
+     "Done: the embedding “mycat” is in the LoRA menu; pick it there to put it in the prompt."),
     ([Progress(id="t", step=1, total=4), Cancelled(id="t")], "cancelled", CANCELLED),
+    ([Cancelled(id="t", reason="cancelled at step 1 of 4; saved as mycat")], "cancelled",
+     "Training cancelled: cancelled at step 1 of 4; saved as mycat."),
+    ([Cancelled(id="t", reason="server stopping: training mycat resumes from its last checkpoint")], "detached",
+     STOPPED),
     ([Error(code="unsupported", message="train is not supported", id="t")], "failed",
      "Training failed: The server cannot do this with the chosen model. (Train is not supported.)"),
     ([Error(code="out_of_memory", message="CUDA", id="t"), Progress(id="t", step=1, total=4)], "failed",
@@ -175,7 +186,8 @@ def test_a_run_keeps_the_loss_curve_the_newest_sample_and_the_new_models_name() 
 def test_a_lost_connection_ends_the_run_with_a_sentence_for_it() -> None:
     run = _run()
     run.fail("connection_lost")
-    assert (run.state, run.message) == ("failed", LOST)
+    assert (run.state, run.message) == ("detached", LOST) and run.finished
+    assert "goes on with this training" in LOST
     other = _run()
     other.fail("unreachable", address="127.0.0.1:9")
     assert other.message == "Training failed: Cannot reach the server at 127.0.0.1:9. Is it running?"
@@ -246,13 +258,13 @@ def test_cancelling_and_a_failed_connection_end_the_controllers_run() -> None:
     run = controller.train(_settings(), [_picture()])
     controller.cancel_training()
     assert connection.cancelled == [run.id]
-    connection.reply(Cancelled(id=run.id))
+    connection.reply(Cancelled(id=run.id, reason="cancelled at step 3 of 40; saved as mycat"))
     controller.poll()
-    assert run.state == "cancelled"
+    assert run.state == "cancelled" and isinstance(connection.sent[-1], ListModels)  # what it learnt is listed
     controller.cancel_training()  # nothing left to cancel
     assert connection.cancelled == [run.id]
     again = controller.train(_settings(), [_picture()])
     connection.reply(Failed(again.id, "connection_lost"))
     controller.poll()
-    assert (again.state, again.message) == ("failed", LOST)
+    assert (again.state, again.message) == ("detached", LOST)
     assert controller.message == ""  # the document's own message is not the training's

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from shared.messages import Error, Limits, ListModels, ModelInfo, ModelList, Result, Welcome
+from shared.messages import Cancelled, Error, Limits, ListModels, ModelInfo, ModelList, Result, Welcome
 
 from . import networks
 from .choices import Choices, checkpoint
@@ -353,8 +353,9 @@ class Controller:
                 self.server.welcome = dataclasses.replace(self.server.welcome, models=event.message.models)
         elif isinstance(event, Received) and self._trains(getattr(event.message, "id", None)):
             self.training.receive(event.message)
-            if isinstance(event.message, Result):
-                self.connection.submit(ListModels())  # the new model is listed once its result is sent
+            if isinstance(event.message, (Result, Cancelled)):
+                # The new model is listed once its result is sent; a cancelled one keeps what it learnt.
+                self.connection.submit(ListModels())
         elif isinstance(event, Received):
             job_id = getattr(event.message, "id", None)
             owner = self._owner(job_id) if job_id else None

@@ -26,11 +26,13 @@ from .errors import (
     NO_PICTURES,
     NO_TRIGGER,
     PICTURES_TOO_LARGE,
+    SERVER_CHANGED,
     TOO_MANY_PICTURES,
     TRIGGER_ONE_WORD,
     UserError,
     artist_message,
 )
+from .session import SERVER_STOPPING
 
 # What the artist teaches, as the dialog offers it: (label, what is trained, tooltip). A style or a
 # character needs the model's own weights to move (a LoRA); one small thing fits in an embedding.
@@ -52,9 +54,12 @@ PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9 _.-]+")
 
 WAITING = "Waiting for the server…"
-CANCELLED = "Training cancelled; nothing was saved."
-LOST = "The server stopped during training; nothing was saved. Start it again."
-
+CANCELLED = "Training cancelled."
+# The server goes on with a training whose client went away, and resumes one it stopped for a restart
+# from its last checkpoint (docs/training.md): the new model is listed when done, but this run hears no more.
+GOES_ON = "The server goes on with this training{when}; the new model appears in the LoRA menu when it is done."
+STOPPED = "The server stopped. " + GOES_ON.format(when=" when it starts again")
+LOST = "Lost the connection to the server. " + GOES_ON.format(when=" (after a restart, from its last checkpoint)")
 
 class PictureSource(Protocol):
     """Where the dialog finds pictures in Krita (document.py's KritaWorkspace)."""
@@ -111,13 +116,13 @@ def caption_file(picture: str) -> str:
 
 def model_name(name: str, trigger: str, taken: Iterable[str]) -> str:
     """The new model's name: what the artist typed, else the trigger; only characters a name may
-    have, and numbered when another model has it already ("cat 2")."""
+    have, and numbered when another model has it already ("cat-2")."""
     base = _NOT_IN_NAME.sub("", name.strip() or trigger).strip().lstrip(".")[:TRAINED_NAME_LENGTH] or "trained"
     taken = {t.lower() for t in taken}
     candidate, number = base, 1
     while candidate.lower() in taken:
         number += 1
-        suffix = f" {number}"
+        suffix = f"-{number}"  # no space: an embedding is written in prompts by its name
         candidate = base[:TRAINED_NAME_LENGTH - len(suffix)] + suffix
     return candidate
 
@@ -162,7 +167,8 @@ def build_train(settings: TrainingSettings, pictures: Sequence[Picture], job_id:
 @dataclass
 class TrainingRun:
     """One training job as the dialog shows it. `state`: waiting (for a connection), queued, running,
-    done, cancelled or failed."""
+    done, cancelled, failed, or detached: the server goes on with it, but this run hears no more of it
+    (the connection was lost, or the server stopped and resumes it at its next start)."""
 
     request: Train
     state: str = "waiting"
@@ -180,7 +186,7 @@ class TrainingRun:
 
     @property
     def finished(self) -> bool:
-        return self.state in ("done", "cancelled", "failed")
+        return self.state in ("done", "cancelled", "failed", "detached")
 
     @property
     def kind_label(self) -> str:
@@ -206,19 +212,26 @@ class TrainingRun:
             self.step = self.total = self.total or (self.request.steps or 0)
             if message.images:
                 self.sample = message.images[0].image
-            self.message = (f"Done: the {self.kind_label} “{self.trained}” is in the LoRA menu. "
-                            f"Write “{self.request.trigger}” in a prompt to use it.")
+            use = (f"pick it there and write “{self.request.trigger}” in the prompt" if self.request.kind == "lora"
+                   else "pick it there to put it in the prompt")
+            self.message = f"Done: the {self.kind_label} “{self.trained}” is in the LoRA menu; {use}."
+        elif isinstance(message, Cancelled) and (message.reason or "").startswith(SERVER_STOPPING):
+            self.state, self.message = "detached", STOPPED
         elif isinstance(message, Cancelled):
-            self.state, self.message = "cancelled", CANCELLED
+            # A cancelled training keeps what it learnt so far as the model's file; the reason says so.
+            self.state = "cancelled"
+            self.message = f"Training cancelled: {message.reason}." if message.reason else CANCELLED
         elif isinstance(message, Error):
             self.state, self.message = "failed", "Training failed: " + artist_message(message.code, message.message)
 
     def fail(self, code: str, detail: str | None = None, address: str | None = None) -> None:
         """No answer will come (the connection's `Failed`)."""
-        if not self.finished:
-            self.state = "failed"
-            lost = code == CONNECTION_LOST
-            self.message = LOST if lost else "Training failed: " + artist_message(code, detail, address)
+        if self.finished:
+            return
+        if code in (CONNECTION_LOST, SERVER_CHANGED):
+            self.state, self.message = "detached", LOST
+        else:
+            self.state, self.message = "failed", "Training failed: " + artist_message(code, detail, address)
 
 
 def thinned(points: list[tuple[int, float]], limit: int = MAX_LOSSES) -> list[tuple[int, float]]:

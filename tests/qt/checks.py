@@ -510,7 +510,7 @@ def check_the_train_dialog_gathers_pictures_and_captions_into_a_train_request() 
     assert connection.cancelled == [request.id]
     connection.reply(Cancelled(id=request.id))
     controller.poll()
-    assert dialog.status.text() == "Training cancelled; nothing was saved." and dialog.start.isEnabled()
+    assert dialog.status.text() == "Training cancelled." and dialog.start.isEnabled()
     dialog.deleteLater()
     docker.deleteLater()
 
@@ -525,7 +525,7 @@ def check_the_train_dialog_shows_progress_the_loss_curve_and_the_new_lora_in_the
     assert not dialog.progress.isVisible() and not dialog.curve.isVisible()
     dialog.start.click()
     (request,) = connection.sent
-    sample = Image(width=8, height=8, format="rgba8", data=bytes([0, 255, 0, 255]) * 64)
+    sample = Image(width=8, height=8, format="png", data=encode_png(bytes([0, 255, 0, 255]) * 64, 8, 8))
     connection.reply(Queued(id=request.id, position=1))
     controller.poll()
     assert dialog.status.text() == "Queued: 1 job before it." and dialog.progress.isVisible()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..controller import Controller
 from ..errors import UserError
-from ..qimage import from_image, shrunk
+from ..qimage import as_rgba8, from_image, shrunk
 from ..qt import (
     QColor,
     QComboBox,
@@ -235,7 +235,7 @@ class TrainDialog(QDialog):
         self.curve.show_losses(run.losses, run.total or run.request.steps or 0)
         if run.sample is not None and run.sample is not self._sample_shown:
             self._sample_shown = run.sample
-            self.sample.setPixmap(_pixmap(from_image(run.sample), SAMPLE))
+            self.sample.setPixmap(_pixmap(from_image(as_rgba8(run.sample)), SAMPLE))  # the server sends PNG
 
     # --- the artist's actions --------------------------------------------------------------------
 
