@@ -21,7 +21,7 @@ from shared.images import swap_red_blue, transparent
 from shared.messages import Image
 
 from . import naming
-from .qimage import as_rgba8, pixel_bytes, rgba_bytes, shrunk, thumbnail_size
+from .qimage import as_rgba8, from_bgra, pixel_bytes, rgba_bytes, shrunk_in_bands
 from .qt import QApplication, QByteArray, QEvent, QImage, QObject, Qt, QTimer
 from .training import Picture
 
@@ -67,16 +67,18 @@ class KritaDocument:
         return self._without_preview(lambda: self._projection(rect))
 
     def picture(self, side: int) -> Picture:
-        """The canvas as it looks, without the preview layer, shrunk to at most side² pixels."""
-        size = thumbnail_size(*self.size, side)
-        image = self._without_preview(lambda: self.document.thumbnail(*size))
-        return Picture(self.document.name() or "Untitled", shrunk(image, side))
+        """The canvas as it looks, without the preview layer, shrunk to at most side² pixels (read a
+        band at a time)."""
+        width, height = self.size
+        image = self._without_preview(lambda: shrunk_in_bands(
+            lambda y, rows: self._projection_image(Rect(0, y, width, rows)), width, height, side))
+        return Picture(self.document.name() or "Untitled", image)
 
     def layer_pictures(self, side: int) -> list[Picture]:
         """Each visible top-level layer or group that holds pixels (not the preview), bottom first, as
         large as the canvas and shrunk to at most side² pixels."""
         self.document.waitForDone()
-        return [Picture(node.name(), shrunk(self._layer_image(node), side))
+        return [Picture(node.name(), self._layer_picture(node, side))
                 for node in self.document.rootNode().childNodes()
                 if node.visible() and not naming.is_preview(node.name()) and not node.type().endswith("mask")
                 and not node.bounds().isEmpty()]
@@ -224,17 +226,18 @@ class KritaDocument:
                 preview.setVisible(True)
                 _recompose(preview)
 
-    def _layer_image(self, node) -> QImage:
-        """A layer or group as large as the canvas, in 8-bit RGBA. Read from its pixels: Krita 5.1's
-        Node.thumbnail does not map the canvas onto the size asked for (seen: a 40x30 square came out
-        40x23). A layer in another colour space is read from a converted copy, never converted itself."""
+    def _layer_picture(self, node, side: int) -> Image:
+        """A layer or group as large as the canvas, in 8-bit RGBA, shrunk to at most side² pixels. Read
+        from its pixels, a band at a time: Krita 5.1's Node.thumbnail does not map the canvas onto the
+        size asked for (seen: a 40x30 square came out 40x23). A layer in another colour space is read
+        from a converted copy, never converted itself."""
         if (node.colorModel(), node.colorDepth()) != ("RGBA", "U8"):
             node = node.duplicate()
             node.setColorSpace(*SRGB)
         read = node.projectionPixelData if node.type() == "grouplayer" else node.pixelData
         width, height = self.size
-        # 8-bit BGRA in memory is Qt's ARGB32 on the little-endian machines Krita runs on.
-        return QImage(bytes(read(0, 0, width, height)), width, height, width * 4, QImage.Format.Format_ARGB32).copy()
+        return shrunk_in_bands(lambda y, rows: from_bgra(bytes(read(0, y, width, rows)), width, rows),
+                               width, height, side)
 
     def _is_srgb8(self) -> bool:
         return (self.document.colorModel() == "RGBA" and self.document.colorDepth() == "U8"
@@ -243,8 +246,14 @@ class KritaDocument:
     def _projection(self, rect: Rect) -> bytes:
         if self._is_srgb8():
             return swap_red_blue(bytes(self.document.pixelData(rect.x, rect.y, rect.width, rect.height)))
+        return rgba_bytes(self._projection_image(rect))
+
+    def _projection_image(self, rect: Rect) -> QImage:
+        if self._is_srgb8():
+            return from_bgra(bytes(self.document.pixelData(rect.x, rect.y, rect.width, rect.height)),
+                             rect.width, rect.height)
         # Krita converts any depth and colour model to 8-bit sRGB for a QImage.
-        return rgba_bytes(self.document.projection(rect.x, rect.y, rect.width, rect.height))
+        return self.document.projection(rect.x, rect.y, rect.width, rect.height)
 
     def _layer(self, name: str, image: Image, in_document_space: bool = True):
         """A paint layer, not yet in the document, holding `image` (converted into the document's

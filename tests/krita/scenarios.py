@@ -939,3 +939,46 @@ def gui_train_from_layers(job: dict, out: dict):
     yield lambda: run.trained is not None and any(m.name == run.trained for m in controller.networks())
     menu.aboutToShow.emit()
     out["menu"] = [action.text() for action in menu.actions() if action.text()]
+
+
+@report
+def training_pictures_cost(job: dict, out: dict) -> None:
+    """What the Train dialog's "Add visible layers" and "Add open images" cost on a large canvas: the
+    time per picture, the bytes that go to the server against the layers' raw pixels, and the growth
+    of Krita's peak memory while reading."""
+    import resource
+
+    extension(job)
+    from underpaint_krita.document import KritaWorkspace
+
+    side, layers, training_side = job["side"], job["layers"], job["training_side"]
+    document = new_document(side, side)
+    rows = side // 4
+    for i in range(layers):
+        layer = document.createNode(f"layer {i}", "paintlayer")
+        band = bytes((40 + 50 * i, 60, 80, 255)) * (side * rows)
+        for y in range(0, side, rows):  # a quarter of the canvas at a time: no 64 MB buffer in the scenario
+            layer.setPixelData(band, 0, y, side, rows)
+        document.rootNode().addChildNode(layer, None)
+    document.waitForDone()
+    workspace = KritaWorkspace()
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    began = time.perf_counter()
+    pictures = workspace.layer_pictures(training_side)
+    layer_seconds = time.perf_counter() - began
+    peak_after_layers = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    began = time.perf_counter()
+    documents = workspace.document_pictures(training_side)
+    document_seconds = time.perf_counter() - began
+    peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    raw = side * side * 4
+    out.update({
+        "side": side, "training_side": training_side, "layers": len(pictures),
+        "picture_size": [pictures[0].image.width, pictures[0].image.height],
+        "seconds_per_layer": round(layer_seconds / len(pictures), 3),
+        "seconds_per_document": round(document_seconds / len(documents), 3),
+        "raw_bytes_per_picture": raw, "sent_bytes_per_picture": len(pictures[0].image.data),
+        "sent_to_raw": round(len(pictures[0].image.data) / raw, 4),
+        "peak_memory_growth_mb": {"layers": round((peak_after_layers - peak_before) / 1024, 1),
+                                  "documents": round((peak_after - peak_after_layers) / 1024, 1)},
+    })

@@ -26,7 +26,7 @@ from underpaint_krita.controller import Controller
 from underpaint_krita.docker import DOCKER_ID, NOT_STARTED, UnderpaintDocker
 from underpaint_krita.document import KritaDocument, KritaWorkspace
 from underpaint_krita.extension import UnderpaintExtension
-from underpaint_krita.qimage import from_image, pixel_bytes, rgba_bytes
+from underpaint_krita.qimage import from_bgra, from_image, pixel_bytes, rgba_bytes, shrunk, shrunk_in_bands
 from underpaint_krita.requests import FILL_MODES
 from underpaint_krita.sections.base import MIN_WIDTH
 from underpaint_krita.sections.job import LIVE_COLOUR
@@ -556,3 +556,33 @@ def check_the_train_dialog_shows_progress_the_loss_curve_and_the_new_lora_in_the
     assert "redbox · SD1.5 · redbox" in [action.text() for action in menu.actions()]
     dialog.deleteLater()
     docker.deleteLater()
+
+
+def check_a_large_layer_is_shrunk_a_band_at_a_time_like_a_whole_picture() -> None:
+    """What a band-wise shrink gives is the whole picture's shrink, within a level or two of rounding
+    at the bands' edges, while no read is larger than the band budget."""
+    width, height = 300, 200
+    rgba = bytes(v for y in range(height) for x in range(width)
+                 for v in (x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height),
+                           255 if x < 250 else 0))
+    bgra = bytearray(rgba)
+    bgra[0::4], bgra[2::4] = rgba[2::4], rgba[0::4]
+    reads = []
+
+    def read(y: int, rows: int) -> QtGui.QImage:
+        reads.append(rows)
+        return from_bgra(bytes(bgra[y * width * 4:(y + rows) * width * 4]), width, rows)
+
+    banded = shrunk_in_bands(read, width, height, 100, band_bytes=width * 4 * 30)
+    whole = shrunk(from_image(Image(width=width, height=height, format="rgba8", data=rgba)), 100)
+    assert (banded.width, banded.height) == (whole.width, whole.height) == (122, 81)
+    assert max(reads) == 30 and sum(reads) == height
+    opaque = [i for i in range(0, len(whole.data), 4) if whole.data[i + 3] == banded.data[i + 3] == 255]
+    assert len(opaque) > 0.7 * banded.width * banded.height
+    difference = [abs(banded.data[i + c] - whole.data[i + c]) for i in opaque for c in range(3)]
+    assert sum(difference) / len(difference) < 1.0 and max(difference) <= 4, (sum(difference), max(difference))
+    alpha = [abs(a - b) for a, b in zip(banded.data[3::4], whole.data[3::4], strict=True)]
+    assert sum(alpha) / len(alpha) < 1.0
+    width = 40
+    same = shrunk_in_bands(read, 40, 30, 100)  # fits: as it is
+    assert (same.width, same.height) == (40, 30) and same.data == bytes(rgba[:40 * 30 * 4])

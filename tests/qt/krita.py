@@ -207,10 +207,6 @@ class Document:
     def height(self) -> int:
         return self._height
 
-    def thumbnail(self, width: int, height: int) -> QtGui.QImage:
-        return self.projection(0, 0, self._width, self._height).scaled(
-            width, height, QtCore.Qt.AspectRatioMode.KeepAspectRatio, QtCore.Qt.TransformationMode.SmoothTransformation)
-
     def colorModel(self) -> str:
         return self._space[0]
 
