@@ -109,7 +109,10 @@ def test_the_request_says_what_the_dialog_says() -> None:
     assert request.name == "mycat-2"  # the trigger, numbered past the LoRA of that name
     assert [(i.image.width, i.image.height, i.caption) for i in request.images] == [(8, 8, "a cat, sitting"),
                                                                                     (6, 4, None)]
-    assert (request.steps, request.resolution, request.sample_every) == (40, 512, 10)
+    # The server trains at its own size for the model: the pictures were shrunk to it already.
+    assert (request.steps, request.resolution, request.sample_every) == (40, None, 10)
+    server_steps = build_train(_settings(steps=None), [_picture()], "j", models, Limits())
+    assert (server_steps.steps, server_steps.sample_every) == (None, None)  # the server's choice
     assert build_train(_settings(subject="concept"), [_picture()], "j", models, Limits()).kind == "embedding"
     assert build_train(_settings(subject="style", steps=2), [_picture()], "j", models, Limits()).sample_every == 1
     assert codec.decode_client(codec.encode(request)) == request  # what goes on the wire is a valid `train`

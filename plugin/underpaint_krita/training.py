@@ -44,10 +44,10 @@ SUBJECTS: dict[str, tuple[str, TrainingKind, str]] = {
                                               "embedding: small and quick, but it learns less."),
 }
 DEFAULT_SUBJECT = "style"
-# The side of the square area a picture is trained at, by the checkpoint's family (their native sizes).
+# The side of the square area pictures are shrunk to before they are sent, by the checkpoint's family
+# (their native sizes, which the server trains at: docs/training.md, "Defaults").
 FAMILY_SIDES = {"sd15": 512, "sdxl": 1024}
 DEFAULT_SIDE = 512
-DEFAULT_STEPS = 400
 SAMPLES = 4  # sample pictures a run shows, spread over its steps
 MAX_LOSSES = 1000  # points kept for the loss curve
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -60,6 +60,7 @@ CANCELLED = "Training cancelled."
 GOES_ON = "The server goes on with this training{when}; the new model appears in the LoRA menu when it is done."
 STOPPED = "The server stopped. " + GOES_ON.format(when=" when it starts again")
 LOST = "Lost the connection to the server. " + GOES_ON.format(when=" (after a restart, from its last checkpoint)")
+
 
 class PictureSource(Protocol):
     """Where the dialog finds pictures in Krita (document.py's KritaWorkspace)."""
@@ -86,7 +87,8 @@ def training_kind(subject: str) -> TrainingKind:
 
 
 def training_side(model: ModelInfo | None) -> int:
-    """The side of the area a checkpoint trains at: its recommended size, else its family's."""
+    """The side of the area to shrink pictures to for a checkpoint: its recommended size, else its
+    family's. The server trains at its own size for the model, never larger."""
     if model is not None and model.defaults is not None and model.defaults.width and model.defaults.height:
         return math.isqrt(model.defaults.width * model.defaults.height)
     return FAMILY_SIDES.get(model.family if model is not None else "", DEFAULT_SIDE)
@@ -135,7 +137,7 @@ class TrainingSettings:
     subject: str = DEFAULT_SUBJECT
     trigger: str = ""
     name: str = ""  # "": the trigger
-    steps: int = DEFAULT_STEPS
+    steps: int | None = None  # None: the server's choice for the model and kind
 
 
 def build_train(settings: TrainingSettings, pictures: Sequence[Picture], job_id: str,
@@ -155,12 +157,11 @@ def build_train(settings: TrainingSettings, pictures: Sequence[Picture], job_id:
     total = sum(p.image.width * p.image.height for p in pictures)
     if total > limits.max_pixels * 4:
         raise UserError(PICTURES_TOO_LARGE, f"{total} pixels, at most {limits.max_pixels * 4}")
-    model = next((m for m in models if m.name == settings.model), None)
     return Train(
         id=job_id, kind=training_kind(settings.subject), model=settings.model,
         name=model_name(settings.name, trigger, (m.name for m in models)), trigger=trigger,
         images=[TrainingImage(image=p.image, caption=p.caption.strip() or None) for p in pictures],
-        steps=settings.steps, resolution=training_side(model), sample_every=max(1, settings.steps // SAMPLES),
+        steps=settings.steps, sample_every=max(1, settings.steps // SAMPLES) if settings.steps else None,
     )
 
 

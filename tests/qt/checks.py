@@ -497,6 +497,7 @@ def check_the_train_dialog_gathers_pictures_and_captions_into_a_train_request() 
     dialog.rows()[1].caption.setText("a red box")
     dialog.trigger.setText("redbox")
     dialog.subject.setCurrentIndex(dialog.subject.findData("concept"))
+    assert dialog.steps.text() == "Server's choice"
     dialog.steps.setValue(8)
     dialog.start.click()
     (request,) = connection.sent

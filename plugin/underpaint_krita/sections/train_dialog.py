@@ -42,7 +42,6 @@ from ..qt import (
     QWidget,
 )
 from ..training import (
-    DEFAULT_STEPS,
     SUBJECTS,
     Picture,
     PictureSource,
@@ -55,6 +54,7 @@ from ..training import (
 from .base import Choice, fill_combo, wrapping_label
 
 THUMBNAIL = 64
+SERVERS_CHOICE = "Server's choice"
 SAMPLE = 160
 CAPTION_BYTES = 4096  # of a caption file beside a picture
 
@@ -153,9 +153,11 @@ class TrainDialog(QDialog):
         self.name.setPlaceholderText("the trigger word")
         self.name.setToolTip("How the LoRA menu names it")
         self.steps = QSpinBox()
-        self.steps.setRange(1, 100_000)
-        self.steps.setValue(DEFAULT_STEPS)
-        self.steps.setToolTip("More steps learn more, and take longer; too many copy your pictures")
+        self.steps.setRange(0, 100_000)
+        self.steps.setSpecialValueText(SERVERS_CHOICE)  # shown for 0
+        self.steps.setSingleStep(50)
+        self.steps.setToolTip("More steps learn more, and take longer; too many copy your pictures. "
+                              f"{SERVERS_CHOICE}: what suits the model and what you teach")
         for label, widget in (("Model", self.model), ("Teach", self.subject), ("Trigger word", self.trigger),
                               ("Name", self.name), ("Steps", self.steps)):
             form.addRow(label, widget)
@@ -204,7 +206,7 @@ class TrainDialog(QDialog):
 
     def settings(self) -> TrainingSettings:
         return TrainingSettings(model=self.model.currentData() or "", subject=self.subject.currentData(),
-                                trigger=self.trigger.text(), name=self.name.text(), steps=self.steps.value())
+                                trigger=self.trigger.text(), name=self.name.text(), steps=self.steps.value() or None)
 
     def chosen_pictures(self) -> list[Picture]:
         """The listed pictures with the captions as typed."""
