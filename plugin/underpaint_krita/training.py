@@ -88,7 +88,7 @@ def training_kind(subject: str) -> TrainingKind:
 
 def training_side(model: ModelInfo | None) -> int:
     """The side of the area to shrink pictures to for a checkpoint: its recommended size, else its
-    family's. The server trains at its own size for the model, never larger."""
+    family's. The server fits the pictures to its own training size for the model."""
     if model is not None and model.defaults is not None and model.defaults.width and model.defaults.height:
         return math.isqrt(model.defaults.width * model.defaults.height)
     return FAMILY_SIDES.get(model.family if model is not None else "", DEFAULT_SIDE)
