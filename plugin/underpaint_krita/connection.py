@@ -20,6 +20,7 @@ from shared import errors as codes
 from shared.client import Client, NotUnderpaint, ServerError, address
 from shared.errors import ProtocolError
 from shared.messages import Cancel, Cancelled, Error, Finalize, Generate, Live, Result, Welcome
+from shared.training import Train
 
 from .errors import CONNECTION_LOST, DISCONNECTED, NOT_UNDERPAINT, SERVER_CHANGED, UNREACHABLE
 
@@ -31,7 +32,9 @@ POLL_SECONDS = 0.05
 # Answers after which retrying the same way cannot help: jobs waiting to be sent fail at once.
 _FATAL = {codes.UNAUTHORIZED, codes.PROTOCOL_MISMATCH, NOT_UNDERPAINT}
 # Requests that end with a terminal message (result, cancelled or error) about their id.
-_ANSWERED = (Generate, Finalize)
+_ANSWERED = (Generate, Finalize, Train)
+# Jobs that wait in the outbox through a lost connection, for the next one.
+_KEPT = (Generate, Train)
 
 
 @dataclass
@@ -151,7 +154,7 @@ class Connection:
         """Cancel a job: taken out of the outbox if not sent yet, else the server is asked."""
         with self._lock:
             for pending in self._outbox:
-                if isinstance(pending.message, Generate) and pending.message.id == job_id:
+                if isinstance(pending.message, _KEPT) and pending.message.id == job_id:
                     self._outbox.remove(pending)
                     self._events.put(Received(Cancelled(id=job_id, reason="cancelled before it was sent")))
                     return
@@ -234,7 +237,7 @@ class Connection:
         about them (a `finalize` too: the next connection has no frames to finalize)."""
         with self._lock:
             lost = [p.message.id for p in self._outbox if isinstance(p.message, Finalize)]
-            self._outbox = [p for p in self._outbox if isinstance(p.message, Generate)]
+            self._outbox = [p for p in self._outbox if isinstance(p.message, _KEPT)]
         for job_id in sorted(self._in_flight) + lost:
             self._events.put(Failed(job_id, code))
         self._in_flight.clear()

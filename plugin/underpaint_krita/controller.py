@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from shared.messages import Error, Limits, ModelInfo, Welcome
+from shared.messages import Cancelled, Error, Limits, ListModels, ModelInfo, ModelList, Result, Welcome
 
 from . import networks
 from .choices import Choices, checkpoint
 from .connection import Connected, Connection, Disconnected, Failed, Received
-from .errors import NO_DOCUMENT, PLUGIN_FAULT, UserError, artist_message
+from .errors import NO_DOCUMENT, PLUGIN_FAULT, TRAINING_RUNS, UserError, artist_message
 from .history import DEFAULT_LIMIT
 from .preferences import DETAIL, FILL, SERVER_URL, TOKEN, MemoryPreferences, Preferences
 from .regions import RegionPrompt
@@ -30,6 +30,7 @@ from .requests import Settings, Upscaling, detail, fill_mode
 from .session import Document, DocumentSession
 from .stroke_guard import StrokeGuard
 from .styles import Style, StyleLibrary
+from .training import Picture, TrainingRun, TrainingSettings, build_train
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,6 +96,7 @@ class Controller:
         self.server = ServerState()
         self.guard = StrokeGuard()
         self._sessions: list[DocumentSession] = []
+        self.training: TrainingRun | None = None  # the latest training started from the Train dialog
         self._listeners: list[Callable[[], None]] = []
         self._orphan_message = ""
 
@@ -200,6 +202,26 @@ class Controller:
         if stop is not None:
             self.connection.submit(stop)
         self._changed()
+
+    # --- training (training.py): one run at a time, not tied to a document ----------------------
+
+    def train(self, settings: TrainingSettings, pictures: list[Picture]) -> TrainingRun:
+        """Start training on `pictures` as `settings` say; UserError (for the dialog to show) when the
+        choices cannot make a request, or a run is still going."""
+        if self.training is not None and not self.training.finished:
+            raise UserError(TRAINING_RUNS)
+        limits = self.server.welcome.limits if self.server.welcome is not None else Limits()
+        request = build_train(settings, pictures, uuid.uuid4().hex, self.server.listed(), limits)
+        self.training = TrainingRun(request)
+        if self.server.connected:
+            self.training.message = "Sent to the server…"
+        self.connection.submit(request)
+        self._changed()
+        return self.training
+
+    def cancel_training(self) -> None:
+        if self.training is not None and not self.training.finished:
+            self.connection.cancel(self.training.id)
 
     # --- settings -----------------------------------------------------------------------------
 
@@ -320,10 +342,20 @@ class Controller:
             retry = f" Retrying in {event.retry_in:.0f} s." if event.retry_in >= 1 else ""
             welcome = self.server.welcome  # keep the model list while reconnecting
             self.server = ServerState(False, artist_message(event.code, address=event.address) + retry, welcome)
+        elif isinstance(event, Failed) and self._trains(event.job_id):
+            self.training.fail(event.code, event.detail, event.address)
         elif isinstance(event, Failed):
             owner = self._owner(event.job_id)
             if owner is not None:
                 owner.fail(event.job_id, event.code, event.detail, event.address)
+        elif isinstance(event, Received) and isinstance(event.message, ModelList):
+            if self.server.welcome is not None:
+                self.server.welcome = dataclasses.replace(self.server.welcome, models=event.message.models)
+        elif isinstance(event, Received) and self._trains(getattr(event.message, "id", None)):
+            self.training.receive(event.message)
+            if isinstance(event.message, (Result, Cancelled)):
+                # The new model is listed once its result is sent; a cancelled one keeps what it learnt.
+                self.connection.submit(ListModels())
         elif isinstance(event, Received):
             job_id = getattr(event.message, "id", None)
             owner = self._owner(job_id) if job_id else None
@@ -333,6 +365,9 @@ class Controller:
                 log.warning("server error without a job: %s", event.message)
 
     # --- helpers -----------------------------------------------------------------------------
+
+    def _trains(self, job_id: str | None) -> bool:
+        return self.training is not None and job_id == self.training.id
 
     def _owner(self, job_id: str) -> DocumentSession | None:
         return next((session for session in self._sessions if session.owns(job_id)), None)

@@ -12,6 +12,7 @@ import struct
 import time
 import zlib
 from collections.abc import Callable
+from typing import TypeVar
 
 from krita import Krita
 
@@ -20,8 +21,9 @@ from shared.images import swap_red_blue, transparent
 from shared.messages import Image
 
 from . import naming
-from .qimage import as_rgba8, pixel_bytes, rgba_bytes
-from .qt import QApplication, QByteArray, QEvent, QObject, Qt, QTimer
+from .qimage import as_rgba8, from_bgra, pixel_bytes, rgba_bytes, shrunk_in_bands
+from .qt import QApplication, QByteArray, QEvent, QImage, QObject, Qt, QTimer
+from .training import Picture
 
 HISTORY_ANNOTATION = "underpaint/history"
 REGIONS_ANNOTATION = "underpaint/regions"
@@ -33,6 +35,7 @@ ACTIVATION_CHECK_MS = 10
 SRGB = ("RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc")
 # Image > Scale Image's filter for enlarging, as scripts name it.
 SCALE_FILTER = "Bicubic"
+T = TypeVar("T")
 
 
 class KritaDocument:
@@ -61,18 +64,24 @@ class KritaDocument:
         return Rect(selection.x(), selection.y(), selection.width(), selection.height())
 
     def read_pixels(self, rect: Rect) -> bytes:
-        preview = self._preview()
-        hidden = preview is not None and preview.visible()
-        if hidden:
-            preview.setVisible(False)
-            _recompose(preview)
+        return self._without_preview(lambda: self._projection(rect))
+
+    def picture(self, side: int) -> Picture:
+        """The canvas as it looks, without the preview layer, shrunk to at most side² pixels (read a
+        band at a time)."""
+        width, height = self.size
+        image = self._without_preview(lambda: shrunk_in_bands(
+            lambda y, rows: self._projection_image(Rect(0, y, width, rows)), width, height, side))
+        return Picture(self.document.name() or "Untitled", image)
+
+    def layer_pictures(self, side: int) -> list[Picture]:
+        """Each visible top-level layer or group that holds pixels (not the preview), bottom first, as
+        large as the canvas and shrunk to at most side² pixels."""
         self.document.waitForDone()
-        try:
-            return self._projection(rect)
-        finally:
-            if hidden:
-                preview.setVisible(True)
-                _recompose(preview)
+        return [Picture(node.name(), self._layer_picture(node, side))
+                for node in self.document.rootNode().childNodes()
+                if node.visible() and not naming.is_preview(node.name()) and not node.type().endswith("mask")
+                and not node.bounds().isEmpty()]
 
     def change_token(self, rect: Rect) -> int:
         """A hash of the active layer's pixels in `rect` and of every layer's name, visibility and
@@ -202,6 +211,34 @@ class KritaDocument:
 
     # --- helpers -------------------------------------------------------------------------------
 
+    def _without_preview(self, read: Callable[[], T]) -> T:
+        """What `read` reads from the canvas with the preview layer hidden for it."""
+        preview = self._preview()
+        hidden = preview is not None and preview.visible()
+        if hidden:
+            preview.setVisible(False)
+            _recompose(preview)
+        self.document.waitForDone()
+        try:
+            return read()
+        finally:
+            if hidden:
+                preview.setVisible(True)
+                _recompose(preview)
+
+    def _layer_picture(self, node, side: int) -> Image:
+        """A layer or group as large as the canvas, in 8-bit RGBA, shrunk to at most side² pixels. Read
+        from its pixels, a band at a time: Krita 5.1's Node.thumbnail does not map the canvas onto the
+        size asked for (seen: a 40x30 square came out 40x23). A layer in another colour space is read
+        from a converted copy, never converted itself."""
+        if (node.colorModel(), node.colorDepth()) != ("RGBA", "U8"):
+            node = node.duplicate()
+            node.setColorSpace(*SRGB)
+        read = node.projectionPixelData if node.type() == "grouplayer" else node.pixelData
+        width, height = self.size
+        return shrunk_in_bands(lambda y, rows: from_bgra(bytes(read(0, y, width, rows)), width, rows),
+                               width, height, side)
+
     def _is_srgb8(self) -> bool:
         return (self.document.colorModel() == "RGBA" and self.document.colorDepth() == "U8"
                 and "srgb" in self.document.colorProfile().lower())
@@ -209,8 +246,14 @@ class KritaDocument:
     def _projection(self, rect: Rect) -> bytes:
         if self._is_srgb8():
             return swap_red_blue(bytes(self.document.pixelData(rect.x, rect.y, rect.width, rect.height)))
+        return rgba_bytes(self._projection_image(rect))
+
+    def _projection_image(self, rect: Rect) -> QImage:
+        if self._is_srgb8():
+            return from_bgra(bytes(self.document.pixelData(rect.x, rect.y, rect.width, rect.height)),
+                             rect.width, rect.height)
         # Krita converts any depth and colour model to 8-bit sRGB for a QImage.
-        return rgba_bytes(self.document.projection(rect.x, rect.y, rect.width, rect.height))
+        return self.document.projection(rect.x, rect.y, rect.width, rect.height)
 
     def _layer(self, name: str, image: Image, in_document_space: bool = True):
         """A paint layer, not yet in the document, holding `image` (converted into the document's
@@ -354,3 +397,12 @@ class KritaWorkspace:
 
     def is_open(self, document: KritaDocument) -> bool:
         return any(d == document.document for d in Krita.instance().documents())
+
+    # --- pictures to train on (training.PictureSource) ----------------------------------------
+
+    def layer_pictures(self, side: int) -> list[Picture]:
+        document = self.active_document()
+        return document.layer_pictures(side) if document is not None else []
+
+    def document_pictures(self, side: int) -> list[Picture]:
+        return [KritaDocument(document).picture(side) for document in Krita.instance().documents()]

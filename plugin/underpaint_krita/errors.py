@@ -25,6 +25,12 @@ NO_LAYER = "no_layer"
 PLUGIN_FAULT = "plugin_fault"
 NO_STYLE_FOLDER = "no_style_folder"
 NO_STYLE_NAME = "no_style_name"
+NO_PICTURES = "no_pictures"  # training (training.py)
+NO_TRIGGER = "no_trigger"
+TRIGGER_ONE_WORD = "trigger_one_word"
+TOO_MANY_PICTURES = "too_many_pictures"
+PICTURES_TOO_LARGE = "pictures_too_large"
+TRAINING_RUNS = "training_runs"
 
 _SENTENCES = {
     codes.BAD_REQUEST: "The server did not understand the request. Check the settings.",
@@ -54,12 +60,18 @@ _SENTENCES = {
     PLUGIN_FAULT: "The plugin failed; Krita's log has the details.",
     NO_STYLE_FOLDER: "Styles cannot be saved here: the plugin has no folder for them.",
     NO_STYLE_NAME: "Give the style a name.",
+    NO_PICTURES: "Add at least one picture to train on.",
+    NO_TRIGGER: "Type a trigger word: the word that calls up what was learnt in a prompt.",
+    TRIGGER_ONE_WORD: "The trigger must be one word, without spaces.",
+    TOO_MANY_PICTURES: "There are more pictures than one training takes. Remove some.",
+    PICTURES_TOO_LARGE: "The pictures are too large together for the server. Remove some.",
+    TRAINING_RUNS: "A training is running. Wait for it or cancel it first.",
 }
 
 # Codes whose server message carries numbers worth showing (sizes, limits, what to try).
 _WITH_DETAIL = {
     PLUGIN_FAULT, codes.TOO_LARGE, codes.OUT_OF_MEMORY, codes.BAD_REQUEST, codes.UNSUPPORTED,
-    codes.MODEL_BROKEN, TOO_MANY_REGIONS,
+    codes.MODEL_BROKEN, TOO_MANY_REGIONS, TOO_MANY_PICTURES, PICTURES_TOO_LARGE,
 }
 
 

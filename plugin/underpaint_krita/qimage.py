@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from shared.messages import Image
 
-from .qt import QByteArray, QImage
+from .qt import QByteArray, QImage, Qt
+from .training import fitted_size
+
+# What a large layer is read in at a time to be shrunk: a 4096² layer is 64 MB whole.
+BAND_BYTES = 8 * 1024 * 1024
 
 
 def from_image(image: Image) -> QImage:
@@ -33,3 +39,39 @@ def pixel_bytes(image: QImage) -> bytes:
 def rgba_bytes(image: QImage) -> bytes:
     """Straight RGBA bytes of any QImage, rows without padding."""
     return pixel_bytes(image.convertToFormat(QImage.Format.Format_RGBA8888))
+
+
+def shrunk(image: QImage, side: int) -> Image:
+    """The picture as rgba8, smoothly shrunk (keeping its aspect) to at most side² pixels."""
+    width, height = fitted_size(image.width(), image.height(), side)
+    if (width, height) != (image.width(), image.height()):
+        image = image.scaled(width, height, Qt.AspectRatioMode.IgnoreAspectRatio,
+                             Qt.TransformationMode.SmoothTransformation)
+    return Image(width=width, height=height, format="rgba8", data=rgba_bytes(image))
+
+
+def shrunk_in_bands(read_rows: Callable[[int, int], QImage], width: int, height: int, side: int,
+                    band_bytes: int = BAND_BYTES) -> Image:
+    """A width x height picture read `read_rows(y, rows)` a band of at most `band_bytes` (as 8-bit RGBA)
+    at a time, as rgba8 shrunk like `shrunk`. Each band is shrunk to the whole output rows it covers,
+    so reading takes one band's memory, whatever the picture's size."""
+    out_width, out_height = fitted_size(width, height, side)
+    step = max(1, band_bytes // (width * 4))
+    rows = []
+    for y in range(0, height, step):
+        count = min(step, height - y)
+        top, bottom = y * out_height // height, (y + count) * out_height // height
+        if bottom == top:
+            continue
+        band = read_rows(y, count)
+        if (out_width, bottom - top) != (width, count):
+            band = band.scaled(out_width, bottom - top, Qt.AspectRatioMode.IgnoreAspectRatio,
+                               Qt.TransformationMode.SmoothTransformation)
+        rows.append(rgba_bytes(band))
+    return Image(width=out_width, height=out_height, format="rgba8", data=b"".join(rows))
+
+
+def from_bgra(data: bytes, width: int, height: int) -> QImage:
+    """A QImage owning a copy of straight 8-bit BGRA pixels (Krita's 8-bit layers): Qt's ARGB32 on the
+    little-endian machines Krita runs on."""
+    return QImage(data, width, height, width * 4, QImage.Format.Format_ARGB32).copy()

@@ -834,3 +834,151 @@ def gui_docker_in_the_default_layout(job: dict, out: dict):
     out["message"] = controller.message
     yield lambda: not controller.session().jobs
     out["finished_message"] = controller.message
+
+
+def _rgba_at(image, x: int, y: int) -> list[int]:
+    """The pixel of a protocol Image (rgba8) at (x, y)."""
+    start = (y * image.width + x) * 4
+    return list(image.data[start:start + 4])
+
+
+@report
+def training_pictures(job: dict, out: dict) -> None:
+    """The Krita glue of the Train dialog alone (no server): the visible layers of the active document
+    and the open documents as pictures to train on, each shrunk to the training area."""
+    extension(job)
+    from underpaint_krita.document import KritaDocument, KritaWorkspace
+
+    deep = new_document(64, 64, "U16", "deep")
+    # 16-bit BGRA, little-endian: red at full.
+    _fill(deep.rootNode().childNodes()[0], 64, 64, bytes([0, 0, 0, 0, 255, 255, 255, 255]))
+    document = new_document(256, 192)  # the newest: kritarunner has no view, so it is the active one
+    _paint_scene(document)
+    hidden = document.createNode("Hidden", "paintlayer")
+    _fill(hidden, 10, 10, RED_BGRA)
+    hidden.setVisible(False)
+    document.rootNode().addChildNode(hidden, None)
+    document.waitForDone()
+    deep.waitForDone()
+    workspace = KritaWorkspace()
+    out["active"] = workspace.active_document().document.name()
+    side = job["side"]
+    pictures = workspace.layer_pictures(side)
+    out["layers"] = [[p.label, p.image.width, p.image.height, p.image.format] for p in pictures]
+    paint = next(p.image for p in pictures if p.label == "Paint")
+    scale = paint.width / 256
+    # The red square (60x50 at 30, 40): its centre, and the transparent corner of its layer.
+    out["paint_centre"] = _rgba_at(paint, round(60 * scale), round(65 * scale))
+    out["paint_corner"] = _rgba_at(paint, 0, 0)
+    # Unshrunk, the layer's pixels where they are on the canvas.
+    whole = next(p.image for p in workspace.layer_pictures(256) if p.label == "Paint")
+    out["paint_whole"] = [whole.width, whole.height, sum(1 for a in whole.data[3::4] if a),
+                          _rgba_at(whole, 30, 40), _rgba_at(whole, 29, 40), _rgba_at(whole, 89, 89)]
+    (deep_layer,) = KritaDocument(deep).layer_pictures(side)  # read from an 8-bit copy of the 16-bit layer
+    out["deep_layer_centre"] = _rgba_at(deep_layer.image, 32, 32)
+    out["deep_layer_depth_after"] = deep.rootNode().childNodes()[0].colorDepth()
+    documents = workspace.document_pictures(side)
+    out["documents"] = [[p.label, p.image.width, p.image.height] for p in documents]
+    test = next(p.image for p in documents if p.label == "test")
+    out["document_centre"] = _rgba_at(test, round(60 * scale), round(65 * scale))
+    deep_picture = next(p.image for p in documents if p.label == "deep")
+    out["deep_centre"] = _rgba_at(deep_picture, 32, 32)
+
+
+@report
+def gui_train_from_layers(job: dict, out: dict):
+    """In the GUI, as an artist trains: a brush stroke (xdotool) on "Paint Layer 1" and a scripted
+    square on "Square"; the Train dialog from the LoRA menu adds the visible layers, and a short
+    training runs on the server. The pictures, the request, the run as it ended and the LoRA menu."""
+    controller, docker, preset = yield from _gui_start(job, out, "a spiral")
+    width, height = job["size"]
+    document, paint = yield from _brush_document("train", width, height, preset)
+    canvas = _canvas_widget(Krita.instance().activeWindow())
+    centre = canvas.mapToGlobal(QPoint(canvas.width() // 2, canvas.height() // 2))
+    timeline = _Timeline(document, controller.session(), time.monotonic())
+    zigzag = _zigzag(centre.x(), centre.y(), min(canvas.width(), canvas.height()) * 0.3, job["points"])
+    yield from _xdotool_run(_xdotool(zigzag, job["pause"]), timeline)
+    yield lambda: _idle(document)
+    out["stroke_ink"] = sum(1 for a in bytes(paint.pixelData(0, 0, width, height))[3::4] if a)
+    square = document.createNode("Square", "paintlayer")
+    _fill(square, 40, 30, bytes([255, 0, 0, 255]), 20, 20)  # blue, BGRA
+    document.rootNode().addChildNode(square, paint)
+    document.refreshProjection()
+    yield lambda: _idle(document)
+
+    menu = docker.prompt.networks.menu()
+    menu.aboutToShow.emit()
+    next(action for action in menu.actions() if action.text() == "Train…").trigger()
+    dialog = docker.prompt.train_dialog
+    dialog.add_layers.click()
+    rows = dialog.rows()
+    out["pictures"] = [row.picture.label for row in rows]
+    out["picture_ink"] = {row.picture.label: sum(1 for a in row.picture.image.data[3::4] if a) for row in rows}
+    out["picture_sizes"] = {row.picture.label: [row.picture.image.width, row.picture.image.height] for row in rows}
+    for row in rows:
+        row.caption.setText(f"a drawing on {row.picture.label}")
+    dialog.model.setCurrentIndex(dialog.model.findData(job["model"]))
+    dialog.trigger.setText(job["trigger"])
+    dialog.subject.setCurrentIndex(dialog.subject.findData(job["subject"]))
+    dialog.steps.setValue(job["steps"])
+    dialog.start.click()
+    run = controller.training
+    out["status_at_start"] = dialog.status.text()
+    if run is None:
+        return
+    request = run.request
+    out["request"] = {"kind": request.kind, "model": request.model, "name": request.name,
+                      "trigger": request.trigger, "steps": request.steps, "resolution": request.resolution,
+                      "captions": [image.caption for image in request.images]}
+    yield lambda: run.finished
+    out["state"], out["message"], out["trained"] = run.state, run.message, run.trained
+    out["losses"] = run.losses
+    out["progress"] = [dialog.progress.value(), dialog.progress.maximum()]
+    out["status"] = dialog.status.text()
+    out["curve_points"] = len(dialog.curve.points)
+    yield lambda: run.trained is not None and any(m.name == run.trained for m in controller.networks())
+    menu.aboutToShow.emit()
+    out["menu"] = [action.text() for action in menu.actions() if action.text()]
+
+
+@report
+def training_pictures_cost(job: dict, out: dict) -> None:
+    """What the Train dialog's "Add visible layers" and "Add open images" cost on a large canvas: the
+    time per picture, the bytes that go to the server against the layers' raw pixels, and the growth
+    of Krita's peak memory while reading."""
+    import resource
+
+    extension(job)
+    from underpaint_krita.document import KritaWorkspace
+
+    side, layers, training_side = job["side"], job["layers"], job["training_side"]
+    document = new_document(side, side)
+    rows = side // 4
+    for i in range(layers):
+        layer = document.createNode(f"layer {i}", "paintlayer")
+        band = bytes((40 + 50 * i, 60, 80, 255)) * (side * rows)
+        for y in range(0, side, rows):  # a quarter of the canvas at a time: no 64 MB buffer in the scenario
+            layer.setPixelData(band, 0, y, side, rows)
+        document.rootNode().addChildNode(layer, None)
+    document.waitForDone()
+    workspace = KritaWorkspace()
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    began = time.perf_counter()
+    pictures = workspace.layer_pictures(training_side)
+    layer_seconds = time.perf_counter() - began
+    peak_after_layers = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    began = time.perf_counter()
+    documents = workspace.document_pictures(training_side)
+    document_seconds = time.perf_counter() - began
+    peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    raw = side * side * 4
+    out.update({
+        "side": side, "training_side": training_side, "layers": len(pictures),
+        "picture_size": [pictures[0].image.width, pictures[0].image.height],
+        "seconds_per_layer": round(layer_seconds / len(pictures), 3),
+        "seconds_per_document": round(document_seconds / len(documents), 3),
+        "raw_bytes_per_picture": raw, "sent_bytes_per_picture": len(pictures[0].image.data),
+        "sent_to_raw": round(len(pictures[0].image.data) / raw, 4),
+        "peak_memory_growth_mb": {"layers": round((peak_after_layers - peak_before) / 1024, 1),
+                                  "documents": round((peak_after - peak_after_layers) / 1024, 1)},
+    })

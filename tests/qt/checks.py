@@ -19,20 +19,35 @@ import docker_layout
 import krita
 import underpaint_krita
 from krita import QT_MAJOR, SRGB_PROFILE, DockWidgetFactoryBase, Krita, QtCore, QtGui, QtWidgets
-from plugin_support import WELCOME, FakeDocument, box_mask, connected_controller, solid
+from plugin_support import WELCOME, FakeDocument, ScriptedConnection, box_mask, connected_controller, solid
 from underpaint_krita import qt
 from underpaint_krita.connection import Connected
+from underpaint_krita.controller import Controller
 from underpaint_krita.docker import DOCKER_ID, NOT_STARTED, UnderpaintDocker
-from underpaint_krita.document import KritaDocument
+from underpaint_krita.document import KritaDocument, KritaWorkspace
 from underpaint_krita.extension import UnderpaintExtension
-from underpaint_krita.qimage import from_image, pixel_bytes, rgba_bytes
+from underpaint_krita.qimage import from_bgra, from_image, pixel_bytes, rgba_bytes, shrunk, shrunk_in_bands
 from underpaint_krita.requests import FILL_MODES
 from underpaint_krita.sections.base import MIN_WIDTH
 from underpaint_krita.sections.job import LIVE_COLOUR
 from underpaint_krita.styles import StyleLibrary
 
 from shared.crop import Rect
-from shared.messages import Image, LiveStop, ModelDefaults, ModelInfo, Progress, Queued, Result, ResultImage
+from shared.images import encode_png
+from shared.messages import (
+    Cancelled,
+    Image,
+    ListModels,
+    LiveStop,
+    ModelDefaults,
+    ModelInfo,
+    ModelList,
+    Progress,
+    Queued,
+    Result,
+    ResultImage,
+)
+from shared.training import Train
 from testing.processes import free_port
 
 RED_BGRA = bytes([0, 0, 255, 255])
@@ -416,3 +431,159 @@ def check_the_krita_document_glue_converts_both_ways() -> None:
     glue.save_history(b"history\x00blob")
     glue.save_regions(b'{"regions": []}')
     assert glue.load_history() == b"history\x00blob" and glue.load_regions() == b'{"regions": []}'
+
+
+def _training_docker() -> tuple[Controller, ScriptedConnection, UnderpaintDocker]:
+    """A docker over a controller of the (stand-in) Krita's documents, its scripted server welcomed."""
+    connection = ScriptedConnection()
+    controller = Controller(connection, KritaWorkspace())
+    connection.reply(Connected(WELCOME))
+    controller.poll()
+    return controller, connection, UnderpaintDocker(controller)
+
+
+def _painted_document(name: str):
+    """A 64x48 document: a red "Paint" layer, a hidden "Hidden" one and an empty "Top" over a white background."""
+    document = Krita.instance().createDocument(64, 48, name, "RGBA", "U8", SRGB_PROFILE, 72.0)
+    root = document.rootNode()
+    root.childNodes()[0].setPixelData(bytes([255, 255, 255, 255]) * 64 * 48, 0, 0, 64, 48)
+    for layer_name, visible, painted in (("Paint", True, True), ("Hidden", False, True), ("Top", True, False)):
+        layer = document.createNode(layer_name, "paintlayer")
+        if painted:
+            layer.setPixelData(RED_BGRA * 20 * 10, 10, 10, 20, 10)
+        layer.setVisible(visible)
+        root.addChildNode(layer, root.childNodes()[-1])
+    return document
+
+
+def check_the_train_dialog_gathers_pictures_and_captions_into_a_train_request() -> None:
+    controller, connection, docker = _training_docker()
+    _painted_document("cats")
+    menu = docker.prompt.networks.menu()
+    menu.aboutToShow.emit()
+    (train,) = [action for action in menu.actions() if action.text() == "Train…"]  # the LoRA menu's last entry
+    assert menu.actions()[-1] is train
+    train.trigger()
+    dialog = docker.prompt.train_dialog
+    assert dialog.isVisible() and docker.prompt.open_training() is dialog  # one dialog, opened again
+    dialog.add_layers.click()
+    assert [row.picture.label for row in dialog.rows()] == ["Background", "Paint"]  # visible, with pixels
+    paint = dialog.rows()[1].picture.image
+    assert (paint.width, paint.height) == (64, 48)  # as large as the canvas, which fits the training area
+    assert paint.data[(15 * 64 + 15) * 4:(15 * 64 + 16) * 4] == bytes([255, 0, 0, 255])  # RGBA, not BGRA
+    assert paint.data[:4] == bytes(4)  # the layer's own transparency
+    dialog.add_documents.click()
+    assert dialog.pictures.count() == 2 + len(Krita.instance().documents())
+    assert dialog.rows()[-1].picture.label == "cats"
+    dialog.pictures.setCurrentRow(2)
+    for row in range(2, dialog.pictures.count()):
+        dialog.pictures.item(row).setSelected(True)
+    dialog.remove.click()
+    assert dialog.pictures.count() == 2
+
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "big.png").write_bytes(encode_png(bytes([0, 0, 255, 255]) * 1024 * 768, 1024, 768))
+        Path(folder, "big.txt").write_text("a blue\nwall ")
+        Path(folder, "notes.txt").write_text("not a picture")
+        Path(folder, "broken.png").write_bytes(b"not a png")
+        dialog.add_folder_pictures(folder)
+    big = dialog.rows()[-1]
+    assert dialog.pictures.count() == 3 and big.picture.label == "big.png"
+    assert (big.picture.image.width, big.picture.image.height) == (591, 443)  # shrunk to 512² pixels, not sent whole
+    assert big.caption.text() == "a blue wall"
+
+    dialog.start.click()
+    assert "trigger word" in dialog.status.text() and not connection.sent  # what to fix, nothing sent
+    dialog.rows()[1].caption.setText("a red box")
+    dialog.trigger.setText("redbox")
+    dialog.subject.setCurrentIndex(dialog.subject.findData("concept"))
+    assert dialog.steps.text() == "Server's choice"
+    dialog.steps.setValue(8)
+    dialog.start.click()
+    (request,) = connection.sent
+    assert isinstance(request, Train)
+    assert (request.kind, request.model, request.trigger, request.name, request.steps) == (
+        "embedding", "tiny-sd15", "redbox", "redbox", 8)
+    assert [(i.image.width, i.image.height, i.caption) for i in request.images] == [
+        (64, 48, None), (64, 48, "a red box"), (591, 443, "a blue wall")]
+    assert not dialog.start.isEnabled() and dialog.cancel.isEnabled() and not dialog.add_layers.isEnabled()
+    dialog.cancel.click()
+    assert connection.cancelled == [request.id]
+    connection.reply(Cancelled(id=request.id))
+    controller.poll()
+    assert dialog.status.text() == "Training cancelled." and dialog.start.isEnabled()
+    dialog.deleteLater()
+    docker.deleteLater()
+
+
+def check_the_train_dialog_shows_progress_the_loss_curve_and_the_new_lora_in_the_picker() -> None:
+    controller, connection, docker = _training_docker()
+    _painted_document("progress")
+    dialog = docker.prompt.open_training()
+    dialog.add_layers.click()
+    dialog.trigger.setText("redbox")
+    dialog.steps.setValue(4)
+    assert not dialog.progress.isVisible() and not dialog.curve.isVisible()
+    dialog.start.click()
+    (request,) = connection.sent
+    sample = Image(width=8, height=8, format="png", data=encode_png(bytes([0, 255, 0, 255]) * 64, 8, 8))
+    connection.reply(Queued(id=request.id, position=1))
+    controller.poll()
+    assert dialog.status.text() == "Queued: 1 job before it." and dialog.progress.isVisible()
+    for step, loss in ((1, 0.9), (2, 0.5), (3, 0.6)):
+        connection.reply(Progress(id=request.id, step=step, total=4, loss=loss, preview=sample if step == 2 else None))
+    controller.poll()
+    assert (dialog.progress.value(), dialog.progress.maximum()) == (3, 4)
+    assert dialog.status.text() == "Training: step 3 of 4 · loss 0.6000"
+    assert dialog.curve.points == [(1, 0.9), (2, 0.5), (3, 0.6)] and dialog.curve.total == 4
+    shown = dialog.sample.pixmap().toImage()
+    assert not shown.isNull() and shown.pixelColor(shown.width() // 2, shown.height() // 2).getRgb() == (0, 255, 0, 255)
+    dialog.curve.resize(200, 80)
+    drawn = dialog.curve.grab().toImage()
+    line = [(x, y) for x in range(drawn.width()) for y in range(drawn.height())
+            if drawn.pixelColor(x, y).blue() > 200 and drawn.pixelColor(x, y).red() < 120]
+    assert line, "no loss curve drawn"
+    assert min(x for x, _ in line) < 60 and max(x for x, _ in line) > 120  # from step 1 to step 3 of 4
+
+    connection.reply(Result(id=request.id, images=[], info={}, elapsed=2.0, name="redbox", file="redbox.safetensors"))
+    controller.poll()
+    assert isinstance(connection.sent[-1], ListModels)
+    assert "“redbox” is in the LoRA menu" in dialog.status.text() and dialog.progress.value() == 4
+    connection.reply(ModelList(models=[*WELCOME.models, ModelInfo(name="redbox", kind="lora", family="sd15",
+                                                                   trigger_words=["redbox"])]))
+    controller.poll()
+    menu = docker.prompt.networks.menu()
+    menu.aboutToShow.emit()
+    assert "redbox · SD1.5 · redbox" in [action.text() for action in menu.actions()]
+    dialog.deleteLater()
+    docker.deleteLater()
+
+
+def check_a_large_layer_is_shrunk_a_band_at_a_time_like_a_whole_picture() -> None:
+    """What a band-wise shrink gives is the whole picture's shrink, within a level or two of rounding
+    at the bands' edges, while no read is larger than the band budget."""
+    width, height = 300, 200
+    rgba = bytes(v for y in range(height) for x in range(width)
+                 for v in (x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height),
+                           255 if x < 250 else 0))
+    bgra = bytearray(rgba)
+    bgra[0::4], bgra[2::4] = rgba[2::4], rgba[0::4]
+    reads = []
+
+    def read(y: int, rows: int) -> QtGui.QImage:
+        reads.append(rows)
+        return from_bgra(bytes(bgra[y * width * 4:(y + rows) * width * 4]), width, rows)
+
+    banded = shrunk_in_bands(read, width, height, 100, band_bytes=width * 4 * 30)
+    whole = shrunk(from_image(Image(width=width, height=height, format="rgba8", data=rgba)), 100)
+    assert (banded.width, banded.height) == (whole.width, whole.height) == (122, 81)
+    assert max(reads) == 30 and sum(reads) == height
+    opaque = [i for i in range(0, len(whole.data), 4) if whole.data[i + 3] == banded.data[i + 3] == 255]
+    assert len(opaque) > 0.7 * banded.width * banded.height
+    difference = [abs(banded.data[i + c] - whole.data[i + c]) for i in opaque for c in range(3)]
+    assert sum(difference) / len(difference) < 1.0 and max(difference) <= 4, (sum(difference), max(difference))
+    alpha = [abs(a - b) for a, b in zip(banded.data[3::4], whole.data[3::4], strict=True)]
+    assert sum(alpha) / len(alpha) < 1.0
+    width = 40
+    same = shrunk_in_bands(read, 40, 30, 100)  # fits: as it is
+    assert (same.width, same.height) == (40, 30) and same.data == bytes(rgba[:40 * 30 * 4])

@@ -198,6 +198,9 @@ class Document:
         self._selection: Selection | None = None
         self._annotations: dict[str, bytes] = {}
 
+    def name(self) -> str:
+        return self._name
+
     def width(self) -> int:
         return self._width
 

@@ -1,6 +1,7 @@
 """The docker's prompt section: the model (refused files greyed, with the reason), the prompt with
 the recent prompts (Ctrl+Up / Ctrl+Down, or the Recent menu), the negative prompt, and a picker
-that puts LoRAs and embeddings into the prompt."""
+that puts LoRAs and embeddings into the prompt; its last entry opens the Train dialog, which makes new
+ones from the artist's pictures (train_dialog.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from ..controller import Controller
 from ..qt import QComboBox, QEvent, QHBoxLayout, QMenu, QObject, QPlainTextEdit, Qt, QToolButton
 from ..requests import Settings
 from .base import Changed, Choice, FoldingSection, fill_combo, narrow
+from .train_dialog import TrainDialog
 
 RECENT_CHARS = 60
+TRAIN = "Train…"  # the LoRA menu's entry that opens the Train dialog
 
 
 class PromptSection(FoldingSection):
@@ -32,10 +35,11 @@ class PromptSection(FoldingSection):
             self.rows.addWidget(box)
         tools = QHBoxLayout()
         self.networks = _menu_button("LoRA", "LoRAs and embeddings for this model: click one to add it to the "
-                                             "prompt where the cursor is")
+                                             "prompt where the cursor is, or train a new one")
         self.networks.menu().aboutToShow.connect(self._list_networks)
         self.recent = _menu_button("Recent", "Your last prompts; also Ctrl+Up / Ctrl+Down in the prompt")
         self.recent.menu().aboutToShow.connect(self._list_recent)
+        self.train_dialog: TrainDialog | None = None
         tools.addWidget(self.networks)
         tools.addWidget(self.recent)
         tools.addStretch(1)
@@ -87,6 +91,18 @@ class PromptSection(FoldingSection):
                 action.setEnabled(not info.refused)
                 action.setToolTip(info.refused or networks.snippet(info))
                 action.triggered.connect(self._adding(networks.snippet(info)))
+        menu.addSeparator()
+        train = menu.addAction(TRAIN)
+        train.setToolTip("Teach the model your style, a character or an object from your pictures")
+        train.triggered.connect(lambda *_: self.open_training())
+
+    def open_training(self) -> TrainDialog:
+        """Show the Train dialog (one per docker: it keeps its pictures when closed and opened again)."""
+        if self.train_dialog is None:
+            self.train_dialog = TrainDialog(self, self.controller, self.controller.workspace)
+        self.train_dialog.show()
+        self.train_dialog.raise_()
+        return self.train_dialog
 
     def _adding(self, snippet: str) -> Changed:
         return lambda *_: self.add_network(snippet)
