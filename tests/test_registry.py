@@ -314,6 +314,15 @@ IDENTIFY = [
 ]
 
 
+@pytest.mark.parametrize(("version", "family"),
+                         [("sd_v1", "sd15"), ("sdxl_base_v1-0", "sdxl"), ("sd_v2", None), ("", None)])
+def test_a_lora_without_other_signs_of_its_family_is_told_by_the_trainers_record(tmp_path: Path, version: str,
+                                                                                 family: str | None) -> None:
+    path = tmp_path / "m.safetensors"
+    save_file({KOHYA_SD15_K: torch.zeros(4, 128)}, str(path), metadata={"ss_base_model_version": version})
+    assert identify_file(path, "lora").family == family
+
+
 @pytest.mark.parametrize(("tensors", "hint", "expected"), IDENTIFY)
 def test_identify_from_names_and_shapes(tmp_path: Path, tensors: dict, hint: str, expected: tuple) -> None:
     path = tmp_path / "m.safetensors"

@@ -142,7 +142,17 @@ def _identify_lora(entry: ModelEntry, header: _Header) -> ModelEntry:
         elif any(k.startswith(("lora_unet_input_blocks_", "lora_unet_output_blocks_")) for k in keys):
             # kohya names SDXL UNet layers in the original layout, SD1.5 ones in the diffusers layout.
             family = "sdxl"
+        else:
+            # What the trainer recorded (kohya's key, which ours writes too): a LoRA of a model whose
+            # text width is its own, such as the embedded demo model, has no other sign of its family.
+            family = _base_model_family(header.metadata.get("ss_base_model_version", ""))
     return replace(entry, family=family)
+
+
+def _base_model_family(version: str) -> Family | None:
+    if version.startswith("sdxl"):
+        return "sdxl"
+    return "sd15" if version.startswith("sd_v1") else None
 
 
 def _lora_context_width(header: _Header) -> int | None:
