@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import torch
@@ -209,8 +209,9 @@ class LocalWorker:
 
     name = "local"
 
-    def __init__(self, generator: Generator):
+    def __init__(self, generator: Generator, trainer: Callable[[Job], Any] | None = None):
         self.generator = generator
+        self.trainer = trainer  # runs `train` jobs (server/training/runner.py)
 
     @property
     def device(self) -> str:
@@ -223,7 +224,9 @@ class LocalWorker:
     def has(self, model: str) -> bool:
         return True
 
-    def run(self, job: Job) -> Result:
+    def run(self, job: Job) -> Any:
+        if job.background and self.trainer is not None:
+            return self.trainer(job)
         return self.generator(job)
 
     def recover(self, stopping: threading.Event) -> bool:

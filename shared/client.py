@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from . import PROTOCOL_VERSION, codec
 from .errors import ProtocolError
 from .messages import Cancelled, Error, Finalize, Generate, Hello, ListModels, ModelInfo, ModelList, Result, Welcome
+from .training import Train
 
 
 class ServerError(Exception):
@@ -107,7 +108,12 @@ class Client:
         """The live frame `frame_id` at full quality (docs/live.md), as `generate` waits for a result."""
         return self._result_of(Finalize(id=frame_id), on_message, timeout)
 
-    def _result_of(self, request: Generate | Finalize, on_message: Callable[[Any], None] | None,
+    def train(self, request: Train, on_message: Callable[[Any], None] | None = None,
+              timeout: float | None = None) -> Result:
+        """Train a LoRA or an embedding (shared/training.py) and wait for its result, as `generate` does."""
+        return self._result_of(request, on_message, timeout)
+
+    def _result_of(self, request: Generate | Finalize | Train, on_message: Callable[[Any], None] | None,
                    timeout: float | None) -> Result:
         self.send(request)
         for message in self.messages(timeout=timeout):

@@ -1,4 +1,9 @@
-"""A job: one accepted `generate`, `live` or `finalize` request, from the queue to its terminal message."""
+"""A job: one accepted `generate`, `live`, `finalize` or `train` request, from the queue to its terminal
+message.
+
+A training is a background job: it runs while no other job waits, and steps aside between two of its
+optimizer steps when one arrives (`pause`), keeping what it has learnt in `state` until it runs again.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.messages import Generate
+from shared.training import Train
 
 Reply = Callable[[Any], None]
+
+
+# The cancel reason of every job when the server stops: a training keeps its checkpoint for the next start.
+STOPPING = "server stopping"
+
+
+class Paused:
+    """What a background job's run returns when it stepped aside for a waiting job: it runs again later."""
 
 
 class JobCancelledError(Exception):
@@ -20,7 +34,7 @@ class JobCancelledError(Exception):
 
 @dataclass(eq=False)
 class Job:
-    request: Generate
+    request: Generate | Train
     owner: int  # the connection that sent it
     reply: Reply
     session: str | None = None  # live session, if a live frame
@@ -43,6 +57,9 @@ class Job:
     # Told of a cancel at once, on the caller's thread, while a worker elsewhere runs the job: it must
     # not block (a cluster replica is told over the network, in the background).
     on_cancel: Callable[[], None] | None = None
+    background: bool = False  # a training: runs in the gaps between other jobs
+    pause: threading.Event = field(default_factory=threading.Event)  # set: step aside at the next step
+    state: Any = None  # what a background job keeps in memory between its runs
 
     @property
     def id(self) -> str:

@@ -1,9 +1,9 @@
 """One structured line per job in a log file that rotates (`underpaint serve --log-file PATH`).
 
 Each line is a JSON object: when the job ended, its id, mode, model, size, steps, batch size,
-how long it waited in the queue and ran, and its outcome (`result`, `cancelled` or `error`, with
-the error code or the cancel reason). Prompts and images are never written: the log is for
-diagnosing the server, not a record of what people painted.
+how long it waited in the queue and ran (a training: its last run, after its last pause), and its
+outcome (`result`, `cancelled` or `error`, with the error code or the cancel reason). Prompts and
+images are never written: the log is for diagnosing the server, not a record of what people painted.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.messages import Cancelled, Error, Result
+from shared.training import Train
 
 from .job import Job
 
@@ -26,6 +27,8 @@ BACKUPS = 5
 def job_line(job: Job, message: Any, now: datetime.datetime | None = None) -> dict[str, Any]:
     """The log record of a job that ended with `message`."""
     request = job.request
+    if isinstance(request, Train):
+        return _training_line(job, request, message, now)
     if isinstance(message, Result):
         width, height = message.info.get("width"), message.info.get("height")
     elif request.image is not None:
@@ -52,11 +55,33 @@ def job_line(job: Job, message: Any, now: datetime.datetime | None = None) -> di
         line["attempts"] = job.attempts
     if job.finalize:
         line["finalize"] = True
+    return line | _outcome(message)
+
+
+def _outcome(message: Any) -> dict[str, Any]:
     if isinstance(message, Error):
-        line["code"] = message.code
-    elif isinstance(message, Cancelled) and message.reason:
-        line["reason"] = message.reason
-    return line
+        return {"code": message.code}
+    if isinstance(message, Cancelled) and message.reason:
+        return {"reason": message.reason}
+    return {}
+
+
+def _training_line(job: Job, request: Train, message: Any, now: datetime.datetime | None) -> dict[str, Any]:
+    """A training's record: its kind, base model and steps, and from which step it resumed."""
+    line: dict[str, Any] = {
+        "time": (now or datetime.datetime.now(datetime.timezone.utc)).isoformat(timespec="milliseconds"),
+        "id": job.id,
+        "mode": "train",
+        "kind": request.kind,
+        "model": request.model,
+        "steps": job.step,
+        "wait_s": _seconds(job.queued_at, job.started_at),
+        "run_s": _seconds(job.started_at, job.ended_at),
+        "outcome": message.TYPE,
+    }
+    if isinstance(message, Result):
+        line["resumed_from"] = message.info.get("resumed_from")
+    return line | _outcome(message)
 
 
 def _seconds(start: float | None, end: float | None) -> float | None:

@@ -1,6 +1,10 @@
 """The job queue and its workers: one thread per worker (one device here, or each replica of a
 cluster), each running one job at a time.
 
+Background jobs (trainings) start only when no other job waits; one that runs is asked to pause when a
+job arrives, steps aside between two of its steps (its run returns `Paused`) and waits, first of the
+background jobs, until the queue has nothing else. A client leaving does not stop a training.
+
 The asyncio loop submits and cancels jobs; which free worker starts a waiting job is routing.py's
 rule, applied under the lock whenever a job arrives or a worker frees up. Every accepted job ends
 with exactly one terminal message (result, cancelled or error), sent through the job's `reply`
@@ -22,7 +26,7 @@ from shared.messages import Cancelled, Queued
 from ..config import in_mib
 from ..errors import BadInput, Busy, Unsupported, WorkerLost
 from . import routing
-from .job import Job, JobCancelledError
+from .job import STOPPING, Job, JobCancelledError, Paused
 from .worker import Worker
 
 log = logging.getLogger("underpaint.jobs")
@@ -76,9 +80,9 @@ class JobQueue:
             waiting, self._waiting = list(self._waiting), deque()
             for job in waiting:
                 job.ended_at = time.monotonic()
-                self._end(job, Cancelled(id=job.id, reason="server stopping"))
+                self._end(job, Cancelled(id=job.id, reason=STOPPING))
             for job in self._running.values():
-                job.cancel("server stopping")
+                job.cancel(STOPPING)
             self._lock.notify_all()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
@@ -89,7 +93,7 @@ class JobQueue:
                     log.warning("job %s is still inside one operation after %g s; ended without waiting for it",
                                 running.id, timeout)
                     running.ended_at = time.monotonic()
-                    self._end(running, Cancelled(id=running.id, reason="server stopping"))
+                    self._end(running, Cancelled(id=running.id, reason=STOPPING))
 
     @property
     def worker_busy(self) -> bool:
@@ -158,6 +162,13 @@ class JobQueue:
         with self._lock:
             for job in self._waiting:
                 if job.owner == owner and job.id == job_id:
+                    if job.background:
+                        # Its run ends it, saving what it has learnt: it goes first.
+                        job.cancel(reason)
+                        self._waiting.remove(job)
+                        self._waiting.appendleft(job)
+                        self._dispatch()
+                        return True
                     self._waiting.remove(job)
                     job.ended_at = time.monotonic()
                     self._end(job, Cancelled(id=job.id, reason=reason))
@@ -173,7 +184,7 @@ class JobQueue:
         the connection went away, or the session ended."""
 
         def matches(job: Job) -> bool:
-            return job.owner == owner and (session is None or job.session == session)
+            return job.owner == owner and not job.background and (session is None or job.session == session)
 
         with self._lock:
             for job in [j for j in self._waiting if matches(j)]:
@@ -197,8 +208,10 @@ class JobQueue:
     # --- routing, under the lock --------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        """Start what can start: each waiting job, in order, on the free worker routing.py picks."""
-        for job in list(self._waiting):
+        """Start what can start: each waiting job, in order (background jobs after the others, unless
+        cancelled: they end at once), on the free worker routing.py picks; running background jobs are
+        asked to step aside while another job waits."""
+        for job in sorted(self._waiting, key=lambda j: j.background and not j.cancelled):
             if len(self._running) + len(self._down) >= len(self._workers):
                 break
             index = routing.choose(job.request.model, self._home(job), self._candidates(job.request.model))
@@ -213,6 +226,10 @@ class JobQueue:
                 self._homes.move_to_end((job.owner, job.session))
                 while len(self._homes) > MAX_HOMES:
                     self._homes.popitem(last=False)
+        if any(not j.background for j in self._waiting):
+            for running in self._running.values():
+                if running.background:
+                    running.pause.set()
         self._lock.notify_all()
 
     def _home(self, job: Job) -> int | None:
@@ -248,7 +265,10 @@ class JobQueue:
                     self._idle_since[index] = time.monotonic()
                     if lost:
                         self._down.add(index)
-                    if message is not None:
+                    if isinstance(message, Paused):
+                        job.pause.clear()
+                        self._requeue_background(job)
+                    elif message is not None:
                         job.ended_at = time.monotonic()
                         self._end(job, message)
                     elif lost and not self._stopping.is_set():
@@ -262,12 +282,21 @@ class JobQueue:
                         self._down.discard(index)
                     self._dispatch()
 
+    def _requeue_background(self, job: Job) -> None:
+        """A paused background job waits before the other background jobs, behind every other job."""
+        if self._stopping.is_set():
+            job.ended_at = time.monotonic()
+            self._end(job, Cancelled(id=job.id, reason=STOPPING))
+            return
+        first = next((i for i, j in enumerate(self._waiting) if j.background), len(self._waiting))
+        self._waiting.insert(first, job)
+
     def _lost(self, job: Job, exc: WorkerLost) -> Any:
         """What a job whose worker was lost ends with: None to run it again, first in line."""
         if job.cancelled:
             return Cancelled(id=job.id, reason=job.cancel_reason)
         if self._stopping.is_set():
-            return Cancelled(id=job.id, reason="server stopping")
+            return Cancelled(id=job.id, reason=STOPPING)
         if job.attempts < 2:
             log.warning("job %s: its worker was lost mid-job; running it again", job.id)
             return None
@@ -288,12 +317,12 @@ class JobQueue:
     def _run(self, worker: Worker, job: Job) -> Any:
         job.attempts += 1
         try:
-            if job.cancelled:
+            if job.cancelled and not job.background:
                 raise JobCancelledError
             message = worker.run(job)
             # A cancel that arrives while the last step finishes still wins: the client was told
-            # nothing else, and the image is already on disk.
-            if job.cancelled:
+            # nothing else, and the image is already on disk. A background job ends its own cancel.
+            if job.cancelled and not job.background:
                 raise JobCancelledError
             return message
         except JobCancelledError:

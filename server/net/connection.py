@@ -36,6 +36,7 @@ from ..generate import Generator
 from ..jobs.job import Job
 from ..jobs.queue import JobQueue
 from ..models.registry import Registry
+from ..training.runner import Trainer
 from . import errors, hello, pacing
 from .ingress import IngressConnection
 
@@ -60,6 +61,7 @@ class Services(Protocol):
     registry: Registry
     generator: Generator
     queue: JobQueue
+    trainer: Trainer | None  # None on a cluster
     readers: Executor  # the threads that decode large frames and check job requests
 
     def welcome(self) -> Welcome: ...
@@ -217,7 +219,7 @@ class Connection:
             self.services.queue.submit(Job(request=kept.request, owner=self.number, reply=self.reply, size=size,
                                            finalize=True))
         elif isinstance(message, Train):
-            raise Unsupported("this server does not train models yet", "type")
+            await self._train(message, size)
         elif isinstance(message, Cancel):
             if not self.services.queue.cancel(self.number, message.id):
                 raise NotFound(f"no queued or running job {message.id!r}", "id")
@@ -227,6 +229,18 @@ class Connection:
         await self._off_loop(generator.check, request)
         self.services.queue.submit(Job(request=request, owner=self.number, reply=self.reply, session=session,
                                        size=size, estimate_s=generator.estimate(request)))
+
+    async def _train(self, request: Train, size: int) -> None:
+        trainer = self.services.trainer
+        if trainer is None:
+            raise Unsupported("this server does not train: trainings run on a server without --cluster", "type")
+        await self._off_loop(trainer.check, request)
+        try:
+            self.services.queue.submit(Job(request=request, owner=self.number, reply=self.reply, size=size,
+                                           background=True))
+        except Exception:
+            await self._off_loop(trainer.forget, request)
+            raise
 
     async def _off_loop(self, function: Callable[..., T], *args: Any) -> T:
         return await self._loop.run_in_executor(self.services.readers, function, *args)

@@ -21,10 +21,10 @@ from websockets.asyncio.server import serve
 from websockets.frames import CloseCode
 
 from shared import codec
-from shared.messages import Welcome
+from shared.messages import Progress, Queued, Welcome
 
 from ..config import ServerConfig
-from ..errors import Busy
+from ..errors import Busy, RequestError
 from ..generate import Generator, LocalWorker
 from ..imaging.outputs import OutputWriter
 from ..jobs.log import JobLog
@@ -32,6 +32,7 @@ from ..jobs.queue import JobQueue
 from ..models import schedulers
 from ..models.loading import Acceleration, PipelineCache, resolve_device, resolve_dtype
 from ..models.registry import Registry
+from ..training.runner import Trainer
 from . import errors, pacing
 from .connection import Connection
 from .ingress import IngressConnection, Receiving
@@ -52,6 +53,12 @@ READERS = 4
 # calls) wait up to this long after each call while a reading thread parses prompts: at 5 ms a
 # `models` round trip took up to 80 ms during such parsing, at 1 ms it stays far below.
 SWITCH_INTERVAL = 0.001
+
+
+def _unattended(message: Any) -> None:
+    """Where the messages of a training resumed at start go: no client asked for it."""
+    if not isinstance(message, (Progress, Queued)):
+        log.info("resumed training: %s", message)
 
 
 def tune_interpreter() -> None:
@@ -77,6 +84,7 @@ class Server:
         # On a cluster the front end's own generator only checks requests; replicas run them.
         self.generator = Generator(self.registry, self.cache, outputs)
         self.cluster = None
+        self.trainer: Trainer | None = None
         if config.cluster:
             from ..cluster.launch import Cluster
             from ..cluster.remote import Estimates
@@ -85,7 +93,9 @@ class Server:
             self.cluster = Cluster.start(config, self.registry, outputs, estimates)
             self.workers = list(self.cluster.workers)
         else:
-            self.workers = [LocalWorker(self.generator)]
+            if config.models:
+                self.trainer = Trainer(self.registry, self.cache.device, self.cache.dtype, config.outputs, outputs)
+            self.workers = [LocalWorker(self.generator, self.trainer)]
         self.job_log = JobLog(config.log_file) if config.log_file else None
         self.queue = JobQueue(self.workers, errors.for_job, max_per_owner=config.max_queued_per_connection,
                               max_total=config.max_queued, bytes_per_owner=config.connection_queue_budget,
@@ -111,6 +121,12 @@ class Server:
 
     async def start(self) -> None:
         self.queue.start()
+        if self.trainer is not None:
+            for job in await asyncio.to_thread(self.trainer.unfinished, _unattended):
+                try:
+                    self.queue.submit(job)
+                except RequestError as exc:
+                    log.error("training %s cannot be resumed: %s", job.id, exc)
         self._server = await serve(
             self._handle,
             self.config.host,
