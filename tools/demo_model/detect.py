@@ -28,11 +28,13 @@ BAND = 0.1  # height of the top and bottom bands whose median names the backgrou
 # area / radius^2 of each shape as drawn, to turn a blob's area into a size word
 _AREA_FACTOR = {"circle": np.pi, "square": 4 * 0.85**2, "triangle": 1.71, "star": 1.32, "cross": 1.92}
 # A shape with arms (star, cross) fills less of its convex hull than this; circles, squares and
-# triangles fill all of it. As drawn: star 0.55, cross 0.69, the others 0.97 and more.
-ARMS_SOLIDITY = 0.82
+# triangles fill all of it. As drawn: star 0.55, cross 0.69, the others 0.97 and more; the demo
+# model's crosses 0.52-0.65, its lumpy blobs 0.68 and more.
+ARMS_SOLIDITY = 0.75
 # A gap between the region and its convex hull counts as one between two arms when larger than this
-# fraction of the region: as drawn, each is 11% (cross) or 16% (star).
-NOTCH_AREA = 0.04
+# fraction of the region: as drawn, each is 11% (cross) or 16% (star); in the demo model's crosses
+# the fourth largest is 9% or more, the fifth 5% or less.
+NOTCH_AREA = 0.07
 # Filled fraction of the bounding box, as drawn: triangle 0.5, circle 0.79, square 1.
 _SIZE_THRESHOLD = (SIZES["small"] + SIZES["large"]) / 4  # radius halfway between small and large
 
@@ -121,9 +123,8 @@ def find_blob(image: Image.Image | np.ndarray, colour: str, names: np.ndarray | 
 
 
 def outline_shape(mask: np.ndarray) -> str:
-    """Which drawn shape a filled region looks like: "star" or "cross" when it has arms (five notches
-    or more between them make a star), else "triangle", "circle" or "square" by how much of its
-    bounding box it fills."""
+    """Which drawn shape a filled region looks like: "cross" when it has four arms, "star" when five
+    or more, else "triangle", "circle" or "square" by how much of its bounding box it fills."""
     mask = mask.astype(np.uint8)
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     hull = np.zeros_like(mask)
@@ -131,9 +132,10 @@ def outline_shape(mask: np.ndarray) -> str:
     area = float(mask.sum())
     if area / max(float(hull.sum()), 1.0) < ARMS_SOLIDITY:
         notches = (hull > mask).astype(np.uint8)
-        count, _, stats, _ = cv2.connectedComponentsWithStats(notches, connectivity=4)
-        deep = int((stats[1:, cv2.CC_STAT_AREA] > NOTCH_AREA * area).sum())
-        return "star" if deep >= 5 else "cross"
+        _, _, stats, _ = cv2.connectedComponentsWithStats(notches, connectivity=4)
+        arms = int((stats[1:, cv2.CC_STAT_AREA] > NOTCH_AREA * area).sum())
+        if arms >= 4:
+            return "cross" if arms == 4 else "star"
     _, _, width, height = cv2.boundingRect(mask)
     extent = area / (width * height)
     return "triangle" if extent < 0.65 else "circle" if extent < 0.9 else "square"
