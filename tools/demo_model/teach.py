@@ -4,7 +4,7 @@ embedding, and measures what the trigger then paints: `python -m tools.demo_mode
 A `train` with the ~20 pictures and their captions goes to a server on loopback (in this process,
 so the process's CPU time is the training's); then `a zorp on a white background` is painted at
 each held-out seed with the demo model's own settings and read back by the detector. Writes the
-figures to bench/results/demo_concept.json and the pictures beside it.
+figures to bench/results/demo_concept.json and the first ten pictures of each row beside it.
 """
 
 from __future__ import annotations
@@ -109,15 +109,20 @@ def main(argv: list[str] | None = None) -> None:
             sheets = measure(client, args.kinds, chosen, report)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
-    Image.fromarray(np.vstack(sheets)).save(args.output.with_suffix(".png"))
+    Image.fromarray(np.vstack(sheets)).quantize(colors=256).save(args.output.with_suffix(".png"), optimize=True)
     print(json.dumps(report, indent=2))
 
 
+def sheet(pictures: list[np.ndarray]) -> np.ndarray:
+    """The first ten pictures side by side: one row of the figure."""
+    return np.asarray(grid([Image.fromarray(p) for p in pictures[:10]], 10))
+
+
 def measure(client: Client, kinds: list[str], chosen: dict[str, Any], report: dict[str, Any]) -> list[np.ndarray]:
-    """Before, then after each kind of training: the rates into `report`; returns a sheet of pictures per row."""
+    """Before, then after each kind of training: the rates into `report`; returns a row of pictures for each."""
     before = paint(client, PROMPT)
     report["before"] = rates(before)
-    sheets = [np.asarray(grid([Image.fromarray(p) for p in before], 10))]
+    sheets = [sheet(before)]
     for kind in kinds:
         settings = {**SETTINGS[kind], **chosen}
         if kind == "embedding":
@@ -125,7 +130,7 @@ def measure(client: Client, kinds: list[str], chosen: dict[str, Any], report: di
         result, minutes = teach(client, kind, **settings)
         after = paint(client, prompt_for(result))
         report[kind] = {"settings": settings, **minutes, **rates(after)}
-        sheets.append(np.asarray(grid([Image.fromarray(p) for p in after], 10)))
+        sheets.append(sheet(after))
         print(json.dumps({kind: report[kind]}), flush=True)
     return sheets
 
