@@ -3,10 +3,10 @@
 The model was trained on circles, squares, triangles and stars (data.py): the cross is in none of
 its pictures, and "zorp" is no word of its vocabulary (the tokenizer spells it z-or-p, tokens no
 caption ever used). The colour is one it knows: its VAE, trained on the eight palette colours only,
-cannot give back a colour outside them (a pink cross comes back a muddy blur, a cyan one blue), and
-a LoRA or an embedding does not train the VAE. `training_set` draws the ~20 pictures an artist
-would bring; `concept_present` and `colour_dominant` are the verdicts on what a prompt with the
-trigger then paints, over held-out noise seeds.
+cannot give back a colour outside them (a pink cross comes back a faint outline in greens and
+browns, a cyan one blue), and a LoRA or an embedding does not train the VAE. `training_set` draws
+the ~20 pictures an artist would bring; `concept_present` and `colour_dominant` are the verdicts on
+what a prompt with the trigger then paints, over held-out noise seeds.
 """
 
 from __future__ import annotations

@@ -79,8 +79,8 @@ def paint(client: Client, prompt: str, seeds: tuple[int, ...] = HELD_OUT_SEEDS) 
 
 def rates(pictures: list[np.ndarray]) -> dict[str, float]:
     """How often the concept (purple cross) is there, and how often purple dominates."""
-    return {"concept_present": round(sum(map(concept_present, pictures)) / len(pictures), 3),
-            "colour_dominant": round(sum(map(colour_dominant, pictures)) / len(pictures), 3)}
+    return {"concept_present": round(float(np.mean([concept_present(p) for p in pictures])), 3),
+            "colour_dominant": round(float(np.mean([colour_dominant(p) for p in pictures])), 3)}
 
 
 def demo_server(models: Path, outputs: Path) -> Any:
