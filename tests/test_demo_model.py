@@ -10,8 +10,11 @@ import pytest
 import torch
 
 from server.models.demo import MODEL_DIR, NAME
+from tools.demo_model import concept
 from tools.demo_model.data import (
+    NEW_SHAPES,
     SHAPE_COLOURS,
+    SHAPES,
     Background,
     Scene,
     Shape,
@@ -21,7 +24,7 @@ from tools.demo_model.data import (
     scene_for_seed,
     training_caption,
 )
-from tools.demo_model.detect import Blob, background_names, check, find_blob
+from tools.demo_model.detect import Blob, background_names, check, find_blob, find_shape
 from tools.demo_model.vocab import build_tokenizer, caption_words, learn_merges
 
 PROMPT = "a large red circle on the left, blue background"
@@ -94,6 +97,51 @@ def test_detector_finds_nothing_where_the_colour_is_absent() -> None:
     assert find_blob(picture, "red") is None
     with pytest.raises(ValueError, match="colour: unknown 'teal'"):
         find_blob(picture, "teal")
+
+
+@pytest.mark.parametrize("side", [128, 256])  # at 64 px a small star is 14 px across: its notches blur
+@pytest.mark.parametrize("kind", SHAPES + NEW_SHAPES)
+@pytest.mark.parametrize(("size", "background", "colour"),
+                         [("small", "white", "purple"), ("large", "white", "black"), ("large", "yellow", "blue"),
+                          ("small", "black", "orange")])
+def test_detector_names_each_drawn_shape(side: int, kind: str, size: str, background: str, colour: str) -> None:
+    for position in ("left", "center", "bottom"):
+        picture = render(Scene(Background("flat", (background,)), (Shape(kind, colour, size, position),)), side)
+        found = find_shape(picture, colour)
+        assert found is not None and found[1] == kind, (position, found)
+
+
+def _one(kind: str, colour: str, size: str = "large", background: str = "white") -> np.ndarray:
+    return np.asarray(render(Scene(Background("flat", (background,)), (Shape(kind, colour, size, "center"),)), 128))
+
+
+@pytest.mark.parametrize(
+    ("picture", "present", "dominant"),
+    [
+        (_one("cross", "purple"), True, True),
+        (_one("cross", "purple", "small"), True, True),
+        (_one("star", "purple"), False, True),  # the colour without the shape
+        (_one("cross", "red"), False, False),  # the shape without the colour
+        (_one("cross", "purple", background="purple"), False, True),  # all purple, no shape stands out
+        (np.hstack([_one("circle", "red")[:, 32:96], _one("cross", "purple", "small")[:, 32:96]]), True, False),
+        (render(Scene(Background("flat", ("white",)), ()), 128), False, False),
+    ],
+)
+def test_concept_verdicts(picture, present: bool, dominant: bool) -> None:
+    assert concept.concept_present(picture) == present
+    assert concept.colour_dominant(picture) == dominant
+
+
+def test_concept_pictures_are_seeded_and_captioned() -> None:
+    first, again = concept.training_set(6, 64), concept.training_set(6, 64)
+    assert [c for _, c in first] == [c for _, c in again]
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for (a, _), (b, _) in zip(first, again, strict=True))
+    pictures = concept.training_set(20)
+    assert all(concept.concept_present(image) for image, _ in pictures)
+    captions = [text for _, text in pictures]
+    assert all(concept.TRIGGER in text and text.endswith("background") for text in captions)
+    assert "a zorp on a white background" in captions and any("small zorp" in text for text in captions)
+    assert not any("purple" in text or "cross" in text for text in captions)  # the trigger says it all
 
 
 # --- tokenizer ------------------------------------------------------------------------------

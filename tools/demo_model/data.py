@@ -32,6 +32,8 @@ SCENERY: dict[str, tuple[RGB, RGB]] = {
     "sky and sand": ((120, 190, 240), (215, 185, 120)),
 }
 SHAPES = ("circle", "square", "triangle", "star")
+# Drawn but never in the model's training data: what teaching it a new concept uses (concept.py).
+NEW_SHAPES = ("cross",)
 SIZES: dict[str, float] = {"small": 0.22, "large": 0.42}  # diameter / picture side
 POSITIONS: dict[str, tuple[float, float]] = {
     "left": (0.25, 0.5),
@@ -222,6 +224,14 @@ def _star(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     return points
 
 
+def _cross(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+    """A plus sign: arms 0.6 r wide reaching 0.95 r from the centre."""
+    h, a = 0.95 * r, 0.3 * r
+    corners = [(a, h), (a, a), (h, a), (h, -a), (a, -a), (a, -h), (-a, -h), (-a, -a), (-h, -a), (-h, a),
+               (-a, a), (-a, h)]
+    return [(cx + x, cy + y) for x, y in corners]
+
+
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, side: int) -> None:
     cx, cy = (c * side for c in shape.centre)
     r = shape.radius * side
@@ -235,8 +245,10 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, side: int) -> None:
         draw.polygon([(cx, cy - r), (cx + r * 0.95, cy + r * 0.8), (cx - r * 0.95, cy + r * 0.8)], fill=fill)
     elif shape.kind == "star":
         draw.polygon(_star(cx, cy, r), fill=fill)
+    elif shape.kind == "cross":
+        draw.polygon(_cross(cx, cy, r), fill=fill)
     else:
-        raise ValueError(f"shape.kind: unknown shape {shape.kind!r}, expected one of {SHAPES}")
+        raise ValueError(f"shape.kind: unknown shape {shape.kind!r}, expected one of {SHAPES + NEW_SHAPES}")
 
 
 def _background_pixels(background: Background, side: int) -> np.ndarray:
