@@ -48,7 +48,7 @@ class Train:
     rank: int | None = spec(None, min=1, max=256)  # LoRA only
     resolution: int | None = spec(None, min=64, max=4096)  # side of the training pictures' area
     batch_size: int | None = spec(None, min=1, max=64)
-    train_text_encoder: bool = spec(False)  # LoRA only
+    train_text_encoder: bool | None = spec(None)  # LoRA only; None: the server's choice for the model
     flip: bool = spec(True)  # mirrored copies as augmentation
     seed: int | None = spec(None, min=0, max=MAX_SEED)
     # A sample picture with the trigger every this many steps (0: none), and a checkpoint on disk.

@@ -88,3 +88,15 @@ def test_defaults_come_from_the_table_and_the_request_overrides_them():
     assert (chosen.steps, chosen.learning_rate, chosen.resolution, chosen.rank) == (1500, 1e-4, 512, 12)
     assert settings_for(request, "sdxl", embedded=True) == settings_for(request, "sd15", embedded=True)
     assert DEFAULTS[("sd15", "embedding")].learning_rate == 5e-3
+
+
+@pytest.mark.parametrize(("family", "embedded", "asked", "expected"), [
+    ("sd15", False, None, False),
+    ("sdxl", False, None, False),
+    ("sd15", True, None, True),  # the demo model learns a new shape only through its text encoder
+    ("sd15", True, False, False),
+    ("sd15", False, True, True),
+])
+def test_a_lora_trains_the_text_encoder_where_its_row_or_the_request_says(family, embedded, asked, expected):
+    request = train_request(train_text_encoder=asked)
+    assert settings_for(request, family, embedded=embedded).train_text_encoder is expected

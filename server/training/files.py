@@ -65,7 +65,7 @@ def metadata(request: Train, entry: ModelEntry, settings: Settings, step: int, i
         "ss_batch_size_per_device": settings.batch_size,
         "ss_seed": request.seed,
         "ss_flip_aug": request.flip,
-        "ss_text_encoder_lr": settings.learning_rate if request.train_text_encoder else None,
+        "ss_text_encoder_lr": settings.learning_rate if settings.train_text_encoder else None,
         "ss_num_vectors": settings.vectors if request.kind == "embedding" else None,
         "ss_trigger": request.trigger,
         "ss_tag_frequency": json.dumps({request.name: tags}),

@@ -49,7 +49,7 @@ class Training:
                 module.requires_grad_(False)
         self.sdxl = getattr(self.pipe, "text_encoder_2", None) is not None
         self.method: LoraMethod | EmbeddingMethod = (
-            LoraMethod(self.pipe, settings.rank, request.train_text_encoder, seed) if request.kind == "lora"
+            LoraMethod(self.pipe, settings.rank, settings.train_text_encoder, seed) if request.kind == "lora"
             else EmbeddingMethod(self.pipe, request.trigger, settings.vectors))
         if device.type == "cuda":
             self.pipe.unet.enable_gradient_checkpointing()

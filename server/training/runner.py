@@ -212,7 +212,7 @@ class Trainer:
                 "steps": step, "learning_rate": settings.learning_rate,
                 "rank": settings.rank if request.kind == "lora" else None, "resolution": settings.resolution,
                 "batch_size": settings.batch_size, "images": len(request.images), "seed": request.seed,
-                "train_text_encoder": request.train_text_encoder, "flip": request.flip}
+                "train_text_encoder": settings.train_text_encoder, "flip": request.flip}
 
     def _save_sample(self, run: Run, request: Train) -> None:
         if self.writer is not None and run.sample is not None:
