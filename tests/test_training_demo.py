@@ -68,6 +68,5 @@ def test_a_lora_teaches_the_purple_cross(client: Client) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_an_embedding_teaches_the_colour(client: Client) -> None:
-    result, minutes = teach(client, "embedding", **SETTINGS["embedding"])
-    assert minutes["cpu_minutes"] <= 10, minutes
+    result, _ = teach(client, "embedding", **SETTINGS["embedding"])
     assert rates(paint(client, prompt_for(result)))["colour_dominant"] >= 0.7

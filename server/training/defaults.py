@@ -38,7 +38,7 @@ DEFAULTS: dict[tuple[str, str], Settings] = {
     # LoRA learns a new shape only with the text encoder's adapters.
     ("demo", "lora"): Settings(steps=600, learning_rate=2e-3, rank=8, resolution=128, batch_size=8, vectors=1,
                                train_text_encoder=True, sample_every=100, checkpoint_every=100),
-    ("demo", "embedding"): Settings(steps=600, learning_rate=1e-2, rank=8, resolution=128, batch_size=8,
+    ("demo", "embedding"): Settings(steps=1200, learning_rate=1e-2, rank=8, resolution=128, batch_size=8,
                                     vectors=1, train_text_encoder=False, sample_every=100, checkpoint_every=100),
 }
 

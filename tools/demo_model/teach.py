@@ -38,7 +38,7 @@ PAINT = {"steps": 20, "cfg_scale": 3.0, "scheduler": "euler"}  # the demo model'
 # What the measured figures were trained with (docs/demo-model.md, "Teaching it a new concept").
 SETTINGS: dict[str, dict[str, Any]] = {
     "lora": {"steps": 600, "learning_rate": 2e-3, "rank": 8, "batch_size": 8, "train_text_encoder": True},
-    "embedding": {"steps": 600, "learning_rate": 1e-2, "batch_size": 8},
+    "embedding": {"steps": 1200, "learning_rate": 1e-2, "batch_size": 8},
 }
 
 
