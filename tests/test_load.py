@@ -385,10 +385,9 @@ def test_a_client_sending_the_costliest_frames_does_not_hold_up_the_others(tmp_p
     assert replies[1].code in ("unknown_model", "too_large") and replies[1].field.startswith("regions")
     assert replies[2].code == "too_large"
     assert len(round_trips) >= 10  # the frames kept the reading thread busy for a while
-    # The event loop held by the reading took 54-94 s before. The aim is under 100 ms: met on a loaded
-    # machine (median 12-20 ms), not on a quiet one (median 97-108 ms), where the reading thread keeps
-    # the interpreter (docs/reliability.md); checked here is that nothing holds the loop for long.
-    assert statistics.median(round_trips) < 0.5 and max(round_trips) < 2.0
+    # The event loop held by the reading took 54-94 s before; the aim is under 100 ms. The slowest of
+    # several hundred round trips is left a margin for a machine busy with other work.
+    assert slowest < 0.1 and max(round_trips) < 1.0
 
 
 # --- idle and dead connections --------------------------------------------------------------------------

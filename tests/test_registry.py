@@ -540,6 +540,26 @@ def test_a_rescan_reads_only_the_files_that_changed(tmp_path: Path, models_dir: 
     assert {e.name: e.refused for e in reg.entries()} == {"a": None, "b": HEADER_TOO_LARGE}
 
 
+
+def test_a_rescan_reads_a_diffusers_folder_again_only_when_it_changed(
+        tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch, no_demo: None) -> None:
+    shutil.copytree(models_dir / "checkpoints" / "tiny-sd15", tmp_path / "folder")
+    reads: list[str] = []
+    read = identify.read_json
+    monkeypatch.setattr(identify, "read_json", lambda path: (reads.append(path.name), read(path))[1])
+    reg = scanned(tmp_path)
+    assert reads == ["model_index.json", "config.json"]
+    reads.clear()
+    reg.scan()
+    assert reads == []
+    for weights in (tmp_path / "folder" / "vae").glob("*.safetensors"):
+        weights.unlink()
+    reg.scan()
+    assert reads == ["model_index.json", "config.json"]
+    (entry,) = reg.entries()
+    assert entry.refused.startswith("has no .safetensors weights for vae")
+
+
 # --- the embedded demo model ------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ writes them); otherwise the configs shipped in server/models/configs/ are used.
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import logging
@@ -35,6 +36,7 @@ from .entry import Kind, ModelEntry, is_valid_name
 from .identify import PICKLE_SUFFIXES, identify_file, identify_folder, is_tiny_autoencoder
 
 Identify = Callable[[Path, Kind], ModelEntry]
+IdentifyFolder = Callable[[Path], ModelEntry]
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +78,21 @@ class Registry:
         found: dict[tuple[str, str], ModelEntry] = {}
         identified: dict[tuple, ModelEntry] = {}
 
-        def identify(path: Path, kind: Kind) -> ModelEntry:
-            key = _file_key(path, kind)
+        def known(key: tuple | None, read: Callable[[], ModelEntry]) -> ModelEntry:
             entry = self._identified.get(key) if key is not None else None
             if entry is None:
-                entry = identify_within(path, kind, READ_TIMEOUT)
+                entry = read()
             if key is not None and entry.refused != SLOW:
                 identified[key] = entry
             return entry
 
-        for entry in scan_folders(self.folders, identify):
+        def identify(path: Path, kind: Kind) -> ModelEntry:
+            return known(_file_key(path, kind), lambda: identify_within(path, kind, READ_TIMEOUT))
+
+        def identify_dir(folder: Path) -> ModelEntry:
+            return known(_folder_key(folder), lambda: identify_folder(folder))
+
+        for entry in scan_folders(self.folders, identify, identify_dir):
             key = (entry.kind, entry.name)
             if key in found:
                 log.warning("%s %r at %s is hidden by the one at %s", entry.kind, entry.name, entry.path,
@@ -153,53 +160,65 @@ class Registry:
 # --- scanning ------------------------------------------------------------------------------------
 
 
-def scan_folders(folders: Sequence[Path], identify: Identify = identify_file) -> Iterator[ModelEntry]:
-    seen: set[Path] = set()
+def scan_folders(folders: Sequence[Path], identify: Identify = identify_file,
+                 identify_dir: IdentifyFolder = identify_folder) -> Iterator[ModelEntry]:
+    seen: set[str] = set()
     for folder in folders:
         if folder.name in SUBFOLDERS and folder.is_dir():
             # Pointed straight at an app's checkpoints (or LoRA, embeddings) folder.
-            yield from _scan(folder, SUBFOLDERS[folder.name], MAX_DEPTH, seen, identify)
+            yield from _scan(folder, SUBFOLDERS[folder.name], MAX_DEPTH, seen, identify, identify_dir)
             continue
         for base in (folder, folder / "models"):
-            if not base.is_dir():
-                continue
             # The folder itself only at its top level: it may be any folder a user points at.
-            yield from _scan(base, "checkpoint", 1, seen, identify)
+            yield from _scan(base, "checkpoint", 1, seen, identify, identify_dir)
             for sub, kind in SUBFOLDERS.items():
-                if (base / sub).is_dir():
-                    yield from _scan(base / sub, kind, MAX_DEPTH, seen, identify)
+                yield from _scan(base / sub, kind, MAX_DEPTH, seen, identify, identify_dir)
 
 
-def _scan(folder: Path, kind: Kind, depth: int, seen: set[Path], identify: Identify) -> Iterator[ModelEntry]:
-    """Models in `folder` and, `depth` - 1 levels down, in its sub-folders."""
+def _listing(folder: Path) -> list[os.DirEntry]:
+    """`folder`'s entries by name, hidden ones left out; empty when it is not a folder we can list.
+    A rescan runs on every `models` request, and while other threads parse prompts each system call
+    waits for a turn of the interpreter: the listing's entry types cost no call of their own."""
     try:
-        children = sorted(folder.iterdir())
+        with os.scandir(folder) as found:
+            return sorted((child for child in found if not child.name.startswith(".")), key=lambda c: c.name)
+    except FileNotFoundError:
+        return []
     except OSError as exc:
-        log.warning("cannot list %s: %s", folder, exc.strerror)
-        return
+        if exc.errno != errno.ENOTDIR:
+            log.warning("cannot list %s: %s", folder, exc.strerror)
+        return []
+
+
+def _scan(folder: Path, kind: Kind, depth: int, seen: set[str], identify: Identify,
+          identify_dir: IdentifyFolder) -> Iterator[ModelEntry]:
+    """Models in `folder` and, `depth` - 1 levels down, in its sub-folders."""
+    children = _listing(folder)
+    real_folder = os.path.realpath(folder) if children else ""
     for child in children:
-        if child.name.startswith("."):
-            continue
         try:
-            real = child.resolve()
+            # Only links need resolving: anything else is where its folder really is.
+            real = os.path.realpath(child.path) if child.is_symlink() else os.path.join(real_folder, child.name)
             is_dir = child.is_dir()
         except OSError:
             continue
         if real in seen:
             continue
+        path = folder / child.name
+        suffix = path.suffix.lower()
         if is_dir:
-            if (child / "model_index.json").is_file():
+            if (path / "model_index.json").is_file():
                 seen.add(real)
-                if not _is_config_of_file(child):
-                    yield identify_folder(child)
+                if not _is_config_of_file(path):
+                    yield identify_dir(path)
             elif depth > 1:
-                yield from _scan(child, kind, depth - 1, seen, identify)
-        elif kind == "upscaler" and child.suffix.lower() in upscalers.SUFFIXES:
+                yield from _scan(path, kind, depth - 1, seen, identify, identify_dir)
+        elif kind == "upscaler" and suffix in upscalers.SUFFIXES:
             seen.add(real)
-            yield identify(child, kind)
-        elif child.suffix.lower() in PICKLE_SUFFIXES or child.suffix.lower() == ".safetensors":
+            yield identify(path, kind)
+        elif suffix in PICKLE_SUFFIXES or suffix == ".safetensors":
             seen.add(real)
-            yield identify(child, kind)
+            yield identify(path, kind)
 
 
 def _settings_key(entry: ModelEntry) -> tuple | None:
@@ -228,6 +247,22 @@ def _file_key(path: Path, kind: Kind) -> tuple | None:
     except OSError:
         return None
     return str(path), kind, found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns
+
+
+def _folder_key(folder: Path) -> tuple | None:
+    """What changes when what identify_folder reads changes: its two configs, and which files the
+    component folders hold (a file added or removed changes its folder's modification time)."""
+    key: tuple = (str(folder),)
+    for part in ("model_index.json", "unet/config.json", "unet", "vae", "text_encoder", "text_encoder_2"):
+        try:
+            found = os.stat(folder / part)
+        except FileNotFoundError:
+            key += (None,)
+        except OSError:
+            return None
+        else:
+            key += ((found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns),)
+    return key
 
 
 def identify_within(path: Path, kind: Kind, seconds: float) -> ModelEntry:

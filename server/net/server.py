@@ -49,10 +49,12 @@ HELLO_GRACE = 2.0
 # Threads decoding large frames and checking job requests; each connection uses one at a time.
 READERS = 4
 # How long a thread running Python keeps the interpreter before another may take it (Python's default:
-# 5 ms). The event loop and the threads it hands short I/O to (a model rescan makes dozens of system
-# calls) wait up to this long after each call while a reading thread parses prompts: at 5 ms a
-# `models` round trip took up to 80 ms during such parsing, at 1 ms it stays far below.
-SWITCH_INTERVAL = 0.001
+# 5 ms). The event loop and the threads it hands short I/O to (a model rescan makes about a hundred
+# system calls) wait up to this long after each call while a reading thread parses prompts: at 1 ms a
+# `models` round trip took 100-240 ms during such parsing on a quiet machine, at 0.2 ms it stays under
+# 20 ms (docs/reliability.md). Threads running torch release the interpreter inside each operation,
+# so a job alone is not slowed (bench/overhead.py).
+SWITCH_INTERVAL = 0.0002
 
 
 def _unattended(message: Any) -> None:
