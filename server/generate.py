@@ -21,13 +21,15 @@ import torch
 from shared.messages import Generate, Progress, Result, ResultImage
 from shared.messages import Image as ImagePayload
 
-from .conditioning import regions
+from .conditioning import control, regions
 from .conditioning.conditioner import Conditioner
+from .errors import Unsupported
 from .imaging import latents, payloads, previews
 from .imaging.latents import Coder, FullVAE, TinyCoder
 from .imaging.outputs import OutputWriter
 from .jobs.job import Job, JobCancelledError
 from .models import interrupts, schedulers
+from .models.controlnets import ControlNets
 from .models.loading import PipelineCache
 from .models.memory import is_out_of_memory, out_of_memory_error
 from .models.pipelines import Model, call_arguments
@@ -52,6 +54,7 @@ class Generator:
         self.conditioner = Conditioner(registry)
         self.tiny_autoencoders = TinyAutoencoders(registry, cache.device, cache.dtype)
         self.upscalers = Upscalers(registry, cache.device, cache.dtype)
+        self.controlnets = ControlNets(registry, cache.device, cache.dtype)
         self.sessions = LiveSessions()
 
     def check(self, request: Generate) -> None:
@@ -62,6 +65,11 @@ class Generator:
         if request.upscaler is not None:
             self.upscalers.choose(request.upscaler)
         self.conditioner.check(request, entry.family)
+        if request.control and (request.mode == "upscale" or request.detail == "full"):
+            raise Unsupported("control images work with txt2img, img2img and inpaint, not yet with an upscale "
+                              "or detail 'full'", "control")
+        for i, item in enumerate(request.control):
+            self.controlnets.choose(item.kind, entry.family, item.model, f"control[{i}]")
 
     def check_finalize(self, owner: int, frame_id: str) -> LiveFrame:
         """The kept live frame a `finalize` asks for; NotFound at once when there is none."""
@@ -127,18 +135,23 @@ class Generator:
         if request.regions:
             region_masks = regions.latent_masks(request.regions, frame.canvas, frame.latent_size(model.latent_scale))
         prompting = self.conditioner.prepare(model.base, entry, request, region_masks)
+        global_tokens = prompting.restriction.spans[0][0] if prompting.restriction else None
 
-        # 6. Autoencoder: a tiny one for live frames where the model has one (docs/live.md). A live
+        # 6. Controls: each control image cut to the frame like the picture, its ControlNet loaded.
+        controls = control.prepare(request.control, frame.canvas, (frame.width, frame.height), entry.family,
+                                   self.controlnets)
+
+        # 7. Autoencoder: a tiny one for live frames where the model has one (docs/live.md). A live
         #    session's start picture is encoded once while it stays the same.
         live = job.session is not None
         coder = self.coder(model, pipe, request, live)
         encode = (self.sessions.encoder((job.owner, job.session), f"{entry.name}\0{entry.path}\0{coder.label}",
                                         coder.encode) if live else coder.encode)
 
-        # 7. The mode's own inputs: start latents, mask, strength.
+        # 8. The mode's own inputs: start latents, mask, strength.
         inputs = mode.inputs(pipe, generators, encode)
 
-        # 8. Denoise to latents, reporting progress and honouring cancel between steps (and tiles,
+        # 9. Denoise to latents, reporting progress and honouring cancel between steps (and tiles,
         #    where the mode works in tiles); a large picture's VAE works in tiles too.
         arguments = call_arguments(pipe, {
             **prompting.arguments,
@@ -152,21 +165,22 @@ class Generator:
             **inputs,
         })
         progress = JobProgress(job, model.family)
-        arguments["callback_on_step_end"] = chain(mode.on_step_end, progress.on_step_end)
+        arguments["callback_on_step_end"] = chain(mode.on_step_end, progress.on_step_end,
+                                                  controls.on_step_end if controls else None)
         arguments["output_type"] = "latent"
-        with regions.restricted(pipe.unet, prompting.restriction), latents.tiled_vae(pipe.vae, frame.width,
-                                                                                     frame.height):
+        with (regions.restricted(pipe.unet, prompting.restriction), control.applied(pipe, controls, global_tokens),
+              latents.tiled_vae(pipe.vae, frame.width, frame.height)):
             output = mode.denoise(pipe, arguments, progress)
 
-        # 9. Decode, unless the mode made its pictures itself (by the full VAE, in tiles where large).
+        # 10. Decode, unless the mode made its pictures itself (by the full VAE, in tiles where large).
         made = not isinstance(output.images, torch.Tensor)
         pictures = output.images if made else coder.decode(output.images)
 
-        # 10. The result layers, on disk before anything is sent; a live frame's latents are kept for
+        # 11. The result layers, on disk before anything is sent; a live frame's latents are kept for
         #     `finalize`.
         info = (describe(request, entry.name, frame, mode.strength, seed_list) | prompting.info
                 | coder_info(coder, model, request, encode) | ({"decoder": FullVAE.name} if made else {})
-                | mode.describe())
+                | mode.describe() | (controls.info() if controls else {}))
         if live and not job.cancelled and not made:
             self.sessions.keep_frame((job.owner, job.session),
                                      LiveFrame(request, entry, mode, output.images, seed_list, info))

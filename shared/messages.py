@@ -25,11 +25,16 @@ Autoencoder = Literal["auto", "full", "tiny"]
 # picture refined again at the canvas's size, in tiles (docs/upscale.md).
 Detail = Literal["fast", "full"]
 UPSCALE_FACTORS = (2, 4)
+# What a control image shows, and so which ControlNet reads it (docs/control.md).
+ControlKind = Literal["scribble", "lineart", "softedge", "canny", "depth", "pose", "tile"]
+CONTROL_KINDS: tuple[str, ...] = ControlKind.__args__  # type: ignore[attr-defined]
 
 ID_LENGTH = 128
 NAME_LENGTH = 256
 MAX_SEED = 2**63 - 1
 MAX_REGIONS = 16
+# ControlNets in one request: each runs beside the UNet at every step it covers.
+MAX_CONTROLS = 4
 # Characters in one prompt: A1111 users write a few hundred; servers may read less in some syntaxes.
 PROMPT_LENGTH = 20_000
 # Canvas positions lie within +-2^24 px: far beyond any canvas, and a difference of two positions
@@ -79,7 +84,7 @@ class ModelInfo:
     choices, so a client keeps working when a newer server lists kinds it does not know yet."""
 
     name: str
-    kind: str  # checkpoint, lora, embedding, upscaler
+    kind: str  # checkpoint, lora, embedding, upscaler, controlnet
     format: str | None = None  # diffusers, single_file
     family: str | None = None  # sd15, sdxl; None when it could not be told
     variant: str | None = None  # regular, inpaint (checkpoints)
@@ -88,6 +93,7 @@ class ModelInfo:
     trigger_words: list[str] = field(default_factory=list)
     defaults: ModelDefaults | None = None  # checkpoints that can be used
     scale: int | None = None  # upscalers: how many times larger each side comes out
+    kinds: list[str] = field(default_factory=list)  # ControlNets: the control kinds it reads
 
     @property
     def usable_checkpoint(self) -> bool:
@@ -161,6 +167,21 @@ class Region:
 
 
 @dataclass
+class Control:
+    """A control image (a sketch, line art, a depth map...) that the picture follows, read by a ControlNet
+    of its `kind` (the one named by `model`, else the server's for the model's family). `strength`
+    scales what the ControlNet adds; it acts over the share [start, end] of the steps and is not run
+    outside it."""
+
+    kind: ControlKind = spec()
+    image: Image = spec()
+    strength: float = spec(1.0, min=0.0, max=2.0)
+    start: float = spec(0.0, min=0.0, max=1.0)
+    end: float = spec(1.0, min=0.0, max=1.0)
+    model: str | None = spec(None, max_len=NAME_LENGTH)
+
+
+@dataclass
 class ResultImage:
     image: Image
     seed: int
@@ -208,6 +229,7 @@ class Generate:
     fit_native: bool = spec(False)
     result_format: ResultFormat = spec("rgba8")
     regions: list[Region] = spec(default_factory=list, max_len=MAX_REGIONS)
+    control: list[Control] = spec(default_factory=list, max_len=MAX_CONTROLS)
     # Inpaint only (docs/inpaint.md): pixels to grow the selection by and to feather over.
     grow: int | None = spec(None, min=0, max=1024)
     feather: int | None = spec(None, min=0, max=1024)
@@ -243,6 +265,11 @@ class Generate:
             self.mask.check(limits, "mask")
         for i, region in enumerate(self.regions):
             region.mask.check(limits, f"regions[{i}].mask")
+        for i, control in enumerate(self.control):
+            control.image.check(limits, f"control[{i}].image")
+            if control.start >= control.end:
+                raise bad_request(f"control[{i}].end", f"control[{i}] ends at {control.end}, not after its start "
+                                                       f"{control.start}")
         if self.mode != "txt2img" and self.strength is not None and int(self.steps * self.strength) < 1:
             raise bad_request("strength", f"strength {self.strength} of {self.steps} steps runs no step; "
                                           "raise strength or steps")

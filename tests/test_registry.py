@@ -84,7 +84,7 @@ def test_wire_form_has_no_paths(models_dir: Path, no_demo: None) -> None:
         assert "path" not in wire
         assert str(models_dir) not in json.dumps(wire)
         assert set(wire) <= {"name", "kind", "family", "variant", "format", "refused", "embedded", "trigger_words",
-                             "defaults"}
+                             "defaults", "kinds"}
 
 
 class _TouchWhenUnpickled:

@@ -35,6 +35,11 @@ def parameters_text(info: dict[str, Any], seed: int) -> str:
         "Guidance rescale": info.get("guidance_rescale") or None,
         "Mode": info.get("mode"),
     }
+    # As A1111's ControlNet extension writes them; the image was sent as made, so no module ran.
+    for i, item in enumerate(info.get("controls", [])):
+        fields[f"ControlNet {i}"] = (f'"Module: none, Model: {item["model"]}, Weight: {item["strength"]}, '
+                                     f'Guidance Start: {item["start"]}, Guidance End: {item["end"]}, '
+                                     f'Control Type: {item["kind"]}"')
     lines.append(", ".join(f"{key}: {value}" for key, value in fields.items() if value is not None))
     return "\n".join(lines)
 

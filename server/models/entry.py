@@ -9,7 +9,7 @@ from typing import Literal
 
 from shared.messages import ModelDefaults, ModelInfo
 
-Kind = Literal["checkpoint", "lora", "embedding", "upscaler"]
+Kind = Literal["checkpoint", "lora", "embedding", "upscaler", "controlnet"]
 Family = Literal["sd15", "sdxl"]
 # `inpaint`: a 9-channel UNet that takes the masked picture and the mask besides the latents.
 Variant = Literal["regular", "inpaint"]
@@ -30,12 +30,15 @@ class ModelEntry:
     tiny_autoencoder: Path | None = None
     scale: int | None = None  # upscalers: how many times larger each side comes out
     defaults: ModelDefaults | None = None  # what it is best used with (defaults.py)
+    kinds: tuple[str, ...] = ()  # ControlNets: the control kinds it reads (a union model, several)
+    union: bool = False  # ControlNets: one model for many kinds (diffusers' ControlNetUnionModel)
 
     def info(self) -> ModelInfo:
         """What clients see: no paths."""
         return ModelInfo(name=self.name, kind=self.kind, format=self.format, family=self.family,
                          variant=self.variant, refused=self.refused, embedded=self.embedded,
-                         trigger_words=list(self.trigger_words), defaults=self.defaults, scale=self.scale)
+                         trigger_words=list(self.trigger_words), defaults=self.defaults, scale=self.scale,
+                         kinds=list(self.kinds))
 
     def fingerprint(self) -> str:
         """A hex digest that changes when the file does, so an edited LoRA or embedding is loaded anew."""

@@ -90,6 +90,8 @@ class _Header:
 def _identify_tensors(entry: ModelEntry, header: _Header) -> ModelEntry:
     if header.has_prefix(UNET):
         return _identify_checkpoint(replace(entry, kind="checkpoint"), header)
+    if CONTROLNET_HINT in header.keys or any(k.endswith(LDM_CONTROLNET_HINT) for k in header.keys):
+        return _identify_controlnet(replace(entry, kind="controlnet"), header)
     if _is_lora(header.keys):
         return _identify_lora(replace(entry, kind="lora"), header)
     if _is_embedding(header.keys):
@@ -118,6 +120,88 @@ def _identify_checkpoint(entry: ModelEntry, header: _Header) -> ModelEntry:
     if not header.has_prefix(*VAE_PREFIXES):
         return replace(entry, refused="has no VAE weights; a whole checkpoint is needed")
     return entry
+
+
+# A ControlNet's first layer, reading the control image: diffusers' name, and the original one (after
+# an optional `control_model.`).
+CONTROLNET_HINT = "controlnet_cond_embedding.conv_in.weight"
+LDM_CONTROLNET_HINT = "input_hint_block.0.weight"
+# Only diffusers' union ControlNets (one model, many kinds) have a task embedding.
+UNION_KEY = "task_embedding"
+# Words in a ControlNet's file or folder name that say what it reads (lllyasviel's, diffusers', xinsir's
+# and A1111's names): the name is all a file says of it.
+CONTROL_NAME_WORDS: dict[str, str] = {
+    "scribble": "scribble", "sketch": "scribble",
+    "lineart": "lineart", "line_art": "lineart", "anime": "lineart",
+    "softedge": "softedge", "soft_edge": "softedge", "hed": "softedge", "pidi": "softedge",
+    "canny": "canny", "edge": "canny",
+    "depth": "depth", "midas": "depth", "zoe": "depth",
+    "openpose": "pose", "pose": "pose",
+    "tile": "tile", "blur": "tile",
+}
+
+
+def control_kinds(name: str) -> tuple[str, ...]:
+    """The control kinds a (non-union) ControlNet's name tells, in a fixed order: `line_art` before
+    `edge`, so "soft_edge" is not also read as canny's "edge"."""
+    lowered = name.lower().replace("-", "_")
+    found: list[str] = []
+    for word in sorted(CONTROL_NAME_WORDS, key=len, reverse=True):
+        if word in lowered:
+            lowered = lowered.replace(word, " ")
+            kind = CONTROL_NAME_WORDS[word]
+            if kind not in found:
+                found.append(kind)
+    return tuple(sorted(found))
+
+
+def _identify_controlnet(entry: ModelEntry, header: _Header) -> ModelEntry:
+    # Like an SDXL UNet, an SDXL ControlNet embeds the pooled text and sizes with the timestep.
+    sdxl = any(k.endswith(("add_embedding.linear_1.weight", "label_emb.0.0.weight")) for k in header.keys)
+    width = next((header.shape(k)[-1] for k in sorted(header.keys) if k.endswith("attn2.to_k.weight")), None)
+    if width == SD2_WIDTH:
+        return replace(entry, refused="Stable Diffusion 2.x ControlNets are not supported")
+    types = header.shape(UNION_KEY)[0] if UNION_KEY in header.keys else None
+    return controlnet_kinds(replace(entry, family="sdxl" if sdxl else "sd15"), types)
+
+
+def identify_controlnet_folder(folder: Path) -> ModelEntry:
+    """A diffusers ControlNet folder: config.json and its safetensors weights."""
+    entry = ModelEntry(name=folder.name, kind="controlnet", path=folder, format="diffusers", family=None)
+    try:
+        config = read_json(folder / "config.json")
+    except (OSError, ValueError) as exc:
+        return replace(entry, refused=f"its config.json cannot be read ({type(exc).__name__})")
+    if config.get("_class_name") not in ("ControlNetModel", "ControlNetUnionModel"):
+        return replace(entry, refused=f"{config.get('_class_name')} is not a ControlNet this server loads")
+    if not _has_safetensors(folder):
+        return replace(entry, refused="has no .safetensors weights (pickled weights are not loaded)")
+    if config.get("cross_attention_dim") == SD2_WIDTH:
+        return replace(entry, refused="Stable Diffusion 2.x ControlNets are not supported")
+    family: Family = "sdxl" if config.get("addition_embed_type") == "text_time" else "sd15"
+    if not is_valid_name(entry.name):
+        return replace(entry, refused="its name contains '..'; rename the folder")
+    union = config["_class_name"] == "ControlNetUnionModel"
+    return controlnet_kinds(replace(entry, family=family), config.get("num_control_type", 6) if union else None)
+
+
+def controlnet_kinds(entry: ModelEntry, union_types: int | None) -> ModelEntry:
+    """`entry` with the kinds it reads: for a union model (`union_types` control types) each kind it has
+    a type for, else those its name tells."""
+    if union_types is not None:
+        kinds = tuple(kind for kind, index in sorted(UNION_TYPES.items()) if index < union_types)
+        return replace(entry, union=True, kinds=kinds)
+    kinds = control_kinds(entry.name)
+    if not kinds:
+        return replace(entry, refused="its name does not say what it reads (scribble, lineart, softedge, canny, "
+                                      "depth, pose or tile): rename it to include one")
+    return replace(entry, kinds=kinds)
+
+
+# The control kinds of a union ControlNet, as the index of its control type (xinsir's union and promax
+# models: 0 pose, 1 depth, 2 soft edges and scribbles, 3 canny and line art, 6 tile).
+UNION_TYPES: dict[str, int] = {"pose": 0, "depth": 1, "scribble": 2, "softedge": 2, "canny": 3, "lineart": 3,
+                               "tile": 6}
 
 
 LORA_MARKERS = (".lora_down.", ".lora_A.", ".lora.down.", ".hada_w1_a", ".lokr_w1")

@@ -33,10 +33,16 @@ from ..errors import BadInput, ModelBroken, UnknownModel
 from . import upscalers
 from .defaults import sidecar_path, with_defaults
 from .entry import Kind, ModelEntry, is_valid_name
-from .identify import PICKLE_SUFFIXES, identify_file, identify_folder, is_tiny_autoencoder
+from .identify import (
+    PICKLE_SUFFIXES,
+    identify_controlnet_folder,
+    identify_file,
+    identify_folder,
+    is_tiny_autoencoder,
+)
 
 Identify = Callable[[Path, Kind], ModelEntry]
-IdentifyFolder = Callable[[Path], ModelEntry]
+IdentifyFolder = Callable[[Path, Kind], ModelEntry]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,15 @@ SUBFOLDERS: dict[str, Kind] = {
     "embeddings": "embedding",
     "upscale_models": "upscaler",
     "ESRGAN": "upscaler",
+    "controlnet": "controlnet",
+    "ControlNet": "controlnet",
+}
+# The file that makes a folder a diffusers model: a pipeline's index, or a ControlNet's config.
+FOLDER_MARKERS: dict[str, str] = {"controlnet": "config.json"}
+# What identify_folder reads, and the folders whose files it looks for; and the same of a ControlNet.
+FOLDER_PARTS: dict[str, tuple[str, ...]] = {
+    "checkpoint": ("model_index.json", "unet/config.json", "unet", "vae", "text_encoder", "text_encoder_2"),
+    "controlnet": ("config.json", "."),
 }
 # Folders holding tiny autoencoders (TAESD, TAESDXL) for live frames, in the spellings of this server,
 # A1111 and ComfyUI.
@@ -89,8 +104,9 @@ class Registry:
         def identify(path: Path, kind: Kind) -> ModelEntry:
             return known(_file_key(path, kind), lambda: identify_within(path, kind, READ_TIMEOUT))
 
-        def identify_dir(folder: Path) -> ModelEntry:
-            return known(_folder_key(folder), lambda: identify_folder(folder))
+        def identify_dir(folder: Path, kind: Kind) -> ModelEntry:
+            read = identify_controlnet_folder if kind == "controlnet" else identify_folder
+            return known(_folder_key(folder, kind), lambda: read(folder))
 
         for entry in scan_folders(self.folders, identify, identify_dir):
             key = (entry.kind, entry.name)
@@ -161,7 +177,7 @@ class Registry:
 
 
 def scan_folders(folders: Sequence[Path], identify: Identify = identify_file,
-                 identify_dir: IdentifyFolder = identify_folder) -> Iterator[ModelEntry]:
+                 identify_dir: IdentifyFolder = lambda folder, _: identify_folder(folder)) -> Iterator[ModelEntry]:
     seen: set[str] = set()
     for folder in folders:
         if folder.name in SUBFOLDERS and folder.is_dir():
@@ -207,10 +223,10 @@ def _scan(folder: Path, kind: Kind, depth: int, seen: set[str], identify: Identi
         path = folder / child.name
         suffix = path.suffix.lower()
         if is_dir:
-            if (path / "model_index.json").is_file():
+            if (path / FOLDER_MARKERS.get(kind, "model_index.json")).is_file():
                 seen.add(real)
                 if not _is_config_of_file(path):
-                    yield identify_dir(path)
+                    yield identify_dir(path, "controlnet" if kind == "controlnet" else "checkpoint")
             elif depth > 1:
                 yield from _scan(path, kind, depth - 1, seen, identify, identify_dir)
         elif kind == "upscaler" and suffix in upscalers.SUFFIXES:
@@ -249,11 +265,11 @@ def _file_key(path: Path, kind: Kind) -> tuple | None:
     return str(path), kind, found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns
 
 
-def _folder_key(folder: Path) -> tuple | None:
-    """What changes when what identify_folder reads changes: its two configs, and which files the
-    component folders hold (a file added or removed changes its folder's modification time)."""
-    key: tuple = (str(folder),)
-    for part in ("model_index.json", "unet/config.json", "unet", "vae", "text_encoder", "text_encoder_2"):
+def _folder_key(folder: Path, kind: Kind) -> tuple | None:
+    """What changes when what a diffusers folder is identified by changes: its configs, and which files
+    its folders hold (a file added or removed changes its folder's modification time)."""
+    key: tuple = (str(folder), kind)
+    for part in FOLDER_PARTS[kind]:
         try:
             found = os.stat(folder / part)
         except FileNotFoundError:

@@ -1,0 +1,110 @@
+"""Tiny random-weight ControlNets for the tiny checkpoints of tiny_models.py, in every layout the
+server loads (server/models/controlnets.py):
+
+controlnet/tiny-sd15-scribble/                 diffusers folder (ControlNetModel)
+controlnet/tiny-sd15-canny.safetensors         single file, diffusers keys, with its `<stem>.config/`
+controlnet/tiny-sd15-depth.safetensors         single file, original (lllyasviel) keys, with its config
+controlnet/tiny-sdxl-union/                    diffusers folder (ControlNetUnionModel, 8 control types)
+controlnet/tiny-sdxl-lineart.safetensors       single file, diffusers keys
+controlnet/old-pose.pth                        a pickle: refused unopened
+
+A new ControlNet's output layers are zero, so it would change nothing; these get small random
+ones, so a test sees what a control does.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from diffusers import ControlNetModel, ControlNetUnionModel
+from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING
+from safetensors.torch import save_file
+
+from server.models.identify import UNET
+
+from .ldm_layout import unet_key_to_ldm
+from .tiny_models import MARKER, _unet, _written
+
+CONDITIONING_CHANNELS = (4, 8, 8, 16)  # four stages: the control image is made 8 times smaller
+OUTPUT_LAYERS = ("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")
+
+
+def _randomized(net: torch.nn.Module, seed: int) -> torch.nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in net.named_parameters():
+            if name.startswith(OUTPUT_LAYERS):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+    return net
+
+
+def tiny_controlnet(family: str, seed: int = 0) -> ControlNetModel:
+    torch.manual_seed(seed)
+    unet = _unet(family, "regular")  # type: ignore[arg-type]
+    return _randomized(ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=CONDITIONING_CHANNELS),
+                       seed)
+
+
+def tiny_union_controlnet(seed: int = 0) -> ControlNetUnionModel:
+    torch.manual_seed(seed)
+    plain = ControlNetModel.from_unet(_unet("sdxl", "regular"),  # type: ignore[arg-type]
+                                      conditioning_embedding_out_channels=CONDITIONING_CHANNELS)
+    config = dict(plain.config, num_control_type=8, num_trans_channel=32, num_trans_head=2, num_proj_channel=32)
+    return _randomized(ControlNetUnionModel.from_config(config), seed)
+
+
+def original_layout(net: ControlNetModel) -> dict[str, torch.Tensor]:
+    """`net`'s weights under lllyasviel's names, the inverse of diffusers' convert_controlnet_checkpoint."""
+    layers = {diffusers: ldm for diffusers, ldm in DIFFUSERS_TO_LDM_MAPPING["controlnet"]["layers"].items()}
+    with_attention = frozenset(i for i, t in enumerate(net.config.down_block_types) if "CrossAttn" in t)
+    out = {}
+    for key, tensor in net.state_dict().items():
+        if key in layers:
+            name = layers[key]
+        elif key.startswith("controlnet_cond_embedding.blocks."):
+            index = int(key.split(".")[2])
+            name = f"input_hint_block.{2 * (index + 1)}.{key.rsplit('.', 1)[1]}"
+        elif key.startswith("controlnet_down_blocks."):
+            index, param = key.split(".")[1:]
+            name = f"zero_convs.{index}.0.{param}"
+        elif key.startswith("controlnet_mid_block."):
+            name = f"middle_block_out.0.{key.rsplit('.', 1)[1]}"
+        else:
+            name = unet_key_to_ldm(key, net.config.layers_per_block, with_attention).removeprefix(UNET)
+        out["control_model." + name] = tensor.contiguous()
+    return out
+
+
+def _save_single(net: torch.nn.Module, path: Path, weights: dict[str, torch.Tensor] | None = None) -> None:
+    save_file(weights or {k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    config = path.with_suffix(".config")
+    config.mkdir(exist_ok=True)
+    (config / "config.json").write_text(json.dumps(dict(net.config, _class_name=type(net).__name__)))
+
+
+def write_tiny_controlnets(root: Path) -> dict[str, Path]:
+    folder = root / "controlnet"
+    paths = {
+        "tiny-sd15-scribble": folder / "tiny-sd15-scribble",
+        "tiny-sd15-canny": folder / "tiny-sd15-canny.safetensors",
+        "tiny-sd15-depth": folder / "tiny-sd15-depth.safetensors",
+        "tiny-sdxl-union": folder / "tiny-sdxl-union",
+        "tiny-sdxl-lineart": folder / "tiny-sdxl-lineart.safetensors",
+        "old-pose": folder / "old-pose.pth",
+    }
+
+    def write() -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        tiny_controlnet("sd15", seed=1).save_pretrained(paths["tiny-sd15-scribble"])
+        _save_single(tiny_controlnet("sd15", seed=2), paths["tiny-sd15-canny"])
+        depth = tiny_controlnet("sd15", seed=3)
+        _save_single(depth, paths["tiny-sd15-depth"], original_layout(depth))
+        tiny_union_controlnet(seed=4).save_pretrained(paths["tiny-sdxl-union"])
+        _save_single(tiny_controlnet("sdxl", seed=5), paths["tiny-sdxl-lineart"])
+        paths["old-pose"].write_bytes(b"\x80\x04K\x01.")  # a pickle of 1: never opened
+
+    return _written(root, MARKER + "-controlnets", paths, write)

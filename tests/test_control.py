@@ -1,0 +1,258 @@
+"""Control images: ControlNets found and loaded in every layout, control images placed like the picture,
+and pictures from the real server in every mode, with regions and live frames; and the errors."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from server.conditioning import control
+from server.config import ServerConfig
+from server.imaging.outputs import parameters_text
+from server.models.controlnets import load
+from server.models.registry import Registry
+from shared.client import Client, ServerError
+from shared.crop import Rect
+from shared.messages import Control, Generate, Image, Live, Mask, Region
+from testing.serving import running_server, url
+from testing.tiny_controlnets import tiny_controlnet, write_tiny_controlnets
+
+SIDE = 64
+
+
+@pytest.fixture(scope="module")
+def controlnets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("controlnets")
+    write_tiny_controlnets(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def client(models_dir: Path, controlnets: Path, tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("server")
+    config = ServerConfig(models=[models_dir, controlnets], outputs=folder / "outputs")
+    with running_server(config) as server, Client(url(server), name="test") as connected:
+        yield connected
+
+
+# --- finding and loading ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "format", "family", "kinds", "union"), [
+    ("tiny-sd15-scribble", "diffusers", "sd15", ("scribble",), False),
+    ("tiny-sd15-canny", "single_file", "sd15", ("canny",), False),
+    ("tiny-sd15-depth", "single_file", "sd15", ("depth",), False),
+    ("tiny-sdxl-lineart", "single_file", "sdxl", ("lineart",), False),
+    ("tiny-sdxl-union", "diffusers", "sdxl", ("canny", "depth", "lineart", "pose", "scribble", "softedge", "tile"),
+     True),
+])
+def test_controlnets_are_identified_in_every_layout(controlnets, name, format, family, kinds, union):
+    registry = Registry([controlnets])
+    registry.scan()
+    entry = registry.get(name, "controlnet")
+    assert (entry.format, entry.family, entry.kinds, entry.union) == (format, family, kinds, union)
+    assert entry.info().kinds == list(kinds)
+
+
+def test_a_pickled_controlnet_is_refused_unopened(controlnets):
+    registry = Registry([controlnets])
+    registry.scan()
+    (entry,) = [e for e in registry.entries() if e.name == "old-pose"]
+    assert entry.kind == "controlnet" and "pickle" in entry.refused
+
+
+def test_the_original_layout_loads_to_the_same_weights(controlnets):
+    registry = Registry([controlnets])
+    registry.scan()
+    loaded = load(registry.get("tiny-sd15-depth", "controlnet")).state_dict()
+    made = tiny_controlnet("sd15", seed=3).state_dict()
+    assert loaded.keys() == made.keys()
+    assert all(torch.equal(loaded[key], made[key]) for key in made)
+
+
+@pytest.mark.parametrize(("name", "kinds"), [
+    ("control_v11p_sd15_scribble", ("scribble",)),
+    ("control_v11p_sd15_softedge", ("softedge",)),
+    ("control_v11p_sd15s2_lineart_anime", ("lineart",)),
+    ("controlnet-canny-sdxl-1.0", ("canny",)),
+    ("control_v11f1p_sd15_depth", ("depth",)),
+    ("control_v11p_sd15_openpose", ("pose",)),
+    ("control_v11f1e_sd15_tile", ("tile",)),
+    ("control_sd15_hed", ("softedge",)),
+    ("t2i-adapter-sketch", ("scribble",)),
+    ("my-controlnet", ()),
+])
+def test_kinds_from_names(name, kinds):
+    from server.models.identify import control_kinds
+
+    assert control_kinds(name) == kinds
+
+
+# --- control images -----------------------------------------------------------------------------------
+
+
+def rgba(pixels: list[list[tuple[int, int, int, int]]]) -> PIL.Image.Image:
+    return PIL.Image.fromarray(np.array(pixels, np.uint8), "RGBA")
+
+
+@pytest.mark.parametrize(("pixels", "lines"), [
+    # Strokes on a transparent layer: their coverage is the line, whatever their colour.
+    ([[(0, 0, 0, 255), (0, 0, 0, 0)], [(200, 10, 10, 128), (255, 255, 255, 0)]], [[255, 0], [128, 0]]),
+    # Dark lines on light paper: inverted.
+    ([[(0, 0, 0, 255), (255, 255, 255, 255)], [(255, 255, 255, 255), (255, 255, 255, 255)]], [[255, 0], [0, 0]]),
+    # Light lines on black, as a preprocessor makes them: kept.
+    ([[(255, 255, 255, 255), (0, 0, 0, 255)], [(0, 0, 0, 255), (0, 0, 0, 255)]], [[255, 0], [0, 0]]),
+])
+def test_line_pictures(pixels, lines):
+    out = np.asarray(control.line_picture(rgba(pixels)))
+    assert (out[..., 0] == np.array(lines)).all() and (out[..., 0] == out[..., 2]).all()
+
+
+@pytest.mark.parametrize(("at", "frame", "size", "white"), [
+    ((0, 0), Rect(0, 0, 8, 8), (8, 8), (0, 0, 4, 4)),  # as it lies
+    ((3, 5), Rect(0, 0, 8, 8), (8, 8), (3, 5, 7, 8)),  # an odd offset, cut at the frame's edge
+    ((-2, -2), Rect(0, 0, 8, 8), (8, 8), (0, 0, 2, 2)),  # partly left of and above the canvas
+    ((10, 10), Rect(8, 8, 8, 8), (16, 16), (4, 4, 12, 12)),  # an inpaint crop, generated at twice its size
+    ((100, 100), Rect(0, 0, 8, 8), (8, 8), None),  # outside the frame: black
+])
+def test_control_images_are_placed_over_the_frame(at, frame, size, white):
+    picture = PIL.Image.new("RGB", (4, 4), (255, 255, 255))
+    out = np.asarray(control.placed(picture, at, frame, size))[..., 0]
+    assert out.shape == (size[1], size[0])
+    if white is None:
+        assert not out.any()
+        return
+    # Scaled pictures are resampled smoothly: the box's edge pixels may be grey.
+    x0, y0, x1, y1 = white
+    grey = 1 if size != (frame.width, frame.height) else 0
+    assert (out[y0 + grey:y1 - grey, x0 + grey:x1 - grey] == 255).all()
+    outside = np.ones_like(out, bool)
+    outside[max(y0 - grey, 0):y1 + grey, max(x0 - grey, 0):x1 + grey] = False
+    assert not out[outside].any()
+
+
+@pytest.mark.parametrize(("start", "end", "steps", "running"), [
+    (0.0, 1.0, 4, [0, 1, 2, 3]),
+    (0.0, 0.5, 4, [0, 1]),
+    (0.5, 1.0, 4, [2, 3]),
+    (0.25, 0.75, 4, [1, 2]),
+    (0.0, 0.5, 3, [0]),  # a step that ends past `end` does not run
+    (0.1, 1.0, 10, list(range(1, 10))),
+])
+def test_a_control_runs_only_within_its_range(start, end, steps, running):
+    item = control.ActiveControl("n", "scribble", None, torch.zeros(1), 1.0, start, end)  # type: ignore[arg-type]
+    assert [step for step in range(steps) if item.covers(step, steps)] == running
+
+
+# --- through the server ---------------------------------------------------------------------------------
+
+
+def cross() -> Image:
+    """A white cross on black, drawn on the canvas at an odd offset."""
+    pixels = np.zeros((40, 40, 4), np.uint8)
+    pixels[..., 3] = 255
+    pixels[18:22, :, :3] = 255
+    pixels[:, 18:22, :3] = 255
+    return Image(width=40, height=40, format="rgba8", data=pixels.tobytes(), x=13, y=7)
+
+
+def canvas() -> Image:
+    pixels = np.full((SIDE, SIDE, 4), 255, np.uint8)
+    pixels[: SIDE // 2, :, :3] = (40, 90, 200)
+    return Image(width=SIDE, height=SIDE, format="rgba8", data=pixels.tobytes())
+
+
+def request(**fields) -> Generate:
+    defaults = {"id": uuid.uuid4().hex, "mode": "txt2img", "model": "tiny-sd15", "prompt": "a red circle",
+                "width": SIDE, "height": SIDE, "steps": 4, "seed": 3, "cfg_scale": 7.0}
+    return Generate(**{**defaults, **fields})
+
+
+def pixels(client: Client, **fields) -> np.ndarray:
+    result = client.generate(request(**fields))
+    image = result.images[0].image
+    return np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, 4).astype(int)
+
+
+def selection() -> Mask:
+    data = np.zeros((SIDE, SIDE), np.uint8)
+    data[16:48, 16:48] = 255
+    return Mask(width=SIDE, height=SIDE, format="a8", data=data.tobytes())
+
+
+MODES = {
+    "txt2img": {},
+    "img2img": {"mode": "img2img", "image": canvas(), "strength": 0.75},
+    "inpaint": {"mode": "inpaint", "image": canvas(), "mask": selection(), "strength": 1.0},
+    "inpaint model": {"mode": "inpaint", "model": "tiny-sd15-inpaint", "image": canvas(), "mask": selection()},
+    "regions": {"regions": [Region(mask=selection(), prompt="a green square")]},
+    "sdxl": {"model": "tiny-sdxl"},
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_control_changes_the_picture_in_every_mode_and_strength_0_changes_nothing(client, mode):
+    fields = MODES[mode]
+    kind = "lineart" if mode == "sdxl" else "scribble"
+    plain = pixels(client, **fields)
+    controlled = pixels(client, **fields, control=[Control(kind=kind, image=cross())])
+    assert np.abs(controlled - plain).mean() > 1
+    assert (pixels(client, **fields, control=[Control(kind=kind, image=cross())]) == controlled).all()
+    assert (pixels(client, **fields, control=[Control(kind=kind, image=cross(), strength=0)]) == plain).all()
+
+
+def test_inpaint_with_a_control_changes_only_the_selection_and_keeps_its_crop(client):
+    fields = MODES["inpaint"] | {"grow": 0, "feather": 0}
+    plain = client.generate(request(**fields)).images[0].image
+    controlled = client.generate(request(**fields, control=[Control(kind="scribble", image=cross())]))
+    layer = controlled.images[0].image
+    assert (layer.x, layer.y, layer.width, layer.height) == (plain.x, plain.y, plain.width, plain.height)
+    a, b = (np.frombuffer(i.data, np.uint8).reshape(i.height, i.width, 4).astype(int) for i in (plain, layer))
+    assert (a[..., 3] == b[..., 3]).all()
+    changed = np.abs(a - b)[..., :3].max(axis=-1) > 0
+    assert changed.any() and not changed[a[..., 3] == 0].any()
+
+
+def test_a_range_and_several_controls_each_change_the_picture(client):
+    whole = pixels(client, control=[Control(kind="scribble", image=cross())])
+    half = pixels(client, control=[Control(kind="scribble", image=cross(), end=0.5)])
+    both = pixels(client, control=[Control(kind="scribble", image=cross()),
+                                   Control(kind="canny", image=cross(), strength=0.5)])
+    assert np.abs(whole - half).mean() > 0.5
+    assert np.abs(whole - both).mean() > 0.5
+
+
+def test_a_union_controlnet_serves_the_kinds_that_have_no_model_of_their_own(client):
+    result = client.generate(request(model="tiny-sdxl", control=[Control(kind="pose", image=cross()),
+                                                                  Control(kind="lineart", image=cross())]))
+    assert [c["model"] for c in result.info["controls"]] == ["tiny-sdxl-union", "tiny-sdxl-lineart"]
+    assert 'ControlNet 0: "Module: none, Model: tiny-sdxl-union, Weight: 1.0' in parameters_text(result.info, 3)
+
+
+def test_a_live_frame_with_a_control(client):
+    frame = Live(id=uuid.uuid4().hex, session="s", mode="img2img", model="tiny-sd15", prompt="a red circle",
+                 image=canvas(), strength=0.5, steps=4, seed=1, control=[Control(kind="scribble", image=cross())])
+    result = client.generate(frame)
+    assert result.info["controls"][0]["model"] == "tiny-sd15-scribble"
+
+
+@pytest.mark.parametrize(("fields", "code", "field"), [
+    ({"control": [Control(kind="pose", image=cross())]}, "unsupported", "control[0].kind"),
+    ({"control": [Control(kind="scribble", image=cross(), model="nope")]}, "unknown_model", "control[0].model"),
+    ({"control": [Control(kind="scribble", image=cross(), model="tiny-sdxl-lineart")]}, "unsupported",
+     "control[0].kind"),
+    ({"control": [Control(kind="lineart", image=cross(), model="tiny-sdxl-lineart")]}, "unsupported",
+     "control[0].model"),
+    ({"control": [Control(kind="scribble", image=cross(), start=0.6, end=0.4)]}, "bad_request", "control[0].end"),
+    ({"mode": "upscale", "image": canvas(), "control": [Control(kind="scribble", image=cross())]}, "unsupported",
+     "control"),
+])
+def test_errors_name_the_control(client, fields, code, field):
+    with pytest.raises(ServerError) as caught:
+        client.generate(request(**fields))
+    assert (caught.value.error.code, caught.value.error.field) == (code, field)
