@@ -38,7 +38,7 @@ from .models.tiny_autoencoders import TinyAutoencoders
 from .models.upscalers import Upscalers
 from .modes import MODES
 from .modes.base import Frame, Mode, chain, seeds
-from .sessions import LiveFrame, LiveSessions
+from .sessions import Encoder, LiveFrame, LiveSessions
 
 # The side of the square each family was trained at: a request without a size is generated there.
 NATIVE_SIDES = {"sd15": 512, "sdxl": 1024}
@@ -142,11 +142,12 @@ class Generator:
                                    self.controlnets)
 
         # 7. Autoencoder: a tiny one for live frames where the model has one (docs/live.md). A live
-        #    session's start picture is encoded once while it stays the same.
+        #    session's start picture is encoded once while it stays the same, and where a stroke
+        #    changed a part of it, that part alone where the coder allows (sessions.py).
         live = job.session is not None
         coder = self.coder(model, pipe, request, live)
         encode = (self.sessions.encoder((job.owner, job.session), f"{entry.name}\0{entry.path}\0{coder.label}",
-                                        coder.encode) if live else coder.encode)
+                                        coder) if live else coder.encode)
 
         # 8. The mode's own inputs: start latents, mask, strength.
         inputs = mode.inputs(pipe, generators, encode)
@@ -279,16 +280,20 @@ class JobProgress:
 
 def coder_info(coder: Coder, model: Model, request: Generate, encode: Any) -> dict[str, Any]:
     """Which autoencoder ran: `decoder`, `encoder` where there was a start picture (a 9-channel model's
-    pipeline encodes it with its VAE), `latents_reused` where a live session's unchanged start
-    picture was not encoded again, and the tiny autoencoder's name."""
+    pipeline encodes it with its VAE), the tiny autoencoder's name, and for a live session's start
+    picture how it was encoded: `start_encode` ("reused" unchanged, "tiles" where only a changed part
+    was, "whole"), `latents_reused` (true where it was not encoded at all) and `tile_error` (what the
+    check at a patch's border measured, where one was tried)."""
     info: dict[str, Any] = {"decoder": coder.name}
     if isinstance(coder, TinyCoder):
         info["tiny_autoencoder"] = coder.tiny.name
     if request.image is not None:
         info["encoder"] = FullVAE.name if model.is_inpaint_model else coder.name
-    reused = getattr(encode, "reused", None)
-    if reused is not None:
-        info["latents_reused"] = reused
+    if isinstance(encode, Encoder) and encode.way is not None:
+        info["start_encode"] = encode.way
+        info["latents_reused"] = encode.reused
+        if encode.ring_error is not None:
+            info["tile_error"] = round(encode.ring_error, 6)
     return info
 
 

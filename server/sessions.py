@@ -1,7 +1,8 @@
 """What the server keeps of each live session between its frames (docs/live.md):
 
-- the latents of the last start picture, so a frame whose start picture is unchanged (only the
-  prompt or the strength moved) is not encoded again;
+- the last start picture and its latents, so a frame whose start picture is unchanged (only the
+  prompt or the strength moved) is not encoded again, and one where a stroke changed a part of it
+  encodes that part only (imaging/changes.py);
 - the last finished frame: its latents and how they became a layer, so `finalize` decodes them with
   the full VAE when the artist applies the frame, without denoising again.
 
@@ -12,19 +13,21 @@ is gone cannot be finalized (`not_found`); the client then keeps the picture it 
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import PIL.Image
 import torch
 
+from shared.crop import Rect
 from shared.messages import Generate
 
 from .errors import NotFound
+from .imaging import changes
+from .imaging.latents import Coder
 from .models.entry import ModelEntry
 from .modes.base import Mode
 
@@ -56,35 +59,85 @@ class LiveFrame:
         return self.latents.nbytes + 3 * pixels
 
 
+@dataclass(frozen=True)
+class Start:
+    """A session's last start picture, what decided its latents besides the pixels, and the latents;
+    `drift`: what the patches since its last whole encode may have moved them by (imaging/changes.py)."""
+
+    context: bytes
+    pixels: np.ndarray  # RGB
+    latents: torch.Tensor
+    drift: float = 0.0
+
+    def footprint(self) -> int:
+        return self.pixels.nbytes + self.latents.nbytes
+
+
 @dataclass
 class _Session:
-    start: tuple[bytes, torch.Tensor] | None = None  # digest of the start picture, its latents
+    start: Start | None = None
     frame: LiveFrame | None = None
 
     def footprint(self) -> int:
-        return (self.start[1].nbytes if self.start else 0) + (self.frame.footprint() if self.frame else 0)
+        return (self.start.footprint() if self.start else 0) + (self.frame.footprint() if self.frame else 0)
 
 
 @dataclass
 class Encoder:
-    """Encodes a session's start pictures with `encode`, reusing the last latents for an identical one.
-    `reused` tells afterwards whether it did."""
+    """Encodes a session's start pictures with `coder`, from what it kept of the last one: an identical
+    picture reuses its latents; where a part changed and the coder's latents depend only on nearby
+    pixels, that part is encoded and patched into them, if the check at its border passes and the
+    patches since the last whole encode stay within the bound all together (imaging/changes.py).
+    Afterwards `way` says which it was ("reused", "tiles" or "whole"), `ring_error` what a patch tried
+    measured."""
 
     sessions: LiveSessions
     key: Key
     context: bytes  # what besides the pixels decides the latents: the model and the coder
-    encode: Callable[[PIL.Image.Image], torch.Tensor]
-    reused: bool | None = field(default=None, init=False)
+    coder: Coder
+    margin: int = changes.MARGIN
+    bound: float = changes.BOUND
+    way: str | None = field(default=None, init=False)
+    ring_error: float | None = field(default=None, init=False)
+
+    @property
+    def reused(self) -> bool | None:
+        return None if self.way is None else self.way == "reused"
 
     def __call__(self, picture: PIL.Image.Image) -> torch.Tensor:
-        digest = hashlib.blake2b(self.context + f"{picture.mode}{picture.size}".encode() + picture.tobytes(),
-                                 digest_size=16).digest()
-        latents = self.sessions.start_latents(self.key, digest)
-        self.reused = latents is not None
-        if latents is None:
-            latents = self.encode(picture)
-            self.sessions.keep_start(self.key, digest, latents)
+        pixels = np.asarray(picture.convert("RGB"))
+        last = self.sessions.start(self.key)
+        if last is not None and last.context == self.context and last.pixels.shape == pixels.shape:
+            box = changes.changed_box(last.pixels, pixels)
+            if box is None:
+                self.way = "reused"
+                return last.latents
+            patched = self._patched(last, picture, pixels, box)
+            if patched is not None:
+                self.way = "tiles"
+                self.sessions.keep_start(self.key, patched)
+                return patched.latents
+        self.way = "whole"
+        latents = self.coder.encode(picture)
+        self.sessions.keep_start(self.key, Start(self.context, pixels, latents))
         return latents
+
+    def _patched(self, last: Start, picture: PIL.Image.Image, pixels: np.ndarray, box: Rect) -> Start | None:
+        """What to keep with the changed part encoded and patched in, or None where a whole encode is due."""
+        if not self.coder.local:
+            return None
+        width, height = picture.size
+        scale = self.coder.scale
+        patch = changes.patch_for(box, width, height, scale, margin=self.margin)
+        if patch is None or patch.share(width, height) > changes.MAX_SHARE:
+            return None
+        area = patch.encoded
+        part = self.coder.encode(picture.crop((area.x, area.y, area.right, area.bottom)))
+        self.ring_error = changes.ring_error(last.latents, part, patch, scale)
+        drift = last.drift + self.ring_error
+        if drift > self.bound:
+            return None
+        return Start(self.context, pixels, changes.pasted(last.latents, part, patch, scale), drift)
 
 
 class LiveSessions:
@@ -94,20 +147,20 @@ class LiveSessions:
         self._sessions: OrderedDict[Key, _Session] = OrderedDict()
         self._lock = threading.Lock()
 
-    def encoder(self, key: Key, context: str, encode: Callable[[PIL.Image.Image], torch.Tensor]) -> Encoder:
-        return Encoder(self, key, context.encode(), encode)
+    def encoder(self, key: Key, context: str, coder: Coder) -> Encoder:
+        return Encoder(self, key, context.encode(), coder)
 
-    def start_latents(self, key: Key, digest: bytes) -> torch.Tensor | None:
+    def start(self, key: Key) -> Start | None:
         with self._lock:
             session = self._sessions.get(key)
-            if session is None or session.start is None or session.start[0] != digest:
+            if session is None or session.start is None:
                 return None
             self._sessions.move_to_end(key)
-            return session.start[1]
+            return session.start
 
-    def keep_start(self, key: Key, digest: bytes, latents: torch.Tensor) -> None:
+    def keep_start(self, key: Key, start: Start) -> None:
         with self._lock:
-            self._session(key).start = (digest, latents)
+            self._session(key).start = start
             self._trim()
 
     def keep_frame(self, key: Key, frame: LiveFrame) -> None:

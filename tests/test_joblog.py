@@ -43,6 +43,9 @@ CASES = [
      {"size": None, "outcome": "error", "code": "out_of_memory", "run_s": 0.1}),
     ("live frames name their session", make_job(IMG2IMG, 1.0, 2.0, 3.0, session="s1"),
      Cancelled(id="b", reason="superseded"), {"session": "s1", "reason": "superseded"}),
+    ("and how their start picture was encoded", make_job(IMG2IMG, 1.0, 2.0, 3.0, session="s1"),
+     Result(id="b", images=[], info={"start_encode": "tiles", "tile_error": 0.0001}, elapsed=1.0),
+     {"session": "s1", "start_encode": "tiles", "tile_error": None}),
 ]
 
 

@@ -325,6 +325,22 @@ def test_apply_of_a_live_frame_gives_its_full_quality_picture_in_gui_krita(
     assert applied_rgba != Path(found["preview"]).read_bytes()  # not the tiny autoencoder's picture
 
 
+@needs_strokes
+def test_a_small_live_stroke_is_encoded_in_the_area_around_it_in_gui_krita(
+        krita_home: KritaHome, tiny_coder_server: ServerProcess) -> None:
+    """A short brush stroke on a larger canvas: the live frame after it encodes the area around the
+    stroke only (docs/live.md), the first frame the whole canvas."""
+    lines = len(tiny_coder_server.job_lines())
+    found = run_gui(krita_home, "gui_live_apply", tiny_coder_server.url, model="tiny-sd15", size=[512, 384],
+                    points=20, pause=0.02, steps=4, reach=0.03)
+    assert "Traceback" not in found["log"] and "error" not in found, found.get("error") or found["log"][-3000:]
+    assert found["connected"] and found["stroke_shown"]
+    frames = [j for j in tiny_coder_server.job_lines()[lines:] if j.get("session") and j["outcome"] == "result"]
+    assert frames[0]["start_encode"] == "whole", frames
+    shown = next(j for j in frames if j["id"] == found["frame_id"])
+    assert shown["start_encode"] == "tiles", frames
+
+
 def _strokes(events: list[tuple[float, str]]) -> list[tuple[float, float]]:
     """(press, release) times from a scenario's timeline."""
     presses, releases = [t for t, e in events if e == "pressed"], [t for t, e in events if e == "released"]

@@ -1,5 +1,6 @@
 """Tiny autoencoders for live frames: which one a job uses (per family, present or absent), Apply's
-full decode of a live frame's kept latents (bit for bit), and an unchanged canvas encoded once."""
+full decode of a live frame's kept latents (bit for bit), an unchanged canvas encoded once, and a
+stroke encoded in the area around it only (tests/test_changes.py has the details)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,20 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
+import PIL.Image
 import pytest
 import torch
 from diffusers import AutoencoderTiny
 from safetensors.torch import save_file
 
 from server.config import ServerConfig
-from server.imaging import payloads
+from server.imaging import changes, payloads
 from server.models import identify, tiny_autoencoders
 from server.models.demo import TINY_AUTOENCODER_DIR
 from server.models.registry import Registry, find_tiny_autoencoders
 from shared.client import Client, ServerError
 from shared.messages import Generate, Image, Live, Mask
+from testing.live_encode import Encodes, shapes, stroked
 from testing.serving import running_server, url
 from testing.tiny_models import tiny_autoencoder
 
@@ -226,3 +229,31 @@ def test_an_unchanged_canvas_is_encoded_once_and_gives_the_same_latents(served):
     assert other_coder.info["latents_reused"] is False and fresh.info["latents_reused"] is False
     # Reused latents are the latents: the frame is what a fresh encode gives, pixel for pixel.
     assert changed_prompt.images[0].image.data == fresh.images[0].image.data
+
+
+def rgba(picture: PIL.Image.Image) -> Image:
+    return Image(width=picture.width, height=picture.height, format="rgba8", data=picture.convert("RGBA").tobytes())
+
+
+def test_a_stroke_is_encoded_in_the_area_around_it(served):
+    before = shapes(256, 256)
+    after = stroked(before, 120, 118)
+    with Client(url(served)) as client:
+        first = client.generate(live(session="stroke", image=rgba(before)))
+        encodes = Encodes(served.generator.tiny_autoencoders.get(served.registry.get("tiny-sd15")).module.encoder)
+        try:
+            patched = client.generate(live(session="stroke", image=rgba(after)))
+            whole = client.generate(live(session="stroke-fresh", image=rgba(after)))
+            resized = client.generate(live(session="stroke", image=rgba(shapes(256, 248))))
+            sizes = encodes.take()
+        finally:
+            encodes.close()
+        full = [client.generate(live(session="stroke-full", image=rgba(picture), autoencoder="full")).info
+                for picture in (before, after)]
+    assert first.info["start_encode"] == "whole" and first.info["latents_reused"] is False
+    assert "tile_error" not in first.info
+    assert patched.info["start_encode"] == "tiles" and patched.info["latents_reused"] is False
+    assert 0 < patched.info["tile_error"] <= changes.BOUND
+    assert sizes == [(152, 168), (256, 256), (248, 256)]  # the stroke's area; a fresh session; a new size
+    assert whole.info["start_encode"] == resized.info["start_encode"] == "whole"
+    assert [info["start_encode"] for info in full] == ["whole", "whole"]  # the full VAE is never patched

@@ -37,6 +37,10 @@ VAE_OVERLAP = 4
 
 class Coder(ABC):
     name: ClassVar[str]  # as the result's `info` reports it
+    # Whether a latent depends only on the pixels near it, so that a part of a picture can be encoded
+    # alone (imaging/changes.py): true of convolutions alone, false where group norms or attention
+    # reach across the whole picture.
+    local: ClassVar[bool]
 
     def __init__(self, pipe: Any):
         self.pipe = pipe
@@ -45,6 +49,11 @@ class Coder(ABC):
     def label(self) -> str:
         """Tells apart coders whose latents of one picture differ."""
         return self.name
+
+    @property
+    def scale(self) -> int:
+        """Pixels per latent pixel, each way."""
+        return self.pipe.vae_scale_factor
 
     @abstractmethod
     def encode(self, picture: PIL.Image.Image) -> torch.Tensor:
@@ -64,6 +73,7 @@ class Coder(ABC):
 
 class FullVAE(Coder):
     name = "vae"
+    local = False
 
     def __init__(self, pipe: Any, sdxl: bool = False):
         super().__init__(pipe)
@@ -91,6 +101,7 @@ class FullVAE(Coder):
 
 class TinyCoder(Coder):
     name = "tiny"
+    local = True
 
     def __init__(self, pipe: Any, tiny: TinyAutoencoder):
         super().__init__(pipe)

@@ -2,7 +2,8 @@
 
 Each line is a JSON object: when the job ended, its id, mode, model, size, steps, batch size,
 how long it waited in the queue and ran (a training: its last run, after its last pause), and its
-outcome (`result`, `cancelled` or `error`, with the error code or the cancel reason). Prompts and
+outcome (`result`, `cancelled` or `error`, with the error code or the cancel reason); a live frame's
+how its start picture was encoded (`start_encode`: reused, tiles or whole; docs/live.md). Prompts and
 images are never written: the log is for diagnosing the server, not a record of what people painted.
 """
 
@@ -55,6 +56,8 @@ def job_line(job: Job, message: Any, now: datetime.datetime | None = None) -> di
         line["attempts"] = job.attempts
     if job.finalize:
         line["finalize"] = True
+    if isinstance(message, Result) and "start_encode" in message.info:
+        line["start_encode"] = message.info["start_encode"]
     return line | _outcome(message)
 
 

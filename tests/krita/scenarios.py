@@ -706,9 +706,10 @@ def _stroke_case(case: str, job: dict, controller, docker, preset, found: dict):
 
 @report
 def gui_live_apply(job: dict, out: dict):
-    """In the GUI: Live on, an artist's brush stroke (xdotool) on "Paint Layer 1"; once the frame with
-    the stroke is shown, Apply, and Live off. The live picture as the preview showed it, and the
-    applied [Live] layer's pixels (BGRA) over the same rectangle, go to files."""
+    """In the GUI: Live on, an artist's brush stroke (xdotool; a zigzag reaching `reach` of the canvas
+    widget's shorter side, 0.3 unless the job says) on "Paint Layer 1"; once the frame with the stroke
+    is shown, Apply, and Live off. The live picture as the preview showed it, and the applied [Live]
+    layer's pixels (BGRA) over the same rectangle, go to files."""
     controller, docker, preset = yield from _gui_start(job, out, "a red circle")
     width, height = job["size"]
     document, paint = yield from _brush_document("live-apply", width, height, preset)
@@ -720,7 +721,8 @@ def gui_live_apply(job: dict, out: dict):
     yield timeline.until(lambda: bool(timeline.times("picture shown")))
     canvas = _canvas_widget(Krita.instance().activeWindow())
     centre = canvas.mapToGlobal(QPoint(canvas.width() // 2, canvas.height() // 2))
-    zigzag = _zigzag(centre.x(), centre.y(), min(canvas.width(), canvas.height()) * 0.3, job["points"])
+    zigzag = _zigzag(centre.x(), centre.y(), min(canvas.width(), canvas.height()) * job.get("reach", 0.3),
+                     job["points"])
     yield from _xdotool_run(_xdotool(zigzag, job["pause"]), timeline)
 
     def stroke_shown() -> bool:
