@@ -52,8 +52,8 @@ READERS = 4
 # 5 ms). The event loop and the threads it hands short I/O to (a model rescan makes about a hundred
 # system calls) wait up to this long after each call while a reading thread parses prompts: at 1 ms a
 # `models` round trip took 100-240 ms during such parsing on a quiet machine, at 0.2 ms it stays under
-# 20 ms (docs/reliability.md). Threads running torch release the interpreter inside each operation,
-# so a job alone is not slowed (bench/overhead.py).
+# 20 ms (docs/reliability.md). A thread is asked to hand over only while another waits for its turn,
+# so a job running alone is not interrupted more often.
 SWITCH_INTERVAL = 0.0002
 
 
