@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
+import numpy as np
+import PIL.Image
 import torch
 
-from shared.messages import Generate, Progress, Result, ResultImage
+from shared.messages import Generate, Preprocess, Progress, Result, ResultImage
 from shared.messages import Image as ImagePayload
 
 from .conditioning import control, regions
@@ -27,6 +29,7 @@ from .errors import Unsupported
 from .imaging import latents, payloads, previews
 from .imaging.latents import Coder, FullVAE, TinyCoder
 from .imaging.outputs import OutputWriter
+from .imaging.preprocess import PREPROCESSORS
 from .jobs.job import Job, JobCancelledError
 from .models import interrupts, schedulers
 from .models.controlnets import ControlNets
@@ -37,7 +40,7 @@ from .models.registry import Registry
 from .models.tiny_autoencoders import TinyAutoencoders
 from .models.upscalers import Upscalers
 from .modes import MODES
-from .modes.base import Frame, Mode, chain, seeds
+from .modes.base import BACKGROUND, Frame, Mode, chain, seeds
 from .sessions import Encoder, LiveFrame, LiveSessions
 
 # The side of the square each family was trained at: a request without a size is generated there.
@@ -196,6 +199,21 @@ class Generator:
         pictures = FullVAE(model.base, sdxl=model.family == "sdxl").decode(kept.latents)
         info = kept.info | {"decoder": FullVAE.name, "finalized": True}
         return Result(id=kept.id, images=self._layers(kept.mode, pictures, kept.seeds, info), info=info,
+                      elapsed=time.monotonic() - started)
+
+    def preprocess(self, request: Preprocess) -> Result:
+        """A control image made from the request's picture (imaging/preprocess.py), on disk before it is
+        sent. No model runs: it is made on the reading thread that asked, not queued."""
+        started = time.monotonic()
+        picture = payloads.to_pil(request.image, "image")
+        flat = PIL.Image.new("RGBA", picture.size, BACKGROUND)
+        flat.alpha_composite(picture)
+        made = PIL.Image.fromarray(PREPROCESSORS[request.kind](np.asarray(flat.convert("RGB"))))
+        info = {"preprocess": request.kind, "width": made.width, "height": made.height}
+        if self.outputs is not None:
+            self.outputs.save(made, info, 0)
+        image = payloads.from_pil(made, request.result_format, request.image.x, request.image.y)
+        return Result(id=request.id, images=[ResultImage(image=image, seed=0)], info=info,
                       elapsed=time.monotonic() - started)
 
     def coder(self, model: Model, pipe: Any, request: Generate, live: bool) -> Coder:

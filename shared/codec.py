@@ -25,6 +25,7 @@ from .messages import (
     LiveStop,
     LiveStopped,
     ModelList,
+    Preprocess,
     Progress,
     Queued,
     Result,
@@ -34,7 +35,7 @@ from .schema import from_wire, to_wire
 from .training import Train
 
 CLIENT_MESSAGES: dict[str, type] = {
-    cls.TYPE: cls for cls in (Hello, ListModels, Generate, Cancel, Live, LiveStop, Finalize, Train)
+    cls.TYPE: cls for cls in (Hello, ListModels, Generate, Cancel, Live, LiveStop, Finalize, Preprocess, Train)
 }
 SERVER_MESSAGES: dict[str, type] = {
     cls.TYPE: cls for cls in (Welcome, ModelList, Queued, Progress, Result, Cancelled, Error, LiveStopped)

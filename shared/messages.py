@@ -1,6 +1,6 @@
 """Protocol v1 messages as dataclasses (the contract is docs/protocol.md).
 
-Client -> server: hello, models, generate, cancel, live, live_stop, finalize; train (training.py).
+Client -> server: hello, models, generate, cancel, live, live_stop, finalize, preprocess; train (training.py).
 Server -> client: welcome, models, queued, progress, result, cancelled, error, live_stopped.
 Each class's `TYPE` is the `type` field of its frame.
 """
@@ -28,6 +28,8 @@ UPSCALE_FACTORS = (2, 4)
 # What a control image shows, and so which ControlNet reads it (docs/control.md).
 ControlKind = Literal["scribble", "lineart", "softedge", "canny", "depth", "pose", "tile"]
 CONTROL_KINDS: tuple[str, ...] = ControlKind.__args__  # type: ignore[attr-defined]
+# The control images a server makes from a picture (`preprocess`).
+PreprocessKind = Literal["canny", "softedge", "scribble", "lineart"]
 
 ID_LENGTH = 128
 NAME_LENGTH = 256
@@ -315,6 +317,21 @@ class Live(Generate):
 class LiveStop:
     TYPE: ClassVar[str] = "live_stop"
     session: str = spec(max_len=ID_LENGTH)
+
+
+@dataclass
+class Preprocess:
+    """A control image of `kind` made from `image` (docs/control.md): answered by a `result` with the one
+    image, at the image's canvas position."""
+
+    TYPE: ClassVar[str] = "preprocess"
+    id: str = spec(max_len=ID_LENGTH)
+    kind: PreprocessKind = spec()
+    image: Image = spec()
+    result_format: ResultFormat = spec("rgba8")
+
+    def check(self, limits: Limits) -> None:
+        self.image.check(limits, "image")
 
 
 @dataclass

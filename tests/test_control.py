@@ -256,3 +256,59 @@ def test_errors_name_the_control(client, fields, code, field):
     with pytest.raises(ServerError) as caught:
         client.generate(request(**fields))
     assert (caught.value.error.code, caught.value.error.field) == (code, field)
+
+
+# --- preprocess -------------------------------------------------------------------------------------------
+
+
+def square_painting(outline: bool = False, side: int = 32) -> np.ndarray:
+    """A dark square on light paper, filled (edges along its sides) or outlined 2 px wide (lines there)."""
+    rgb = np.full((side, side, 3), 230, np.uint8)
+    rgb[8:24, 8:24] = 40
+    if outline:
+        rgb[10:22, 10:22] = 230
+    return rgb
+
+
+@pytest.mark.parametrize("kind", ["canny", "softedge", "scribble", "lineart"])
+def test_preprocessors_draw_light_lines_on_black_where_the_picture_has_edges(kind):
+    from server.imaging.preprocess import PREPROCESSORS
+
+    out = PREPROCESSORS[kind](square_painting(outline=kind == "lineart"))
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 0] == out[..., 2]).all()
+    grey = out[..., 0].astype(int)
+    edge = grey[6:26, 7:10].mean() + grey[7:10, 6:26].mean()  # the square's left and top sides
+    assert edge > 2 * 60
+    assert grey[0:4, 0:4].max() == 0 and grey[14:18, 14:18].max() == 0  # flat paper, flat inside
+
+
+def test_a_flat_picture_gives_a_black_control_image():
+    from server.imaging.preprocess import PREPROCESSORS
+
+    flat = np.full((16, 16, 3), 128, np.uint8)
+    assert all(not PREPROCESSORS[kind](flat).any() for kind in PREPROCESSORS)
+
+
+def test_preprocess_through_the_server_answers_at_the_pictures_place(client):
+    from shared.messages import Preprocess
+
+    rgba = np.dstack([square_painting(), np.full((32, 32), 255, np.uint8)])
+    image = Image(width=32, height=32, format="rgba8", data=rgba.tobytes(), x=5, y=-3)
+    result = client.generate(Preprocess(id=uuid.uuid4().hex, kind="canny", image=image))
+    (made,) = result.images
+    assert (made.image.x, made.image.y, made.image.width, made.image.height) == (5, -3, 32, 32)
+    assert result.info["preprocess"] == "canny"
+    assert np.frombuffer(made.image.data, np.uint8).reshape(32, 32, 4)[..., 0].any()
+
+
+def test_preprocess_errors_name_the_field(client):
+    from shared.messages import Preprocess
+
+    with pytest.raises(ServerError) as caught:
+        client.generate(Preprocess(id=uuid.uuid4().hex, kind="depth", image=cross()))  # type: ignore[arg-type]
+    assert (caught.value.error.code, caught.value.error.field) == ("bad_request", "kind")
+    short = Image(width=8, height=8, format="rgba8", data=b"\0" * 10)
+    with pytest.raises(ServerError) as caught:
+        client.generate(Preprocess(id=uuid.uuid4().hex, kind="canny", image=short))
+    assert (caught.value.error.code, caught.value.error.field) == ("bad_request", "image.data")

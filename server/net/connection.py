@@ -25,6 +25,7 @@ from shared.messages import (
     LiveStop,
     LiveStopped,
     ModelList,
+    Preprocess,
     Progress,
     Welcome,
 )
@@ -218,6 +219,8 @@ class Connection:
             kept = self.services.generator.check_finalize(self.number, message.id)
             self.services.queue.submit(Job(request=kept.request, owner=self.number, reply=self.reply, size=size,
                                            finalize=True))
+        elif isinstance(message, Preprocess):
+            self.reply(await self._off_loop(self.services.generator.preprocess, message))
         elif isinstance(message, Train):
             await self._train(message, size)
         elif isinstance(message, Cancel):
