@@ -243,17 +243,7 @@ def _settings_key(entry: ModelEntry) -> tuple | None:
     sources = [sidecar_path(entry.path)]
     sources += [entry.path] if entry.format == "single_file" else [entry.path / "unet" / "config.json",
                                                                     entry.path / "vae" / "config.json"]
-    key: tuple = (entry,)
-    for source in sources:
-        try:
-            found = os.stat(source)
-        except FileNotFoundError:
-            key += (None,)
-        except OSError:
-            return None
-        else:
-            key += ((found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns),)
-    return key
+    return _identities((entry,), sources)
 
 
 def _file_key(path: Path, kind: Kind) -> tuple | None:
@@ -268,10 +258,15 @@ def _file_key(path: Path, kind: Kind) -> tuple | None:
 def _folder_key(folder: Path, kind: Kind) -> tuple | None:
     """What changes when what a diffusers folder is identified by changes: its configs, and which files
     its folders hold (a file added or removed changes its folder's modification time)."""
-    key: tuple = (str(folder), kind)
-    for part in FOLDER_PARTS[kind]:
+    return _identities((str(folder), kind), [folder / part for part in FOLDER_PARTS[kind]])
+
+
+def _identities(key: tuple, paths: Sequence[Path]) -> tuple | None:
+    """`key` followed by each path's identity on disk (None for a missing one); None when one cannot be
+    told."""
+    for path in paths:
         try:
-            found = os.stat(folder / part)
+            found = os.stat(path)
         except FileNotFoundError:
             key += (None,)
         except OSError:
