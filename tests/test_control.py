@@ -312,3 +312,25 @@ def test_preprocess_errors_name_the_field(client):
     with pytest.raises(ServerError) as caught:
         client.generate(Preprocess(id=uuid.uuid4().hex, kind="canny", image=short))
     assert (caught.value.error.code, caught.value.error.field) == ("bad_request", "image.data")
+
+
+@pytest.mark.slow
+def test_a_full_size_sd15_controlnet_in_the_original_fp16_layout_loads_with_the_shipped_config(tmp_path):
+    """What the installer's `control` set places: lllyasviel's layout, float16, no config beside it."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    from server.models.identify import identify_file
+    from server.models.loading import CONFIGS
+    from testing.tiny_controlnets import original_layout
+
+    torch.manual_seed(0)
+    net = ControlNetModel.from_unet(UNet2DConditionModel.from_config(
+        UNet2DConditionModel.load_config(CONFIGS / "sd15" / "unet")))
+    path = tmp_path / "control_v11p_sd15_scribble_fp16.safetensors"
+    save_file({key: value.half() for key, value in original_layout(net).items()}, str(path))
+    entry = identify_file(path, "controlnet")
+    assert (entry.kind, entry.family, entry.kinds, entry.refused) == ("controlnet", "sd15", ("scribble",), None)
+    loaded, made = load(entry).state_dict(), net.state_dict()
+    assert loaded.keys() == made.keys()
+    assert all(torch.equal(loaded[key], made[key].half().float()) for key in made)

@@ -47,7 +47,8 @@ def test_shipped_files_go_where_the_server_looks() -> None:
     for file in load_manifest().files.values():
         assert file.url.startswith("https://huggingface.co/"), file.name
         folder = PurePosixPath(file.destination).parts[0]
-        folders = {"checkpoint": "checkpoints", "lora": "loras", "embedding": "embeddings", "tiny": "vae-approx"}
+        folders = {"checkpoint": "checkpoints", "lora": "loras", "embedding": "embeddings", "tiny": "vae-approx",
+                   "controlnet": "controlnet"}
         assert folder == folders[file.role.split("-")[0]]
     tiny = {f.destination: f.family for f in load_manifest().files.values() if f.role == "tiny-autoencoder"}
     assert tiny == {"vae-approx/taesd.safetensors": "sd15", "vae-approx/taesdxl.safetensors": "sdxl"}

@@ -12,6 +12,7 @@ and a depth map uses the same two at every frame.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import threading
@@ -87,7 +88,7 @@ def load(entry: ModelEntry) -> Net:
     cls = ControlNetUnionModel if entry.union else ControlNetModel
     if entry.format == "diffusers":
         return cls.from_pretrained(entry.path, use_safetensors=True)
-    config = single_file_config(entry)
+    config = single_file_config(entry, cls)
     weights = load_file(entry.path)
     if CONTROLNET_HINT not in weights:
         # The original layout: diffusers converts its names (safetensors only: nothing is unpickled).
@@ -97,9 +98,11 @@ def load(entry: ModelEntry) -> Net:
     return net
 
 
-def single_file_config(entry: ModelEntry) -> dict[str, Any]:
+def single_file_config(entry: ModelEntry, cls: type[Net]) -> dict[str, Any]:
+    """Its own `<stem>.config/config.json`, else what a ControlNet copies of its family's UNet config."""
     own = entry.path.with_suffix(CONFIG_SUFFIX) / "config.json"
     if own.is_file():
         return json.loads(own.read_text())
     config = json.loads((CONFIGS / str(entry.family) / "unet" / "config.json").read_text())
-    return {key: value for key, value in config.items() if not key.startswith("_")} | {"in_channels": 4}
+    accepted = inspect.signature(cls.__init__).parameters
+    return {key: value for key, value in config.items() if key in accepted} | {"in_channels": 4}
