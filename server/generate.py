@@ -45,6 +45,8 @@ from .sessions import Encoder, LiveFrame, LiveSessions
 
 # The side of the square each family was trained at: a request without a size is generated there.
 NATIVE_SIDES = {"sd15": 512, "sdxl": 1024}
+# What one ControlNet costs at a step, as a share of the UNet's: 0.28 measured for SD1.5 (bench/control.py).
+CONTROL_COST = 0.3
 
 
 class Generator:
@@ -98,7 +100,9 @@ class Generator:
         steps = max(1, int(request.steps * strength))
         # Classifier-free guidance runs the UNet on the prompt and the negative prompt at once.
         samples = request.batch_size * (2 if request.cfg_scale > 1 else 1)
-        return round(cost * (width // 8) * (height // 8) * samples * steps, 2)
+        # Each ControlNet adds a share of a UNet call at the steps of its range (bench/control.py).
+        controls = sum(c.end - c.start for c in request.control if c.strength > 0)
+        return round(cost * (width // 8) * (height // 8) * samples * steps * (1 + CONTROL_COST * controls), 2)
 
     def __call__(self, job: Job) -> Result:
         try:
