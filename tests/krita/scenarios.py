@@ -131,6 +131,11 @@ def document_glue(job: dict, out: dict) -> None:
     out["region_name"] = doc.layer_name(region_id)
     out["region_alpha"] = list(doc.read_layer_alpha(region_id, Rect(3, 4, 3, 1)))
     out["missing_region_alpha"] = doc.read_layer_alpha("{00000000-0000-0000-0000-000000000000}", Rect(0, 0, 1, 1))
+    # Control images: a layer's own RGBA, in protocol order; a 16-bit layer read through a converted copy.
+    out["control_rgba"] = list(doc.read_layer_rgba(region_id, Rect(3, 4, 2, 1)))
+    deep_background = deep.rootNode().childNodes()[0]
+    out["deep_control_rgba"] = list(deep_doc.read_layer_rgba(deep_background.uniqueId().toString(), Rect(0, 0, 1, 1)))
+    out["deep_background_space"] = [deep_background.colorModel(), deep_background.colorDepth()]
     doc.save_regions(b'{"regions": "blob"}')
 
     doc.save_history(b"history\x00blob")
@@ -271,6 +276,67 @@ def refine_keeps_red(job: dict, out: dict) -> None:
     out["mean_red"] = sum(data[i + 2] for i in opaque) / max(1, len(opaque))
     out["mean_blue"] = sum(data[i] for i in opaque) / max(1, len(opaque))
     out["mean_green"] = sum(data[i + 1] for i in opaque) / max(1, len(opaque))
+
+
+@report
+def control_layers(job: dict, out: dict) -> None:
+    """A sketch layer made a control is kept in the .kra; reopened, an inpaint of a selection at odd
+    offsets sends the sketch's pixels over the selection's context region, and the result arrives as
+    a new layer."""
+    controller = _prepare(job, out)
+    from underpaint_krita.controls import ControlLayer
+
+    from shared.images import swap_red_blue
+    from shared.messages import Result
+
+    width, height = 256, 192
+    document = new_document(width, height)
+    _fill(document.rootNode().childNodes()[0], width, height, bytes([255, 255, 255, 255]))
+    sketch = document.createNode("Sketch", "paintlayer")
+    document.rootNode().addChildNode(sketch, None)
+    _fill(sketch, 200, 3, bytes([0, 0, 0, 255]), x=20, y=97)  # sketch lines: black on transparent
+    _fill(sketch, 3, 150, bytes([40, 30, 20, 200]), x=131, y=21)
+    document.waitForDone()
+    sketch_id = sketch.uniqueId().toString()
+    # kritarunner has no view and so no active layer to add: the session's own call, as Add layer makes it.
+    controller.session().set_control(ControlLayer(sketch_id, "scribble", 0.9, 0.0, 0.8))
+
+    path = job["workdir"] + "/controls.kra"
+    document.setBatchmode(True)
+    out["saved"] = document.saveAs(path)
+    document.close()
+    document = Krita.instance().openDocument(path)
+    session = controller.session()
+    out["controls_after_reopen"] = [[c.layer_id == sketch_id, c.kind, c.strength, c.start, c.end, name]
+                                    for c, name in controller.controls()]
+
+    _select(document, *job["select"])
+    settings = controller.settings
+    settings.model, settings.prompt, settings.steps, settings.seed = job["model"], "a house", 3, 5
+    settings.strength = 1.0
+    received = session.receive
+
+    def record(message) -> None:  # what the server said it did with the controls
+        if isinstance(message, Result):
+            out["result_controls"] = message.info.get("controls")
+        received(message)
+
+    session.receive = record
+    controller.generate()
+    request = session.jobs[0].request
+    out["mode"], out["image_bounds"] = request.mode, list(request.image.bounds)
+    out["controls_sent"] = [[c.kind, c.strength, c.start, c.end, list(c.image.bounds)] for c in request.control]
+    x, y, w, h = request.image.bounds
+    node = _node(document, "Sketch")
+    out["control_is_the_layer"] = [c.image.data == swap_red_blue(bytes(node.pixelData(x, y, w, h)))
+                                   for c in request.control]
+    out["control_alpha_values"] = sorted(set(request.control[0].image.data[3::4])) if request.control else []
+    out["finished"] = _wait_for_jobs(controller)
+    out["message"] = controller.message
+    out["applied"] = controller.apply()
+    out["layers"] = layer_names(document)
+    layer = _node(document, out["applied"])
+    out["applied_bounds"] = _bounds(layer) if layer is not None else None
 
 
 def _docker():
