@@ -163,6 +163,26 @@ def test_a_control_layer_is_kept_in_the_kra_and_sent_cropped_like_the_image_in_r
     assert found["layers"][:2] == ["Background", "Sketch"]
 
 
+@needs_strokes
+def test_live_follows_a_brush_stroke_on_a_control_layer_in_gui_krita(
+        krita_home: KritaHome, control_server: ServerProcess) -> None:
+    """The headline: a sketch layer made a scribble control in the docker, Live on, a real brush stroke on
+    it: the next frame carries the stroke as its control image and the server runs the scribble
+    ControlNet on it."""
+    found = run_gui(krita_home, "gui_live_control", control_server.url, model="tiny-sd15", size=[256, 192],
+                    points=60, pause=0.02, steps=4)
+    assert "Traceback" not in found["log"] and "error" not in found, found.get("error") or found["log"][-3000:]
+    assert found["connected"] and found["controls"] == [["scribble", "Paint Layer 1"]]
+    assert found["stroke_shown"] and found["ink_pixels"] > 500
+    controls = [control for _, control in found["frames"]]
+    assert controls[0] == []  # nothing sketched yet: no control image
+    # The frame after the stroke: the whole layer as it is once the stroke ended.
+    assert controls[-1] == [["scribble", [0, 0, 256, 192], True]]
+    used = {frame_id: info for frame_id, info in found["results"]}
+    assert used[found["frames"][-1][0]] == [{"kind": "scribble", "model": "tiny-sd15-scribble", "strength": 1.0,
+                                             "start": 0.0, "end": 1.0}]
+
+
 @needs_gui
 def test_docker_apply_and_one_undo_in_gui_krita(krita_home: KritaHome, plugin_server_url: str) -> None:
     found = run_gui(krita_home, "gui_apply_undo", plugin_server_url, model="tiny-sd15-inpaint",

@@ -819,6 +819,60 @@ def gui_live_apply(job: dict, out: dict):
         f.write(bytes(applied().pixelData(x, y, w, h)))
 
 
+@report
+def gui_live_control(job: dict, out: dict):
+    """In the GUI: "Paint Layer 1" added as a scribble control with the docker's Add layer, Live on, an
+    artist's brush stroke on it (xdotool); the live frames sent, whether the one after the stroke carries
+    the layer's pixels as its control image, and what the server says it did with it."""
+    from shared.images import swap_red_blue
+    from shared.messages import Live, Result
+
+    controller, docker, preset = yield from _gui_start(job, out, "a house")
+    width, height = job["size"]
+    document, paint = yield from _brush_document("live-control", width, height, preset)
+    session = controller.session()
+    docker.controls.add.click()
+    out["controls"] = [[c.kind, name] for c, name in controller.controls()]
+    frames, results = [], []
+    submit, receive = controller.connection.submit, session.receive
+
+    def sent(message) -> None:  # observed on their way out and in, unchanged
+        if isinstance(message, Live):
+            frames.append(message)
+        submit(message)
+
+    def received(message) -> None:
+        if isinstance(message, Result):
+            results.append([message.id, message.info.get("controls")])
+        receive(message)
+
+    controller.connection.submit, session.receive = sent, received
+    docker.advanced.steps.setValue(job["steps"])
+    docker.generation.strength.setValue(50)
+    docker.job.live.click()
+    timeline = _Timeline(document, session, time.monotonic())
+    yield timeline.until(lambda: bool(timeline.times("picture shown")))
+    canvas = _canvas_widget(Krita.instance().activeWindow())
+    centre = canvas.mapToGlobal(QPoint(canvas.width() // 2, canvas.height() // 2))
+    zigzag = _zigzag(centre.x(), centre.y(), min(canvas.width(), canvas.height()) * 0.3, job["points"])
+    yield from _xdotool_run(_xdotool(zigzag, job["pause"]), timeline)
+
+    def stroke_shown() -> bool:
+        after = timeline.times("frame sent", after=timeline.times("released")[-1])
+        return (bool(after) and not session.live.frames and bool(timeline.times("picture shown", after=after[0]))
+                and _idle(document))
+
+    yield timeline.until(stroke_shown)
+    out["stroke_shown"] = stroke_shown()
+    docker.job.live.click()
+    ink = swap_red_blue(bytes(paint.pixelData(0, 0, width, height)))
+    out["ink_pixels"] = sum(1 for a in ink[3::4] if a)
+    out["frames"] = [[f.id, [[c.kind, list(c.image.bounds), c.image.data == ink] for c in f.control]]
+                     for f in frames]
+    out["results"] = results
+    out["layers"] = layer_names(document)
+
+
 def _xdotool_run(command: list[str], timeline: _Timeline):
     """Steps: run xdotool until it is done and Krita has seen the press or release it ends with."""
     pressed = command[-2:] != ["mouseup", "1"]
