@@ -770,16 +770,10 @@ def _stroke_case(case: str, job: dict, controller, docker, preset, found: dict):
         docker.job.live.click()
 
 
-@report
-def gui_live_apply(job: dict, out: dict):
-    """In the GUI: Live on, an artist's brush stroke (xdotool; a zigzag reaching `reach` of the canvas
-    widget's shorter side, 0.3 unless the job says) on "Paint Layer 1"; once the frame with the stroke
-    is shown, Apply, and Live off. The live picture as the preview showed it, and the applied [Live]
-    layer's pixels (BGRA) over the same rectangle, go to files."""
-    controller, docker, preset = yield from _gui_start(job, out, "a red circle")
-    width, height = job["size"]
-    document, paint = yield from _brush_document("live-apply", width, height, preset)
-    session = controller.session()
+def _live_stroke(job: dict, docker, document, session):
+    """Steps: the job's steps, strength 50% and Live on; once the first picture is shown, an artist's brush
+    stroke (xdotool; a zigzag reaching `reach` of the canvas widget's shorter side, 0.3 unless the job
+    says) on the active layer; done when the frame sent after it is shown. Returns whether it was."""
     docker.advanced.steps.setValue(job["steps"])
     docker.generation.strength.setValue(50)
     docker.job.live.click()
@@ -797,7 +791,19 @@ def gui_live_apply(job: dict, out: dict):
                 and _idle(document))
 
     yield timeline.until(stroke_shown)
-    out["stroke_shown"] = stroke_shown()
+    return stroke_shown()
+
+
+@report
+def gui_live_apply(job: dict, out: dict):
+    """In the GUI: Live on, an artist's brush stroke on "Paint Layer 1" (_live_stroke); once the frame
+    with the stroke is shown, Apply, and Live off. The live picture as the preview showed it, and the applied [Live]
+    layer's pixels (BGRA) over the same rectangle, go to files."""
+    controller, docker, preset = yield from _gui_start(job, out, "a red circle")
+    width, height = job["size"]
+    document, paint = yield from _brush_document("live-apply", width, height, preset)
+    session = controller.session()
+    out["stroke_shown"] = yield from _live_stroke(job, docker, document, session)
     live = session.live_result
     out["frame_id"], out["bounds"] = live.id, list(live.image.bounds)
     out["preview"] = f"{job['workdir']}/preview.rgba"
@@ -847,23 +853,7 @@ def gui_live_control(job: dict, out: dict):
         receive(message)
 
     controller.connection.submit, session.receive = sent, received
-    docker.advanced.steps.setValue(job["steps"])
-    docker.generation.strength.setValue(50)
-    docker.job.live.click()
-    timeline = _Timeline(document, session, time.monotonic())
-    yield timeline.until(lambda: bool(timeline.times("picture shown")))
-    canvas = _canvas_widget(Krita.instance().activeWindow())
-    centre = canvas.mapToGlobal(QPoint(canvas.width() // 2, canvas.height() // 2))
-    zigzag = _zigzag(centre.x(), centre.y(), min(canvas.width(), canvas.height()) * 0.3, job["points"])
-    yield from _xdotool_run(_xdotool(zigzag, job["pause"]), timeline)
-
-    def stroke_shown() -> bool:
-        after = timeline.times("frame sent", after=timeline.times("released")[-1])
-        return (bool(after) and not session.live.frames and bool(timeline.times("picture shown", after=after[0]))
-                and _idle(document))
-
-    yield timeline.until(stroke_shown)
-    out["stroke_shown"] = stroke_shown()
+    out["stroke_shown"] = yield from _live_stroke(job, docker, document, session)
     docker.job.live.click()
     ink = swap_red_blue(bytes(paint.pixelData(0, 0, width, height)))
     out["ink_pixels"] = sum(1 for a in ink[3::4] if a)
