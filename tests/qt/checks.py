@@ -457,10 +457,13 @@ def check_the_krita_document_glue_converts_both_ways() -> None:
     region_id = region.uniqueId().toString()
     assert glue.layer_name(region_id) == "sky"
     assert glue.read_layer_alpha(region_id, Rect(3, 0, 3, 1)) == bytes([0, 128, 128])
+    assert glue.read_layer_rgba(region_id, Rect(3, 0, 2, 1)) == bytes([0, 0, 0, 0, 0, 0, 255, 128])  # BGRA in
 
     glue.save_history(b"history\x00blob")
     glue.save_regions(b'{"regions": []}')
+    glue.save_controls(b'{"controls": []}')
     assert glue.load_history() == b"history\x00blob" and glue.load_regions() == b'{"regions": []}'
+    assert glue.load_controls() == b'{"controls": []}'
 
 
 def _training_docker() -> tuple[Controller, ScriptedConnection, UnderpaintDocker]:
