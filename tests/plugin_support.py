@@ -78,6 +78,9 @@ class FakeDocument:
     alphas: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     active_layer: str | None = None
     regions_blob: bytes | None = None
+    # layer id -> (name, full-canvas straight RGBA): the layers controls can be made of
+    rgbas: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    controls_blob: bytes | None = None
     painting: bool = False  # the artist holds the brush down: busy()
     scaled: list[int] = field(default_factory=list)  # each scale_with_layer's factor
 
@@ -126,17 +129,30 @@ class FakeDocument:
         self.reads.append(rect)
         return crop(self.alphas[layer_id][1], self.width, rect.x, rect.y, rect.width, rect.height, channels=1)
 
+    def read_layer_rgba(self, layer_id: str, rect: Rect) -> bytes | None:
+        if layer_id not in self.rgbas:
+            return None
+        self.reads.append(rect)
+        return crop(self.rgbas[layer_id][1], self.width, rect.x, rect.y, rect.width, rect.height)
+
     def active_layer_id(self) -> str | None:
         return self.active_layer
 
     def layer_name(self, layer_id: str) -> str | None:
-        return self.alphas[layer_id][0] if layer_id in self.alphas else None
+        layer = self.alphas.get(layer_id) or self.rgbas.get(layer_id)
+        return layer[0] if layer is not None else None
 
     def load_regions(self) -> bytes | None:
         return self.regions_blob
 
     def save_regions(self, blob: bytes) -> None:
         self.regions_blob = blob
+
+    def load_controls(self) -> bytes | None:
+        return self.controls_blob
+
+    def save_controls(self, blob: bytes) -> None:
+        self.controls_blob = blob
 
     def busy(self) -> bool:
         return self.painting

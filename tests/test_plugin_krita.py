@@ -19,9 +19,10 @@ import PIL.Image
 import pytest
 from plugin_support import server_url_or_own
 
-from shared.crop import Rect, edge_defaults
+from shared.crop import Rect, context_rect, edge_defaults
 from testing.krita import KRITA, KRITARUNNER, XVFB, KritaHome, run_gui, run_scenario
 from testing.processes import ServerProcess
+from testing.tiny_controlnets import write_tiny_controlnets
 from testing.tiny_models import tiny_autoencoder
 
 pytestmark = pytest.mark.krita
@@ -90,6 +91,8 @@ def test_document_glue_in_real_krita(krita_home: KritaHome) -> None:
     assert found["grey_layer_space"] == "GRAYA"
     assert found["region_name"] == "sky"
     assert found["region_alpha"] == [0, 128, 128] and found["missing_region_alpha"] is None
+    assert found["control_rgba"] == [0, 0, 0, 0, 0, 0, 255, 128]  # BGRA (255, 0, 0, 128) is blue
+    assert found["deep_control_rgba"] == [255, 0, 0, 255] and found["deep_background_space"] == ["RGBA", "U16"]
     assert found["saved"] and found["history_after_reopen"] == "history\x00blob"
     assert found["regions_after_reopen"] == '{"regions": "blob"}'
     assert found["region_alpha_after_reopen"] == [0, 128, 128]  # layer ids survive the .kra
@@ -128,6 +131,56 @@ def test_refined_red_stays_red_in_real_krita(krita_home: KritaHome, plugin_serve
     assert found["finished"] and found["message"] == ""
     assert found["pixels"] > 0
     assert found["mean_red"] > 150 and found["mean_blue"] < 100, found
+
+
+@pytest.fixture(scope="module")
+def control_server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server with the tiny models and the tiny ControlNets (a second models folder)."""
+    controlnets = tmp_path_factory.mktemp("controlnets")
+    write_tiny_controlnets(controlnets)
+    with ServerProcess(models_dir, tmp_path_factory.mktemp("control-server"), "--models", str(controlnets)) as server:
+        yield server
+
+
+@needs_kritarunner
+def test_a_control_layer_is_kept_in_the_kra_and_sent_cropped_like_the_image_in_real_krita(
+        krita_home: KritaHome, control_server: ServerProcess) -> None:
+    box = Rect(101, 83, 37, 29)
+    found = run_scenario(krita_home, "control_layers", server=control_server.url, model="tiny-sd15-inpaint",
+                         select=[box.x, box.y, box.width, box.height])
+    assert "error" not in found, found.get("error")
+    assert found["connected"] and found["saved"]
+    assert found["controls_after_reopen"] == [[True, "scribble", 0.9, 0.0, 0.8, "Sketch"]]
+    rect = context_rect(box, Rect(0, 0, 256, 192), edge_defaults(box))
+    assert found["mode"] == "inpaint" and found["image_bounds"] == [rect.x, rect.y, rect.width, rect.height]
+    assert found["controls_sent"] == [["scribble", 0.9, 0.0, 0.8, found["image_bounds"]]]
+    # The layer's own pixels, transparency included (the server reads the strokes' coverage), in RGBA.
+    assert found["control_is_the_layer"] == [True] and found["control_alpha_values"] == [0, 200, 255]
+    assert found["finished"] and found["message"] == ""
+    assert found["result_controls"] == [{"kind": "scribble", "model": "tiny-sd15-scribble", "strength": 0.9,
+                                         "start": 0.0, "end": 0.8}]
+    assert found["applied"] == "[Generated] a house (5)" and found["applied"] in found["layers"]
+    assert found["layers"][:2] == ["Background", "Sketch"]
+
+
+@needs_strokes
+def test_live_follows_a_brush_stroke_on_a_control_layer_in_gui_krita(
+        krita_home: KritaHome, control_server: ServerProcess) -> None:
+    """The headline: a sketch layer made a scribble control in the docker, Live on, a real brush stroke on
+    it: the next frame carries the stroke as its control image and the server runs the scribble
+    ControlNet on it."""
+    found = run_gui(krita_home, "gui_live_control", control_server.url, model="tiny-sd15", size=[256, 192],
+                    points=60, pause=0.02, steps=4)
+    assert "Traceback" not in found["log"] and "error" not in found, found.get("error") or found["log"][-3000:]
+    assert found["connected"] and found["controls"] == [["scribble", "Paint Layer 1"]]
+    assert found["stroke_shown"] and found["ink_pixels"] > 500
+    controls = [control for _, control in found["frames"]]
+    assert controls[0] == []  # nothing sketched yet: no control image
+    # The frame after the stroke: the whole layer as it is once the stroke ended.
+    assert controls[-1] == [["scribble", [0, 0, 256, 192], True]]
+    used = {frame_id: info for frame_id, info in found["results"]}
+    assert used[found["frames"][-1][0]] == [{"kind": "scribble", "model": "tiny-sd15-scribble", "strength": 1.0,
+                                             "start": 0.0, "end": 1.0}]
 
 
 @needs_gui

@@ -22,6 +22,7 @@ from shared.messages import Cancelled, Error, Limits, ListModels, ModelInfo, Mod
 from . import networks
 from .choices import Choices, checkpoint
 from .connection import Connected, Connection, Disconnected, Failed, Received
+from .controls import ControlLayer
 from .errors import NO_DOCUMENT, PLUGIN_FAULT, TRAINING_RUNS, UserError, artist_message
 from .history import DEFAULT_LIMIT
 from .preferences import DETAIL, FILL, SERVER_URL, TOKEN, MemoryPreferences, Preferences
@@ -195,6 +196,30 @@ class Controller:
         self._require_session().remove_region(layer_id)
         self._changed()
 
+    def controls(self) -> list[tuple[ControlLayer, str]]:
+        """The active document's control layers with their layers' names, dropping those whose layer
+        was deleted."""
+        session = self.session()
+        return session.named_controls() if session is not None else []
+
+    @_reports_errors
+    def add_control(self, kind: str) -> str:
+        """Make the active layer a control of `kind`; returns its layer id."""
+        layer_id = self._require_session().add_control(kind)
+        self._changed()
+        return layer_id
+
+    @_reports_errors
+    def set_control(self, control: ControlLayer) -> None:
+        """Change a control layer's kind, strength or range."""
+        self._require_session().set_control(control)
+        self._changed()
+
+    @_reports_errors
+    def remove_control(self, layer_id: str) -> None:
+        self._require_session().remove_control(layer_id)
+        self._changed()
+
     @_reports_errors
     def set_live(self, on: bool) -> None:
         """Start or stop live mode for the active document; the last live picture stays to apply."""
@@ -324,7 +349,7 @@ class Controller:
         if session is None or session.live is None or not self.server.connected:
             return
         frame = session.live.next_frame(session.document, self.choices.for_request(), self.clock(),
-                                        tuple(session.regions),
+                                        tuple(session.regions), tuple(session.controls),
                                         may_read=lambda: self._may_touch(session.document))
         if frame is not None:
             self.connection.submit(frame)

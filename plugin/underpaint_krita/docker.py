@@ -17,6 +17,7 @@ from .controller import Controller
 from .qt import QLabel, QScrollArea, Qt, QTimer, QVBoxLayout, QWidget
 from .sections.advanced import AdvancedSection
 from .sections.base import MIN_WIDTH, SPACING, Section
+from .sections.controls import ControlsSection
 from .sections.generation import GenerationSection
 from .sections.job import JobSection
 from .sections.prompt import PromptSection
@@ -49,10 +50,11 @@ class UnderpaintDocker(DockWidget):
         self.job = JobSection(controller)
         self.advanced = AdvancedSection(controller, self._store_settings)
         self.regions = RegionsSection(controller)
+        self.controls = ControlsSection(controller)
         self.results = ResultsSection(controller)
         self.upscale = UpscaleSection(controller)
         self._sections: list[Section] = [self.styles, self.server, self.prompt, self.generation, self.job,
-                                         self.advanced, self.regions, self.upscale, self.results]
+                                         self.advanced, self.regions, self.controls, self.upscale, self.results]
         body = QWidget()
         body.setMinimumWidth(MIN_WIDTH)
         layout = QVBoxLayout(body)

@@ -8,7 +8,6 @@ are written into sRGB 8-bit layers that Krita converts into the document's colou
 
 from __future__ import annotations
 
-import struct
 import time
 import zlib
 from collections.abc import Callable
@@ -20,19 +19,20 @@ from shared.crop import Rect
 from shared.images import swap_red_blue, transparent
 from shared.messages import Image
 
-from . import naming
+from . import layer_pixels, naming
+from .layer_pixels import SRGB
 from .qimage import as_rgba8, from_bgra, pixel_bytes, rgba_bytes, shrunk_in_bands
 from .qt import QApplication, QByteArray, QEvent, QImage, QObject, Qt, QTimer
 from .training import Picture
 
 HISTORY_ANNOTATION = "underpaint/history"
 REGIONS_ANNOTATION = "underpaint/regions"
+CONTROLS_ANNOTATION = "underpaint/controls"
 QUICK_SIDE = 512  # thumbnail side for the quick change token
 # Krita makes a layer added by a script the active one some time after control returns to its
 # top-level event loop (seen 0.1-0.5 s later): the preview layer is watched this long.
 ACTIVATION_WATCH = 3.0
 ACTIVATION_CHECK_MS = 10
-SRGB = ("RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc")
 # Image > Scale Image's filter for enlarging, as scripts name it.
 SCALE_FILTER = "Bicubic"
 T = TypeVar("T")
@@ -115,14 +115,17 @@ class KritaDocument:
         return bytes(self.document.selection().pixelData(rect.x, rect.y, rect.width, rect.height))
 
     def read_layer_alpha(self, layer_id: str, rect: Rect) -> bytes | None:
+        return self._read_layer(layer_pixels.alpha, layer_id, rect)
+
+    def read_layer_rgba(self, layer_id: str, rect: Rect) -> bytes | None:
+        return self._read_layer(layer_pixels.rgba, layer_id, rect)
+
+    def _read_layer(self, read: Callable[..., bytes], layer_id: str, rect: Rect) -> bytes | None:
         node = self._node(layer_id)
         if node is None:
             return None
         self.document.waitForDone()
-        # A group's own pixel data is empty: its projection is what the artist sees of it.
-        read = node.projectionPixelData if node.type() == "grouplayer" else node.pixelData
-        return _alpha(bytes(read(rect.x, rect.y, rect.width, rect.height)), len(node.channels()),
-                      node.colorDepth())
+        return read(node, rect)
 
     # --- results --------------------------------------------------------------------------------
 
@@ -185,6 +188,12 @@ class KritaDocument:
     def save_regions(self, blob: bytes) -> None:
         self._annotate(REGIONS_ANNOTATION, "Underpaint region prompts", blob)
 
+    def load_controls(self) -> bytes | None:
+        return self._annotation(CONTROLS_ANNOTATION)
+
+    def save_controls(self, blob: bytes) -> None:
+        self._annotate(CONTROLS_ANNOTATION, "Underpaint control layers", blob)
+
     def active_layer_id(self) -> str | None:
         active = self.document.activeNode()
         if active is None or naming.is_preview(active.name()) or active == self.document.rootNode():
@@ -231,13 +240,10 @@ class KritaDocument:
         from its pixels, a band at a time: Krita 5.1's Node.thumbnail does not map the canvas onto the
         size asked for (seen: a 40x30 square came out 40x23). A layer in another colour space is read
         from a converted copy, never converted itself."""
-        if (node.colorModel(), node.colorDepth()) != ("RGBA", "U8"):
-            node = node.duplicate()
-            node.setColorSpace(*SRGB)
-        read = node.projectionPixelData if node.type() == "grouplayer" else node.pixelData
+        node = layer_pixels.in_rgba8(node)
         width, height = self.size
-        return shrunk_in_bands(lambda y, rows: from_bgra(bytes(read(0, y, width, rows)), width, rows),
-                               width, height, side)
+        return shrunk_in_bands(lambda y, rows: from_bgra(layer_pixels.pixel_data(node, Rect(0, y, width, rows)),
+                                                         width, rows), width, height, side)
 
     def _is_srgb8(self) -> bool:
         return (self.document.colorModel() == "RGBA" and self.document.colorDepth() == "U8"
@@ -308,13 +314,7 @@ class KritaDocument:
         self.document.setAnnotation(kind, description, QByteArray(blob))
 
     def _node(self, layer_id: str):
-        stack = list(self.document.rootNode().childNodes())
-        while stack:
-            node = stack.pop()
-            if node.uniqueId().toString() == layer_id:
-                return node
-            stack.extend(node.childNodes())
-        return None
+        return layer_pixels.find_node(self.document, layer_id)
 
     def _exists(self, node) -> bool:
         if node is None:
@@ -366,18 +366,6 @@ def _recompose(node) -> None:
     of Krita 5.1's API that marks just the layer's area dirty: ~6 ms for a 1024² layer on a 4096²
     canvas, where Document.refreshProjection recomposes everything (~55 ms)."""
     node.setBlendingMode(node.blendingMode())
-
-
-def _alpha(data: bytes, channels: int, depth: str) -> bytes:
-    """8-bit alpha from Krita's pixel data, whose last channel is alpha in every colour model."""
-    if depth == "U8":
-        return data[channels - 1::channels]
-    if depth == "U16":
-        return data[2 * channels - 1::2 * channels]  # little-endian: the high byte
-    size, code = (2, "<e") if depth == "F16" else (4, "<f")
-    stride = size * channels
-    values = struct.iter_unpack(code, b"".join(data[i:i + size] for i in range(stride - size, len(data), stride)))
-    return bytes(min(255, max(0, round(v * 255))) for (v,) in values)
 
 
 def _write(layer, image: Image) -> None:

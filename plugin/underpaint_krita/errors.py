@@ -22,6 +22,9 @@ SELECTION_OUTSIDE = "selection_outside"
 NO_RESULT = "no_result"
 TOO_MANY_REGIONS = "too_many_regions"
 NO_LAYER = "no_layer"
+TOO_MANY_CONTROLS = "too_many_controls"
+NO_CONTROL_LAYER = "no_control_layer"
+BAD_CONTROL = "bad_control"
 PLUGIN_FAULT = "plugin_fault"
 NO_STYLE_FOLDER = "no_style_folder"
 NO_STYLE_NAME = "no_style_name"
@@ -56,6 +59,9 @@ _SENTENCES = {
     SELECTION_OUTSIDE: "The selection lies outside the canvas.",
     TOO_MANY_REGIONS: "This image has as many regions as the server takes. Remove one first.",
     NO_LAYER: "Select the layer or group to make a region first.",
+    TOO_MANY_CONTROLS: "This image has as many control layers as the server takes. Remove one first.",
+    NO_CONTROL_LAYER: "Select the layer to use as a control first.",
+    BAD_CONTROL: "That control setting cannot be used.",
     NO_RESULT: "That result is no longer in the history.",
     PLUGIN_FAULT: "The plugin failed; Krita's log has the details.",
     NO_STYLE_FOLDER: "Styles cannot be saved here: the plugin has no folder for them.",
@@ -71,7 +77,7 @@ _SENTENCES = {
 # Codes whose server message carries numbers worth showing (sizes, limits, what to try).
 _WITH_DETAIL = {
     PLUGIN_FAULT, codes.TOO_LARGE, codes.OUT_OF_MEMORY, codes.BAD_REQUEST, codes.UNSUPPORTED,
-    codes.MODEL_BROKEN, TOO_MANY_REGIONS, TOO_MANY_PICTURES, PICTURES_TOO_LARGE,
+    codes.MODEL_BROKEN, TOO_MANY_REGIONS, TOO_MANY_CONTROLS, BAD_CONTROL, TOO_MANY_PICTURES, PICTURES_TOO_LARGE,
 }
 
 

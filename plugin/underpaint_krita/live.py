@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from shared.crop import Rect
 from shared.messages import Image, Live
 
+from .controls import ControlLayer
 from .regions import RegionPrompt
 from .requests import Canvas, Settings, build_request, source_rect
 
@@ -58,7 +59,7 @@ class LiveSession:
     _key: Any = None
 
     def next_frame(self, canvas: LiveCanvas, settings: Settings, now: float,
-                   regions: tuple[RegionPrompt, ...] = (),
+                   regions: tuple[RegionPrompt, ...] = (), controls: tuple[ControlLayer, ...] = (),
                    may_read: Callable[[], bool] = lambda: True) -> Live | None:
         """A frame to send, or None when it is too early or nothing changed since the last one.
 
@@ -71,18 +72,20 @@ class LiveSession:
         # The exact token reads every pixel of the region (~100 ms on a whole 4096² canvas), so it
         # runs only when the quick token moved or exact_interval passed: detection stays a few
         # percent of one core (docs/live.md).
-        quick = (canvas.quick_change_token(), rect, dataclasses.astuple(settings), regions)
+        layers = (regions, controls)
+        quick = (canvas.quick_change_token(), rect, dataclasses.astuple(settings), layers)
         if quick == self._quick and now - self._exact_checked < self.exact_interval:
             self._checked = now
             return None
         if not may_read():
             return None
         self._checked, self._quick, self._exact_checked = now, quick, now
-        key = (canvas.change_token(rect), rect, dataclasses.astuple(settings), regions)
+        key = (canvas.change_token(rect), rect, dataclasses.astuple(settings), layers)
         if key == self._key:
             return None
         self._key = key  # also on failure below: a broken setting is reported once, not every interval
-        frame = build_request(canvas, settings, uuid.uuid4().hex, live_session=self.id, regions=regions)
+        frame = build_request(canvas, settings, uuid.uuid4().hex, live_session=self.id, regions=regions,
+                              controls=controls)
         self.frames[frame.id] = frame.prompt
         return frame
 

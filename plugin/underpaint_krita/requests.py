@@ -12,8 +12,9 @@ from typing import Protocol
 
 from shared import fills
 from shared.crop import Rect, context_rect, edge_defaults
-from shared.messages import RESULT_MARGIN, Detail, FillMode, Generate, Image, Limits, Live, Mask, Region
+from shared.messages import RESULT_MARGIN, Control, Detail, FillMode, Generate, Image, Limits, Live, Mask, Region
 
+from .controls import ControlLayer
 from .errors import NO_MODEL, SELECTION_OUTSIDE, UserError
 from .regions import RegionPrompt
 
@@ -36,6 +37,10 @@ class Canvas(Protocol):
 
     def read_layer_alpha(self, layer_id: str, rect: Rect) -> bytes | None:
         """The 8-bit alpha of a layer or group inside `rect`; None when the layer no longer exists."""
+
+    def read_layer_rgba(self, layer_id: str, rect: Rect) -> bytes | None:
+        """A layer's or group's own pixels inside `rect`, straight RGBA8 whatever its visibility; None
+        when the layer no longer exists."""
 
 
 # The docker's fill picker: every fill mode of the protocol (docs/inpaint.md) as a label and a
@@ -116,12 +121,14 @@ def source_rect(canvas: Canvas, fill: FillMode) -> Rect:
 
 
 def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session: str | None = None,
-                  regions: Iterable[RegionPrompt] = ()) -> Generate:
+                  regions: Iterable[RegionPrompt] = (), controls: Iterable[ControlLayer] = ()) -> Generate:
     """txt2img / img2img of the whole canvas, or an inpaint of the selection's context region
     (of the whole canvas for a fill mode that repaints around the selection).
 
     Each region prompt goes along with its layer's alpha over the same part of the canvas as the
-    image; a region that does not reach into that part, or whose layer is gone, is left out.
+    image; a region that does not reach into that part, or whose layer is gone, is left out. So does
+    each control layer's image, placed where it was read (docs/control.md): a control with nothing
+    painted in that part, or whose layer is gone, is left out.
 
     With `live_session` it is a `live` frame: one image, always from the canvas (img2img, never
     txt2img), with the session's seed unless the artist fixed one; the server codes it with its tiny
@@ -141,6 +148,7 @@ def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session:
         edge = edge_defaults(selection)
         region = context_rect(selection, bounds, edge, settings.fill)
         common["regions"] = _regions(canvas, regions, region)
+        common["control"] = _controls(canvas, controls, region)
         return kind(
             mode="inpaint", strength=settings.strength, image=_image(canvas, region),
             mask=Mask(width=region.width, height=region.height, format="a8", x=region.x, y=region.y,
@@ -148,6 +156,7 @@ def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session:
             grow=edge.grow, feather=edge.feather, fill=settings.fill, **common,
         )
     common["regions"] = _regions(canvas, regions, bounds)
+    common["control"] = _controls(canvas, controls, bounds)
     # Live frames come fast: their canvas is always enlarged, never refined at full size.
     common["detail"] = DEFAULT_DETAIL if live_session else settings.detail
     if settings.strength >= 1.0 and live_session is None:
@@ -195,4 +204,16 @@ def _regions(canvas: Canvas, regions: Iterable[RegionPrompt], rect: Rect) -> lis
             continue
         mask = Mask(width=rect.width, height=rect.height, format="a8", x=rect.x, y=rect.y, data=alpha)
         found.append(Region(mask=mask, prompt=region.prompt, negative_prompt=region.negative_prompt))
+    return found
+
+
+def _controls(canvas: Canvas, controls: Iterable[ControlLayer], rect: Rect) -> list[Control]:
+    found = []
+    for control in controls:
+        rgba = canvas.read_layer_rgba(control.layer_id, rect)
+        if rgba is None or not rgba[3::4].strip(b"\0"):
+            continue
+        image = Image(width=rect.width, height=rect.height, format="rgba8", x=rect.x, y=rect.y, data=rgba)
+        found.append(Control(kind=control.kind, image=image, strength=control.strength, start=control.start,
+                             end=control.end))
     return found

@@ -1,5 +1,6 @@
 """One open document's Underpaint state and what the artist and the server do to it: its jobs, its
-history of results, what its preview layer shows, its region prompts and its live session.
+history of results, what its preview layer shows, its region prompts, its control layers and its live
+session.
 
 Krita-free. The controller keeps one session per open document and routes to it: the artist's
 actions to the active document's session, the server's messages to the session whose job they
@@ -8,15 +9,28 @@ answer. A session never talks to the server itself: it returns what is to be sen
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.messages import Cancelled, Error, Finalize, Generate, Image, Limits, LiveStop, Progress, Queued, Result
 
 from . import naming
-from .errors import CONNECTION_LOST, NO_LAYER, NO_RESULT, SERVER_BACK, UserError, artist_message
+from .controls import ControlLayer, Controls
+from .errors import (
+    BAD_CONTROL,
+    CONNECTION_LOST,
+    NO_CONTROL_LAYER,
+    NO_LAYER,
+    NO_RESULT,
+    SERVER_BACK,
+    UserError,
+    artist_message,
+)
 from .history import Entry, History
+from .layer_list import LayerList
 from .live import LiveCanvas, LiveResult, LiveSession
 from .regions import RegionPrompt, Regions
 from .requests import Settings, Upscaling, build_request, build_upscale
@@ -54,6 +68,10 @@ class Document(LiveCanvas, Protocol):
 
     def save_regions(self, blob: bytes) -> None: ...
 
+    def load_controls(self) -> bytes | None: ...
+
+    def save_controls(self, blob: bytes) -> None: ...
+
     def active_layer_id(self) -> str | None:
         """The uniqueId of the layer or group the artist selected (never the preview layer)."""
 
@@ -83,10 +101,12 @@ class Job:
 
 
 class DocumentSession:
-    def __init__(self, document: Document, history: History, regions: Regions | None = None):
+    def __init__(self, document: Document, history: History, regions: Regions | None = None,
+                 controls: Controls | None = None):
         self.document = document
         self.history = history
         self.regions = regions if regions is not None else Regions()
+        self.controls = controls if controls is not None else Controls()
         self.jobs: list[Job] = []
         self.shown: str | None = None  # the entry in the preview layer, or LIVE
         self.live: LiveSession | None = None  # live mode is on
@@ -102,14 +122,16 @@ class DocumentSession:
 
     @classmethod
     def open(cls, document: Document, history_limit: int) -> DocumentSession:
-        """The session of a document seen for the first time, with the history and regions stored in it."""
-        return cls(document, _stored_history(document, history_limit), _stored_regions(document))
+        """The session of a document seen for the first time, with the history, regions and control
+        layers stored in it."""
+        return cls(document, _stored_history(document, history_limit), Regions.stored(document.load_regions()),
+                   Controls.stored(document.load_controls()))
 
     # --- the artist's actions --------------------------------------------------------------------
 
     def start_job(self, settings: Settings, job_id: str, connected: bool) -> Generate:
         """A job for this document with `settings`; returns its request, for the controller to send."""
-        request = build_request(self.document, settings, job_id, regions=self.regions)
+        request = build_request(self.document, settings, job_id, regions=self.regions, controls=self.controls)
         self.jobs.append(Job(request))
         self.message = "" if connected else WAITING
         return request
@@ -161,20 +183,12 @@ class DocumentSession:
 
     def named_regions(self) -> list[tuple[RegionPrompt, str]]:
         """The region prompts with their layers' names, dropping those whose layer was deleted."""
-        named = [(region, self.document.layer_name(region.layer_id)) for region in self.regions]
-        if any(name is None for _, name in named):
-            for region, name in named:
-                if name is None:
-                    self.regions.remove(region.layer_id)
-            self.document.save_regions(self.regions.to_json())
-        return [(region, name) for region, name in named if name is not None]
+        return self._named(self.regions, self.document.save_regions)
 
     def add_region(self, prompt: str, negative_prompt: str, limit: int) -> str:
         """Make the active layer or group a region with this prompt (or give it a new one); returns
         its layer id. `limit` is the server's number of regions."""
-        layer_id = self.document.active_layer_id()
-        if layer_id is None:
-            raise UserError(NO_LAYER)
+        layer_id = self._active_layer(NO_LAYER)
         self.regions.set(RegionPrompt(layer_id, prompt, negative_prompt), limit)
         self.document.save_regions(self.regions.to_json())
         return layer_id
@@ -182,6 +196,30 @@ class DocumentSession:
     def remove_region(self, layer_id: str) -> None:
         self.regions.remove(layer_id)
         self.document.save_regions(self.regions.to_json())
+
+    def named_controls(self) -> list[tuple[ControlLayer, str]]:
+        """The control layers with their layers' names, dropping those whose layer was deleted."""
+        return self._named(self.controls, self.document.save_controls)
+
+    def add_control(self, kind: str, limit: int | None = None) -> str:
+        """Make the active layer a control of `kind` (a control already keeps its strength and range);
+        returns its layer id."""
+        layer_id = self._active_layer(NO_CONTROL_LAYER)
+        old = self.controls.get(layer_id)
+        self.set_control(ControlLayer(layer_id, kind) if old is None else dataclasses.replace(old, kind=kind), limit)
+        return layer_id
+
+    def set_control(self, control: ControlLayer, limit: int | None = None) -> None:
+        """Add a control layer or change one's kind, strength or range."""
+        problem = Controls.problem(control)
+        if problem is not None:
+            raise UserError(BAD_CONTROL, problem)
+        self.controls.set(control, limit)
+        self.document.save_controls(self.controls.to_json())
+
+    def remove_control(self, layer_id: str) -> None:
+        self.controls.remove(layer_id)
+        self.document.save_controls(self.controls.to_json())
 
     def set_live(self, on: bool) -> LiveStop | None:
         """Start or stop live mode (the last live picture stays to apply); returns the message that
@@ -328,6 +366,23 @@ class DocumentSession:
 
     # --- helpers -----------------------------------------------------------------------------------
 
+    def _active_layer(self, missing: str) -> str:
+        """The active layer's id; UserError(`missing`) when none is selected."""
+        layer_id = self.document.active_layer_id()
+        if layer_id is None:
+            raise UserError(missing)
+        return layer_id
+
+    def _named(self, items: LayerList, save: Callable[[bytes], None]) -> list[tuple[Any, str]]:
+        """`items` with their layers' names; those whose layer was deleted are dropped and the rest saved."""
+        named = [(item, self.document.layer_name(item.layer_id)) for item in items]
+        if any(name is None for _, name in named):
+            for item, name in named:
+                if name is None:
+                    items.remove(item.layer_id)
+            save(items.to_json())
+        return [(item, name) for item, name in named if name is not None]
+
     def _job(self, job_id: str) -> Job | None:
         return next((job for job in self.jobs if job.id == job_id), None)
 
@@ -347,12 +402,3 @@ def _stored_history(document: Document, limit: int) -> History:
             log.warning("starting a new history: %s", exc)
     return History(limit)
 
-
-def _stored_regions(document: Document) -> Regions:
-    blob = document.load_regions()
-    if blob:
-        try:
-            return Regions.from_json(blob)
-        except ValueError as exc:
-            log.warning("starting without regions: %s", exc)
-    return Regions()

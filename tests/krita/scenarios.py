@@ -131,6 +131,11 @@ def document_glue(job: dict, out: dict) -> None:
     out["region_name"] = doc.layer_name(region_id)
     out["region_alpha"] = list(doc.read_layer_alpha(region_id, Rect(3, 4, 3, 1)))
     out["missing_region_alpha"] = doc.read_layer_alpha("{00000000-0000-0000-0000-000000000000}", Rect(0, 0, 1, 1))
+    # Control images: a layer's own RGBA, in protocol order; a 16-bit layer read through a converted copy.
+    out["control_rgba"] = list(doc.read_layer_rgba(region_id, Rect(3, 4, 2, 1)))
+    deep_background = deep.rootNode().childNodes()[0]
+    out["deep_control_rgba"] = list(deep_doc.read_layer_rgba(deep_background.uniqueId().toString(), Rect(0, 0, 1, 1)))
+    out["deep_background_space"] = [deep_background.colorModel(), deep_background.colorDepth()]
     doc.save_regions(b'{"regions": "blob"}')
 
     doc.save_history(b"history\x00blob")
@@ -271,6 +276,67 @@ def refine_keeps_red(job: dict, out: dict) -> None:
     out["mean_red"] = sum(data[i + 2] for i in opaque) / max(1, len(opaque))
     out["mean_blue"] = sum(data[i] for i in opaque) / max(1, len(opaque))
     out["mean_green"] = sum(data[i + 1] for i in opaque) / max(1, len(opaque))
+
+
+@report
+def control_layers(job: dict, out: dict) -> None:
+    """A sketch layer made a control is kept in the .kra; reopened, an inpaint of a selection at odd
+    offsets sends the sketch's pixels over the selection's context region, and the result arrives as
+    a new layer."""
+    controller = _prepare(job, out)
+    from underpaint_krita.controls import ControlLayer
+
+    from shared.images import swap_red_blue
+    from shared.messages import Result
+
+    width, height = 256, 192
+    document = new_document(width, height)
+    _fill(document.rootNode().childNodes()[0], width, height, bytes([255, 255, 255, 255]))
+    sketch = document.createNode("Sketch", "paintlayer")
+    document.rootNode().addChildNode(sketch, None)
+    _fill(sketch, 200, 3, bytes([0, 0, 0, 255]), x=20, y=97)  # sketch lines: black on transparent
+    _fill(sketch, 3, 150, bytes([40, 30, 20, 200]), x=131, y=21)
+    document.waitForDone()
+    sketch_id = sketch.uniqueId().toString()
+    # kritarunner has no view and so no active layer to add: the session's own call, as Add layer makes it.
+    controller.session().set_control(ControlLayer(sketch_id, "scribble", 0.9, 0.0, 0.8))
+
+    path = job["workdir"] + "/controls.kra"
+    document.setBatchmode(True)
+    out["saved"] = document.saveAs(path)
+    document.close()
+    document = Krita.instance().openDocument(path)
+    session = controller.session()
+    out["controls_after_reopen"] = [[c.layer_id == sketch_id, c.kind, c.strength, c.start, c.end, name]
+                                    for c, name in controller.controls()]
+
+    _select(document, *job["select"])
+    settings = controller.settings
+    settings.model, settings.prompt, settings.steps, settings.seed = job["model"], "a house", 3, 5
+    settings.strength = 1.0
+    received = session.receive
+
+    def record(message) -> None:  # what the server said it did with the controls
+        if isinstance(message, Result):
+            out["result_controls"] = message.info.get("controls")
+        received(message)
+
+    session.receive = record
+    controller.generate()
+    request = session.jobs[0].request
+    out["mode"], out["image_bounds"] = request.mode, list(request.image.bounds)
+    out["controls_sent"] = [[c.kind, c.strength, c.start, c.end, list(c.image.bounds)] for c in request.control]
+    x, y, w, h = request.image.bounds
+    node = _node(document, "Sketch")
+    out["control_is_the_layer"] = [c.image.data == swap_red_blue(bytes(node.pixelData(x, y, w, h)))
+                                   for c in request.control]
+    out["control_alpha_values"] = sorted(set(request.control[0].image.data[3::4])) if request.control else []
+    out["finished"] = _wait_for_jobs(controller)
+    out["message"] = controller.message
+    out["applied"] = controller.apply()
+    out["layers"] = layer_names(document)
+    layer = _node(document, out["applied"])
+    out["applied_bounds"] = _bounds(layer) if layer is not None else None
 
 
 def _docker():
@@ -704,16 +770,10 @@ def _stroke_case(case: str, job: dict, controller, docker, preset, found: dict):
         docker.job.live.click()
 
 
-@report
-def gui_live_apply(job: dict, out: dict):
-    """In the GUI: Live on, an artist's brush stroke (xdotool; a zigzag reaching `reach` of the canvas
-    widget's shorter side, 0.3 unless the job says) on "Paint Layer 1"; once the frame with the stroke
-    is shown, Apply, and Live off. The live picture as the preview showed it, and the applied [Live]
-    layer's pixels (BGRA) over the same rectangle, go to files."""
-    controller, docker, preset = yield from _gui_start(job, out, "a red circle")
-    width, height = job["size"]
-    document, paint = yield from _brush_document("live-apply", width, height, preset)
-    session = controller.session()
+def _live_stroke(job: dict, docker, document, session):
+    """Steps: the job's steps, strength 50% and Live on; once the first picture is shown, an artist's brush
+    stroke (xdotool; a zigzag reaching `reach` of the canvas widget's shorter side, 0.3 unless the job
+    says) on the active layer; done when the frame sent after it is shown. Returns whether it was."""
     docker.advanced.steps.setValue(job["steps"])
     docker.generation.strength.setValue(50)
     docker.job.live.click()
@@ -731,7 +791,19 @@ def gui_live_apply(job: dict, out: dict):
                 and _idle(document))
 
     yield timeline.until(stroke_shown)
-    out["stroke_shown"] = stroke_shown()
+    return stroke_shown()
+
+
+@report
+def gui_live_apply(job: dict, out: dict):
+    """In the GUI: Live on, an artist's brush stroke on "Paint Layer 1" (_live_stroke); once the frame
+    with the stroke is shown, Apply, and Live off. The live picture as the preview showed it, and the applied [Live]
+    layer's pixels (BGRA) over the same rectangle, go to files."""
+    controller, docker, preset = yield from _gui_start(job, out, "a red circle")
+    width, height = job["size"]
+    document, paint = yield from _brush_document("live-apply", width, height, preset)
+    session = controller.session()
+    out["stroke_shown"] = yield from _live_stroke(job, docker, document, session)
     live = session.live_result
     out["frame_id"], out["bounds"] = live.id, list(live.image.bounds)
     out["preview"] = f"{job['workdir']}/preview.rgba"
@@ -751,6 +823,44 @@ def gui_live_apply(job: dict, out: dict):
     out["applied"] = f"{job['workdir']}/applied.bgra"
     with open(out["applied"], "wb") as f:
         f.write(bytes(applied().pixelData(x, y, w, h)))
+
+
+@report
+def gui_live_control(job: dict, out: dict):
+    """In the GUI: "Paint Layer 1" added as a scribble control with the docker's Add layer, Live on, an
+    artist's brush stroke on it (xdotool); the live frames sent, whether the one after the stroke carries
+    the layer's pixels as its control image, and what the server says it did with it."""
+    from shared.images import swap_red_blue
+    from shared.messages import Live, Result
+
+    controller, docker, preset = yield from _gui_start(job, out, "a house")
+    width, height = job["size"]
+    document, paint = yield from _brush_document("live-control", width, height, preset)
+    session = controller.session()
+    docker.controls.add.click()
+    out["controls"] = [[c.kind, name] for c, name in controller.controls()]
+    frames, results = [], []
+    submit, receive = controller.connection.submit, session.receive
+
+    def sent(message) -> None:  # observed on their way out and in, unchanged
+        if isinstance(message, Live):
+            frames.append(message)
+        submit(message)
+
+    def received(message) -> None:
+        if isinstance(message, Result):
+            results.append([message.id, message.info.get("controls")])
+        receive(message)
+
+    controller.connection.submit, session.receive = sent, received
+    out["stroke_shown"] = yield from _live_stroke(job, docker, document, session)
+    docker.job.live.click()
+    ink = swap_red_blue(bytes(paint.pixelData(0, 0, width, height)))
+    out["ink_pixels"] = sum(1 for a in ink[3::4] if a)
+    out["frames"] = [[f.id, [[c.kind, list(c.image.bounds), c.image.data == ink] for c in f.control]]
+                     for f in frames]
+    out["results"] = results
+    out["layers"] = layer_names(document)
 
 
 def _xdotool_run(command: list[str], timeline: _Timeline):

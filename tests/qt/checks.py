@@ -112,7 +112,7 @@ def check_the_docker_builds_its_sections_and_shows_the_server() -> None:
     body = docker.widget().widget().layout()
     sections = [type(body.itemAt(i).widget()).__name__ for i in range(body.count())]
     assert sections == ["StyleSection", "ServerSection", "PromptSection", "GenerationSection", "JobSection",
-                        "AdvancedSection", "RegionsSection", "UpscaleSection", "ResultsSection"]
+                        "AdvancedSection", "RegionsSection", "ControlsSection", "UpscaleSection", "ResultsSection"]
     detail = docker.generation.detail
     assert [detail.itemData(i) for i in range(detail.count())] == ["fast", "full"]
     detail.setCurrentIndex(detail.findData("full"))
@@ -251,7 +251,7 @@ def check_the_docker_fits_a_narrow_column() -> None:
     where Krita docks it)."""
     controller, _, _, _ = connected_controller(FakeDocument(64, 48), "a fox")
     docker = UnderpaintDocker(controller)
-    for section in (docker.server, docker.advanced, docker.regions):
+    for section in (docker.server, docker.advanced, docker.regions, docker.controls):
         section.toggle.setChecked(True)
     docker.job.live.click()
     controller.server.message = "Cannot reach the server at 127.0.0.1:9860. Is it running? Retrying in 10 s."
@@ -371,12 +371,42 @@ def check_the_docker_lists_and_removes_regions() -> None:
     document.active_layer = "sky-id"
     docker = UnderpaintDocker(controller)
     controller.add_region("a stormy sky")
-    regions = docker.regions.region_list
+    regions = docker.regions.layer_list
     assert [regions.item(i).text() for i in range(regions.count())] == ["Sky: a stormy sky"]
     assert regions.item(0).data(ROLE.UserRole) == "sky-id"
     regions.setCurrentRow(0)
     docker.regions.remove.click()
     assert regions.count() == 0 and controller.regions() == []
+
+
+def check_the_docker_adds_edits_and_removes_control_layers() -> None:
+    controller, connection, _, document = connected_controller(FakeDocument(64, 48), "a castle")
+    document.rgbas = {"sketch-id": ("Sketch", solid(64, 48, (0, 0, 0, 255))),
+                      "depth-id": ("Depth", solid(64, 48, (90, 90, 90, 255)))}
+    docker = UnderpaintDocker(controller)
+    section = docker.controls
+    assert not section.strength.isEnabled()  # nothing selected: only the kind to add with
+    document.active_layer = "sketch-id"
+    section.add.click()
+    section.kind.setCurrentIndex(section.kind.findData("depth"))
+    document.active_layer = "depth-id"
+    section.add.click()
+    rows = section.layer_list
+    assert [rows.item(i).text() for i in range(rows.count())] == ["Sketch: Scribble", "Depth: Depth"]
+    rows.setCurrentRow(0)
+    assert section.kind.currentData() == "scribble" and section.strength.isEnabled()
+    section.strength.setValue(0.75)
+    section.end.setValue(60)
+    section.kind.setCurrentIndex(section.kind.findData("lineart"))
+    assert [(c.kind, c.strength, c.start, c.end) for c, _ in controller.controls()] == [
+        ("lineart", 0.75, 0.0, 0.6), ("depth", 1.0, 0.0, 1.0)]
+    assert rows.item(0).text() == "Sketch: Line art" and rows.currentRow() == 0  # the selection survives
+    section.start.setValue(80)  # after the end: refused, told, and the box shows the kept value again
+    assert "cannot be used" in controller.message and section.start.value() == 0
+    controller.generate()
+    assert [c.kind for c in connection.sent[-1].control] == ["lineart", "depth"]
+    section.remove.click()
+    assert [c.layer_id for c, _ in controller.controls()] == ["depth-id"] and rows.count() == 1
 
 
 def check_qimages_round_trip_straight_rgba() -> None:
@@ -427,10 +457,13 @@ def check_the_krita_document_glue_converts_both_ways() -> None:
     region_id = region.uniqueId().toString()
     assert glue.layer_name(region_id) == "sky"
     assert glue.read_layer_alpha(region_id, Rect(3, 0, 3, 1)) == bytes([0, 128, 128])
+    assert glue.read_layer_rgba(region_id, Rect(3, 0, 2, 1)) == bytes([0, 0, 0, 0, 0, 0, 255, 128])  # BGRA in
 
     glue.save_history(b"history\x00blob")
     glue.save_regions(b'{"regions": []}')
+    glue.save_controls(b'{"controls": []}')
     assert glue.load_history() == b"history\x00blob" and glue.load_regions() == b'{"regions": []}'
+    assert glue.load_controls() == b'{"controls": []}'
 
 
 def _training_docker() -> tuple[Controller, ScriptedConnection, UnderpaintDocker]:

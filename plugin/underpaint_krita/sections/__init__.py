@@ -1,6 +1,6 @@
 """The docker's sections, top to bottom: the style, where the server is, the prompt, how to
 generate, the Generate buttons and Live with the job's progress, the advanced settings, regions,
-the results.
+control layers, upscaling, the results.
 
 Each section builds its widgets, shows the controller's state in `refresh()` and calls the
 controller's actions; a section holding part of the settings `load`s and `store`s that part.
