@@ -70,9 +70,8 @@ class Generator:
         if request.upscaler is not None:
             self.upscalers.choose(request.upscaler)
         self.conditioner.check(request, entry.family)
-        if request.control and (request.mode == "upscale" or request.detail == "full"):
-            raise Unsupported("control images work with txt2img, img2img and inpaint, not yet with an upscale "
-                              "or detail 'full'", "control")
+        if request.control and request.mode == "upscale":
+            raise Unsupported("control images work with txt2img, img2img and inpaint, not with an upscale", "control")
         for i, item in enumerate(request.control):
             self.controlnets.choose(item.kind, entry.family, item.model, f"control[{i}]")
 

@@ -334,3 +334,14 @@ def test_a_full_size_sd15_controlnet_in_the_original_fp16_layout_loads_with_the_
     loaded, made = load(entry).state_dict(), net.state_dict()
     assert loaded.keys() == made.keys()
     assert all(torch.equal(loaded[key], made[key].half().float()) for key in made)
+
+
+def test_with_full_detail_the_controls_shape_the_native_picture_the_refine_keeps(client):
+    fields = {"width": 320, "height": 256, "fit_native": True, "detail": "full", "steps": 3}
+    line = Image(width=320, height=256, format="rgba8", data=bytes(320 * 256 * 4), x=0, y=0)
+    plain = client.generate(request(**fields))
+    controlled = client.generate(request(**fields, control=[Control(kind="scribble", image=cross())]))
+    empty = client.generate(request(**fields, control=[Control(kind="scribble", image=line, strength=0)]))
+    assert controlled.info["detail"] == "full" and controlled.info["controls"][0]["model"] == "tiny-sd15-scribble"
+    assert controlled.images[0].image.data != plain.images[0].image.data
+    assert empty.images[0].image.data == plain.images[0].image.data

@@ -5,7 +5,8 @@ scaled to the generation size, so it lines up with the picture wherever the mode
 selection, a live frame). The UNet's forward is wrapped for the job, as for tiles and regions, so
 every pipeline a mode uses takes controls without a ControlNet pipeline of its own. A control runs
 only at the steps within its [start, end] share (diffusers' `controlnet_keep`), and not at all at
-strength 0: outside its range a step costs what it costs without it.
+strength 0: outside its range a step costs what it costs without it. It acts on the picture it was
+placed for: with full detail, the native picture whose composition the refine then keeps.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
-import torch.nn.functional as F
 
 from shared.crop import Rect
 from shared.messages import Control
@@ -27,6 +27,8 @@ from ..imaging import payloads
 from ..models.controlnets import ControlNets, Net
 from ..models.identify import UNION_TYPES
 
+# Pixels per latent pixel each way, in SD1.5's and SDXL's VAEs alike.
+LATENT_SCALE = 8
 # Kinds whose image is lines: a ControlNet reads them as light lines on black.
 LINE_KINDS = frozenset({"scribble", "lineart", "softedge", "canny"})
 
@@ -66,12 +68,13 @@ class ActiveControl:
         """Whether it runs at `step` of `steps`: the step lies wholly within [start, end]."""
         return steps > 0 and not (step / steps < self.start or (step + 1) / steps > self.end)
 
+    def fits(self, sample: torch.Tensor) -> bool:
+        """Whether `sample` is the picture the control image was placed for (not a tile of a later pass)."""
+        return self.hint.shape[-2:] == (sample.shape[-2] * LATENT_SCALE, sample.shape[-1] * LATENT_SCALE)
+
     def residuals(self, sample: torch.Tensor, timestep: Any, context: torch.Tensor,
                   extra: dict[str, Any]) -> tuple[Sequence[torch.Tensor], torch.Tensor]:
-        hint = self.hint
-        if hint.shape[-2:] != (sample.shape[-2] * 8, sample.shape[-1] * 8):
-            hint = F.interpolate(hint, size=(sample.shape[-2] * 8, sample.shape[-1] * 8), mode="bilinear")
-        hint = hint.to(sample.device, self.net.dtype).expand(sample.shape[0], -1, -1, -1)
+        hint = self.hint.to(sample.device, self.net.dtype).expand(sample.shape[0], -1, -1, -1)
         arguments: dict[str, Any] = {"controlnet_cond": hint, "conditioning_scale": self.strength}
         if getattr(self.net.config, "num_control_type", None) is not None:  # a union model
             index = UNION_TYPES[self.kind]
@@ -135,7 +138,7 @@ def applied(pipe: Any, controls: Controls | None, global_tokens: int | None = No
 
     def controlled(sample: torch.Tensor, timestep: Any, *args: Any, **kwargs: Any) -> Any:
         steps = getattr(pipe, "num_timesteps", 0)
-        running = [c for c in controls.items if c.covers(controls.step, steps)]
+        running = [c for c in controls.items if c.covers(controls.step, steps) and c.fits(sample)]
         if running:
             context = kwargs["encoder_hidden_states"] if "encoder_hidden_states" in kwargs else args[0]
             if global_tokens is not None:
@@ -158,4 +161,5 @@ def applied(pipe: Any, controls: Controls | None, global_tokens: int | None = No
     try:
         yield
     finally:
-        del unet.forward
+        # A full-detail refine's tiles (modes/tiled.py) may have taken the forward off already.
+        unet.__dict__.pop("forward", None)
