@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -9,10 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from server.conditioning.control import line_picture
 from server.models.demo import MODEL_DIR, NAME
 from tools.demo_model import concept
+from tools.demo_model.controlnet import centroid, sketch
 from tools.demo_model.data import (
     NEW_SHAPES,
+    POSITIONS,
     SHAPE_COLOURS,
     SHAPES,
     Background,
@@ -214,3 +218,18 @@ def test_generation_paints_the_asked_colours(pipeline, prompt: str, background: 
     picture = _generate(pipeline, prompt)
     assert background_names(picture) == (background, background)
     assert find_blob(picture, colour) is not None
+
+
+@pytest.mark.parametrize("kind", SHAPES)
+@pytest.mark.parametrize("side", [64, 128])
+def test_a_sketch_is_light_lines_on_black_around_its_shape(kind: str, side: int) -> None:
+    for seed, position in enumerate(POSITIONS):
+        shape = Shape(kind, "red", "large", position)
+        drawn = sketch(shape, side, random.Random(seed))
+        lines = np.asarray(drawn.convert("L"))
+        assert drawn.size == (side, side) and lines.max() >= 150 and 0.01 < (lines > 64).mean() < 0.25
+        x, y = shape.centre
+        sx, sy = centroid(drawn)
+        # A hand is off by a little, and a triangle's outline centres below its circle's centre.
+        assert math.hypot(sx - x, sy - y) < 0.08, (kind, position, (sx, sy))
+        assert line_picture(drawn) == drawn  # the server reads it as it is

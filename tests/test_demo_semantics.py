@@ -3,14 +3,18 @@
 The demo model knows colours, shapes, sizes and positions (docs/demo-model.md), so these tests can
 check meaning where the tiny random models can only check shapes and pixels: an inpaint paints the
 asked-for colour inside the selection, each region prompt colours its own region, a light refine
-keeps the composition, and a prompt weight shifts the colour mix.
+keeps the composition, a prompt weight shifts the colour mix, and a scribble puts the shape where it is
+drawn (the demo's scribble ControlNet).
 """
 
 from __future__ import annotations
 
+import math
+import random
 import uuid
 
 import numpy as np
+import PIL.Image
 import pytest
 from test_inpaint import box_mask, inpaint
 
@@ -18,8 +22,9 @@ from server.config import ServerConfig
 from server.models.demo import NAME
 from shared.client import Client
 from shared.crop import Rect
-from shared.messages import Generate, Image, Mask, Region
+from shared.messages import Control, Generate, Image, Mask, Region
 from testing.serving import running_server, url
+from tools.demo_model.controlnet import POSITION_TOLERANCE, centroid, sketch
 from tools.demo_model.data import Background, Scene, Shape, caption, render
 from tools.demo_model.detect import colour_share, find_blob
 
@@ -32,7 +37,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     """A client of a server whose models folder is empty, so it serves the demo model."""
     config = ServerConfig(models=[tmp_path_factory.mktemp("no-models")], outputs=tmp_path_factory.mktemp("outputs"))
     with running_server(config) as server, Client(url(server), name="test") as client:
-        assert [m.name for m in client.models()] == [NAME]
+        listed = [(m.kind, m.name) for m in client.models()]
+        assert listed == [("checkpoint", NAME), ("controlnet", "underpaint-demo-scribble")]
         yield client
 
 
@@ -107,3 +113,29 @@ def test_a_prompt_weight_shifts_the_colour_mix(demo: Client) -> None:
     for seed in range(3):
         less, plain, more = red("(red:0.6)", seed), red("red", seed), red("(red:1.5)", seed)
         assert less < plain < more, (seed, less, plain, more)
+
+
+def sketch_layer(lines: PIL.Image.Image) -> Image:
+    """A sketch's light lines as black strokes on a transparent layer, as an artist's sketch layer reaches
+    the server."""
+    layer = np.zeros((SIDE, SIDE, 4), np.uint8)
+    layer[..., 3] = np.asarray(lines.convert("L"))
+    return Image(width=SIDE, height=SIDE, format="rgba8", x=0, y=0, data=layer.tobytes())
+
+
+@pytest.mark.parametrize(("position", "seed"), [("left", 0), ("right", 1), ("top", 2)])
+def test_a_scribble_puts_the_shape_where_it_is_drawn(demo: Client, position: str, seed: int) -> None:
+    """The prompt does not say where: only the scribble does."""
+    lines = sketch(Shape("circle", "red", "large", position), SIDE, random.Random(seed))
+    rgb = picture(demo, seed=seed, prompt="a large red circle, blue background",
+                  control=[Control(kind="scribble", image=sketch_layer(lines))])
+    blob, (x, y) = find_blob(rgb, "red"), centroid(lines)
+    assert blob is not None and math.hypot(blob.x - x, blob.y - y) < POSITION_TOLERANCE, (position, blob)
+
+
+def test_a_scribble_at_strength_0_changes_nothing(demo: Client) -> None:
+    drawn = sketch_layer(sketch(Shape("circle", "red", "large", "left"), SIDE, random.Random(0)))
+    plain = picture(demo, prompt="a large red circle, blue background")
+    zero = picture(demo, prompt="a large red circle, blue background",
+                   control=[Control(kind="scribble", image=drawn, strength=0.0)])
+    assert np.array_equal(zero, plain)

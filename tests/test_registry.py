@@ -32,6 +32,7 @@ from server.models.identify import (
 from server.models.registry import Registry
 from shared.errors import BAD_REQUEST, MODEL_BROKEN, UNKNOWN_MODEL
 from shared.schema import to_wire
+from testing.tiny_controlnets import tiny_controlnet
 
 # name -> (kind, family, variant, format, refused)
 FIXTURES = {
@@ -592,3 +593,34 @@ def test_missing_demo_is_tolerated(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     demo.NAME, demo.MODEL_DIR = "demo", tmp_path / "not-trained-yet"
     monkeypatch.setitem(sys.modules, "server.models.demo", demo)
     assert scanned(tmp_path).entries() == []
+
+
+@pytest.fixture
+def demo_controlnets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_demo: None) -> Path:
+    """The fake demo model with a ControlNets folder holding one scribble ControlNet."""
+    folder = tmp_path / "demo-controlnets"
+    tiny_controlnet("sd15").save_pretrained(folder / "demo-scribble", safe_serialization=True)
+    monkeypatch.setattr(sys.modules["server.models.demo"], "CONTROLNET_DIR", folder, raising=False)
+    return folder
+
+
+def test_demo_controlnets_are_offered_with_the_demo(tmp_path: Path, demo_controlnets: Path) -> None:
+    reg = scanned(tmp_path / "empty")
+    (net,) = [e for e in reg.entries() if e.kind == "controlnet"]
+    assert (net.name, net.family, net.kinds, net.embedded, net.refused) == ("demo-scribble", "sd15", ("scribble",),
+                                                                            True, None)
+    assert net.path == demo_controlnets / "demo-scribble"
+    assert reg.get("demo-scribble", "controlnet") == net
+    assert [e.name for e in reg.checkpoints()] == ["demo"]
+
+
+def test_demo_controlnets_are_not_offered_beside_a_usable_checkpoint(tmp_path: Path, models_dir: Path,
+                                                                     demo_controlnets: Path) -> None:
+    _copy_single(models_dir, "tiny-sdxl-single", tmp_path)
+    assert [e.name for e in scanned(tmp_path).entries()] == ["tiny-sdxl-single"]
+
+
+def test_a_users_controlnet_of_the_same_name_comes_first(tmp_path: Path, demo_controlnets: Path) -> None:
+    tiny_controlnet("sd15", seed=1).save_pretrained(tmp_path / "controlnet" / "demo-scribble")
+    (net,) = [e for e in scanned(tmp_path).entries() if e.kind == "controlnet"]
+    assert (net.path, net.embedded) == (tmp_path / "controlnet" / "demo-scribble", False)

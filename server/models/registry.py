@@ -25,6 +25,7 @@ import importlib
 import logging
 import os
 import threading
+import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -119,6 +120,10 @@ class Registry:
             demo = embedded_entry()
             if demo is not None:
                 found[(demo.kind, demo.name)] = demo
+                # Its ControlNets fit only its UNet: they are offered with it, and a user's of the same
+                # name comes first.
+                for net in embedded_controlnets():
+                    found.setdefault((net.kind, net.name), net)
         recommended: dict[tuple, ModelEntry] = {}
 
         def with_settings(entry: ModelEntry) -> ModelEntry:
@@ -312,17 +317,34 @@ def find_tiny_autoencoders(folders: Sequence[Path]) -> dict[str, Path]:
     return found
 
 
-def embedded_entry() -> ModelEntry | None:
-    """The demo model that ships with the server, when it is installed."""
+def _demo_module() -> types.ModuleType | None:
+    """The package of the demo model that ships with the server; None when it is not installed."""
     try:
-        demo = importlib.import_module(f"{__package__}.demo")
+        return importlib.import_module(f"{__package__}.demo")
     except ModuleNotFoundError as exc:
         if exc.name == f"{__package__}.demo":
             return None
         raise
+
+
+def embedded_entry() -> ModelEntry | None:
+    """The demo model that ships with the server, when it is installed."""
+    demo = _demo_module()
+    if demo is None:
+        return None
     model_dir = Path(demo.MODEL_DIR)
     if not (model_dir / "model_index.json").is_file():
         return None
     tiny = getattr(demo, "TINY_AUTOENCODER_DIR", None)  # a demo model may come without one
     return replace(identify_folder(model_dir, name=demo.NAME), embedded=True,
                    tiny_autoencoder=Path(tiny) if tiny and is_tiny_autoencoder(Path(tiny)) else None)
+
+
+def embedded_controlnets() -> list[ModelEntry]:
+    """The demo model's ControlNets (diffusers folders in its CONTROLNET_DIR), identified as a user's are."""
+    demo = _demo_module()
+    folder = getattr(demo, "CONTROLNET_DIR", None) if demo is not None else None
+    if folder is None:
+        return []
+    configs = sorted(Path(folder).glob(f"*/{FOLDER_MARKERS['controlnet']}"))
+    return [replace(identify_controlnet_folder(config.parent), embedded=True) for config in configs]

@@ -232,23 +232,33 @@ def _cross(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     return [(cx + x, cy + y) for x, y in corners]
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, side: int) -> None:
+def outline(shape: Shape, side: int) -> list[tuple[float, float]]:
+    """The corners of the shape as drawn at `side` px (a circle's as a 32-gon), in drawing order."""
     cx, cy = (c * side for c in shape.centre)
     r = shape.radius * side
-    fill = SHAPE_COLOURS[shape.colour]
     if shape.kind == "circle":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
-    elif shape.kind == "square":
+        return [(cx + r * math.cos(a), cy + r * math.sin(a)) for a in (i * math.pi / 16 for i in range(32))]
+    if shape.kind == "square":
         h = r * 0.85  # same visual weight as a circle of radius r
-        draw.rectangle([cx - h, cy - h, cx + h, cy + h], fill=fill)
-    elif shape.kind == "triangle":
-        draw.polygon([(cx, cy - r), (cx + r * 0.95, cy + r * 0.8), (cx - r * 0.95, cy + r * 0.8)], fill=fill)
-    elif shape.kind == "star":
-        draw.polygon(_star(cx, cy, r), fill=fill)
-    elif shape.kind == "cross":
-        draw.polygon(_cross(cx, cy, r), fill=fill)
+        return [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
+    if shape.kind == "triangle":
+        return [(cx, cy - r), (cx + r * 0.95, cy + r * 0.8), (cx - r * 0.95, cy + r * 0.8)]
+    if shape.kind == "star":
+        return _star(cx, cy, r)
+    if shape.kind == "cross":
+        return _cross(cx, cy, r)
+    raise ValueError(f"shape.kind: unknown shape {shape.kind!r}, expected one of {SHAPES + NEW_SHAPES}")
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, side: int) -> None:
+    fill = SHAPE_COLOURS[shape.colour]
+    corners = outline(shape, side)
+    if shape.kind in ("circle", "square"):  # drawn exactly, as the model's training pictures were
+        xs, ys = [x for x, _ in corners], [y for _, y in corners]
+        box = [min(xs), min(ys), max(xs), max(ys)]
+        draw.ellipse(box, fill=fill) if shape.kind == "circle" else draw.rectangle(box, fill=fill)
     else:
-        raise ValueError(f"shape.kind: unknown shape {shape.kind!r}, expected one of {SHAPES + NEW_SHAPES}")
+        draw.polygon(corners, fill=fill)
 
 
 def _background_pixels(background: Background, side: int) -> np.ndarray:

@@ -12,3 +12,6 @@ NAME = "underpaint-demo"
 MODEL_DIR: Path = Path(__file__).resolve().parent / "model"
 # Its tiny autoencoder (what TAESD is to SD1.5), for live frames: tools/demo_model/tiny_autoencoder.py.
 TINY_AUTOENCODER_DIR: Path = Path(__file__).resolve().parent / "tiny_autoencoder"
+# Its ControlNets, one diffusers folder each (a scribble one: tools/demo_model/controlnet.py), listed
+# only while the demo model is.
+CONTROLNET_DIR: Path = Path(__file__).resolve().parent / "controlnet"
