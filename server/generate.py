@@ -73,7 +73,7 @@ class Generator:
         if request.control and request.mode == "upscale":
             raise Unsupported("control images work with txt2img, img2img and inpaint, not with an upscale", "control")
         for i, item in enumerate(request.control):
-            self.controlnets.choose(item.kind, entry.family, item.model, f"control[{i}]")
+            self.controlnets.choose(item.kind, entry, item.model, f"control[{i}]")
 
     def check_finalize(self, owner: int, frame_id: str) -> LiveFrame:
         """The kept live frame a `finalize` asks for; NotFound at once when there is none."""
@@ -144,7 +144,7 @@ class Generator:
         global_tokens = prompting.restriction.spans[0][0] if prompting.restriction else None
 
         # 6. Controls: each control image cut to the frame like the picture, its ControlNet loaded.
-        controls = control.prepare(request.control, frame.canvas, (frame.width, frame.height), entry.family,
+        controls = control.prepare(request.control, frame.canvas, (frame.width, frame.height), entry,
                                    self.controlnets)
 
         # 7. Autoencoder: a tiny one for live frames where the model has one (docs/live.md). A live

@@ -345,3 +345,21 @@ def test_with_full_detail_the_controls_shape_the_native_picture_the_refine_keeps
     assert controlled.info["detail"] == "full" and controlled.info["controls"][0]["model"] == "tiny-sd15-scribble"
     assert controlled.images[0].image.data != plain.images[0].image.data
     assert empty.images[0].image.data == plain.images[0].image.data
+
+
+def test_the_demo_model_takes_only_its_own_controlnets(controlnets):
+    """The demo model's UNet is its own: an installed SD1.5 ControlNet of the same kind would not fit it."""
+    from server.errors import Unsupported
+    from server.models.controlnets import ControlNets
+
+    registry = Registry([controlnets])  # no usable checkpoint: the demo model is served
+    registry.scan()
+    (demo,) = registry.checkpoints()
+    chooser = ControlNets(registry, torch.device("cpu"), torch.float32)
+    assert demo.embedded and chooser.choose("scribble", demo, None, "control[0]").name == "underpaint-demo-scribble"
+    with pytest.raises(Unsupported) as caught:
+        chooser.choose("canny", demo, None, "control[0]")  # tiny-sd15-canny is SD1.5's, not the demo's
+    assert caught.value.field == "control[0].kind"
+    with pytest.raises(Unsupported) as caught:
+        chooser.choose("scribble", demo, "tiny-sd15-scribble", "control[0]")
+    assert caught.value.field == "control[0].model"

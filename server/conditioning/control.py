@@ -25,6 +25,7 @@ from shared.messages import Control
 
 from ..imaging import payloads
 from ..models.controlnets import ControlNets, Net
+from ..models.entry import ModelEntry
 from ..models.identify import UNION_TYPES
 
 # Pixels per latent pixel each way, in SD1.5's and SDXL's VAEs alike.
@@ -105,14 +106,14 @@ class Controls:
                               "end": c.end} for c in self.items]}
 
 
-def prepare(controls: Sequence[Control], frame: Rect, size: tuple[int, int], family: str | None,
+def prepare(controls: Sequence[Control], frame: Rect, size: tuple[int, int], checkpoint: ModelEntry,
             controlnets: ControlNets) -> Controls | None:
     """The request's controls with their ControlNets loaded and images placed over `frame` at `size`
     (the generation size); None without any that acts (strength 0 acts on nothing)."""
     active = []
     for i, control in enumerate(controls):
         where = f"control[{i}]"
-        entry = controlnets.choose(control.kind, family, control.model, where)
+        entry = controlnets.choose(control.kind, checkpoint, control.model, where)
         if control.strength == 0:
             continue
         picture = payloads.to_pil(control.image, f"{where}.image")

@@ -46,21 +46,22 @@ class ControlNets:
         self._loaded: OrderedDict[tuple[Path, str], Net] = OrderedDict()
         self._lock = threading.Lock()
 
-    def choose(self, kind: str, family: str | None, name: str | None, field: str) -> ModelEntry:
-        """The ControlNet named (it must read `kind` for `family`), else the first installed that does;
-        Unsupported naming `field`'s kind when none is."""
+    def choose(self, kind: str, checkpoint: ModelEntry, name: str | None, field: str) -> ModelEntry:
+        """The ControlNet named (it must read `kind` for the checkpoint's family), else the first installed
+        that does; Unsupported naming `field`'s kind when none is. The built-in demo model's latents and
+        features are its own: it takes only its own ControlNets, and other checkpoints never take them."""
+        family = checkpoint.family
         if name is not None:
             entry = self.registry.get(name, "controlnet", f"{field}.model")
             if kind not in entry.kinds:
                 raise Unsupported(f"ControlNet {name!r} reads {', '.join(entry.kinds)}, not {kind}", f"{field}.kind")
-            if entry.family != family:
-                raise Unsupported(f"ControlNet {name!r} is for {entry.family} models, this model is {family}",
-                                  f"{field}.model")
+            if entry.family != family or entry.embedded != checkpoint.embedded:
+                raise Unsupported(f"ControlNet {name!r} is not made for {checkpoint.name}", f"{field}.model")
             return entry
         usable = [e for e in self.registry.entries() if e.kind == "controlnet" and not e.refused
-                  and e.family == family and kind in e.kinds]
+                  and e.family == family and e.embedded == checkpoint.embedded and kind in e.kinds]
         if not usable:
-            raise Unsupported(f"no {kind} ControlNet for {family} models is installed (controlnet/ folder)",
+            raise Unsupported(f"no {kind} ControlNet for {checkpoint.name} is installed (controlnet/ folder)",
                               f"{field}.kind")
         # A model made for the kind reads it better than a union model's share of it.
         return min(usable, key=lambda e: e.union)
