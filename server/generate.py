@@ -32,6 +32,7 @@ from .imaging.outputs import OutputWriter
 from .imaging.preprocess import PREPROCESSORS
 from .jobs.job import Job, JobCancelledError
 from .models import interrupts, schedulers
+from .models.annotators import Annotators
 from .models.controlnets import ControlNets
 from .models.loading import PipelineCache
 from .models.memory import is_out_of_memory, out_of_memory_error
@@ -60,6 +61,7 @@ class Generator:
         self.tiny_autoencoders = TinyAutoencoders(registry, cache.device, cache.dtype)
         self.upscalers = Upscalers(registry, cache.device, cache.dtype)
         self.controlnets = ControlNets(registry, cache.device, cache.dtype)
+        self.annotators = Annotators(registry.folders, cache.device, cache.dtype)
         self.sessions = LiveSessions()
 
     def check(self, request: Generate) -> None:
@@ -205,13 +207,16 @@ class Generator:
                       elapsed=time.monotonic() - started)
 
     def preprocess(self, request: Preprocess) -> Result:
-        """A control image made from the request's picture (imaging/preprocess.py), on disk before it is
-        sent. No model runs: it is made on the reading thread that asked, not queued."""
+        """A control image made from the request's picture (imaging/preprocess.py; a depth map by the depth
+        model, models/annotators.py), on disk before it is sent. It is made on the reading thread that
+        asked, not queued: it takes a fraction of a second."""
         started = time.monotonic()
         picture = payloads.to_pil(request.image, "image")
         flat = PIL.Image.new("RGBA", picture.size, BACKGROUND)
         flat.alpha_composite(picture)
-        made = PIL.Image.fromarray(PREPROCESSORS[request.kind](np.asarray(flat.convert("RGB"))))
+        rgb = np.asarray(flat.convert("RGB"))
+        made = PIL.Image.fromarray(self.annotators.depth(rgb) if request.kind == "depth" else
+                                   PREPROCESSORS[request.kind](rgb))
         info = {"preprocess": request.kind, "width": made.width, "height": made.height}
         if self.outputs is not None:
             self.outputs.save(made, info, 0)

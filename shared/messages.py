@@ -29,7 +29,7 @@ UPSCALE_FACTORS = (2, 4)
 ControlKind = Literal["scribble", "lineart", "softedge", "canny", "depth", "pose", "tile"]
 CONTROL_KINDS: tuple[str, ...] = ControlKind.__args__  # type: ignore[attr-defined]
 # The control images a server makes from a picture (`preprocess`).
-PreprocessKind = Literal["canny", "softedge", "scribble", "lineart"]
+PreprocessKind = Literal["canny", "softedge", "scribble", "lineart", "depth"]
 
 ID_LENGTH = 128
 NAME_LENGTH = 256

@@ -7,6 +7,7 @@ controlnet/tiny-sd15-depth.safetensors         single file, original (lllyasviel
 controlnet/tiny-sdxl-union/                    diffusers folder (ControlNetUnionModel, 8 control types)
 controlnet/tiny-sdxl-lineart.safetensors       single file, diffusers keys
 controlnet/old-pose.pth                        a pickle: refused unopened
+annotators/tiny-depth-anything/                a Depth Anything of a tiny DINOv2, for `preprocess` depth
 
 A new ControlNet's output layers are zero, so it would change nothing; these get small random
 ones, so a test sees what a control does.
@@ -94,6 +95,7 @@ def write_tiny_controlnets(root: Path) -> dict[str, Path]:
         "tiny-sdxl-union": folder / "tiny-sdxl-union",
         "tiny-sdxl-lineart": folder / "tiny-sdxl-lineart.safetensors",
         "old-pose": folder / "old-pose.pth",
+        "tiny-depth-anything": root / "annotators" / "tiny-depth-anything",
     }
 
     def write() -> None:
@@ -106,5 +108,22 @@ def write_tiny_controlnets(root: Path) -> dict[str, Path]:
         tiny_union_controlnet(seed=4).save_pretrained(paths["tiny-sdxl-union"])
         _save_single(tiny_controlnet("sdxl", seed=5), paths["tiny-sdxl-lineart"])
         paths["old-pose"].write_bytes(b"\x80\x04K\x01.")  # a pickle of 1: never opened
+        write_tiny_depth_model(paths["tiny-depth-anything"])
 
     return _written(root, MARKER + "-controlnets", paths, write)
+
+
+def write_tiny_depth_model(folder: Path) -> None:
+    """Depth Anything's architecture on a tiny DINOv2, with the image processor of the real one at 56 px."""
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                            patch_size=14, image_size=56, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
+                                 head_hidden_size=8, reassemble_hidden_size=32, patch_size=14)
+    torch.manual_seed(6)
+    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+    DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
+                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+                      resample=3).save_pretrained(folder)

@@ -306,7 +306,7 @@ def test_preprocess_errors_name_the_field(client):
     from shared.messages import Preprocess
 
     with pytest.raises(ServerError) as caught:
-        client.generate(Preprocess(id=uuid.uuid4().hex, kind="depth", image=cross()))  # type: ignore[arg-type]
+        client.generate(Preprocess(id=uuid.uuid4().hex, kind="pose", image=cross()))  # type: ignore[arg-type]
     assert (caught.value.error.code, caught.value.error.field) == ("bad_request", "kind")
     short = Image(width=8, height=8, format="rgba8", data=b"\0" * 10)
     with pytest.raises(ServerError) as caught:
@@ -363,3 +363,26 @@ def test_the_demo_model_takes_only_its_own_controlnets(controlnets):
     with pytest.raises(Unsupported) as caught:
         chooser.choose("scribble", demo, "tiny-sd15-scribble", "control[0]")
     assert caught.value.field == "control[0].model"
+
+
+def test_a_depth_map_comes_from_the_installed_depth_model(client):
+    from shared.messages import Preprocess
+
+    rgba = np.dstack([square_painting(), np.full((32, 32), 255, np.uint8)])
+    image = Image(width=32, height=32, format="rgba8", data=rgba.tobytes(), x=2, y=3)
+    result = client.generate(Preprocess(id=uuid.uuid4().hex, kind="depth", image=image))
+    again = client.generate(Preprocess(id=uuid.uuid4().hex, kind="depth", image=image))
+    made = result.images[0].image
+    assert (made.x, made.y, made.width, made.height) == (2, 3, 32, 32)
+    grey = np.frombuffer(made.data, np.uint8).reshape(32, 32, 4)[..., 0]
+    assert grey.min() == 0 and grey.max() == 255  # spread over the whole range, near white
+    assert made.data == again.images[0].image.data
+
+
+def test_without_a_depth_model_depth_is_unsupported(tmp_path):
+    from server.errors import Unsupported
+    from server.models.annotators import Annotators
+
+    with pytest.raises(Unsupported) as caught:
+        Annotators([tmp_path], torch.device("cpu"), torch.float32).depth(square_painting())
+    assert caught.value.field == "kind"
