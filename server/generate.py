@@ -113,6 +113,7 @@ class Generator:
             if not is_out_of_memory(exc):
                 raise
         # Freed here, after the handler: until then the traceback keeps the failed step's tensors alive.
+        self.controlnets.unload()
         self.cache.free_memory()
         raise out_of_memory_error(job.request, self.cache.device)
 

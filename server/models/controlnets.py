@@ -84,6 +84,12 @@ class ControlNets:
             return net
 
 
+    def unload(self) -> None:
+        """Let go of every loaded ControlNet (after the device ran out of memory); each loads again when used."""
+        with self._lock:
+            self._loaded.clear()
+
+
 def load(entry: ModelEntry) -> Net:
     """A ControlNet from its folder or single file; weights as stored (float32 on CPU)."""
     cls = ControlNetUnionModel if entry.union else ControlNetModel
