@@ -386,3 +386,23 @@ def test_without_a_depth_model_depth_is_unsupported(tmp_path):
     with pytest.raises(Unsupported) as caught:
         Annotators([tmp_path], torch.device("cpu"), torch.float32).depth(square_painting())
     assert caught.value.field == "kind"
+
+
+@pytest.mark.parametrize(("start", "end", "runs"), [(0.0, 1.0, 4), (0.0, 0.5, 2), (0.5, 1.0, 2), (0.3, 0.6, 0)])
+def test_a_controlnet_is_not_run_outside_its_range(start, end, runs):
+    from diffusers import EulerDiscreteScheduler
+
+    from testing.tiny_models import tiny_pipeline
+
+    pipe = tiny_pipeline("sd15")
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)  # one UNet call a step
+    pipe.set_progress_bar_config(disable=True)
+    net = tiny_controlnet("sd15")
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    hint = torch.zeros(1, 3, 64, 64)
+    controls = control.Controls([control.ActiveControl("n", "scribble", net, hint, 1.0, start, end)])
+    with control.applied(pipe, controls):
+        pipe("a red circle", width=64, height=64, num_inference_steps=4, guidance_scale=7.0,
+             callback_on_step_end=controls.on_step_end, output_type="latent")
+    assert len(calls) == runs  # one call a step: classifier-free guidance runs as one batch

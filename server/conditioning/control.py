@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -95,7 +95,6 @@ class Controls:
 
     items: list[ActiveControl]
     step: int = 0
-    runs: int = field(default=0)  # ControlNet calls so far: what the range saves is counted
 
     def on_step_end(self, pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         self.step = step + 1
@@ -151,7 +150,6 @@ def applied(pipe: Any, controls: Controls | None, global_tokens: int | None = No
             mid: torch.Tensor | None = None
             for control in running:
                 more_down, more_mid = control.residuals(latents, timestep, context, extra)
-                controls.runs += 1
                 down = list(more_down) if down is None else [a + b for a, b in zip(down, more_down, strict=True)]
                 mid = more_mid if mid is None else mid + more_mid
             kwargs["down_block_additional_residuals"] = [d.to(sample.dtype) for d in down]
