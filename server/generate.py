@@ -41,7 +41,7 @@ from .models.registry import Registry
 from .models.tiny_autoencoders import TinyAutoencoders
 from .models.upscalers import Upscalers
 from .modes import MODES
-from .modes.base import BACKGROUND, Frame, Mode, chain, seeds
+from .modes.base import Frame, Mode, chain, seeds
 from .sessions import Encoder, LiveFrame, LiveSessions
 
 # The side of the square each family was trained at: a request without a size is generated there.
@@ -212,10 +212,7 @@ class Generator:
         model, models/annotators.py), on disk before it is sent. It is made on the reading thread that
         asked, not queued: it takes a fraction of a second."""
         started = time.monotonic()
-        picture = payloads.to_pil(request.image, "image")
-        flat = PIL.Image.new("RGBA", picture.size, BACKGROUND)
-        flat.alpha_composite(picture)
-        rgb = np.asarray(flat.convert("RGB"))
+        rgb = np.asarray(payloads.flattened(payloads.to_pil(request.image, "image")))
         made = PIL.Image.fromarray(self.annotators.depth(rgb) if request.kind == "depth" else
                                    PREPROCESSORS[request.kind](rgb))
         info = {"preprocess": request.kind, "width": made.width, "height": made.height}

@@ -13,6 +13,8 @@ from ..errors import BadInput
 # A PNG may declare a small size in our message but hold a huge one; PIL's own guard is the
 # last line, our size check against the declared width/height is the first.
 PIL.Image.MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+# Flattening transparent canvas onto white matches Krita's default background.
+BACKGROUND = (255, 255, 255, 255)
 
 
 def to_pil(payload: messages.Image, where: str) -> PIL.Image.Image:
@@ -45,3 +47,11 @@ def from_pil(image: PIL.Image.Image, fmt: str = "rgba8", x: int = 0, y: int = 0)
     else:
         data = image.tobytes()
     return messages.Image(width=image.width, height=image.height, format=fmt, data=data, x=x, y=y)
+
+
+def flattened(picture: PIL.Image.Image) -> PIL.Image.Image:
+    """`picture` over the canvas's white background, as RGB: how its transparency shows in Krita over an
+    empty canvas."""
+    canvas = PIL.Image.new("RGBA", picture.size, BACKGROUND)
+    canvas.alpha_composite(picture.convert("RGBA"))
+    return canvas.convert("RGB")

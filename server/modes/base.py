@@ -49,8 +49,6 @@ StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
 # A picture at generation size -> its latents, batch of one.
 Encode = Callable[[PIL.Image.Image], torch.Tensor]
 
-# Flattening transparent canvas onto white matches Krita's default background.
-BACKGROUND = (255, 255, 255, 255)
 # Where a 9-channel model has no start picture, it starts from mid grey.
 GREY = (128, 128, 128)
 # Full detail refines the enlarged native picture at this strength: enough to draw the detail the
@@ -184,9 +182,7 @@ class WholePicture(Mode):
 
     def flattened(self) -> PIL.Image.Image:
         """The image over the canvas's white background, at its own size."""
-        canvas = PIL.Image.new("RGBA", self.source.size, BACKGROUND)
-        canvas.alpha_composite(self.source.convert("RGBA"))
-        return canvas.convert("RGB")
+        return payloads.flattened(self.source)
 
     def refine(self, start: PIL.Image.Image, encode: Encode, count: int) -> dict[str, Any]:
         """Inputs that refine `start` at the mode's strength: its latents, one copy per image. A 9-channel

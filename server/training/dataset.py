@@ -37,10 +37,7 @@ def bucket(width: int, height: int, resolution: int) -> tuple[int, int]:
 def fit(picture: PIL.Image.Image, size: tuple[int, int]) -> PIL.Image.Image:
     """Scaled to cover `size`, centre-cropped to it; transparency over white (how it shows in Krita
     over an empty canvas)."""
-    if picture.mode == "RGBA":
-        white = PIL.Image.new("RGBA", picture.size, (255, 255, 255, 255))
-        picture = PIL.Image.alpha_composite(white, picture)
-    return PIL.ImageOps.fit(picture.convert("RGB"), size, PIL.Image.Resampling.LANCZOS)
+    return PIL.ImageOps.fit(payloads.flattened(picture), size, PIL.Image.Resampling.LANCZOS)
 
 
 @dataclass
