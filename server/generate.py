@@ -140,14 +140,15 @@ class Generator:
 
         # 5. Prompts: LoRAs and embeddings on the model, weighted and regional text embeddings
         #    (cached); each region's mask over the mode's frame.
+        latent_size = frame.latent_size(model.latent_scale)
         region_masks = None
         if request.regions:
-            region_masks = regions.latent_masks(request.regions, frame.canvas, frame.latent_size(model.latent_scale))
+            region_masks = regions.latent_masks(request.regions, frame.canvas, latent_size)
         prompting = self.conditioner.prepare(model.base, entry, request, region_masks)
         global_tokens = prompting.restriction.spans[0][0] if prompting.restriction else None
 
         # 6. Controls: each control image cut to the frame like the picture, its ControlNet loaded.
-        controls = control.prepare(request.control, frame.canvas, (frame.width, frame.height), entry,
+        controls = control.prepare(request.control, frame.canvas, (frame.width, frame.height), latent_size, entry,
                                    self.controlnets)
 
         # 7. Autoencoder: a tiny one for live frames where the model has one (docs/live.md). A live

@@ -145,7 +145,7 @@ def test_control_images_are_placed_over_the_frame(at, frame, size, white):
     (0.1, 1.0, 10, list(range(1, 10))),
 ])
 def test_a_control_runs_only_within_its_range(start, end, steps, running):
-    item = control.ActiveControl("n", "scribble", None, torch.zeros(1), 1.0, start, end)  # type: ignore[arg-type]
+    item = control.ActiveControl("n", "scribble", None, torch.zeros(1), 1.0, start, end, (8, 8))  # type: ignore[arg-type]
     assert [step for step in range(steps) if item.covers(step, steps)] == running
 
 
@@ -401,7 +401,7 @@ def test_a_controlnet_is_not_run_outside_its_range(start, end, runs):
     calls = []
     net.register_forward_hook(lambda *_: calls.append(1))
     hint = torch.zeros(1, 3, 64, 64)
-    controls = control.Controls([control.ActiveControl("n", "scribble", net, hint, 1.0, start, end)])
+    controls = control.Controls([control.ActiveControl("n", "scribble", net, hint, 1.0, start, end, (8, 8))])
     with control.applied(pipe, controls):
         pipe("a red circle", width=64, height=64, num_inference_steps=4, guidance_scale=7.0,
              callback_on_step_end=controls.on_step_end, output_type="latent")

@@ -28,8 +28,6 @@ from ..models.controlnets import ControlNets, Net
 from ..models.entry import ModelEntry
 from ..models.identify import UNION_TYPES
 
-# Pixels per latent pixel each way, in SD1.5's and SDXL's VAEs alike.
-LATENT_SCALE = 8
 # Kinds whose image is lines: a ControlNet reads them as light lines on black.
 LINE_KINDS = frozenset({"scribble", "lineart", "softedge", "canny"})
 
@@ -64,6 +62,7 @@ class ActiveControl:
     strength: float
     start: float
     end: float
+    latent_size: tuple[int, int]  # (width, height) of the latents generated at that size
 
     def covers(self, step: int, steps: int) -> bool:
         """Whether it runs at `step` of `steps`: the step lies wholly within [start, end]."""
@@ -71,7 +70,7 @@ class ActiveControl:
 
     def fits(self, sample: torch.Tensor) -> bool:
         """Whether `sample` is the picture the control image was placed for (not a tile of a later pass)."""
-        return self.hint.shape[-2:] == (sample.shape[-2] * LATENT_SCALE, sample.shape[-1] * LATENT_SCALE)
+        return (sample.shape[-1], sample.shape[-2]) == self.latent_size
 
     def residuals(self, sample: torch.Tensor, timestep: Any, context: torch.Tensor,
                   extra: dict[str, Any]) -> tuple[Sequence[torch.Tensor], torch.Tensor]:
@@ -105,10 +104,11 @@ class Controls:
                               "end": c.end} for c in self.items]}
 
 
-def prepare(controls: Sequence[Control], frame: Rect, size: tuple[int, int], checkpoint: ModelEntry,
-            controlnets: ControlNets) -> Controls | None:
+def prepare(controls: Sequence[Control], frame: Rect, size: tuple[int, int], latent_size: tuple[int, int],
+            checkpoint: ModelEntry, controlnets: ControlNets) -> Controls | None:
     """The request's controls with their ControlNets loaded and images placed over `frame` at `size`
-    (the generation size); None without any that acts (strength 0 acts on nothing)."""
+    (the generation size, whose latents are `latent_size`); None without any that acts (strength 0
+    acts on nothing)."""
     active = []
     for i, control in enumerate(controls):
         where = f"control[{i}]"
@@ -121,7 +121,7 @@ def prepare(controls: Sequence[Control], frame: Rect, size: tuple[int, int], che
         pixels = np.asarray(placed(picture, (control.image.x, control.image.y), frame, size), dtype=np.float32)
         hint = torch.from_numpy(pixels / 255.0).permute(2, 0, 1)[None]
         active.append(ActiveControl(entry.name, control.kind, controlnets.get(entry), hint, control.strength,
-                                    control.start, control.end))
+                                    control.start, control.end, latent_size))
     return Controls(active) if active else None
 
 

@@ -190,7 +190,8 @@ def controlled(pipe: StableDiffusionPipeline, net: ControlNetModel, prompts: lis
     controls = None
     if net is not None:
         both = torch.cat([hints, hints]) if guidance > 1 else hints
-        controls = Controls([ActiveControl(NAME, "scribble", net, both, strength, 0.0, end)])
+        latent = side // pipe.vae_scale_factor
+        controls = Controls([ActiveControl(NAME, "scribble", net, both, strength, 0.0, end, (latent, latent))])
     generator = torch.Generator().manual_seed(seed)
     with applied(pipe, controls):
         return pipe(prompts, height=side, width=side, num_inference_steps=steps, guidance_scale=guidance,
