@@ -106,8 +106,7 @@ class Registry:
             return known(_file_key(path, kind), lambda: identify_within(path, kind, READ_TIMEOUT))
 
         def identify_dir(folder: Path, kind: Kind) -> ModelEntry:
-            read = identify_controlnet_folder if kind == "controlnet" else identify_folder
-            return known(_folder_key(folder, kind), lambda: read(folder))
+            return known(_folder_key(folder, kind), lambda: identify_diffusers_folder(folder, kind))
 
         for entry in scan_folders(self.folders, identify, identify_dir):
             key = (entry.kind, entry.name)
@@ -181,8 +180,14 @@ class Registry:
 # --- scanning ------------------------------------------------------------------------------------
 
 
+def identify_diffusers_folder(folder: Path, kind: Kind) -> ModelEntry:
+    """A diffusers folder found where models of `kind` live: a ControlNet in a ControlNet folder, else a
+    pipeline (a checkpoint)."""
+    return identify_controlnet_folder(folder) if kind == "controlnet" else identify_folder(folder)
+
+
 def scan_folders(folders: Sequence[Path], identify: Identify = identify_file,
-                 identify_dir: IdentifyFolder = lambda folder, _: identify_folder(folder)) -> Iterator[ModelEntry]:
+                 identify_dir: IdentifyFolder = identify_diffusers_folder) -> Iterator[ModelEntry]:
     seen: set[str] = set()
     for folder in folders:
         if folder.name in SUBFOLDERS and folder.is_dir():
@@ -231,7 +236,7 @@ def _scan(folder: Path, kind: Kind, depth: int, seen: set[str], identify: Identi
             if (path / FOLDER_MARKERS.get(kind, "model_index.json")).is_file():
                 seen.add(real)
                 if not _is_config_of_file(path):
-                    yield identify_dir(path, "controlnet" if kind == "controlnet" else "checkpoint")
+                    yield identify_dir(path, kind)
             elif depth > 1:
                 yield from _scan(path, kind, depth - 1, seen, identify, identify_dir)
         elif kind == "upscaler" and suffix in upscalers.SUFFIXES:
@@ -263,7 +268,8 @@ def _file_key(path: Path, kind: Kind) -> tuple | None:
 def _folder_key(folder: Path, kind: Kind) -> tuple | None:
     """What changes when what a diffusers folder is identified by changes: its configs, and which files
     its folders hold (a file added or removed changes its folder's modification time)."""
-    return _identities((str(folder), kind), [folder / part for part in FOLDER_PARTS[kind]])
+    parts = FOLDER_PARTS.get(kind, FOLDER_PARTS["checkpoint"])  # a pipeline, wherever it is found
+    return _identities((str(folder), kind), [folder / part for part in parts])
 
 
 def _identities(key: tuple, paths: Sequence[Path]) -> tuple | None:
