@@ -406,3 +406,20 @@ def test_a_controlnet_is_not_run_outside_its_range(start, end, runs):
         pipe("a red circle", width=64, height=64, num_inference_steps=4, guidance_scale=7.0,
              callback_on_step_end=controls.on_step_end, output_type="latent")
     assert len(calls) == runs  # one call a step: classifier-free guidance runs as one batch
+
+
+def test_a_controlnet_that_cannot_be_loaded_is_an_error_naming_it_and_the_server_goes_on(models_dir, controlnets,
+                                                                                           tmp_path):
+    import shutil
+
+    folder = tmp_path / "more" / "controlnet"
+    folder.mkdir(parents=True)
+    shutil.copy(controlnets / "controlnet" / "tiny-sd15-canny.safetensors", folder / "broken-canny.safetensors")
+    # Its config is the SDXL ControlNet's: the weights do not fit it.
+    shutil.copytree(controlnets / "controlnet" / "tiny-sdxl-lineart.config", folder / "broken-canny.config")
+    config = ServerConfig(models=[models_dir, tmp_path / "more"], outputs=tmp_path / "outputs")
+    with running_server(config) as server, Client(url(server)) as artist:
+        with pytest.raises(ServerError) as caught:
+            artist.generate(request(control=[Control(kind="canny", image=cross(), model="broken-canny")]))
+        assert (caught.value.error.code, caught.value.error.field) == ("model_broken", "control[0].model")
+        assert artist.generate(request()).images

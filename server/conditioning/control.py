@@ -120,8 +120,9 @@ def prepare(controls: Sequence[Control], frame: Rect, size: tuple[int, int], lat
             picture = line_picture(picture)
         pixels = np.asarray(placed(picture, (control.image.x, control.image.y), frame, size), dtype=np.float32)
         hint = torch.from_numpy(pixels / 255.0).permute(2, 0, 1)[None]
-        active.append(ActiveControl(entry.name, control.kind, controlnets.get(entry), hint, control.strength,
-                                    control.start, control.end, latent_size))
+        net = controlnets.get(entry, f"{where}.model")
+        active.append(ActiveControl(entry.name, control.kind, net, hint, control.strength, control.start, control.end,
+                                    latent_size))
     return Controls(active) if active else None
 
 

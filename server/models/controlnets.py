@@ -66,7 +66,8 @@ class ControlNets:
         # A model made for the kind reads it better than a union model's share of it.
         return min(usable, key=lambda e: e.union)
 
-    def get(self, entry: ModelEntry) -> Net:
+    def get(self, entry: ModelEntry, field: str) -> Net:
+        """`entry` loaded (ModelBroken naming `field` where it cannot be), kept for the next jobs."""
         key = (entry.path, entry.fingerprint())
         with self._lock:
             net = self._loaded.get(key)
@@ -76,7 +77,7 @@ class ControlNets:
                     net = load(entry).to(self.device, self.dtype).eval().requires_grad_(False)
                 except Exception as exc:
                     self.registry.mark_broken(entry.name, f"cannot be loaded: {exc}", "controlnet")
-                    raise ModelBroken(f"ControlNet {entry.name} cannot be loaded: {exc}", "control") from exc
+                    raise ModelBroken(f"ControlNet {entry.name} cannot be loaded: {exc}", field) from exc
                 self._loaded[key] = net
                 while len(self._loaded) > self.capacity:
                     self._loaded.popitem(last=False)
