@@ -8,7 +8,6 @@ use and kept.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ import PIL.Image
 import torch
 
 from ..errors import ModelBroken, Unsupported
+from .headers import read_json
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def find_depth_model(folders: Sequence[Path]) -> Path | None:
                 continue
             for candidate in sorted(base.iterdir()):
                 try:
-                    config = json.loads((candidate / "config.json").read_text())
+                    config = read_json(candidate / "config.json")  # a regular file, within a size cap
                 except (OSError, ValueError):
                     continue
                 if config.get("model_type") in DEPTH_MODEL_TYPES and (candidate / "model.safetensors").is_file():
