@@ -339,6 +339,26 @@ def control_layers(job: dict, out: dict) -> None:
     out["applied_bounds"] = _bounds(layer) if layer is not None else None
 
 
+def _activate(document, name: str, settled: float = 0.5, timeout: float = 10.0) -> str:
+    """Make `name` the active layer as a click in the Layers docker would, and wait until it has stayed
+    active for `settled` seconds: a view that was just opened may still activate the layer added last
+    after the script's choice, and the job would then take that one as the artist's."""
+    deadline = time.monotonic() + timeout
+    steady_since = None
+    while time.monotonic() < deadline:
+        active = document.activeNode()
+        if active is None or active.name() != name:
+            document.setActiveNode(_node(document, name))  # the view applies it asynchronously
+            steady_since = None
+        elif steady_since is None:
+            steady_since = time.monotonic()
+        elif time.monotonic() - steady_since >= settled:
+            break
+        pump(lambda: False, 0.02)
+    active = document.activeNode()
+    return active.name() if active is not None else ""
+
+
 def _docker():
     return next((d for d in Krita.instance().dockers() if d.objectName() == "underpaint_docker"), None)
 
@@ -356,9 +376,7 @@ def gui_apply_undo(job: dict, out: dict) -> None:
     document = new_document(256, 192)
     artist = _paint_scene(document)
     _select(document, 100, 80, 60, 40)
-    document.setActiveNode(_node(document, "Paint"))  # the view applies it asynchronously
-    pump(lambda: document.activeNode() is not None and document.activeNode().name() == "Paint", 5)
-    out["active_layer"] = document.activeNode().name()
+    out["active_layer"] = _activate(document, "Paint")
     docker.show()
     docker.prompt.model.setCurrentIndex(docker.prompt.model.findData(job["model"]))
     docker.prompt.text.setPlainText("a blue bird")
