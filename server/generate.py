@@ -25,7 +25,6 @@ from shared.messages import Image as ImagePayload
 
 from .conditioning import control, regions
 from .conditioning.conditioner import Conditioner
-from .errors import Unsupported
 from .imaging import latents, payloads, previews
 from .imaging.latents import Coder, FullVAE, TinyCoder
 from .imaging.outputs import OutputWriter
@@ -72,8 +71,6 @@ class Generator:
         if request.upscaler is not None:
             self.upscalers.choose(request.upscaler)
         self.conditioner.check(request, entry.family)
-        if request.control and request.mode == "upscale":
-            raise Unsupported("control images work with txt2img, img2img and inpaint, not with an upscale", "control")
         for i, item in enumerate(request.control):
             self.controlnets.choose(item.kind, entry, item.model, f"control[{i}]")
 
@@ -148,8 +145,8 @@ class Generator:
         global_tokens = prompting.restriction.spans[0][0] if prompting.restriction else None
 
         # 6. Controls: each control image cut to the frame like the picture, its ControlNet loaded.
-        controls = control.prepare(request.control, frame.canvas, (frame.width, frame.height), latent_size, entry,
-                                   self.controlnets)
+        controls = control.prepare(request.control, mode.request_area, (frame.width, frame.height), latent_size,
+                                   entry, self.controlnets)
 
         # 7. Autoencoder: a tiny one for live frames where the model has one (docs/live.md). A live
         #    session's start picture is encoded once while it stays the same, and where a stroke

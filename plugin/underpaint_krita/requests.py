@@ -175,9 +175,10 @@ class Upscaling:
 
 
 def build_upscale(canvas: Canvas, settings: Settings, upscaling: Upscaling, job_id: str,
-                  limits: Limits) -> Generate:
+                  limits: Limits, controls: Iterable[ControlLayer] = ()) -> Generate:
     """An upscale of the whole canvas as it looks (docs/upscale.md): the result comes back as large as
-    the canvas will be once scaled, as png where raw pixels would not fit in one message."""
+    the canvas will be once scaled, as png where raw pixels would not fit in one message. A refined
+    upscale carries the control layers, which steer the refine (a tile control above all)."""
     if not settings.model:
         raise UserError(NO_MODEL)
     bounds = canvas_rect(canvas)
@@ -187,6 +188,7 @@ def build_upscale(canvas: Canvas, settings: Settings, upscaling: Upscaling, job_
         negative_prompt=settings.negative_prompt, steps=settings.steps, cfg_scale=settings.cfg_scale,
         scheduler=settings.scheduler, seed=settings.seed, image=_image(canvas, bounds), scale=upscaling.scale,
         upscaler=upscaling.upscaler, strength=upscaling.refine or None,
+        control=_controls(canvas, controls, bounds) if upscaling.refine else [],
         result_format="rgba8" if raw <= limits.max_message - RESULT_MARGIN else "png",
     )
 

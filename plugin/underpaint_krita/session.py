@@ -139,7 +139,7 @@ class DocumentSession:
     def start_upscale(self, settings: Settings, upscaling: Upscaling, job_id: str, connected: bool,
                       limits: Limits) -> Generate:
         """An upscale of this document's canvas; returns its request, for the controller to send."""
-        request = build_upscale(self.document, settings, upscaling, job_id, limits)
+        request = build_upscale(self.document, settings, upscaling, job_id, limits, controls=self.controls)
         self.jobs.append(Job(request, upscale=True))
         self.message = "" if connected else WAITING
         return request
