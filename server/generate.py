@@ -25,6 +25,7 @@ from shared.messages import Image as ImagePayload
 
 from .conditioning import control, regions
 from .conditioning.conditioner import Conditioner
+from .errors import Unsupported
 from .imaging import latents, payloads, previews
 from .imaging.latents import Coder, FullVAE, TinyCoder
 from .imaging.outputs import OutputWriter
@@ -73,6 +74,8 @@ class Generator:
         self.conditioner.check(request, entry.family)
         for i, item in enumerate(request.control):
             self.controlnets.choose(item.kind, entry, item.model, f"control[{i}]")
+        if request.reference:
+            raise Unsupported("this server has no IP-Adapter support yet for reference pictures", "reference")
 
     def check_finalize(self, owner: int, frame_id: str) -> LiveFrame:
         """The kept live frame a `finalize` asks for; NotFound at once when there is none."""
