@@ -92,10 +92,10 @@ class ModelInfo:
     choices, so a client keeps working when a newer server lists kinds it does not know yet."""
 
     name: str
-    kind: str  # checkpoint, lora, embedding, upscaler, controlnet
+    kind: str  # checkpoint, lora, embedding, upscaler, controlnet, ipadapter, clip_vision
     format: str | None = None  # diffusers, single_file
     family: str | None = None  # sd15, sdxl; None when it could not be told
-    variant: str | None = None  # regular, inpaint (checkpoints)
+    variant: str | None = None  # regular, inpaint (checkpoints); plain, plus, face, full_face (ipadapters)
     refused: str | None = None  # why it cannot be used
     embedded: bool = False  # the built-in demo model
     trigger_words: list[str] = field(default_factory=list)

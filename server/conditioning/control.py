@@ -29,6 +29,7 @@ from ..imaging import payloads
 from ..models.controlnets import ControlNets, Net
 from ..models.entry import ModelEntry
 from ..models.identify import UNION_TYPES
+from .steps import StepCounter, covers
 
 # The tile of a larger latent the UNet is running on (box, the whole latent's (width, height)), while
 # modes/tiled.py runs one: set and read on the job's thread.
@@ -72,7 +73,7 @@ class ActiveControl:
 
     def covers(self, step: int, steps: int) -> bool:
         """Whether it runs at `step` of `steps`: the step lies wholly within [start, end]."""
-        return steps > 0 and not (step / steps < self.start or (step + 1) / steps > self.end)
+        return covers(step, steps, self.start, self.end)
 
     def hint_for(self, sample: torch.Tensor) -> torch.Tensor | None:
         """The control image under `sample`: all of it for the picture it was placed for, its part under
@@ -103,15 +104,10 @@ class ActiveControl:
 
 
 @dataclass
-class Controls:
+class Controls(StepCounter):
     """The job's active controls, and the step the pipeline is at (set by `on_step_end`)."""
 
     items: list[ActiveControl]
-    step: int = 0
-
-    def on_step_end(self, pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        self.step = step + 1
-        return tensors
 
     def info(self) -> dict[str, Any]:
         return {"controls": [{"kind": c.kind, "model": c.name, "strength": c.strength, "start": c.start,

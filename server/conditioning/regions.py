@@ -4,7 +4,8 @@ The text embeddings of all prompts are concatenated along the token axis: the gl
 first, then each region's (conditioner.py lays them out). In every cross-attention layer, and
 only there, an additive bias keeps a region's tokens away from queries outside its mask:
 `log(coverage)`, so 0 inside, -10000 outside, and a soft edge in between. The global prompt's
-tokens attend everywhere. The masks are pooled to each resolution the UNet attends at.
+tokens attend everywhere. The masks are pooled to each resolution the UNet attends at (`Coverage`,
+which reference pictures' masks use too: conditioning/reference.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from shared.crop import Rect
-from shared.messages import Region
+from shared.messages import Mask, Region
 
 from ..errors import Unsupported
 from ..imaging import payloads
@@ -35,41 +36,57 @@ ALIGN = 8
 
 def latent_masks(regions: Sequence[Region], frame: Rect, latent_size: tuple[int, int]) -> torch.Tensor:
     """Each region's coverage over `frame` (canvas coordinates: the generated area), at latent size.
+    Returns [regions, height, width] in 0..1."""
+    return torch.stack([latent_mask(region.mask, f"regions[{i}].mask", frame, latent_size)
+                        for i, region in enumerate(regions)])
 
-    Masks are placed by their x, y on the canvas, cropped to the frame and zero outside their
-    bounds; soft values survive as area averages. Returns [regions, height, width] in 0..1.
-    """
-    width, height = latent_size
-    planes = []
-    for i, region in enumerate(regions):
-        coverage = PIL.Image.new("L", (frame.width, frame.height), 0)
-        mask = payloads.to_pil(region.mask, f"regions[{i}].mask")
-        coverage.paste(mask, (region.mask.x - frame.x, region.mask.y - frame.y))
-        small = coverage.resize((width, height), PIL.Image.Resampling.BOX)
-        planes.append(np.asarray(small, dtype=np.float32) / 255.0)
-    return torch.from_numpy(np.stack(planes))
+
+def latent_mask(mask: Mask, field: str, frame: Rect, latent_size: tuple[int, int]) -> torch.Tensor:
+    """`mask`'s coverage over `frame` at latent size: placed by its x, y on the canvas, cropped to the frame
+    and zero outside its bounds; soft values survive as area averages. [height, width] in 0..1."""
+    coverage = PIL.Image.new("L", (frame.width, frame.height), 0)
+    coverage.paste(payloads.to_pil(mask, field), (mask.x - frame.x, mask.y - frame.y))
+    small = coverage.resize(latent_size, PIL.Image.Resampling.BOX)
+    return torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0)
 
 
 @dataclass
-class Restriction:
+class Coverage:
+    """Masks over a latent ([n, h, w], 0..1), read at each resolution the UNet attends at: `regions.cropped`
+    cuts them to the tile the UNet runs on."""
+
+    masks: torch.Tensor
+    _cache: dict = field(default_factory=dict, repr=False, kw_only=True)
+
+    def pooled(self, queries: int) -> torch.Tensor:
+        """The masks averaged over the positions of a layer with `queries` of them: [n, queries]."""
+        size = level_size(tuple(self.masks.shape[1:]), queries)
+        return F.adaptive_avg_pool2d(self.masks[None], size)[0].flatten(1)
+
+    def at(self, queries: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """`pooled`, cached on `device`."""
+        key = ("pooled", queries, dtype, device)
+        if key not in self._cache:
+            self._cache[key] = self.pooled(queries).to(device=device, dtype=dtype)
+        return self._cache[key]
+
+
+@dataclass
+class Restriction(Coverage):
     """Region masks and the token span of each region in the concatenated prompt."""
 
-    masks: torch.Tensor  # [regions, h, w] at latent size, 0..1
     spans: list[tuple[int, int]]  # [start, end) token index of each region
     tokens: int  # total tokens: global + all regions
-    _biases: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = field(default_factory=dict, repr=False)
 
     def bias(self, queries: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """The additive attention bias for a layer with `queries` positions: [1, 1, queries, tokens]."""
-        key = (queries, dtype, device)
-        if key not in self._biases:
-            self._biases[key] = self._make_bias(queries, dtype, device)
-        return self._biases[key]
+        key = ("bias", queries, dtype, device)
+        if key not in self._cache:
+            self._cache[key] = self._make_bias(queries, dtype, device)
+        return self._cache[key]
 
     def _make_bias(self, queries: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        size = level_size(tuple(self.masks.shape[1:]), queries)
-        pooled = F.adaptive_avg_pool2d(self.masks[None], size)[0].flatten(1)  # [regions, queries]
-        per_region = torch.log(pooled).clamp(min=OUTSIDE)
+        per_region = torch.log(self.pooled(queries)).clamp(min=OUTSIDE)
         padded = math.ceil(self.tokens / ALIGN) * ALIGN
         bias = torch.zeros(queries, padded)
         for (start, end), row in zip(self.spans, per_region, strict=True):
@@ -93,6 +110,7 @@ class RegionalCrossAttention:
 
     def __init__(self, restriction: Restriction):
         self.restriction = restriction
+        self.coverages = (restriction,)
 
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
@@ -134,18 +152,17 @@ def restricted(unet: torch.nn.Module, restriction: Restriction | None) -> Iterat
 
 @contextmanager
 def cropped(unet: torch.nn.Module, box: Rect, latent_size: tuple[int, int]) -> Iterator[None]:
-    """Within the block, the regions restricting `unet` (if any) apply to `box` of a latent of
-    `latent_size` (height, width): their masks stretched over that latent and cut to the box, so a
-    tile of a large picture sees the regions where they lie in it."""
-    restrictions = {id(p.restriction): p.restriction for p in unet.attn_processors.values()
-                    if isinstance(p, RegionalCrossAttention)}
-    saved = [(r, r.masks, r._biases) for r in restrictions.values()]
-    for restriction in restrictions.values():
-        stretched = F.interpolate(restriction.masks[None], size=latent_size, mode="bilinear")[0]
-        restriction.masks = stretched[:, box.y:box.bottom, box.x:box.right]
-        restriction._biases = {}
+    """Within the block, the masks `unet`'s attention processors hold (`coverages`: regions', references')
+    apply to `box` of a latent of `latent_size` (height, width): stretched over that latent and cut to the
+    box, so a tile of a large picture sees them where they lie in it."""
+    coverages = {id(c): c for p in unet.attn_processors.values() for c in getattr(p, "coverages", ())}
+    saved = [(c, c.masks, c._cache) for c in coverages.values()]
+    for coverage in coverages.values():
+        stretched = F.interpolate(coverage.masks[None], size=latent_size, mode="bilinear")[0]
+        coverage.masks = stretched[:, box.y:box.bottom, box.x:box.right]
+        coverage._cache = {}
     try:
         yield
     finally:
-        for restriction, masks, biases in saved:
-            restriction.masks, restriction._biases = masks, biases
+        for coverage, masks, cache in saved:
+            coverage.masks, coverage._cache = masks, cache

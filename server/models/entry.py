@@ -9,10 +9,16 @@ from typing import Literal
 
 from shared.messages import ModelDefaults, ModelInfo
 
-Kind = Literal["checkpoint", "lora", "embedding", "upscaler", "controlnet"]
+Kind = Literal["checkpoint", "lora", "embedding", "upscaler", "controlnet", "ipadapter", "clip_vision"]
 Family = Literal["sd15", "sdxl"]
-# `inpaint`: a 9-channel UNet that takes the masked picture and the mask besides the latents.
-Variant = Literal["regular", "inpaint"]
+# Checkpoints: `inpaint` is a 9-channel UNet that takes the masked picture and the mask besides the latents.
+# IP-Adapters (docs/reference.md): how they read a picture: `plain` (4 tokens from the image embedding),
+# `plus` (16 from the hidden states), `face` (a plus adapter trained on faces), `full_face` (every hidden
+# state through an MLP).
+Variant = Literal["regular", "inpaint", "plain", "plus", "face", "full_face"]
+# What an image encoder gives, or an IP-Adapter takes: ("hidden", width) for the penultimate hidden states,
+# ("embeds", width) for the projected image embedding.
+Feature = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,8 @@ class ModelEntry:
     defaults: ModelDefaults | None = None  # what it is best used with (defaults.py)
     kinds: tuple[str, ...] = ()  # ControlNets: the control kinds it reads (a union model, several)
     union: bool = False  # ControlNets: one model for many kinds (diffusers' ControlNetUnionModel)
+    # IP-Adapters: the one image feature they take; CLIP vision encoders: both they give.
+    features: tuple[Feature, ...] = ()
 
     def info(self) -> ModelInfo:
         """What clients see: no paths."""

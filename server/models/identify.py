@@ -92,13 +92,17 @@ def _identify_tensors(entry: ModelEntry, header: _Header) -> ModelEntry:
         return _identify_checkpoint(replace(entry, kind="checkpoint"), header)
     if CONTROLNET_HINT in header.keys or any(k.endswith(LDM_CONTROLNET_HINT) for k in header.keys):
         return _identify_controlnet(replace(entry, kind="controlnet"), header)
+    if header.has_prefix(IPADAPTER_PROJECTION) and header.has_prefix(IPADAPTER_LAYERS):
+        return _identify_ipadapter(replace(entry, kind="ipadapter"), header)
+    if CLIP_VISION_PROJECTION in header.keys and header.has_prefix(CLIP_VISION):
+        return _identify_clip_vision(replace(entry, kind="clip_vision"), header)
     if _is_lora(header.keys):
         return _identify_lora(replace(entry, kind="lora"), header)
     if _is_embedding(header.keys):
         return _identify_embedding(replace(entry, kind="embedding"), header)
     if "conv_in.weight" in header.keys or header.has_prefix("down_blocks."):
         return replace(entry, refused="holds a single diffusers component, not a whole checkpoint")
-    return replace(entry, refused="not a Stable Diffusion checkpoint, LoRA or embedding")
+    return replace(entry, refused="not a Stable Diffusion checkpoint, LoRA, embedding, ControlNet or IP-Adapter")
 
 
 def _identify_checkpoint(entry: ModelEntry, header: _Header) -> ModelEntry:
@@ -202,6 +206,66 @@ def controlnet_kinds(entry: ModelEntry, union_types: int | None) -> ModelEntry:
 # models: 0 pose, 1 depth, 2 soft edges and scribbles, 3 canny and line art, 6 tile).
 UNION_TYPES: dict[str, int] = {"pose": 0, "depth": 1, "scribble": 2, "softedge": 2, "canny": 3, "lineart": 3,
                                "tile": 6}
+
+
+# IP-Adapters as h94/IP-Adapter ships them: the image projection, and the key and value projections each
+# cross-attention layer adds (`ip_adapter.<n>.to_k_ip.weight`).
+IPADAPTER_PROJECTION = "image_proj."
+IPADAPTER_LAYERS = "ip_adapter."
+# CLIP vision encoders in transformers' `CLIPVisionModelWithProjection` layout.
+CLIP_VISION = "vision_model."
+CLIP_VISION_PROJECTION = "visual_projection.weight"
+CLIP_VISION_WIDTH = "vision_model.post_layernorm.weight"
+
+
+def _identify_ipadapter(entry: ModelEntry, header: _Header) -> ModelEntry:
+    keys = header.keys
+    to_k = next((k for k in sorted(keys) if k.startswith(IPADAPTER_LAYERS) and k.endswith(".to_k_ip.weight")), None)
+    if to_k is None:
+        return replace(entry, refused="has no ip_adapter.<n>.to_k_ip weights: not an IP-Adapter this server reads")
+    width = header.shape(to_k)[-1]
+    if width == SD2_WIDTH:
+        return replace(entry, refused="Stable Diffusion 2.x IP-Adapters are not supported")
+    family = CONTEXT_WIDTH.get(width) or _base_model_family(header.metadata.get("ss_base_model_version", ""))
+    entry = replace(entry, family=family)
+    if "image_proj.latents" in keys:  # a Resampler: 16 tokens from the penultimate hidden states
+        variant: Variant = "face" if "face" in entry.name.lower() else "plus"
+        return replace(entry, variant=variant, features=(("hidden", header.shape("image_proj.proj_in.weight")[-1]),))
+    if "image_proj.proj.0.weight" in keys and "image_proj.proj.3.weight" in keys:  # an MLP over every hidden state
+        return replace(entry, variant="full_face", features=(("hidden", header.shape("image_proj.proj.0.weight")[-1]),))
+    if {"image_proj.proj.weight", "image_proj.norm.weight"} <= keys:  # 4 tokens from the image embedding
+        return replace(entry, variant="plain", features=(("embeds", header.shape("image_proj.proj.weight")[-1]),))
+    return replace(entry, refused="its image projection is of a kind this server does not read (FaceID adapters "
+                                  "need a face model; plain, plus, plus-face and full-face adapters work)")
+
+
+def _identify_clip_vision(entry: ModelEntry, header: _Header) -> ModelEntry:
+    if CLIP_VISION_WIDTH not in header.keys:
+        return replace(entry, refused="a CLIP vision model without its final layer norm")
+    hidden = header.shape(CLIP_VISION_WIDTH)[0]
+    layers = 1 + max((int(k.split(".")[3]) for k in header.keys if k.startswith(CLIP_VISION_LAYERS)), default=-1)
+    if clip_vision_config(entry.path, hidden, layers) is None:
+        return replace(entry, refused=f"a CLIP vision model of width {hidden} and {layers} layers is neither ViT-H/14 "
+                                      f"nor ViT-bigG/14: put its config.json beside it as {entry.name}.config.json")
+    return replace(entry, features=(("hidden", hidden), ("embeds", header.shape(CLIP_VISION_PROJECTION)[0])))
+
+
+CLIP_VISION_LAYERS = "vision_model.encoder.layers."
+# The image encoders IP-Adapters are trained with, by (width, layers): OpenCLIP ViT-H/14 (SD1.5 adapters and
+# SDXL's "vit-h" ones) and ViT-bigG/14 (SDXL's others). Attention heads are not in a file's shapes, so any
+# other encoder needs its transformers config beside it.
+CLIP_VISION_CONFIGS = {(1280, 32): "vit-h-14.json", (1664, 48): "vit-bigg-14.json"}
+CLIP_VISION_CONFIG_FOLDER = Path(__file__).resolve().parent / "configs" / "clip_vision"
+
+
+def clip_vision_config(path: Path, hidden: int, layers: int) -> Path | None:
+    """The config of the CLIP vision model in `path`: its own `<stem>.config.json`, else the shipped one of its
+    (width, layers); None without either."""
+    own = path.with_suffix(".config.json")
+    if own.is_file():
+        return own
+    shipped = CLIP_VISION_CONFIGS.get((hidden, layers))
+    return CLIP_VISION_CONFIG_FOLDER / shipped if shipped else None
 
 
 LORA_MARKERS = (".lora_down.", ".lora_A.", ".lora.down.", ".hada_w1_a", ".lokr_w1")

@@ -2,9 +2,9 @@
 
 Each folder given is scanned, together with the sub-folders that A1111 and ComfyUI use
 (`checkpoints/`, `Stable-diffusion/`, `loras/`, `Lora/`, `embeddings/`, `upscale_models/`, `ESRGAN/`,
-also under `models/`), so an existing models folder works as it is. Found are diffusers folders
-(with `model_index.json`) and `.safetensors` files; what each holds (checkpoint, LoRA, embedding;
-SD1.5 / SDXL; regular / 9-channel inpaint) is read from its contents by identify.py. Pickle files
+`controlnet/`, `ControlNet/`, `ipadapter/`, `clip_vision/`, also under `models/`), so an existing models folder works as it is. Found are diffusers folders
+(with `model_index.json`) and `.safetensors` files; what each holds (checkpoint, LoRA, embedding,
+ControlNet, IP-Adapter, CLIP vision encoder; SD1.5 / SDXL; regular / 9-channel inpaint) is read from its contents by identify.py. Pickle files
 are never unpickled: they are listed as refused, except upscalers' `.pth` files, which are read with
 `torch.load(weights_only=True)` (tensors only; a file holding anything else is refused, never run)
 and identified by upscalers.py.
@@ -57,7 +57,9 @@ SUBFOLDERS: dict[str, Kind] = {
     "upscale_models": "upscaler",
     "ESRGAN": "upscaler",
     "controlnet": "controlnet",
-    "ControlNet": "controlnet",
+    "ControlNet": "controlnet",  # A1111's ControlNet extension keeps IP-Adapters here too: told apart by keys
+    "ipadapter": "ipadapter",
+    "clip_vision": "clip_vision",
 }
 # The file that makes a folder a diffusers model: a pipeline's index, or a ControlNet's config.
 FOLDER_MARKERS: dict[str, str] = {"controlnet": "config.json"}
