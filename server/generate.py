@@ -23,9 +23,8 @@ import torch
 from shared.messages import Generate, Preprocess, Progress, Result, ResultImage
 from shared.messages import Image as ImagePayload
 
-from .conditioning import control, regions
+from .conditioning import control, reference, regions
 from .conditioning.conditioner import Conditioner
-from .errors import Unsupported
 from .imaging import latents, payloads, previews
 from .imaging.latents import Coder, FullVAE, TinyCoder
 from .imaging.outputs import OutputWriter
@@ -34,6 +33,7 @@ from .jobs.job import Job, JobCancelledError
 from .models import interrupts, schedulers
 from .models.annotators import Annotators
 from .models.controlnets import ControlNets
+from .models.ipadapters import IPAdapters
 from .models.loading import PipelineCache
 from .models.memory import is_out_of_memory, out_of_memory_error
 from .models.pipelines import Model, call_arguments
@@ -61,6 +61,7 @@ class Generator:
         self.tiny_autoencoders = TinyAutoencoders(registry, cache.device, cache.dtype)
         self.upscalers = Upscalers(registry, cache.device, cache.dtype)
         self.controlnets = ControlNets(registry, cache.device, cache.dtype)
+        self.ipadapters = IPAdapters(registry, cache.device, cache.dtype)
         self.annotators = Annotators(registry.folders, cache.device, cache.dtype)
         self.sessions = LiveSessions()
 
@@ -74,8 +75,8 @@ class Generator:
         self.conditioner.check(request, entry.family)
         for i, item in enumerate(request.control):
             self.controlnets.choose(item.kind, entry, item.model, f"control[{i}]")
-        if request.reference:
-            raise Unsupported("this server has no IP-Adapter support yet for reference pictures", "reference")
+        for i, item in enumerate(request.reference):
+            self.ipadapters.choose(item.mode, entry, item.model, f"reference[{i}]")
 
     def check_finalize(self, owner: int, frame_id: str) -> LiveFrame:
         """The kept live frame a `finalize` asks for; NotFound at once when there is none."""
@@ -114,6 +115,7 @@ class Generator:
                 raise
         # Freed here, after the handler: until then the traceback keeps the failed step's tensors alive.
         self.controlnets.unload()
+        self.ipadapters.unload()
         self.cache.free_memory()
         raise out_of_memory_error(job.request, self.cache.device)
 
@@ -151,7 +153,13 @@ class Generator:
         controls = control.prepare(request.control, mode.request_area, (frame.width, frame.height), latent_size,
                                    entry, self.controlnets)
 
-        # 7. Autoencoder: a tiny one for live frames where the model has one (docs/live.md). A live
+        # 7. Reference pictures: each one's tokens, from its image features (cached: a live session's
+        #    unchanged reference runs no image encoder); its mask placed like the control images.
+        guided = request.cfg_scale > 1 and pipe.unet.config.time_cond_proj_dim is None
+        references = reference.prepare(request.reference, mode.request_area, latent_size, entry, pipe.unet, guided,
+                                       self.ipadapters)
+
+        # 8. Autoencoder: a tiny one for live frames where the model has one (docs/live.md). A live
         #    session's start picture is encoded once while it stays the same, and where a stroke
         #    changed a part of it, that part alone where the coder allows (sessions.py).
         live = job.session is not None
@@ -159,10 +167,10 @@ class Generator:
         encode = (self.sessions.encoder((job.owner, job.session), f"{entry.name}\0{entry.path}\0{coder.label}",
                                         coder) if live else coder.encode)
 
-        # 8. The mode's own inputs: start latents, mask, strength.
+        # 9. The mode's own inputs: start latents, mask, strength.
         inputs = mode.inputs(pipe, generators, encode)
 
-        # 9. Denoise to latents, reporting progress and honouring cancel between steps (and tiles,
+        # 10. Denoise to latents, reporting progress and honouring cancel between steps (and tiles,
         #    where the mode works in tiles); a large picture's VAE works in tiles too.
         arguments = call_arguments(pipe, {
             **prompting.arguments,
@@ -177,21 +185,22 @@ class Generator:
         })
         progress = JobProgress(job, model.family)
         arguments["callback_on_step_end"] = chain(mode.on_step_end, progress.on_step_end,
-                                                  controls.on_step_end if controls else None)
+                                                  controls.on_step_end if controls else None,
+                                                  references.on_step_end if references else None)
         arguments["output_type"] = "latent"
-        with (regions.restricted(pipe.unet, prompting.restriction), control.applied(pipe, controls, global_tokens),
-              latents.tiled_vae(pipe.vae, frame.width, frame.height)):
+        with (regions.restricted(pipe.unet, prompting.restriction), reference.applied(pipe, references),
+              control.applied(pipe, controls, global_tokens), latents.tiled_vae(pipe.vae, frame.width, frame.height)):
             output = mode.denoise(pipe, arguments, progress)
 
-        # 10. Decode, unless the mode made its pictures itself (by the full VAE, in tiles where large).
+        # 11. Decode, unless the mode made its pictures itself (by the full VAE, in tiles where large).
         made = not isinstance(output.images, torch.Tensor)
         pictures = output.images if made else coder.decode(output.images)
 
-        # 11. The result layers, on disk before anything is sent; a live frame's latents are kept for
+        # 12. The result layers, on disk before anything is sent; a live frame's latents are kept for
         #     `finalize`.
         info = (describe(request, entry.name, frame, mode.strength, seed_list) | prompting.info
                 | coder_info(coder, model, request, encode) | ({"decoder": FullVAE.name} if made else {})
-                | mode.describe() | (controls.info() if controls else {}))
+                | mode.describe() | (controls.info() if controls else {}) | (references.info() if references else {}))
         if live and not job.cancelled and not made:
             self.sessions.keep_frame((job.owner, job.session),
                                      LiveFrame(request, entry, mode, output.images, seed_list, info))

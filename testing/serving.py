@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 from server.config import ServerConfig
 from server.net.server import Server
@@ -52,6 +53,15 @@ def running_server(config: ServerConfig) -> Iterator[Server]:
 
 def url(server: Server) -> str:
     return f"ws://127.0.0.1:{server.port}"
+
+
+@contextmanager
+def connected(models: list[Path], folder: Path) -> Iterator[Client]:
+    """A client that has said hello to a server of the models folders `models`, writing its results under
+    `folder`."""
+    config = ServerConfig(models=models, outputs=folder / "outputs")
+    with running_server(config) as server, Client(url(server), name="test") as client:
+        yield client
 
 
 def tiny_request(**fields) -> Generate:

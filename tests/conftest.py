@@ -8,6 +8,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -22,9 +23,7 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder holding the tiny models of testing/tiny_models.py (see write_tiny_models)."""
-    root = tmp_path_factory.mktemp("models")
-    write_tiny_models(root)
-    return root
+    return written(tmp_path_factory, "models", write_tiny_models)
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +32,28 @@ def adapters(models_dir: Path) -> Path:
     fixture: a LoRA problem fails the tests that use LoRAs, not every test with a model."""
     write_tiny_adapters(models_dir)
     return models_dir
+
+
+@pytest.fixture(scope="session")
+def controlnets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder of the tiny ControlNets (testing/tiny_controlnets.py)."""
+    from testing.tiny_controlnets import write_tiny_controlnets
+
+    return written(tmp_path_factory, "controlnets", write_tiny_controlnets)
+
+
+@pytest.fixture(scope="session")
+def references(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder of the tiny IP-Adapters and CLIP vision encoder (testing/tiny_references.py)."""
+    from testing.tiny_references import write_tiny_references
+
+    return written(tmp_path_factory, "references", write_tiny_references)
+
+
+def written(tmp_path_factory: pytest.TempPathFactory, name: str, write: Callable[[Path], object]) -> Path:
+    root = tmp_path_factory.mktemp(name)
+    write(root)
+    return root
 
 
 @pytest.fixture(scope="module")

@@ -18,26 +18,16 @@ from server.models.controlnets import load
 from server.models.registry import Registry
 from shared.client import Client, ServerError
 from shared.crop import Rect
-from shared.messages import Control, Generate, Image, Live, Mask, Region
-from testing.serving import running_server, url
-from testing.tiny_controlnets import tiny_controlnet, write_tiny_controlnets
-
-SIDE = 64
-
-
-@pytest.fixture(scope="module")
-def controlnets(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("controlnets")
-    write_tiny_controlnets(root)
-    return root
+from shared.messages import Control, Image, Live
+from testing.conditioned import MODES, canvas, pixels, request
+from testing.serving import connected, running_server, url
+from testing.tiny_controlnets import tiny_controlnet
 
 
 @pytest.fixture(scope="module")
 def client(models_dir: Path, controlnets: Path, tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("server")
-    config = ServerConfig(models=[models_dir, controlnets], outputs=folder / "outputs")
-    with running_server(config) as server, Client(url(server), name="test") as connected:
-        yield connected
+    with connected([models_dir, controlnets], tmp_path_factory.mktemp("server")) as client:
+        yield client
 
 
 # --- finding and loading ----------------------------------------------------------------------------------
@@ -159,40 +149,6 @@ def cross() -> Image:
     pixels[18:22, :, :3] = 255
     pixels[:, 18:22, :3] = 255
     return Image(width=40, height=40, format="rgba8", data=pixels.tobytes(), x=13, y=7)
-
-
-def canvas() -> Image:
-    pixels = np.full((SIDE, SIDE, 4), 255, np.uint8)
-    pixels[: SIDE // 2, :, :3] = (40, 90, 200)
-    return Image(width=SIDE, height=SIDE, format="rgba8", data=pixels.tobytes())
-
-
-def request(**fields) -> Generate:
-    defaults = {"id": uuid.uuid4().hex, "mode": "txt2img", "model": "tiny-sd15", "prompt": "a red circle",
-                "width": SIDE, "height": SIDE, "steps": 4, "seed": 3, "cfg_scale": 7.0}
-    return Generate(**{**defaults, **fields})
-
-
-def pixels(client: Client, **fields) -> np.ndarray:
-    result = client.generate(request(**fields))
-    image = result.images[0].image
-    return np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, 4).astype(int)
-
-
-def selection() -> Mask:
-    data = np.zeros((SIDE, SIDE), np.uint8)
-    data[16:48, 16:48] = 255
-    return Mask(width=SIDE, height=SIDE, format="a8", data=data.tobytes())
-
-
-MODES = {
-    "txt2img": {},
-    "img2img": {"mode": "img2img", "image": canvas(), "strength": 0.75},
-    "inpaint": {"mode": "inpaint", "image": canvas(), "mask": selection(), "strength": 1.0},
-    "inpaint model": {"mode": "inpaint", "model": "tiny-sd15-inpaint", "image": canvas(), "mask": selection()},
-    "regions": {"regions": [Region(mask=selection(), prompt="a green square")]},
-    "sdxl": {"model": "tiny-sdxl"},
-}
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -40,6 +40,11 @@ def parameters_text(info: dict[str, Any], seed: int) -> str:
         fields[f"ControlNet {i}"] = (f'"Module: none, Model: {item["model"]}, Weight: {item["strength"]}, '
                                      f'Guidance Start: {item["start"]}, Guidance End: {item["end"]}, '
                                      f'Control Type: {item["kind"]}"')
+    # Reference pictures as the extension writes an IP-Adapter unit, numbered on after the controls.
+    first = len(info.get("controls", []))
+    for i, item in enumerate(info.get("references", []), start=first):
+        fields[f"ControlNet {i}"] = (f'"Module: {item["module"]}, Model: {item["model"]}, Weight: {item["strength"]}, '
+                                     f'Guidance Start: {item["start"]}, Guidance End: {item["end"]}"')
     lines.append(", ".join(f"{key}: {value}" for key, value in fields.items() if value is not None))
     return "\n".join(lines)
 

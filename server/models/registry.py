@@ -2,12 +2,12 @@
 
 Each folder given is scanned, together with the sub-folders that A1111 and ComfyUI use
 (`checkpoints/`, `Stable-diffusion/`, `loras/`, `Lora/`, `embeddings/`, `upscale_models/`, `ESRGAN/`,
-`controlnet/`, `ControlNet/`, `ipadapter/`, `clip_vision/`, also under `models/`), so an existing models folder works as it is. Found are diffusers folders
-(with `model_index.json`) and `.safetensors` files; what each holds (checkpoint, LoRA, embedding,
-ControlNet, IP-Adapter, CLIP vision encoder; SD1.5 / SDXL; regular / 9-channel inpaint) is read from its contents by identify.py. Pickle files
-are never unpickled: they are listed as refused, except upscalers' `.pth` files, which are read with
-`torch.load(weights_only=True)` (tensors only; a file holding anything else is refused, never run)
-and identified by upscalers.py.
+`controlnet/`, `ControlNet/`, `ipadapter/`, `clip_vision/`, also under `models/`), so an existing models
+folder works as it is. Found are diffusers folders (with `model_index.json`) and `.safetensors` files; what
+each holds (checkpoint, LoRA, embedding, ControlNet, IP-Adapter, CLIP vision encoder; SD1.5 / SDXL; regular /
+9-channel inpaint) is read from its contents by identify.py. Pickle files are never unpickled: they are
+listed as refused, except upscalers' `.pth` files, which are read with `torch.load(weights_only=True)`
+(tensors only; a file holding anything else is refused, never run) and identified by upscalers.py.
 
 Names come from file and folder names. A name a client sends is looked up in the registry and
 never joined to a path.

@@ -38,6 +38,8 @@ class Upscale(WholePicture):
             raise BadInput("an upscale is decoded by the full VAE; leave autoencoder at auto or full", "autoencoder")
         if request.control and not request.strength:
             raise BadInput("control images steer the refine: give the upscale a strength above 0", "control")
+        if request.reference and not request.strength:
+            raise BadInput("reference pictures steer the refine: give the upscale a strength above 0", "reference")
 
     def __init__(self, request: Generate, model: Model, upscalers: Upscalers | None = None):
         super().__init__(request, model, upscalers)
