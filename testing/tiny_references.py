@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from diffusers import UNet2DConditionModel
 from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -34,15 +35,25 @@ PLUS_TOKENS = 16
 BASE_MODEL = {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0"}
 
 
-def tiny_clip_vision(seed: int = 0) -> CLIPVisionModelWithProjection:
+def tiny_clip_vision(seed: int = 0, projection: int = ENCODER_PROJECTION,
+                     image_size: int = 28) -> CLIPVisionModelWithProjection:
     torch.manual_seed(seed)
     config = CLIPVisionConfig(hidden_size=ENCODER_HIDDEN, intermediate_size=37, num_attention_heads=4,
-                              num_hidden_layers=2, projection_dim=ENCODER_PROJECTION, image_size=28, patch_size=14)
+                              num_hidden_layers=2, projection_dim=projection, image_size=image_size, patch_size=14)
     return CLIPVisionModelWithProjection(config).eval()
 
 
-def _projection(variant: str, context: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """An image projection of `variant` under h94's names."""
+def write_clip_vision(encoder: CLIPVisionModelWithProjection, path: Path) -> None:
+    """`encoder` as a single file, with its config beside it as `<stem>.config.json`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(path))
+    encoder.config.to_json_file(path.with_suffix(".config.json"))
+
+
+def _projection(variant: str, context: int, generator: torch.Generator, embeds: int = ENCODER_PROJECTION,
+                hidden: int = ENCODER_HIDDEN) -> dict[str, torch.Tensor]:
+    """An image projection of `variant` under h94's names, taking image embeddings of width `embeds` (plain)
+    or hidden states of width `hidden`."""
 
     def randn(*shape: int, scale: float = 0.3) -> torch.Tensor:
         return torch.randn(*shape, generator=generator) * scale
@@ -51,16 +62,16 @@ def _projection(variant: str, context: int, generator: torch.Generator) -> dict[
         return {"weight": 1 + randn(width, scale=0.1), "bias": randn(width, scale=0.1)}
 
     if variant == "plain":
-        tensors = {"proj.weight": randn(4 * context, ENCODER_PROJECTION), "proj.bias": randn(4 * context)}
+        tensors = {"proj.weight": randn(4 * context, embeds), "proj.bias": randn(4 * context)}
         tensors |= {f"norm.{k}": v for k, v in norm(context).items()}
     elif variant == "full_face":
-        tensors = {"proj.0.weight": randn(ENCODER_HIDDEN, ENCODER_HIDDEN), "proj.0.bias": randn(ENCODER_HIDDEN),
-                   "proj.2.weight": randn(context, ENCODER_HIDDEN), "proj.2.bias": randn(context)}
+        tensors = {"proj.0.weight": randn(hidden, hidden), "proj.0.bias": randn(hidden),
+                   "proj.2.weight": randn(context, hidden), "proj.2.bias": randn(context)}
         tensors |= {f"proj.3.{k}": v for k, v in norm(context).items()}
     else:
         width = RESAMPLER_WIDTH
         tensors = {"latents": randn(1, PLUS_TOKENS, width, scale=1.0),
-                   "proj_in.weight": randn(width, ENCODER_HIDDEN), "proj_in.bias": randn(width),
+                   "proj_in.weight": randn(width, hidden), "proj_in.bias": randn(width),
                    "proj_out.weight": randn(context, width), "proj_out.bias": randn(context)}
         tensors |= {f"norm_out.{k}": v for k, v in norm(context).items()}
         for i in range(RESAMPLER_DEPTH):
@@ -76,13 +87,18 @@ def _projection(variant: str, context: int, generator: torch.Generator) -> dict[
 
 
 def tiny_ipadapter(family: Family, variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """An IP-Adapter of `variant` (plain, plus, full_face) for the tiny `family` UNet, under h94's names:
-    `ip_adapter.<n>` for the n-th attention processor, cross-attention layers being the odd ones."""
+    """An IP-Adapter of `variant` (plain, plus, full_face) for the tiny `family` UNet and the tiny encoder."""
+    return ipadapter_for(_unet(family, "regular"), variant, seed)
+
+
+def ipadapter_for(unet: UNet2DConditionModel, variant: str, seed: int = 0, embeds: int = ENCODER_PROJECTION,
+                  hidden: int = ENCODER_HIDDEN) -> dict[str, torch.Tensor]:
+    """A random IP-Adapter of `variant` for `unet`, under h94's names: `ip_adapter.<n>` for the n-th attention
+    processor, cross-attention layers being the odd ones."""
     generator = torch.Generator().manual_seed(seed)
-    unet = _unet(family, "regular")
     context = unet.config.cross_attention_dim
     modules = dict(unet.named_modules())
-    tensors = _projection(variant, context, generator)
+    tensors = _projection(variant, context, generator, embeds, hidden)
     for number, name in enumerate(n for n in unet.attn_processors if n.endswith("attn2.processor")):
         inner = modules[name.removesuffix(".processor")].to_k.out_features
         for which in ("to_k_ip", "to_v_ip"):
@@ -113,8 +129,6 @@ def write_tiny_references(root: Path) -> dict[str, Path]:
             save_file(tiny_ipadapter(family, variant, seed), str(paths[name]),  # type: ignore[arg-type]
                       metadata={"ss_base_model_version": BASE_MODEL[family]})
         paths["old-ip-adapter"].write_bytes(b"\x80\x04K\x01.")  # a pickle of 1: never opened
-        encoder = tiny_clip_vision()
-        save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(paths["tiny-clip-vision"]))
-        encoder.config.to_json_file(paths["tiny-clip-vision"].with_suffix(".config.json"))
+        write_clip_vision(tiny_clip_vision(), paths["tiny-clip-vision"])
 
     return _written(root, MARKER + "-references", paths, write)

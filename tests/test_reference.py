@@ -199,6 +199,20 @@ def test_style_and_composition_act_in_instantstyles_blocks_of_the_real_unets():
     assert len(named("sd15", "reference")) == 16 and len(named("sdxl", "face")) == 4 + 1 + 6
 
 
+def test_the_step_count_starts_again_with_each_pipeline_call():
+    from server.conditioning.steps import StepCounter
+
+    counter = StepCounter()
+    job, refine = types.SimpleNamespace(num_timesteps=3), types.SimpleNamespace(num_timesteps=2)
+    seen = []
+    for pipe in (job, refine):
+        for step in range(pipe.num_timesteps):
+            seen.append((counter.step, counter.total(job)))
+            counter.on_step_end(pipe, step, None, {})
+    # The refine's first step is counted among the job pipeline's steps: its own count is known after it.
+    assert seen == [(0, 3), (1, 3), (2, 3), (0, 3), (1, 2)]
+
+
 # --- through the server ---------------------------------------------------------------------------------
 
 

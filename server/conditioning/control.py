@@ -148,7 +148,7 @@ def applied(pipe: Any, controls: Controls | None, global_tokens: int | None = No
     forward = unet.forward
 
     def controlled(sample: torch.Tensor, timestep: Any, *args: Any, **kwargs: Any) -> Any:
-        steps = getattr(pipe, "num_timesteps", 0)
+        steps = controls.total(pipe)
         running = [(c, hint) for c in controls.items if c.covers(controls.step, steps)
                    and (hint := c.hint_for(sample)) is not None]
         if running:

@@ -171,7 +171,7 @@ class ReferenceAttention:
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
                  **kwargs: Any) -> torch.Tensor:
         out = self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-        added = self.references.added(attn, self.layer, hidden_states, getattr(self.pipe, "num_timesteps", 0))
+        added = self.references.added(attn, self.layer, hidden_states, self.references.total(self.pipe))
         return out if added is None else out + added.to(out.dtype)
 
 

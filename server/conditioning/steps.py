@@ -14,10 +14,19 @@ def covers(step: int, steps: int, start: float, end: float) -> bool:
 
 @dataclass
 class StepCounter:
-    """The step the pipeline is at: 0 before the first, then set by `on_step_end` (a `callback_on_step_end`)."""
+    """Where the running pipeline call is, from its `callback_on_step_end`: the step it is at, and how many it
+    runs. A job may call several pipelines one after another (full detail's refine after the native picture):
+    after the last step of one the count starts again, and until a step of the next has ended its number of
+    steps is the job's pipeline's."""
 
     step: int = field(default=0, kw_only=True)
+    steps: int | None = field(default=None, kw_only=True)
 
     def on_step_end(self, pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        self.step = step + 1
+        total = pipe.num_timesteps
+        self.step, self.steps = (0, None) if step + 1 >= total else (step + 1, total)
         return tensors
+
+    def total(self, pipe: Any) -> int:
+        """The steps of the running call; `pipe`'s (the job's pipeline) before one of its steps has ended."""
+        return self.steps if self.steps is not None else getattr(pipe, "num_timesteps", 0)

@@ -1,0 +1,137 @@
+"""What reference pictures cost: jobs with an IP-Adapter against the same job without, served, in CPU seconds
+of the serving process (bench/overhead.py's `served`), on the random-weight SD1.5-sized model with a
+random-weight plain IP-Adapter of SD1.5's architecture; and what the image-feature cache saves a live
+session's frame: one encoding of the picture by a random-weight CLIP ViT-H/14 (the encoder SD1.5's
+adapters read with), against finding its features in the cache.
+
+Per step: (job of 6 steps - job of 2 steps) / 4, which leaves out what every job pays once (the text
+encoder, the picture's features, the VAE, the reply). The served jobs read pictures with a small encoder of
+ViT-H's output width: what a step costs does not depend on it. Rounds interleave the variants.
+Target: one reference per step <= 1.15x plain (style, acting in a few blocks only, is reported beside it).
+
+Run: python -m bench.reference [--rounds N] [--size PX]  -> bench/results/reference.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+
+from bench.overhead import served
+from bench.report import write_report
+from shared.client import Client
+from shared.messages import Image, Live, Reference
+from testing.full_size import SD15_NAME, write_random_sd15
+from testing.processes import ServerProcess
+
+TARGETS = {"one_per_step": 1.15}
+STEPS = (2, 6)
+VIT_H_PROJECTION = 1024
+
+
+def write_random_adapter(models: Path) -> None:
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    from testing.tiny_references import ipadapter_for, tiny_clip_vision, write_clip_vision
+
+    path = models / "ipadapter" / "random-ip-adapter_sd15.safetensors"
+    if path.is_file():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    unet = UNet2DConditionModel.from_pretrained(models / "checkpoints" / SD15_NAME / "unet")
+    save_file(ipadapter_for(unet, "plain", seed=1, embeds=VIT_H_PROJECTION), str(path))
+    write_clip_vision(tiny_clip_vision(projection=VIT_H_PROJECTION, image_size=224),
+                      models / "clip_vision" / "small-clip-vision.safetensors")
+
+
+def painting(size: int, seed: int = 0) -> Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 4), dtype=np.uint8)
+    pixels[..., 3] = 255
+    return Image(width=size, height=size, format="rgba8", data=pixels.tobytes())
+
+
+def encoder_seconds(rounds: int) -> dict[str, float]:
+    """Seconds one picture's image embedding takes from a random-weight ViT-H/14, and from the cache."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from server.models.identify import CLIP_VISION_CONFIG_FOLDER
+    from server.models.ipadapters import Encoder, IPAdapters
+    from server.models.registry import Registry
+
+    torch.manual_seed(0)
+    model = CLIPVisionModelWithProjection(CLIPVisionConfig.from_json_file(CLIP_VISION_CONFIG_FOLDER / "vit-h-14.json"))
+    encoder = Encoder("random-vit-h", "random-vit-h", model.eval())
+    adapters = IPAdapters(Registry([]), torch.device("cpu"), torch.float32)
+    encoded, cached = [], []
+    for index in range(rounds):
+        picture = PIL.Image.fromarray(np.random.default_rng(index).integers(0, 256, (512, 512, 3), dtype=np.uint8))
+        for times in (encoded, cached):
+            started = time.perf_counter()
+            _, reused = adapters.picture_features(encoder, picture, "embeds")
+            times.append(time.perf_counter() - started)
+            assert reused == (times is cached)
+    return {"encode_s": statistics.median(encoded), "cached_s": statistics.median(cached)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--size", type=int, default=256)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp) / "models"
+        write_random_sd15(models)
+        write_random_adapter(models)
+        picture = painting(args.size)
+        jobs = {"plain": [], "one": [Reference(image=picture)], "style": [Reference(image=picture, mode="style")]}
+        with ServerProcess(models, Path(tmp) / "server", threads=1) as server, \
+                Client(server.url, name="bench") as client:
+            seconds: dict[tuple[str, int], list[float]] = {}
+
+            def job(name: str, steps: int) -> float:
+                fields: dict[str, Any] = {"mode": "txt2img", "width": args.size, "height": args.size, "steps": steps,
+                                          "reference": jobs[name]}
+                return served(client, server, SD15_NAME, fields)["cpu_s"]
+
+            # A live session's two frames with an unchanged reference: the second finds its features cached.
+            live = [client.generate(Live(id=uuid.uuid4().hex, session="bench", mode="img2img", model=SD15_NAME,
+                                         image=painting(args.size, seed=1), strength=0.5, steps=2, seed=i,
+                                         reference=[Reference(image=picture)])).info["references"][0]
+                    for i in range(2)]
+            job("one", 2)  # loads the model, the adapter and the encoder
+            for _ in range(args.rounds):
+                for name in jobs:
+                    for steps in STEPS:
+                        seconds.setdefault((name, steps), []).append(job(name, steps))
+    median = {key: statistics.median(values) for key, values in seconds.items()}
+    per_step = {name: (median[(name, STEPS[1])] - median[(name, STEPS[0])]) / (STEPS[1] - STEPS[0]) for name in jobs}
+    ratios = {f"{name}_per_step": per_step[name] / per_step["plain"] for name in ("one", "style")}
+    encoder = encoder_seconds(args.rounds)
+    write_report({
+        "what": __doc__.split("\n\n")[0].replace("\n", " "),
+        "size": args.size, "rounds": args.rounds, "threads": 1,
+        "cpu_s_median": {f"{name}_{steps}_steps": round(value, 3) for (name, steps), value in median.items()},
+        "cpu_s_per_step": {name: round(value, 3) for name, value in per_step.items()},
+        "ratios": {name: round(value, 3) for name, value in ratios.items()},
+        "live_features_reused": [item["features_reused"] for item in live],
+        "vit_h_encode_s": round(encoder["encode_s"], 3),
+        "vit_h_cached_s": round(encoder["cached_s"], 6),
+        "live_encoder_s_saved_per_frame": round(encoder["encode_s"] - encoder["cached_s"], 3),
+        "targets": TARGETS,
+        "met": {name: ratios[name] <= TARGETS[name] for name in TARGETS},
+    }, "reference", show=True)
+
+
+if __name__ == "__main__":
+    main()
