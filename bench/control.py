@@ -12,7 +12,6 @@ Run: python -m bench.control [--rounds N] [--size PX]  -> bench/results/control.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.overhead import served
+from bench.overhead import per_step as step_costs
+from bench.overhead import served, step_report
 from bench.report import write_report
 from shared.client import Client
 from shared.messages import Control, Image
@@ -66,7 +66,6 @@ def main() -> None:
         write_random_controlnet(models)
         with ServerProcess(models, Path(tmp) / "server", threads=1) as server, \
                 Client(server.url, name="bench") as client:
-            seconds: dict[tuple[str, int], list[float]] = {}
             jobs = variants(args.size)
 
             def job(name: str, steps: int) -> float:
@@ -75,26 +74,13 @@ def main() -> None:
                 return served(client, server, SD15_NAME, fields)["cpu_s"]
 
             job("two", 2)  # loads the model and the ControlNet
-            for _ in range(args.rounds):
-                for name in jobs:
-                    for steps in STEPS:
-                        seconds.setdefault((name, steps), []).append(job(name, steps))
-    median = {key: statistics.median(values) for key, values in seconds.items()}
-    per_step = {name: (median[(name, STEPS[1])] - median[(name, STEPS[0])]) / (STEPS[1] - STEPS[0]) for name in jobs}
+            median, per_step = step_costs(job, jobs, args.rounds, STEPS)
     ratios = {
         "one_per_step": per_step["one"] / per_step["plain"],
         "end_half_job": median[("end_half", STEPS[1])] / median[("plain", STEPS[1])],
         "two_per_step": per_step["two"] / per_step["plain"],
     }
-    write_report({
-        "what": __doc__.split("\n\n")[0].replace("\n", " "),
-        "size": args.size, "rounds": args.rounds, "threads": 1,
-        "cpu_s_median": {f"{name}_{steps}_steps": round(value, 3) for (name, steps), value in median.items()},
-        "cpu_s_per_step": {name: round(value, 3) for name, value in per_step.items()},
-        "ratios": {name: round(value, 3) for name, value in ratios.items()},
-        "targets": TARGETS,
-        "met": {name: ratios[name] <= TARGETS[name] for name in TARGETS},
-    }, "control", show=True)
+    write_report(step_report(__doc__, args.size, args.rounds, median, per_step, ratios, TARGETS), "control", show=True)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,37 @@ def served(client: Client, server: ServerProcess, model: str, fields: dict[str, 
     client.generate(Generate(id=uuid.uuid4().hex, model=model, **COMMON, **fields))
     wall, after = time.perf_counter() - wall, process.cpu_times()
     return {"cpu_s": (after.user + after.system) - (before.user + before.system), "wall_s": wall}
+
+
+def per_step(job: Callable[[str, int], float], names: Iterable[str], rounds: int,
+             steps: tuple[int, int]) -> tuple[dict[tuple[str, int], float], dict[str, float]]:
+    """The median of `job(name, n)` for each variant and each of the two step counts over `rounds` rounds that
+    interleave them, and each variant's cost per step: the difference of its two medians over the difference
+    in steps, which leaves out what every job pays once (the text encoder, the VAE, the reply)."""
+    seconds: dict[tuple[str, int], list[float]] = {}
+    names = list(names)
+    for _ in range(rounds):
+        for name in names:
+            for count in steps:
+                seconds.setdefault((name, count), []).append(job(name, count))
+    median = {key: statistics.median(values) for key, values in seconds.items()}
+    return median, {name: (median[(name, steps[1])] - median[(name, steps[0])]) / (steps[1] - steps[0])
+                    for name in names}
+
+
+def step_report(doc: str, size: int, rounds: int, median: dict[tuple[str, int], float], per_step: dict[str, float],
+                ratios: dict[str, float], targets: dict[str, float]) -> dict[str, Any]:
+    """The report of a `per_step` bench on one thread: its first paragraph, the medians, the costs per step,
+    the ratios and whether each met its target."""
+    return {
+        "what": doc.split("\n\n")[0].replace("\n", " "),
+        "size": size, "rounds": rounds, "threads": 1,
+        "cpu_s_median": {f"{name}_{steps}_steps": round(value, 3) for (name, steps), value in median.items()},
+        "cpu_s_per_step": {name: round(value, 3) for name, value in per_step.items()},
+        "ratios": {name: round(value, 3) for name, value in ratios.items()},
+        "targets": targets,
+        "met": {name: ratios[name] <= targets[name] for name in targets},
+    }
 
 
 def measure(server: ServerProcess, direct: Direct, model: str, size: int, rounds: int, folder: Path) -> dict:

@@ -26,7 +26,8 @@ import numpy as np
 import PIL.Image
 import torch
 
-from bench.overhead import served
+from bench.overhead import per_step as step_costs
+from bench.overhead import served, step_report
 from bench.report import write_report
 from shared.client import Client
 from shared.messages import Image, Live, Reference
@@ -97,8 +98,6 @@ def main() -> None:
         jobs = {"plain": [], "one": [Reference(image=picture)], "style": [Reference(image=picture, mode="style")]}
         with ServerProcess(models, Path(tmp) / "server", threads=1) as server, \
                 Client(server.url, name="bench") as client:
-            seconds: dict[tuple[str, int], list[float]] = {}
-
             def job(name: str, steps: int) -> float:
                 fields: dict[str, Any] = {"mode": "txt2img", "width": args.size, "height": args.size, "steps": steps,
                                           "reference": jobs[name]}
@@ -110,27 +109,17 @@ def main() -> None:
                                          reference=[Reference(image=picture)])).info["references"][0]
                     for i in range(2)]
             job("one", 2)  # loads the model, the adapter and the encoder
-            for _ in range(args.rounds):
-                for name in jobs:
-                    for steps in STEPS:
-                        seconds.setdefault((name, steps), []).append(job(name, steps))
-    median = {key: statistics.median(values) for key, values in seconds.items()}
-    per_step = {name: (median[(name, STEPS[1])] - median[(name, STEPS[0])]) / (STEPS[1] - STEPS[0]) for name in jobs}
+            median, per_step = step_costs(job, jobs, args.rounds, STEPS)
     ratios = {f"{name}_per_step": per_step[name] / per_step["plain"] for name in ("one", "style")}
     encoder = encoder_seconds(args.rounds)
-    write_report({
-        "what": __doc__.split("\n\n")[0].replace("\n", " "),
-        "size": args.size, "rounds": args.rounds, "threads": 1,
-        "cpu_s_median": {f"{name}_{steps}_steps": round(value, 3) for (name, steps), value in median.items()},
-        "cpu_s_per_step": {name: round(value, 3) for name, value in per_step.items()},
-        "ratios": {name: round(value, 3) for name, value in ratios.items()},
+    live_figures = {
         "live_features_reused": [item["features_reused"] for item in live],
         "vit_h_encode_s": round(encoder["encode_s"], 3),
         "vit_h_cached_s": round(encoder["cached_s"], 6),
         "live_encoder_s_saved_per_frame": round(encoder["encode_s"] - encoder["cached_s"], 3),
-        "targets": TARGETS,
-        "met": {name: ratios[name] <= TARGETS[name] for name in TARGETS},
-    }, "reference", show=True)
+    }
+    write_report(step_report(__doc__, args.size, args.rounds, median, per_step, ratios, TARGETS) | live_figures,
+                 "reference", show=True)
 
 
 if __name__ == "__main__":
