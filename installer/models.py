@@ -110,13 +110,19 @@ def load_manifest(path: Path = MANIFEST) -> Manifest:
         ) from error
 
 
+def _offline_name(file: ModelFile) -> str:
+    """What a file is found by in an offline folder: its destination below the kind's folder, which
+    is its name, or the model folder and its name for a file of one (many folders hold a config.json)."""
+    parts = PurePosixPath(file.destination).parts
+    return PurePosixPath(*(parts[1:] or parts)).as_posix()
+
+
 def _offline_copy(offline_dir: Path, file: ModelFile) -> Path | None:
     """The file in an offline folder: at its destination path, or anywhere under its name."""
     direct = offline_dir / file.destination
     if direct.is_file():
         return direct
-    name = PurePosixPath(file.destination).name
-    return next((found for found in sorted(offline_dir.rglob(name)) if found.is_file()), None)
+    return next((found for found in sorted(offline_dir.rglob(_offline_name(file))) if found.is_file()), None)
 
 
 def install_model(
@@ -151,7 +157,7 @@ def install_model(
         source = _offline_copy(offline_dir, file)
         if source is None:
             raise InstallError(
-                f"{file.name} ({PurePosixPath(file.destination).name}) is not in {offline_dir}",
+                f"{file.name} ({_offline_name(file)}) is not in {offline_dir}",
                 f"download {file.url} on a machine with network and put it into that folder",
             )
         # Without a recorded SHA-256 and without the network there is nothing to check a copy against.
