@@ -34,7 +34,7 @@ from .errors import (
     artist_message,
 )
 from .history import Entry, History
-from .layer_list import LayerList
+from .layer_list import LayerList, WeightedLayerList
 from .live import LiveCanvas, LiveResult, LiveSession
 from .references import DEFAULT_STRENGTH, ReferenceLayer, References
 from .regions import RegionPrompt, Regions
@@ -224,10 +224,7 @@ class DocumentSession:
     def add_control(self, kind: str, limit: int | None = None) -> str:
         """Make the active layer a control of `kind` (a control already keeps its strength and range);
         returns its layer id."""
-        layer_id = self._active_layer(NO_CONTROL_LAYER)
-        old = self.controls.get(layer_id)
-        self.set_control(ControlLayer(layer_id, kind) if old is None else dataclasses.replace(old, kind=kind), limit)
-        return layer_id
+        return self._add_active(self.controls, NO_CONTROL_LAYER, kind, self.set_control, limit)
 
     def set_control(self, control: ControlLayer, limit: int | None = None) -> None:
         """Add a control layer or change one's kind, strength or range."""
@@ -244,11 +241,7 @@ class DocumentSession:
     def add_reference(self, mode: str, limit: int | None = None) -> str:
         """Make the active layer a reference picture in `mode` (a reference already keeps its strength
         and range); returns its layer id."""
-        layer_id = self._active_layer(NO_REFERENCE_LAYER)
-        old = self.references.get(layer_id)
-        self.set_reference(ReferenceLayer(layer_id, mode) if old is None else dataclasses.replace(old, mode=mode),
-                           limit)
-        return layer_id
+        return self._add_active(self.references, NO_REFERENCE_LAYER, mode, self.set_reference, limit)
 
     def add_reference_picture(self, path: str, mode: str, limit: int | None = None) -> str:
         """Import a picture file as a new hidden layer above the active one, named after the file, and
@@ -422,6 +415,15 @@ class DocumentSession:
         layer_id = self.document.active_layer_id()
         if layer_id is None:
             raise UserError(missing)
+        return layer_id
+
+    def _add_active(self, items: WeightedLayerList, missing: str, choice: str, keep: Callable[[Any, int | None], None],
+                    limit: int | None) -> str:
+        """Make the active layer an item of `items` whose CHOICE is `choice` (an item of that layer keeps its
+        other settings), through `keep`; returns its layer id. UserError(`missing`) without an active layer."""
+        layer_id = self._active_layer(missing)
+        item = items.get(layer_id) or items.ITEM(layer_id)
+        keep(dataclasses.replace(item, **{items.CHOICE: choice}), limit)
         return layer_id
 
     def _keep(self, items: LayerList, item: Any, bad: str, save: Callable[[bytes], None], limit: int | None) -> None:
