@@ -226,6 +226,7 @@ def test_a_reference_layer_sends_the_brush_stroke_made_on_it_in_gui_krita(
     assert found["sent"] == [["style", 0.6, width, height, True]]
     assert found["message_after_click"] == ""
     assert found["server_error"] == ["unsupported", "reference"]
+    assert found["thumbnails"] == [True, True, True, True]  # the docker's thumbnail shows the stroke
 
 
 @needs_gui

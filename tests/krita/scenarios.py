@@ -987,6 +987,10 @@ def gui_reference_stroke(job: dict, out: dict):
     docker.references.mode.setCurrentIndex(docker.references.mode.findData("style"))
     docker.references.add.click()
     out["references"] = [[r.mode, r.strength, name] for r, name in controller.references()]
+    from underpaint_krita.sections.layers import THUMBNAIL_ROLE
+
+    rows = docker.references.layer_list
+    thumbnails = [rows.item(0).data(THUMBNAIL_ROLE)]  # a checksum of the thumbnail shown
     timeline = _Timeline(document, session, time.monotonic())
     canvas = _canvas_widget(Krita.instance().activeWindow())
     centre = canvas.mapToGlobal(QPoint(canvas.width() // 2, canvas.height() // 2))
@@ -1008,6 +1012,9 @@ def gui_reference_stroke(job: dict, out: dict):
     yield lambda: not session.jobs
     out["message"] = controller.message
     out["layers"] = layer_names(document)
+    thumbnails.append(rows.item(0).data(THUMBNAIL_ROLE))
+    out["thumbnails"] = [thumbnails[0] is not None, thumbnails[1] is not None, thumbnails[0] != thumbnails[1],
+                         not rows.item(0).icon().isNull()]
 
 
 def _xdotool_run(command: list[str], timeline: _Timeline):
