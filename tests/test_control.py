@@ -374,6 +374,7 @@ def test_a_depth_map_comes_from_the_installed_depth_model(client):
     again = client.generate(Preprocess(id=uuid.uuid4().hex, kind="depth", image=image))
     made = result.images[0].image
     assert (made.x, made.y, made.width, made.height) == (2, 3, 32, 32)
+    assert result.info["model"] == "tiny-depth-anything"
     grey = np.frombuffer(made.data, np.uint8).reshape(32, 32, 4)[..., 0]
     assert grey.min() == 0 and grey.max() == 255  # spread over the whole range, near white
     assert made.data == again.images[0].image.data
@@ -381,7 +382,7 @@ def test_a_depth_map_comes_from_the_installed_depth_model(client):
 
 def test_without_a_depth_model_depth_is_unsupported(tmp_path):
     from server.errors import Unsupported
-    from server.models.annotators import Annotators
+    from server.models.annotators.kept import Annotators
 
     with pytest.raises(Unsupported) as caught:
         Annotators([tmp_path], torch.device("cpu"), torch.float32).depth(square_painting())

@@ -16,7 +16,9 @@ from test_installer_download import FAST, FileServer, git_blob, quiet, server  #
 
 from installer.download import VerifiedRecord
 from installer.models import RECORD_NAME, ModelFile, install_models, load_manifest
-from server.models.annotators import Annotators, find_depth_model
+from server.models.annotators import depth
+from server.models.annotators.folders import find
+from server.models.annotators.kept import Annotators
 from testing.tiny_controlnets import write_tiny_depth_model
 
 FOLDER = "annotators/Depth-Anything-V2-Small-hf"
@@ -68,10 +70,10 @@ def test_the_set_installs_where_the_depth_preprocess_finds_and_loads_it(
         placed = models / FOLDER / source.name
         assert placed.read_bytes() == source.read_bytes()
         assert record.recorded_sha256(placed) == hashlib.sha256(source.read_bytes()).hexdigest()
-    assert find_depth_model([models]) == models / FOLDER
+    assert find([models], depth.MODEL_TYPES) == models / FOLDER
     rgb = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
-    depth = Annotators([models], torch.device("cpu"), torch.float32).depth(rgb)
-    assert depth.shape == (40, 60, 3) and depth.dtype == np.uint8
+    made, info = Annotators([models], torch.device("cpu"), torch.float32).depth(rgb)
+    assert made.shape == (40, 60, 3) and made.dtype == np.uint8 and info["model"] == "Depth-Anything-V2-Small-hf"
 
 
 def test_a_tampered_config_is_refused_and_the_folder_stays_unfound(
@@ -84,7 +86,7 @@ def test_a_tampered_config_is_refused_and_the_folder_stays_unfound(
     (failure,) = install_models(files, models, log=lambda _: None, progress=quiet, **FAST)
     assert failure.file == config and "gave a file with git blob id" in failure.reason
     assert not (models / FOLDER / "config.json").exists()
-    assert find_depth_model([models]) is None
+    assert find([models], depth.MODEL_TYPES) is None
 
 
 def test_an_offline_folder_supplies_the_folder_by_its_name(tmp_path: Path, depth_files: Path) -> None:
@@ -98,7 +100,7 @@ def test_an_offline_folder_supplies_the_folder_by_its_name(tmp_path: Path, depth
     models = tmp_path / "models"
     assert install_models(annotator_set(), models, offline_dir=offline, log=lambda _: None, progress=quiet) == []
     assert (models / FOLDER / "config.json").read_bytes() == (depth_files / "config.json").read_bytes()
-    assert find_depth_model([models]) == models / FOLDER
+    assert find([models], depth.MODEL_TYPES) == models / FOLDER
     # A file missing from the folder is named with its folder, as it is looked for.
     (offline / "downloads" / "Depth-Anything-V2-Small-hf" / "preprocessor_config.json").unlink()
     (models / FOLDER / "preprocessor_config.json").unlink()
