@@ -209,14 +209,16 @@ class Generator:
                       elapsed=time.monotonic() - started)
 
     def preprocess(self, request: Preprocess) -> Result:
-        """A control image made from the request's picture (imaging/preprocess.py; a depth map by the depth
-        model, models/annotators/), on disk before it is sent. It is made on the reading thread that
-        asked, not queued: it takes a fraction of a second."""
+        """A control image made from the request's picture (imaging/preprocess.py; a depth map or a pose by
+        a model, models/annotators/), on disk before it is sent. It is made on the reading thread that
+        asked, not queued: a fraction of a second, but for a pose on a CPU (seconds, docs/control.md)."""
         started = time.monotonic()
         rgb = np.asarray(payloads.flattened(payloads.to_pil(request.image, "image")))
         annotated: dict[str, Any] = {}
         if request.kind == "depth":
             made, annotated = self.annotators.depth(rgb)
+        elif request.kind == "pose":
+            made, annotated = self.annotators.pose(rgb)
         else:
             made = PREPROCESSORS[request.kind](rgb)
         picture = PIL.Image.fromarray(made)

@@ -306,7 +306,7 @@ def test_preprocess_errors_name_the_field(client):
     from shared.messages import Preprocess
 
     with pytest.raises(ServerError) as caught:
-        client.generate(Preprocess(id=uuid.uuid4().hex, kind="pose", image=cross()))  # type: ignore[arg-type]
+        client.generate(Preprocess(id=uuid.uuid4().hex, kind="tile", image=cross()))  # type: ignore[arg-type]
     assert (caught.value.error.code, caught.value.error.field) == ("bad_request", "kind")
     short = Image(width=8, height=8, format="rgba8", data=b"\0" * 10)
     with pytest.raises(ServerError) as caught:

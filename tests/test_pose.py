@@ -1,11 +1,25 @@
-"""Pose control images: COCO keypoints drawn as OpenPose's body picture (imaging/skeleton.py)."""
+"""Pose control images: COCO keypoints drawn as OpenPose's body picture (imaging/skeleton.py), and the
+`preprocess` pose request through the real server with tiny random-weight ViTPose and RT-DETR models
+(testing/tiny_controlnets.py) in each layout an artist may have."""
 
 from __future__ import annotations
 
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
+from server.config import ServerConfig
 from server.imaging import skeleton
+from shared.client import Client, ServerError
+from shared.messages import Image, Preprocess
+from testing.serving import running_server, url
+from testing.tiny_controlnets import write_tiny_person_detector, write_tiny_pose_model
+from testing.tiny_models import _ExplodesWhenUnpickled
 
 # --- drawing ----------------------------------------------------------------------------------------------
 
@@ -120,3 +134,117 @@ def test_nobody_is_a_black_picture():
     assert not skeleton.draw(40, 30, []).any()
     nobody = skeleton.openpose_points(*coco_person(0.1))
     assert not skeleton.draw(40, 30, [nobody]).any()
+
+
+# --- through the server -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_annotators(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every annotator folder the layouts below are made of."""
+    root = tmp_path_factory.mktemp("annotators")
+    write_tiny_pose_model(root / "tiny-vitpose")
+    write_tiny_pose_model(root / "unsure-vitpose", confidence=0.1)
+    write_tiny_person_detector(root / "tiny-rt-detr")
+    for name, source in (("broken-vitpose", "tiny-vitpose"), ("broken-rt-detr", "tiny-rt-detr")):
+        shutil.copytree(root / source, root / name)
+        weights = root / name / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    pickled = root / "pickled-vitpose"  # as a hub folder was before safetensors: config and a pickle
+    pickled.mkdir()
+    shutil.copy(root / "tiny-vitpose" / "config.json", pickled / "config.json")
+    shutil.copy(root / "tiny-vitpose" / "preprocessor_config.json", pickled / "preprocessor_config.json")
+    torch.save({"trap": _ExplodesWhenUnpickled()}, pickled / "pytorch_model.bin")
+    return root
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def client(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    """One server whose models folder each test lays out: annotators are looked for at each request."""
+    config = ServerConfig(models=[models], outputs=tmp_path_factory.mktemp("outputs"))
+    with running_server(config) as server, Client(url(server), name="test") as connected:
+        yield connected
+
+
+@pytest.fixture
+def installed(models: Path, tiny_annotators: Path):
+    def install(*names: str) -> None:
+        folder = models / "annotators"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        for name in names:
+            shutil.copytree(tiny_annotators / name, folder / name)
+
+    return install
+
+
+def picture(width: int = 80, height: int = 64, x: int = 7, y: int = -5) -> Image:
+    rgba = np.random.default_rng(0).integers(0, 256, (height, width, 4), np.uint8)
+    rgba[..., 3] = 255
+    return Image(width=width, height=height, format="rgba8", data=rgba.tobytes(), x=x, y=y)
+
+
+def pose(client: Client, image: Image):
+    return client.generate(Preprocess(id=uuid.uuid4().hex, kind="pose", image=image))
+
+
+PALETTE = {(0, 0, 0)} | set(skeleton.COLOURS) | {shade(colour) for colour in skeleton.COLOURS}
+
+
+@pytest.mark.parametrize(("annotators", "detector", "people"), [
+    (("tiny-rt-detr", "tiny-vitpose"), "tiny-rt-detr", 2),  # the tiny detector finds two people
+    (("tiny-vitpose",), None, 1),  # the whole picture, one figure
+])
+def test_pose_is_an_openpose_picture_at_the_pictures_place(client, installed, annotators, detector, people):
+    installed(*annotators)
+    result = pose(client, picture())
+    (made,) = result.images
+    assert (made.image.x, made.image.y, made.image.width, made.image.height) == (7, -5, 80, 64)
+    assert result.info | {"preprocess": "pose", "model": "tiny-vitpose", "detector": detector,
+                          "people": people} == result.info
+    rgba = np.frombuffer(made.image.data, np.uint8).reshape(64, 80, 4)
+    colours = {tuple(pixel) for pixel in rgba[..., :3].reshape(-1, 3)}
+    assert colours <= PALETTE and len(colours) > 3  # black, and skeleton colours on it
+    assert made.image.data == pose(client, picture()).images[0].image.data  # same picture, same pose
+
+
+def test_the_detectors_people_are_posed_each(client, installed):
+    installed("tiny-vitpose")
+    alone = pose(client, picture()).images[0].image.data
+    installed("tiny-rt-detr", "tiny-vitpose")
+    assert pose(client, picture()).images[0].image.data != alone
+
+
+def test_pose_is_black_where_no_point_scores_enough(client, installed):
+    installed("unsure-vitpose")
+    result = pose(client, picture())
+    assert result.info["people"] == 0
+    assert not np.frombuffer(result.images[0].image.data, np.uint8).reshape(64, 80, 4)[..., :3].any()
+
+
+@pytest.mark.parametrize("annotators", [(), ("tiny-rt-detr", "pickled-vitpose")])
+def test_without_a_pose_model_pose_is_unsupported(client, installed, annotators):
+    """A folder with pickled weights alone is passed over: never unpickled (its pickle would raise)."""
+    installed(*annotators)
+    with pytest.raises(ServerError) as caught:
+        pose(client, picture())
+    assert (caught.value.error.code, caught.value.error.field) == ("unsupported", "kind")
+    assert "pose model" in caught.value.error.message
+
+
+@pytest.mark.parametrize(("annotators", "broken"), [
+    (("broken-vitpose",), "pose model broken-vitpose"),
+    (("broken-rt-detr", "tiny-vitpose"), "person detector broken-rt-detr"),
+])
+def test_a_pose_model_that_cannot_be_loaded_is_model_broken_and_the_server_goes_on(client, installed, annotators,
+                                                                                    broken):
+    installed(*annotators)
+    with pytest.raises(ServerError) as caught:
+        pose(client, picture())
+    assert (caught.value.error.code, caught.value.error.field) == ("model_broken", "kind")
+    assert broken in caught.value.error.message
+    assert client.generate(Preprocess(id=uuid.uuid4().hex, kind="canny", image=picture())).images

@@ -1,5 +1,5 @@
 """Models that make control images from pictures (annotators, the `preprocess` request): Depth Anything
-for depth maps (depth.py).
+for depth maps (depth.py); ViTPose for poses, on the people an RT-DETR detector finds (pose.py).
 
 They are found in `annotators/` of each models folder (also under `models/`) as transformers folders —
 config.json, model.safetensors and preprocessor_config.json — by their config's `model_type`

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from ...errors import ModelBroken, Unsupported
-from . import depth
+from ...imaging import skeleton
+from . import depth, pose
 from .folders import FOLDER, find
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ class Annotator:
 
 
 DEPTH = Annotator("depth model", depth.MODEL_TYPES, depth.DepthModel.load, "Depth Anything")
+POSE = Annotator("pose model", pose.POSE_MODEL_TYPES, pose.PoseModel.load, "ViTPose")
+PERSON_DETECTOR = Annotator("person detector", pose.DETECTOR_MODEL_TYPES, pose.PersonDetector.load, "RT-DETR")
 
 
 class Annotators:
@@ -47,6 +50,18 @@ class Annotators:
         with self._lock:
             folder, model = self._required(DEPTH)
             return model(rgb), {"model": folder.name}
+
+    def pose(self, rgb: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """The OpenPose picture of the people in `rgb` (imaging/skeleton.py): black where nobody is."""
+        height, width = rgb.shape[:2]
+        with self._lock:
+            folder, estimator = self._required(POSE)
+            detector = self._found(PERSON_DETECTOR)
+            found = pose.people(rgb, estimator, detector[1] if detector else None)
+        people = [skeleton.openpose_points(keypoints, scores) for keypoints, scores in found]
+        posed = [points for points in people if not np.isnan(points).all()]
+        info = {"model": folder.name, "detector": detector[0].name if detector else None, "people": len(posed)}
+        return skeleton.draw(height, width, posed), info
 
     def _required(self, annotator: Annotator) -> tuple[Path, Any]:
         found = self._found(annotator)
