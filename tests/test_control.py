@@ -314,6 +314,23 @@ def test_preprocess_errors_name_the_field(client):
     assert (caught.value.error.code, caught.value.error.field) == ("bad_request", "image.data")
 
 
+def test_a_preprocess_that_fails_unexpectedly_answers_internal_with_its_id_and_the_server_goes_on(client, monkeypatch):
+    from server.imaging.preprocess import PREPROCESSORS
+    from shared.messages import Preprocess
+
+    def broken(rgb: np.ndarray) -> np.ndarray:
+        raise RuntimeError("a bug in a preprocessor")
+
+    monkeypatch.setitem(PREPROCESSORS, "canny", broken)
+    asked = Preprocess(id=uuid.uuid4().hex, kind="canny", image=cross())
+    with pytest.raises(ServerError) as caught:
+        client.generate(asked, timeout=30)  # without its id the client would wait for ever
+    assert (caught.value.error.code, caught.value.error.id) == ("internal", asked.id)
+    assert "bug" not in caught.value.error.message
+    monkeypatch.undo()
+    assert client.generate(Preprocess(id=uuid.uuid4().hex, kind="canny", image=cross())).images
+
+
 @pytest.mark.slow
 def test_a_full_size_sd15_controlnet_in_the_original_fp16_layout_loads_with_the_shipped_config(tmp_path):
     """What the installer's `control` set places: lllyasviel's layout, float16, no config beside it."""
