@@ -31,7 +31,7 @@ from .imaging.outputs import OutputWriter
 from .imaging.preprocess import PREPROCESSORS
 from .jobs.job import Job, JobCancelledError
 from .models import interrupts, schedulers
-from .models.annotators import Annotators
+from .models.annotators.kept import Annotators
 from .models.controlnets import ControlNets
 from .models.ipadapters import IPAdapters
 from .models.loading import PipelineCache
@@ -218,17 +218,23 @@ class Generator:
                       elapsed=time.monotonic() - started)
 
     def preprocess(self, request: Preprocess) -> Result:
-        """A control image made from the request's picture (imaging/preprocess.py; a depth map by the depth
-        model, models/annotators.py), on disk before it is sent. It is made on the reading thread that
-        asked, not queued: it takes a fraction of a second."""
+        """A control image made from the request's picture (imaging/preprocess.py; a depth map or a pose by
+        a model, models/annotators/), on disk before it is sent. It is made on the reading thread that
+        asked, not queued: a fraction of a second, but for a pose on a CPU (seconds, docs/control.md)."""
         started = time.monotonic()
         rgb = np.asarray(payloads.flattened(payloads.to_pil(request.image, "image")))
-        made = PIL.Image.fromarray(self.annotators.depth(rgb) if request.kind == "depth" else
-                                   PREPROCESSORS[request.kind](rgb))
-        info = {"preprocess": request.kind, "width": made.width, "height": made.height}
+        annotated: dict[str, Any] = {}
+        if request.kind == "depth":
+            made, annotated = self.annotators.depth(rgb)
+        elif request.kind == "pose":
+            made, annotated = self.annotators.pose(rgb)
+        else:
+            made = PREPROCESSORS[request.kind](rgb)
+        picture = PIL.Image.fromarray(made)
+        info = {"preprocess": request.kind, "width": picture.width, "height": picture.height} | annotated
         if self.outputs is not None:
-            self.outputs.save(made, info, 0)
-        image = payloads.from_pil(made, request.result_format, request.image.x, request.image.y)
+            self.outputs.save(picture, info, 0)
+        image = payloads.from_pil(picture, request.result_format, request.image.x, request.image.y)
         return Result(id=request.id, images=[ResultImage(image=image, seed=0)], info=info,
                       elapsed=time.monotonic() - started)
 

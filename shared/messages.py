@@ -33,7 +33,7 @@ CONTROL_KINDS: tuple[str, ...] = ControlKind.__args__  # type: ignore[attr-defin
 ReferenceMode = Literal["reference", "style", "composition", "face"]
 REFERENCE_MODES: tuple[str, ...] = ReferenceMode.__args__  # type: ignore[attr-defined]
 # The control images a server makes from a picture (`preprocess`).
-PreprocessKind = Literal["canny", "softedge", "scribble", "lineart", "depth"]
+PreprocessKind = Literal["canny", "softedge", "scribble", "lineart", "depth", "pose"]
 
 ID_LENGTH = 128
 NAME_LENGTH = 256

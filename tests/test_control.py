@@ -262,12 +262,29 @@ def test_preprocess_errors_name_the_field(client):
     from shared.messages import Preprocess
 
     with pytest.raises(ServerError) as caught:
-        client.generate(Preprocess(id=uuid.uuid4().hex, kind="pose", image=cross()))  # type: ignore[arg-type]
+        client.generate(Preprocess(id=uuid.uuid4().hex, kind="tile", image=cross()))  # type: ignore[arg-type]
     assert (caught.value.error.code, caught.value.error.field) == ("bad_request", "kind")
     short = Image(width=8, height=8, format="rgba8", data=b"\0" * 10)
     with pytest.raises(ServerError) as caught:
         client.generate(Preprocess(id=uuid.uuid4().hex, kind="canny", image=short))
     assert (caught.value.error.code, caught.value.error.field) == ("bad_request", "image.data")
+
+
+def test_a_preprocess_that_fails_unexpectedly_answers_internal_with_its_id_and_the_server_goes_on(client, monkeypatch):
+    from server.imaging.preprocess import PREPROCESSORS
+    from shared.messages import Preprocess
+
+    def broken(rgb: np.ndarray) -> np.ndarray:
+        raise RuntimeError("a bug in a preprocessor")
+
+    monkeypatch.setitem(PREPROCESSORS, "canny", broken)
+    asked = Preprocess(id=uuid.uuid4().hex, kind="canny", image=cross())
+    with pytest.raises(ServerError) as caught:
+        client.generate(asked, timeout=30)  # without its id the client would wait for ever
+    assert (caught.value.error.code, caught.value.error.id) == ("internal", asked.id)
+    assert "bug" not in caught.value.error.message
+    monkeypatch.undo()
+    assert client.generate(Preprocess(id=uuid.uuid4().hex, kind="canny", image=cross())).images
 
 
 @pytest.mark.slow
@@ -330,6 +347,7 @@ def test_a_depth_map_comes_from_the_installed_depth_model(client):
     again = client.generate(Preprocess(id=uuid.uuid4().hex, kind="depth", image=image))
     made = result.images[0].image
     assert (made.x, made.y, made.width, made.height) == (2, 3, 32, 32)
+    assert result.info["model"] == "tiny-depth-anything"
     grey = np.frombuffer(made.data, np.uint8).reshape(32, 32, 4)[..., 0]
     assert grey.min() == 0 and grey.max() == 255  # spread over the whole range, near white
     assert made.data == again.images[0].image.data
@@ -337,7 +355,7 @@ def test_a_depth_map_comes_from_the_installed_depth_model(client):
 
 def test_without_a_depth_model_depth_is_unsupported(tmp_path):
     from server.errors import Unsupported
-    from server.models.annotators import Annotators
+    from server.models.annotators.kept import Annotators
 
     with pytest.raises(Unsupported) as caught:
         Annotators([tmp_path], torch.device("cpu"), torch.float32).depth(square_painting())

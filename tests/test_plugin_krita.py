@@ -40,9 +40,9 @@ INK_TOLERANCE = 0.02
 
 
 @pytest.fixture(scope="module")
-def plugin_server_url(request: pytest.FixtureRequest, models_dir: Path,
+def plugin_server_url(request: pytest.FixtureRequest, models_dir: Path, references: Path,
                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from server_url_or_own(request, models_dir, tmp_path_factory)
+    yield from server_url_or_own(request, models_dir, tmp_path_factory, references)
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +181,52 @@ def test_live_follows_a_brush_stroke_on_a_control_layer_in_gui_krita(
     used = {frame_id: info for frame_id, info in found["results"]}
     assert used[found["frames"][-1][0]] == [{"kind": "scribble", "model": "tiny-sd15-scribble", "strength": 1.0,
                                              "start": 0.0, "end": 1.0}]
+
+
+@needs_kritarunner
+def test_reference_pictures_are_kept_in_the_kra_and_sent_whole_in_real_krita(
+        krita_home: KritaHome, plugin_server_url: str) -> None:
+    """A painted layer and a picture file (imported as a hidden layer) made references survive the .kra;
+    an inpaint of a small selection then sends each whole, the large picture shrunk to 1024 px a side."""
+    box, canvas = Rect(801, 597, 23, 17), Rect(0, 0, 1024, 768)
+    found = run_scenario(krita_home, "reference_layers", server=plugin_server_url, model="tiny-sd15-inpaint",
+                         size=[canvas.width, canvas.height], photo=[37, 21, 61, 43], picture=[1500, 1000],
+                         select=[box.x, box.y, box.width, box.height])
+    assert found["connected"] and found["saved"] and found["message_after_import"] == ""
+    # The picture came in as a new hidden layer of its own size, the artist's layers as they were.
+    assert found["imported"] == ["[Reference] big photo.png", False, [0, 0, 1500, 1000]]
+    assert found["layers_before_save"] == ["Background", "Photo", "[Reference] big photo.png"]
+    assert found["references_after_reopen"] == [[True, False, "reference", 0.7, 0.1, 0.9, "Photo"],
+                                                [False, True, "style", 0.6, 0.0, 1.0, "[Reference] big photo.png"]]
+    assert found["imported_after_reopen"] == [False, [0, 0, 1500, 1000]]
+    rect = context_rect(box, canvas, edge_defaults(box))
+    assert found["mode"] == "inpaint" and found["image_bounds"] == [rect.x, rect.y, rect.width, rect.height]
+    assert rect.intersect(Rect(37, 21, 61, 43)).is_empty  # the photo lies wholly outside what the inpaint reads
+    # Not cropped to the selection's region: the photo's own bounds, the picture whole and shrunk.
+    assert found["sent"] == [["reference", 0.7, 0.1, 0.9, 61, 43], ["style", 0.6, 0.0, 1.0, 1024, 683]]
+    assert found["photo_bounds"] == [37, 21, 61, 43] and found["photo_is_the_layer"]
+    assert found["picture_difference"] < 1.0, found["picture_difference"]
+    # The server read both, each with the installed adapter for the model's family.
+    assert found["finished"] and "server_error" not in found and found["message"] == ""
+    assert found["result_references"] == [["reference", "tiny-sd15-ip-adapter"], ["style", "tiny-sd15-ip-adapter"]]
+
+
+@needs_strokes
+def test_a_reference_layer_sends_the_brush_stroke_made_on_it_in_gui_krita(
+        krita_home: KritaHome, plugin_server_url: str) -> None:
+    """"Paint Layer 1" made a reference with the docker's Add layer, a real brush stroke on it, Generate:
+    the request carries the layer exactly as the stroke left it, over the stroke's own bounds."""
+    found = run_gui(krita_home, "gui_reference_stroke", plugin_server_url, model="tiny-sd15", size=[256, 192],
+                    points=30, pause=0.02, steps=3, reach=0.05)
+    assert "Traceback" not in found["log"] and "error" not in found, found.get("error") or found["log"][-3000:]
+    assert found["connected"] and found["references"] == [["style", 0.6, "Paint Layer 1"]]
+    assert found["ink_pixels"] > 200
+    x, y, width, height = found["layer_bounds"]
+    assert width < 256 and height < 192  # the stroke's bounds: a reference is not read over the canvas
+    assert found["sent"] == [["style", 0.6, width, height, True]]
+    assert found["message_after_click"] == ""
+    assert "server_error" not in found and found["result_references"] == [["style", "tiny-sd15-ip-adapter"]]
+    assert found["thumbnails"] == [True, True, True, True]  # the docker's thumbnail shows the stroke
 
 
 @needs_gui

@@ -8,13 +8,12 @@ request, so a stroke on the sketch layer changes the next picture (and, in live 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from shared.messages import CONTROL_KINDS, MAX_CONTROLS, Control, ControlKind
 
 from .errors import TOO_MANY_CONTROLS
-from .layer_list import LayerList
+from .layer_list import WeightedLayerList, protocol_bounds
 
 # The docker's kind picker: what each kind of control layer holds, as the artist paints it.
 KINDS: dict[ControlKind, tuple[str, str]] = {
@@ -28,8 +27,7 @@ KINDS: dict[ControlKind, tuple[str, str]] = {
 }
 DEFAULT_KIND: ControlKind = "scribble"
 # The bounds the protocol gives strength, start and end (shared/messages.py Control).
-BOUNDS = {f.name: (f.metadata["min"], f.metadata["max"]) for f in dataclasses.fields(Control)
-          if f.name in ("strength", "start", "end")}
+BOUNDS = protocol_bounds(Control)
 
 
 @dataclass(frozen=True)
@@ -41,25 +39,13 @@ class ControlLayer:
     end: float = 1.0
 
 
-class Controls(LayerList[ControlLayer]):
+class Controls(WeightedLayerList[ControlLayer]):
     """The control layers of one document, at most one entry per layer, in the order they were added."""
 
     ITEM = ControlLayer
     KEY = "controls"
     LIMIT = MAX_CONTROLS
     TOO_MANY = TOO_MANY_CONTROLS
-
-    @classmethod
-    def problem(cls, item: ControlLayer) -> str | None:
-        """What makes a control layer's settings unusable, naming the field; None when nothing does."""
-        if not isinstance(item.layer_id, str):
-            return "layer_id must be text"
-        if item.kind not in CONTROL_KINDS:
-            return f"kind is {item.kind!r}, not one of {', '.join(CONTROL_KINDS)}"
-        for name, (low, high) in BOUNDS.items():
-            value = getattr(item, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-                return f"{name} is {value!r}, not a number from {low:g} to {high:g}"
-        if item.start >= item.end:
-            return f"start ({item.start:g}) must come before end ({item.end:g})"
-        return None
+    CHOICE = "kind"
+    CHOICES = CONTROL_KINDS
+    BOUNDS = BOUNDS

@@ -21,13 +21,18 @@ from shared.messages import Image
 
 from . import layer_pixels, naming
 from .layer_pixels import SRGB
-from .qimage import as_rgba8, from_bgra, pixel_bytes, rgba_bytes, shrunk_in_bands
-from .qt import QApplication, QByteArray, QEvent, QImage, QObject, Qt, QTimer
+from .qimage import as_rgba8, from_bgra, pixel_bytes, rgba_bytes, shrunk_in_bands, to_image
+from .qt import QApplication, QByteArray, QEvent, QImage, QImageReader, QObject, Qt, QTimer
+from .references import sent_size
 from .training import Picture
 
 HISTORY_ANNOTATION = "underpaint/history"
 REGIONS_ANNOTATION = "underpaint/regions"
 CONTROLS_ANNOTATION = "underpaint/controls"
+REFERENCES_ANNOTATION = "underpaint/references"
+# A picture file imported as a reference layer is read at most this large a side (a reference is sent at
+# references.SIDE anyway): a photo of a hundred megapixels does not become a layer of 400 MB.
+IMPORT_SIDE = 4096
 QUICK_SIDE = 512  # thumbnail side for the quick change token
 # Krita makes a layer added by a script the active one some time after control returns to its
 # top-level event loop (seen 0.1-0.5 s later): the preview layer is watched this long.
@@ -120,6 +125,19 @@ class KritaDocument:
     def read_layer_rgba(self, layer_id: str, rect: Rect) -> bytes | None:
         return self._read_layer(layer_pixels.rgba, layer_id, rect)
 
+    def read_layer_picture(self, layer_id: str, side: int) -> Image | None:
+        node = self._node(layer_id)
+        if node is None:
+            return None
+        self.document.waitForDone()
+        bounds = node.bounds()
+        if bounds.isEmpty():
+            return None
+        x, y, width, height = bounds.x(), bounds.y(), bounds.width(), bounds.height()
+        node = layer_pixels.in_rgba8(node)
+        return shrunk_in_bands(lambda top, rows: from_bgra(layer_pixels.pixel_data(node, Rect(x, y + top, width, rows)),
+                                                           width, rows), width, height, side, fit=sent_size)
+
     def _read_layer(self, read: Callable[..., bytes], layer_id: str, rect: Rect) -> bytes | None:
         node = self._node(layer_id)
         if node is None:
@@ -193,6 +211,37 @@ class KritaDocument:
 
     def save_controls(self, blob: bytes) -> None:
         self._annotate(CONTROLS_ANNOTATION, "Underpaint control layers", blob)
+
+    def load_references(self) -> bytes | None:
+        return self._annotation(REFERENCES_ANNOTATION)
+
+    def save_references(self, blob: bytes) -> None:
+        self._annotate(REFERENCES_ANNOTATION, "Underpaint reference pictures", blob)
+
+    def add_picture_layer(self, path: str, name: str) -> str | None:
+        reader = QImageReader(path)
+        reader.setAutoTransform(True)  # a photo's EXIF orientation, as a viewer shows it
+        size = reader.size()
+        if size.isValid() and max(size.width(), size.height()) > IMPORT_SIDE:
+            reader.setScaledSize(size.scaled(IMPORT_SIDE, IMPORT_SIDE, Qt.AspectRatioMode.KeepAspectRatio))
+        picture = reader.read()
+        if picture.isNull():
+            return None
+        layer = self._layer(name, to_image(picture))
+        layer.setVisible(False)  # a picture to take after, not part of the painting
+        parent, above = self._insertion_point()
+        parent.addChildNode(layer, above)
+        self.document.waitForDone()
+        return layer.uniqueId().toString()
+
+    def layer_thumbnail(self, layer_id: str, side: int) -> Image | None:
+        """Krita's own thumbnail of the layer (from its downscaled levels: a few ms, and it does not end
+        a stroke), of the canvas's shape."""
+        node = self._node(layer_id)
+        if node is None:
+            return None
+        width, height = sent_size(*self.size, side)
+        return to_image(node.thumbnail(width, height))
 
     def active_layer_id(self) -> str | None:
         active = self.document.activeNode()

@@ -7,6 +7,7 @@ import re
 PREVIEW = "[Preview]"
 GENERATED = "[Generated]"
 LIVE = "[Live]"
+REFERENCE = "[Reference]"
 PROMPT_CHARS = 40
 ELLIPSIS = "…"
 LORA_TAG = re.compile(r"<(?:lora|lyco):[^<>]*>", re.IGNORECASE)  # as the server reads them (prompts.py)
@@ -47,6 +48,11 @@ def generated_name(prompt: str, seed: int) -> str:
 
 def live_name(prompt: str, seed: int) -> str:
     return f"{LIVE} {short_prompt(prompt)} ({seed})"
+
+
+def reference_name(file_name: str) -> str:
+    """The name of the hidden layer a picture file is imported into as a reference."""
+    return f"{REFERENCE} {file_name}"
 
 
 def is_preview(name: str) -> bool:

@@ -31,7 +31,7 @@ def for_message(exc: Exception, request_id: str | None = None) -> Error:
     if isinstance(exc, RequestError):
         return Error(code=exc.code, message=exc.message, id=request_id, field=exc.field)
     log.exception("unexpected failure handling a message")
-    return Error(code=codes.INTERNAL, message="the server could not handle this message")
+    return Error(code=codes.INTERNAL, message="the server could not handle this message", id=request_id)
 
 
 def for_job(job: Job, exc: Exception) -> Error:
