@@ -180,10 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         "hardware": f"{platform.processor() or platform.machine()}, {args.threads} torch threads",
         "evaluation_minutes": round((time.monotonic() - started) / 60, 1),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    grid(samples, 10).save(args.output.with_suffix(".png"))
-    print(json.dumps(report, indent=2))
+    write_report(report, samples, 10, args.output)
 
 
 if __name__ == "__main__":
