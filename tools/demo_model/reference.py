@@ -14,7 +14,7 @@ its shapes:
              another scene on the same background with other shapes, so what carries over is the
              background; the caption is dropped in a share of steps and the picture in a few. Loaded
              and run by diffusers' own IP-Adapter code (`_load_ip_adapter_weights`,
-             `added_cond_kwargs["image_embeds"]`). Every --eval-every steps a quick check logs how often
+             `added_cond_kwargs["image_embeds"]`). Every 250 steps a quick check logs how often
              an empty prompt takes the reference's background. A rerun resumes; a larger --steps goes on.
 4. export    the encoder to server/models/demo/clip_vision/ (one float16 .safetensors in transformers
              keys, its CLIPVisionConfig beside it as .config.json) and the adapter to
