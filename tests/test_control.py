@@ -270,6 +270,38 @@ def test_preprocess_errors_name_the_field(client):
     assert (caught.value.error.code, caught.value.error.field) == ("bad_request", "image.data")
 
 
+def test_a_slow_preprocess_does_not_hold_up_the_connections_other_messages(models_dir, controlnets, tmp_path,
+                                                                         monkeypatch):
+    import threading
+
+    from server.imaging.preprocess import PREPROCESSORS
+    from shared.messages import Error, ListModels, ModelList, Preprocess, Result
+    from testing.raw_client import RawClient
+
+    release = threading.Event()
+    canny = PREPROCESSORS["canny"]
+
+    def slow(rgb: np.ndarray) -> np.ndarray:  # a depth or pose model on a CPU
+        release.wait(30)
+        return canny(rgb)
+
+    monkeypatch.setitem(PREPROCESSORS, "canny", slow)
+    config = ServerConfig(models=[models_dir, controlnets], outputs=tmp_path / "outputs")
+    with running_server(config) as server:
+        raw = RawClient(url(server))
+        raw.hello()
+        raw.send(Preprocess(id="slow", kind="canny", image=cross()))
+        raw.send(Preprocess(id="second", kind="canny", image=cross()))
+        raw.send(ListModels())
+        busy, listed = raw.receive(), raw.receive()
+        assert isinstance(busy, Error) and (busy.code, busy.id, busy.field) == ("busy", "second", "type")
+        assert isinstance(listed, ModelList)  # answered while the preprocess still runs
+        release.set()
+        result = raw.receive()
+        assert isinstance(result, Result) and result.id == "slow"
+        raw.close()
+
+
 def test_a_preprocess_that_fails_unexpectedly_answers_internal_with_its_id_and_the_server_goes_on(client, monkeypatch):
     from server.imaging.preprocess import PREPROCESSORS
     from shared.messages import Preprocess

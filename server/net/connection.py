@@ -32,7 +32,7 @@ from shared.messages import (
 from shared.training import Train
 
 from ..config import ServerConfig
-from ..errors import BadInput, NotFound, RequestError, Unauthorized, Unsupported
+from ..errors import BadInput, Busy, NotFound, RequestError, Unauthorized, Unsupported
 from ..generate import Generator
 from ..jobs.job import Job
 from ..jobs.queue import JobQueue
@@ -85,6 +85,7 @@ class Connection:
         self._closing = False
         self._writer_gone = False
         self._live_seeds: dict[str, int] = {}
+        self._preprocessing: asyncio.Task[None] | None = None
         websocket.on_refused = self._check_pace
 
     @property
@@ -220,12 +221,22 @@ class Connection:
             self.services.queue.submit(Job(request=kept.request, owner=self.number, reply=self.reply, size=size,
                                            finalize=True))
         elif isinstance(message, Preprocess):
-            self.reply(await self._off_loop(self.services.generator.preprocess, message))
+            # Run beside the reading: a depth or pose model may take seconds on a CPU, and the client's
+            # cancel or next frame must not wait behind it. One at a time holds at most one picture.
+            if self._preprocessing is not None and not self._preprocessing.done():
+                raise Busy("a preprocess of this connection is still running: wait for its result", "type")
+            self._preprocessing = asyncio.create_task(self._preprocess(message))
         elif isinstance(message, Train):
             await self._train(message, size)
         elif isinstance(message, Cancel):
             if not self.services.queue.cancel(self.number, message.id):
                 raise NotFound(f"no queued or running job {message.id!r}", "id")
+
+    async def _preprocess(self, request: Preprocess) -> None:
+        try:
+            self.reply(await self._off_loop(self.services.generator.preprocess, request))
+        except Exception as exc:
+            self.reply(errors.for_message(exc, request.id))
 
     async def _generate(self, request: Generate, size: int, session: str | None = None) -> None:
         generator = self.services.generator

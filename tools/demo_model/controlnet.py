@@ -28,7 +28,6 @@ import argparse
 import json
 import logging
 import math
-import platform
 import random
 import time
 from dataclasses import dataclass
@@ -36,18 +35,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKL, ControlNetModel, StableDiffusionPipeline, UNet2DConditionModel
 from PIL import Image, ImageDraw
 
 from server.conditioning.control import ActiveControl, Controls, applied, line_picture
 from server.models.demo import CONTROLNET_DIR
 
-from .components import make_training_scheduler
+from .addon_training import Draw, resume, save_state, train_steps
 from .data import Scene, Shape, outline, render, sample_scene
 from .detect import find_blob
-from .evaluate import HELD_OUT_SEED, grid, load_pipeline
-from .train import cosine_rate, to_tensor, tokenize
+from .evaluate import HELD_OUT_SEED, hardware, load_pipeline, write_report
+from .train import to_tensor, tokenize
 
 log = logging.getLogger("underpaint.demo.controlnet")
 
@@ -177,9 +175,7 @@ def new_controlnet(unet: UNet2DConditionModel, seed: int) -> ControlNetModel:
 
 
 def save_checkpoint(net: ControlNetModel, optimizer: torch.optim.Optimizer, step: int, curve: list, path: Path) -> None:
-    state = {"step": step, "net": net.state_dict(), "optimizer": optimizer.state_dict(), "curve": curve}
-    torch.save(state, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
+    save_state({"step": step, "net": net.state_dict(), "optimizer": optimizer.state_dict(), "curve": curve}, path)
 
 
 def controlled(pipe: StableDiffusionPipeline, net: ControlNetModel, prompts: list[str], hints: torch.Tensor,
@@ -229,53 +225,20 @@ def train(pipe: StableDiffusionPipeline, data: dict[int, dict], settings: Settin
           checkpoint: Path) -> ControlNetModel:
     net = new_controlnet(pipe.unet, settings.seed)
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=0.0)
-    step, curve = 0, []
-    if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True)
-        net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, curve = state["step"], state["curve"]
-        log.info("resumed at step %d", step)
+    step, curve = resume(net, optimizer, checkpoint, log)
     unet, text_encoder = pipe.unet.requires_grad_(False), pipe.text_encoder.requires_grad_(False)
-    noise_schedule = make_training_scheduler()
-    batches = dict(settings.batches)
-    sides = sorted(data)
-    net.train()
-    start = time.monotonic()
-    while step < settings.steps:
-        # Seeded per step, so a resumed run draws the same batches as an uninterrupted one.
-        rng = random.Random(settings.seed * 7919 + step)
-        generator = torch.Generator().manual_seed(settings.seed * 7919 + step)
-        side = sides[step % len(sides)]
-        index = torch.randint(len(data[side]["scenes"]), (batches[side],), generator=generator).tolist()
-        scenes = [data[side]["scenes"][i] for i in index]
-        x0 = data[side]["latents"][index]
-        hints = hint_tensor([sketch(s.shapes[0], side, rng) for s in scenes])
+
+    def predict(draw: Draw, noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        hints = hint_tensor([sketch(s.shapes[0], draw.side, draw.rng) for s in draw.scenes])
         with torch.no_grad():
-            context = text_encoder(tokenize(pipe.tokenizer, [prompt(s, rng) for s in scenes]))[0]
-        noise = torch.randn(x0.shape, generator=generator)
-        timesteps = torch.randint(0, noise_schedule.config.num_train_timesteps, (len(index),), generator=generator)
-        noisy = noise_schedule.add_noise(x0, noise, timesteps)
-        rate = cosine_rate(step, settings.steps, settings.lr, settings.warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = rate
+            context = text_encoder(tokenize(pipe.tokenizer, [prompt(s, draw.rng) for s in draw.scenes]))[0]
         down, mid = net(noisy, timesteps, encoder_hidden_states=context, controlnet_cond=hints, return_dict=False)
-        prediction = unet(noisy, timesteps, context, down_block_additional_residuals=down,
-                          mid_block_additional_residual=mid).sample
-        loss = F.mse_loss(prediction, noise_schedule.get_velocity(x0, noise, timesteps))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        optimizer.step()
-        step += 1
-        if step % 25 == 0:
-            log.info("step %d/%d side %d loss %.4f lr %.2e (%.0f s)", step, settings.steps, side, loss.item(), rate,
-                     time.monotonic() - start)
-        if step % settings.eval_every == 0:
-            curve.append([step, quick_check(pipe, net, settings), round(time.monotonic() - start)])
-            log.info("step %d: shape on its sketch in %.0f%% of validation scenes", step, 100 * curve[-1][1])
-        if step % settings.checkpoint_every == 0 or step == settings.steps:
-            save_checkpoint(net, optimizer, step, curve, checkpoint)
+        return unet(noisy, timesteps, context, down_block_additional_residuals=down,
+                    mid_block_additional_residual=mid).sample
+
+    net.train()
+    train_steps(data, settings, list(net.parameters()), optimizer, predict, lambda: quick_check(pipe, net, settings),
+                lambda step, curve: save_checkpoint(net, optimizer, step, curve, checkpoint), step, curve, log)
     return net
 
 
@@ -358,13 +321,10 @@ def write_evaluation(settings: Settings, scenes: int, steps: int, output: Path, 
                      "wall_minutes": wall_minutes},
         "safetensors_mb": round(sum(f.stat().st_size for f in files) / 1e6, 2),
         "parameters_millions": round(sum(p.numel() for p in net.parameters()) / 1e6, 2),
-        "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s)",
+        "hardware": hardware(),
         "evaluation_minutes": round((time.monotonic() - started) / 60, 1),
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    grid(samples, 5).save(output.with_suffix(".png"))
-    print(json.dumps(report, indent=2))
+    write_report(report, samples, 5, output)
 
 
 def run(stage: str, settings: Settings, scenes: int, eval_steps: int, results: Path) -> None:

@@ -149,13 +149,15 @@ def sample_background(rng: random.Random, kind: str | None = None) -> Background
 
 
 def sample_scene(
-    rng: random.Random, max_shapes: int = 3, count: int | None = None, background_kind: str | None = None
+    rng: random.Random, max_shapes: int = 3, count: int | None = None, background_kind: str | None = None,
+    background: Background | None = None,
 ) -> Scene:
-    """`count` (default: one to `max_shapes`) shapes of distinct colours at distinct positions.
+    """`count` (default: one to `max_shapes`) shapes of distinct colours at distinct positions, on
+    `background` or on one drawn (of `background_kind`, if given).
 
     Shapes do not overlap, and their colours stand apart from every background colour under them.
     """
-    background = sample_background(rng, background_kind)
+    background = sample_background(rng, background_kind) if background is None else background
     colours = [
         name
         for name, rgb in SHAPE_COLOURS.items()

@@ -136,6 +136,18 @@ def grid(images: list[Image.Image], columns: int) -> Image.Image:
     return sheet
 
 
+def hardware() -> str:
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s)"
+
+
+def write_report(report: dict, samples: list[Image.Image], columns: int, output: Path) -> None:
+    """The report as JSON, and a sheet of sample pictures beside it (same name, .png)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    grid(samples, columns).save(output.with_suffix(".png"))
+    print(json.dumps(report, indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
@@ -168,10 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         "hardware": f"{platform.processor() or platform.machine()}, {args.threads} torch threads",
         "evaluation_minutes": round((time.monotonic() - started) / 60, 1),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    grid(samples, 10).save(args.output.with_suffix(".png"))
-    print(json.dumps(report, indent=2))
+    write_report(report, samples, 10, args.output)
 
 
 if __name__ == "__main__":

@@ -52,11 +52,10 @@ log = logging.getLogger("underpaint.demo.tiny_autoencoder")
 # The encoder has 16 channels (at 32 it was no faster than the VAE). The decoder's cost is almost all
 # at the full-resolution end, so it has 24 channels and no block there, and its depth at the lowest
 # resolutions, where it costs least (6 and 4 blocks): about 1.3 times the previous 16-channel decoder
-# with a block at every resolution, still 2.6 times cheaper than the VAE's. Measured after 4800 steps
-# (the report in RESULTS): previews agree with Apply's full decode on colour in 80% of live frames at
-# 128 px and 79% at 256 px, short of the 95% it must reach to ship; the detector agrees with itself
-# under a nudge in 97-100%. The decoder's pictures differ from the VAE's by 7.5 levels of 255, still
-# falling when training stopped.
+# with a block at every resolution, still 2.6 times cheaper than the VAE's. Measured after both phases
+# (6400 steps, the report in RESULTS): previews agree with Apply's full decode on colour in 82% of
+# live frames at 128 px and 85% at 256 px (80% and 79% after the first phase), short of the 95% it
+# must reach to ship; the detector agrees with itself under a nudge in 96-97%.
 ENCODER_CHANNELS = 16
 ENCODER_BLOCKS = (1, 1, 1, 1)
 DECODER_CHANNELS = 24
