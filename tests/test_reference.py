@@ -335,3 +335,27 @@ def test_without_an_adapter_a_reference_is_unsupported(server):
     with Client(url(server)) as artist, pytest.raises(ServerError) as caught:
         artist.generate(request(reference=[Reference(image=picture())]))
     assert (caught.value.error.code, caught.value.error.field) == ("unsupported", "reference[0]")
+
+
+def test_the_demo_model_reads_its_own_adapter_and_paints_the_references_background(tmp_path):
+    """Served alone, the demo model comes with its reference adapter and encoder: an empty prompt with a
+    reference takes the reference's background (docs/demo-model.md: 97% of held-out references)."""
+    from tools.demo_model.data import render
+    from tools.demo_model.detect import background_names
+    from tools.demo_model.reference import reference_scenes
+
+    (tmp_path / "empty").mkdir()
+    scenes = [r for r, _ in reference_scenes(4, 23)]
+    with connected([tmp_path / "empty"], tmp_path) as artist:
+        found = []
+        for i, scene in enumerate(scenes):
+            rgba = np.asarray(render(scene, 128).convert("RGBA"))
+            image = Image(width=128, height=128, format="rgba8", data=rgba.tobytes())
+            result = artist.generate(request(model="underpaint-demo", prompt="", width=128, height=128, steps=10,
+                                             cfg_scale=3.0, seed=i, reference=[Reference(image=image, strength=1.0)]))
+            picture = result.images[0].image
+            pixels = np.frombuffer(picture.data, np.uint8).reshape(128, 128, 4)[..., :3]
+            found.append(background_names(pixels) == scene.background.names)
+        used = result.info["references"][0]
+    assert (used["model"], used["encoder"]) == ("underpaint-demo-reference", "underpaint-demo-encoder")
+    assert sum(found) >= 3, found

@@ -14,6 +14,7 @@ hash of its pixels, feature) within a byte budget, so an unchanged reference run
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -26,7 +27,7 @@ import PIL.Image
 import torch
 from diffusers.loaders.unet import UNet2DConditionLoadersMixin
 from safetensors.torch import load_file
-from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from ..errors import ModelBroken, Unsupported
 from .entry import Feature, ModelEntry
@@ -45,9 +46,6 @@ FAMILY_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL"}
 # standard one; a face needs one trained on faces.
 VARIANTS = {"reference": ("plain", "plus"), "style": ("plain", "plus"), "composition": ("plain", "plus"),
             "face": ("face", "full_face")}
-# CLIP's normalisation, as its image processor applies it.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass
@@ -115,8 +113,9 @@ class IPAdapters:
         return readers[0], self._encoder_for(readers[0], field)
 
     def _paired(self, adapter: ModelEntry) -> ModelEntry | None:
+        # The demo model's adapter reads with its own encoder, and a user's adapter with a user's.
         return next((e for e in self.registry.entries() if e.kind == "clip_vision" and not e.refused
-                     and adapter.features[0] in e.features), None)
+                     and e.embedded == adapter.embedded and adapter.features[0] in e.features), None)
 
     def _encoder_for(self, adapter: ModelEntry, field: str) -> ModelEntry:
         encoder = self._paired(adapter)
@@ -205,18 +204,16 @@ class IPAdapters:
         self.features.clear()
 
 
+@functools.cache
+def clip_processor(side: int) -> CLIPImageProcessor:
+    """CLIP's own preprocessing at an encoder's size, as IP-Adapter's training and diffusers feed it: the short
+    side scaled to `side` (bicubic), the centre square cut out, normalised."""
+    return CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+
+
 def clip_pixels(picture: PIL.Image.Image, side: int) -> torch.Tensor:
-    """`picture` as CLIP's image processor gives it: its short side scaled to `side` (bicubic), the centre
-    square cut out, normalised. [1, 3, side, side]."""
-    rgb = picture.convert("RGB")
-    scale = side / min(rgb.size)
-    size = (max(side, round(rgb.width * scale)), max(side, round(rgb.height * scale)))
-    rgb = rgb.resize(size, PIL.Image.Resampling.BICUBIC)
-    left, top = (size[0] - side) // 2, (size[1] - side) // 2
-    rgb = rgb.crop((left, top, left + side, top + side))
-    values = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean, std = torch.tensor(CLIP_MEAN)[:, None, None], torch.tensor(CLIP_STD)[:, None, None]
-    return ((values - mean) / std)[None]
+    """`picture` as a CLIP image encoder of `side` reads it: [1, 3, side, side]."""
+    return clip_processor(side)(images=[picture.convert("RGB")], return_tensors="pt").pixel_values
 
 
 class FeatureCache:

@@ -125,6 +125,8 @@ class Registry:
                 # name comes first.
                 for net in embedded_controlnets():
                     found.setdefault((net.kind, net.name), net)
+                for model in embedded_references(demo):
+                    found.setdefault((model.kind, model.name), model)
         recommended: dict[tuple, ModelEntry] = {}
 
         def with_settings(entry: ModelEntry) -> ModelEntry:
@@ -356,3 +358,17 @@ def embedded_controlnets() -> list[ModelEntry]:
         return []
     configs = sorted(Path(folder).glob(f"*/{FOLDER_MARKERS['controlnet']}"))
     return [replace(identify_controlnet_folder(config.parent), embedded=True) for config in configs]
+
+
+def embedded_references(demo: ModelEntry) -> list[ModelEntry]:
+    """The demo model's reference adapters and the image encoders they read with (single files in its
+    IPADAPTER_DIR and CLIP_VISION_DIR), identified as a user's are. An adapter's widths are the demo UNet's
+    own and tell no family: it takes the demo model's."""
+    module = _demo_module()
+    found = []
+    for attribute, kind in (("IPADAPTER_DIR", "ipadapter"), ("CLIP_VISION_DIR", "clip_vision")):
+        folder = getattr(module, attribute, None) if module is not None else None
+        for path in sorted(Path(folder).glob("*.safetensors")) if folder is not None else ():
+            entry = replace(identify_file(path, kind), embedded=True)
+            found.append(replace(entry, family=demo.family) if kind == "ipadapter" else entry)
+    return found

@@ -15,3 +15,7 @@ TINY_AUTOENCODER_DIR: Path = Path(__file__).resolve().parent / "tiny_autoencoder
 # Its ControlNets, one diffusers folder each (a scribble one: tools/demo_model/controlnet.py), listed
 # only while the demo model is.
 CONTROLNET_DIR: Path = Path(__file__).resolve().parent / "controlnet"
+# Its reference adapter and the image encoder it reads pictures with (tools/demo_model/reference.py), single
+# files, listed only while the demo model is.
+IPADAPTER_DIR: Path = Path(__file__).resolve().parent / "ipadapter"
+CLIP_VISION_DIR: Path = Path(__file__).resolve().parent / "clip_vision"
