@@ -37,7 +37,8 @@ from .steps import StepCounter, covers
 # counts a side's cross-attention blocks from the lowest resolution (0) up, `attention` is the block's
 # transformer (None: all of them), each with the share of the strength it gets there. SDXL's are InstantStyle's
 # (up_blocks.0.attentions.1 for style, down_blocks.2.attentions.1 for layout); SD1.5's are those of ComfyUI
-# IPAdapter plus's "style transfer" and "composition" weight types (docs/reference.md says more).
+# IPAdapter plus's "style transfer" and "composition" weight types, its indices read as attention blocks in
+# the order the UNet runs them (docs/reference.md says more).
 Block = tuple[str, int, int | None]
 BLOCKS: dict[tuple[str, str], dict[Block, float]] = {
     ("sdxl", "style"): {("up", 0, 1): 1.0},
