@@ -98,6 +98,18 @@ def test_the_shipped_encoder_configs_are_picked_by_shape(tmp_path, hidden, layer
     assert (config["image_size"], config["patch_size"]) == (224, 14)
 
 
+def test_an_adapter_without_its_encoder_is_unsupported_naming_the_reference(models_dir, references, tmp_path):
+    from server.errors import Unsupported
+
+    shutil.copytree(references / "ipadapter", tmp_path / "ipadapter")
+    registry = Registry([tmp_path, models_dir])
+    registry.scan()
+    with pytest.raises(Unsupported) as caught:
+        IPAdapters(registry, torch.device("cpu"), torch.float32).choose("style", registry.get("tiny-sd15"), None,
+                                                                         "reference[1]")
+    assert caught.value.field == "reference[1]" and "clip_vision/" in str(caught.value)
+
+
 def test_the_models_list_shows_adapters_and_encoders(client):
     listed = {(m.kind, m.name): m for m in client.models()}
     assert listed[("ipadapter", "tiny-sd15-ip-adapter-plus")].variant == "plus"

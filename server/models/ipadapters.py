@@ -19,8 +19,10 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -133,7 +135,8 @@ class IPAdapters:
     def encoder(self, entry: ModelEntry, field: str) -> Encoder:
         return self._kept(self._encoders, ENCODERS, entry, field, "CLIP vision encoder", self._load_encoder)
 
-    def _kept(self, loaded: OrderedDict, capacity: int, entry: ModelEntry, field: str, what: str, load):
+    def _kept(self, loaded: OrderedDict, capacity: int, entry: ModelEntry, field: str, what: str,
+              load: Callable[[ModelEntry], Any]) -> Any:
         key = (entry.path, entry.fingerprint())
         with self._lock:
             found = loaded.get(key)
