@@ -54,10 +54,14 @@ class LayerList(Generic[T]):
             if old.layer_id == item.layer_id:
                 self._items[i] = item
                 return
+        self.check_room(limit)
+        self._items.append(item)
+
+    def check_room(self, limit: int | None = None) -> None:
+        """UserError(TOO_MANY) when an item for a new layer would be one too many (`limit` as for `set`)."""
         limit = self.LIMIT if limit is None else limit
         if len(self._items) >= limit:
             raise UserError(self.TOO_MANY, f"this server takes at most {limit}")
-        self._items.append(item)
 
     def remove(self, layer_id: str) -> None:
         self._items = [item for item in self._items if item.layer_id != layer_id]
