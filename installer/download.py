@@ -1,11 +1,13 @@
 """Large files over HTTP that never land half-written: bytes go to `<name>.part` (resumed with a
 Range request after a dropped connection or on the next run), and the file is moved into place
-only after its SHA-256 matches: the one the model list records, or, where it records none, the one
-the host states for the file (`stated_sha256`).
+only after its hash matches: the SHA-256 the model list records, or, where it records none, the hash
+the host states for the file (`stated_hash`).
 """
 
 from __future__ import annotations
 
+import email.message
+import enum
 import errno
 import hashlib
 import http.client
@@ -19,6 +21,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -30,6 +33,7 @@ USER_AGENT = f"{APP_NAME}-installer"
 # Space kept free beyond the download itself, so the disk is not filled to the last byte.
 SPACE_MARGIN = 200 * 10**6
 SHA256 = re.compile(r"[0-9a-f]{64}")
+GIT_BLOB_ID = re.compile(r"[0-9a-f]{40}")
 # The header in which the Hugging Face hub states the SHA-256 of a file it keeps in Git LFS.
 STATED_SHA256 = "X-Linked-Etag"
 
@@ -45,7 +49,7 @@ class NotFound(DownloadError):
 
 
 class ChecksumMismatch(DownloadError):
-    """Every attempt gave bytes with another SHA-256 than the manifest's."""
+    """Every attempt gave bytes with another hash than the expected one."""
 
 
 class NetworkError(DownloadError):
@@ -60,8 +64,7 @@ def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
-def sha256_file(path: Path, progress: Progress | None = None) -> str:
-    hasher = hashlib.sha256()
+def _hash_file(hasher: hashlib._Hash, path: Path, progress: Progress | None = None) -> str:
     total, done = path.stat().st_size, 0
     with open(path, "rb") as source:
         for block in iter(lambda: source.read(CHUNK), b""):
@@ -70,6 +73,17 @@ def sha256_file(path: Path, progress: Progress | None = None) -> str:
             if progress:
                 progress(done, total)
     return hasher.hexdigest()
+
+
+def sha256_file(path: Path, progress: Progress | None = None) -> str:
+    return _hash_file(hashlib.sha256(), path, progress)
+
+
+def git_blob_id(path: Path) -> str:
+    """The id git gives the file's bytes, as `git hash-object` prints it: the SHA-1 of a
+    `blob <size>\\0` header followed by the bytes."""
+    header = b"blob %d\0" % path.stat().st_size
+    return _hash_file(hashlib.sha1(header, usedforsecurity=False), path)
 
 
 def format_size(size: float) -> str:
@@ -172,6 +186,24 @@ class _Part:
             raise
 
 
+class HashKind(enum.Enum):
+    SHA256 = "SHA-256"
+    # What git names a file's bytes by; the Hugging Face hub states it for a file kept in git itself.
+    GIT_BLOB_ID = "git blob id"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The hash a file must have before it is placed."""
+
+    kind: HashKind
+    value: str
+
+    def of(self, part: _Part) -> str:
+        """The same kind of hash of the part's bytes."""
+        return part.hasher.hexdigest() if self.kind is HashKind.SHA256 else git_blob_id(part.path)
+
+
 def check_space(folder: Path, needed: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed + SPACE_MARGIN:
@@ -235,46 +267,69 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # the redirect itself is the answer: it carries the header
 
 
-def stated_sha256(url: str, timeout: float = 60.0) -> str:
-    """The SHA-256 the host states for the file at `url`, for a file the model list has none for. The
-    Hugging Face hub states it for files kept in Git LFS, in the `X-Linked-Etag` header of the redirect
-    to the file's storage; the redirect is read, not followed, so the hash comes from the hub itself."""
+def _head(url: str, timeout: float) -> tuple[int, email.message.Message]:
+    """The status and headers of the host's answer to a HEAD request. A redirect is read, not
+    followed, so what the headers state comes from the host itself, not from where it sends us."""
     request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": USER_AGENT})
     try:
         with urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout) as response:
-            headers = response.headers
+            return response.status, response.headers
     except urllib.error.HTTPError as error:  # a redirect not followed arrives as one
         failure = _http_error(error, url, Path(urllib.parse.urlsplit(url).path).name)
         if failure is not None:
             raise failure from error
-        headers = error.headers
+        return error.code, error.headers
     except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as error:
         raise _network_error(error, url, timeout) from error
-    stated = (headers.get(STATED_SHA256) or "").strip().removeprefix("W/").strip('"')
-    if not SHA256.fullmatch(stated):
-        host = urllib.parse.urlsplit(url).hostname
-        raise DownloadError(
-            f"{host} states no SHA-256 for {url}, and the model list records none, so the file cannot be checked",
-            "update Underpaint for a newer model list, or download the file by hand and install it with --offline DIR",
-        )
-    return stated
+
+
+def _tag_value(headers: email.message.Message, name: str) -> str:
+    """An entity tag without its weak marker and quotes: `W/"abc"` → `abc`."""
+    return (headers.get(name) or "").strip().removeprefix("W/").strip('"')
+
+
+def stated_hash(url: str, timeout: float = 60.0) -> Expected:
+    """The hash the host states for the file at `url`, for a file the model list has no SHA-256 for.
+
+    The Hugging Face hub states the SHA-256 of a file it keeps in Git LFS in the `X-Linked-Etag` header
+    of its redirect to the file's storage. A file it keeps in git itself (a small config) it serves
+    directly, with the file's git blob id as the `ETag` (huggingface_hub's `get_hf_file_metadata`
+    reads these two headers). Either is checked against the bytes before the file is placed.
+    """
+    status, headers = _head(url, timeout)
+    sha256 = _tag_value(headers, STATED_SHA256)
+    if SHA256.fullmatch(sha256):
+        return Expected(HashKind.SHA256, sha256)
+    blob_id = _tag_value(headers, "ETag")
+    # A redirect's ETag names the redirect, not the file: only the file's own answer counts.
+    if 200 <= status < 300 and GIT_BLOB_ID.fullmatch(blob_id):
+        return Expected(HashKind.GIT_BLOB_ID, blob_id)
+    host = urllib.parse.urlsplit(url).hostname
+    raise DownloadError(
+        f"{host} states no SHA-256 for {url} (nor, serving the file itself, its git blob id), and the model "
+        "list records none, so the file cannot be checked",
+        "update Underpaint for a newer model list, or download the file by hand and install it with --offline DIR",
+    )
 
 
 def download(
     url: str,
     dest: Path,
-    sha256: str,
+    expected: Expected | str,
     *,
     retries: int = 4,
     backoff: float = 2.0,
     timeout: float = 60.0,
     progress: Progress | None = None,
-) -> None:
-    """Fetch `url` to `dest`, which appears only with the expected SHA-256.
+) -> str:
+    """Fetch `url` to `dest`, which appears only with the `expected` hash (a string is a SHA-256);
+    returns the placed file's SHA-256.
 
     Dropped connections resume from the `.part` file after `backoff`, 2×`backoff`, … seconds;
     a file with the wrong hash is deleted and fetched again; a 404 stops at once.
     """
+    if isinstance(expected, str):
+        expected = Expected(HashKind.SHA256, expected)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = _Part(part_path(dest))
     failure: DownloadError | None = None
@@ -286,7 +341,7 @@ def download(
         except urllib.error.HTTPError as error:
             # 416: the .part is as long as the file or longer. Either it is complete (a run stopped
             # just before moving it into place) or it is not a prefix of the file.
-            if error.code != 416 or part.hasher.hexdigest() != sha256:
+            if error.code != 416 or expected.of(part) != expected.value:
                 if error.code == 416:
                     part.restart()
                 failure = _http_error(error, url, dest)
@@ -297,13 +352,14 @@ def download(
         except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as error:
             failure = _network_error(error, url, timeout)
             continue
-        actual = part.hasher.hexdigest()
-        if actual == sha256:
+        actual = expected.of(part)
+        if actual == expected.value:
+            sha256 = part.hasher.hexdigest()
             os.replace(part.path, dest)
-            return
+            return sha256
         part.restart()
         failure = ChecksumMismatch(
-            f"{url} gave a file with SHA-256 {actual}, expected {sha256}",
+            f"{url} gave a file with {expected.kind.value} {actual}, expected {expected.value}",
             "the file on the server differs from the one Underpaint expects: update Underpaint for "
             "a newer model list, or report the problem if this persists",
         )

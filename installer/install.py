@@ -66,8 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--model-set",
         action="append",
         metavar="NAME",
-        help="models to download: minimal (default), sdxl, photo, sdxl-photo, embeddings, none; repeatable "
-        "(default: as last time)",
+        help="models to download: minimal (default), sdxl, photo, sdxl-photo, embeddings, control, annotators, "
+        "none; repeatable (default: as last time)",
     )
     parser.add_argument(
         "--models",

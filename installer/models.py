@@ -17,7 +17,7 @@ from .download import (
     copy_verified,
     download,
     sha256_file,
-    stated_sha256,
+    stated_hash,
 )
 from .network import NO_NETWORK, UNREACHABLE, Reach, probe
 
@@ -30,8 +30,8 @@ FIELDS = ("name", "url", "sha256", "destination", "family", "role")
 class ModelFile:
     name: str
     url: str
-    # None where the list records none (`"sha256": null`): a download is checked against the SHA-256
-    # its host states for it (download.stated_sha256), and the manifest's `note` says why.
+    # None where the list records none (`"sha256": null`): a download is checked against the hash
+    # its host states for it (download.stated_hash), and the manifest's `note` says why.
     sha256: str | None
     destination: str  # relative to the models folder, with forward slashes
     family: str
@@ -110,13 +110,19 @@ def load_manifest(path: Path = MANIFEST) -> Manifest:
         ) from error
 
 
+def _offline_name(file: ModelFile) -> str:
+    """What a file is found by in an offline folder: its destination below the kind's folder, which
+    is its name, or the model folder and its name for a file of one (many folders hold a config.json)."""
+    parts = PurePosixPath(file.destination).parts
+    return PurePosixPath(*(parts[1:] or parts)).as_posix()
+
+
 def _offline_copy(offline_dir: Path, file: ModelFile) -> Path | None:
     """The file in an offline folder: at its destination path, or anywhere under its name."""
     direct = offline_dir / file.destination
     if direct.is_file():
         return direct
-    name = PurePosixPath(file.destination).name
-    return next((found for found in sorted(offline_dir.rglob(name)) if found.is_file()), None)
+    return next((found for found in sorted(offline_dir.rglob(_offline_name(file))) if found.is_file()), None)
 
 
 def install_model(
@@ -151,19 +157,20 @@ def install_model(
         source = _offline_copy(offline_dir, file)
         if source is None:
             raise InstallError(
-                f"{file.name} ({PurePosixPath(file.destination).name}) is not in {offline_dir}",
+                f"{file.name} ({_offline_name(file)}) is not in {offline_dir}",
                 f"download {file.url} on a machine with network and put it into that folder",
             )
         # Without a recorded SHA-256 and without the network there is nothing to check a copy against.
-        expected = file.sha256 or sha256_file(source)
-        copy_verified(source, target, expected, progress(file.name))
+        sha256 = file.sha256 or sha256_file(source)
+        copy_verified(source, target, sha256, progress(file.name))
         done = "copied" if file.sha256 else "copied, not verified (the model list records no SHA-256 for it)"
     else:
         before_download(file)
-        expected = file.sha256 or stated_sha256(file.url, download_options.get("timeout", 60.0))
-        download(file.url, target, expected, progress=progress(file.name), **download_options)
-        done = "downloaded" if file.sha256 else "downloaded, checked against the SHA-256 its host states"
-    record.add(target, expected)
+        expected = file.sha256 or stated_hash(file.url, download_options.get("timeout", 60.0))
+        sha256 = download(file.url, target, expected, progress=progress(file.name), **download_options)
+        stated = "" if isinstance(expected, str) else f", checked against the {expected.kind.value} its host states"
+        done = f"downloaded{stated}"
+    record.add(target, sha256)
     return f"{done} (replacing a damaged copy)" if damaged else done
 
 

@@ -32,7 +32,7 @@ from .imaging.outputs import OutputWriter
 from .imaging.preprocess import PREPROCESSORS
 from .jobs.job import Job, JobCancelledError
 from .models import interrupts, schedulers
-from .models.annotators import Annotators
+from .models.annotators.kept import Annotators
 from .models.controlnets import ControlNets
 from .models.loading import PipelineCache
 from .models.memory import is_out_of_memory, out_of_memory_error
@@ -72,10 +72,10 @@ class Generator:
         if request.upscaler is not None:
             self.upscalers.choose(request.upscaler)
         self.conditioner.check(request, entry.family)
-        if request.control and request.mode == "upscale":
-            raise Unsupported("control images work with txt2img, img2img and inpaint, not with an upscale", "control")
         for i, item in enumerate(request.control):
             self.controlnets.choose(item.kind, entry, item.model, f"control[{i}]")
+        if request.reference:
+            raise Unsupported("this server has no IP-Adapter support yet for reference pictures", "reference")
 
     def check_finalize(self, owner: int, frame_id: str) -> LiveFrame:
         """The kept live frame a `finalize` asks for; NotFound at once when there is none."""
@@ -148,8 +148,8 @@ class Generator:
         global_tokens = prompting.restriction.spans[0][0] if prompting.restriction else None
 
         # 6. Controls: each control image cut to the frame like the picture, its ControlNet loaded.
-        controls = control.prepare(request.control, frame.canvas, (frame.width, frame.height), latent_size, entry,
-                                   self.controlnets)
+        controls = control.prepare(request.control, mode.request_area, (frame.width, frame.height), latent_size,
+                                   entry, self.controlnets)
 
         # 7. Autoencoder: a tiny one for live frames where the model has one (docs/live.md). A live
         #    session's start picture is encoded once while it stays the same, and where a stroke
@@ -209,17 +209,23 @@ class Generator:
                       elapsed=time.monotonic() - started)
 
     def preprocess(self, request: Preprocess) -> Result:
-        """A control image made from the request's picture (imaging/preprocess.py; a depth map by the depth
-        model, models/annotators.py), on disk before it is sent. It is made on the reading thread that
-        asked, not queued: it takes a fraction of a second."""
+        """A control image made from the request's picture (imaging/preprocess.py; a depth map or a pose by
+        a model, models/annotators/), on disk before it is sent. It is made on the reading thread that
+        asked, not queued: a fraction of a second, but for a pose on a CPU (seconds, docs/control.md)."""
         started = time.monotonic()
         rgb = np.asarray(payloads.flattened(payloads.to_pil(request.image, "image")))
-        made = PIL.Image.fromarray(self.annotators.depth(rgb) if request.kind == "depth" else
-                                   PREPROCESSORS[request.kind](rgb))
-        info = {"preprocess": request.kind, "width": made.width, "height": made.height}
+        annotated: dict[str, Any] = {}
+        if request.kind == "depth":
+            made, annotated = self.annotators.depth(rgb)
+        elif request.kind == "pose":
+            made, annotated = self.annotators.pose(rgb)
+        else:
+            made = PREPROCESSORS[request.kind](rgb)
+        picture = PIL.Image.fromarray(made)
+        info = {"preprocess": request.kind, "width": picture.width, "height": picture.height} | annotated
         if self.outputs is not None:
-            self.outputs.save(made, info, 0)
-        image = payloads.from_pil(made, request.result_format, request.image.x, request.image.y)
+            self.outputs.save(picture, info, 0)
+        image = payloads.from_pil(picture, request.result_format, request.image.x, request.image.y)
         return Result(id=request.id, images=[ResultImage(image=image, seed=0)], info=info,
                       elapsed=time.monotonic() - started)
 

@@ -28,8 +28,12 @@ UPSCALE_FACTORS = (2, 4)
 # What a control image shows, and so which ControlNet reads it (docs/control.md).
 ControlKind = Literal["scribble", "lineart", "softedge", "canny", "depth", "pose", "tile"]
 CONTROL_KINDS: tuple[str, ...] = ControlKind.__args__  # type: ignore[attr-defined]
+# What of a reference picture the result takes (docs/reference.md): all of it, its style, its
+# composition, or the face it shows.
+ReferenceMode = Literal["reference", "style", "composition", "face"]
+REFERENCE_MODES: tuple[str, ...] = ReferenceMode.__args__  # type: ignore[attr-defined]
 # The control images a server makes from a picture (`preprocess`).
-PreprocessKind = Literal["canny", "softedge", "scribble", "lineart", "depth"]
+PreprocessKind = Literal["canny", "softedge", "scribble", "lineart", "depth", "pose"]
 
 ID_LENGTH = 128
 NAME_LENGTH = 256
@@ -37,6 +41,8 @@ MAX_SEED = 2**63 - 1
 MAX_REGIONS = 16
 # ControlNets in one request: each runs beside the UNet at every step it covers.
 MAX_CONTROLS = 4
+# Reference pictures in one request: each adds image tokens to every cross-attention.
+MAX_REFERENCES = 4
 # Characters in one prompt: A1111 users write a few hundred; servers may read less in some syntaxes.
 PROMPT_LENGTH = 20_000
 # Canvas positions lie within +-2^24 px: far beyond any canvas, and a difference of two positions
@@ -184,6 +190,23 @@ class Control:
 
 
 @dataclass
+class Reference:
+    """A picture the result takes after, read by an IP-Adapter (the one named by `model`, else the
+    server's for the model's family and the `mode`): all of it, only its style or its composition (the
+    adapter then acts only in the attention blocks that carry them), or the face it shows. `strength`
+    scales the adapter; it acts over the share [start, end] of the steps, and with a `mask` (canvas
+    coordinates) only where the mask covers the picture."""
+
+    image: Image = spec()
+    mode: ReferenceMode = spec("reference")
+    strength: float = spec(0.6, min=0.0, max=1.0)
+    start: float = spec(0.0, min=0.0, max=1.0)
+    end: float = spec(1.0, min=0.0, max=1.0)
+    mask: Mask | None = spec(None)
+    model: str | None = spec(None, max_len=NAME_LENGTH)
+
+
+@dataclass
 class ResultImage:
     image: Image
     seed: int
@@ -232,6 +255,7 @@ class Generate:
     result_format: ResultFormat = spec("rgba8")
     regions: list[Region] = spec(default_factory=list, max_len=MAX_REGIONS)
     control: list[Control] = spec(default_factory=list, max_len=MAX_CONTROLS)
+    reference: list[Reference] = spec(default_factory=list, max_len=MAX_REFERENCES)
     # Inpaint only (docs/inpaint.md): pixels to grow the selection by and to feather over.
     grow: int | None = spec(None, min=0, max=1024)
     feather: int | None = spec(None, min=0, max=1024)
@@ -269,9 +293,12 @@ class Generate:
             region.mask.check(limits, f"regions[{i}].mask")
         for i, control in enumerate(self.control):
             control.image.check(limits, f"control[{i}].image")
-            if control.start >= control.end:
-                raise bad_request(f"control[{i}].end", f"control[{i}] ends at {control.end}, not after its start "
-                                                       f"{control.start}")
+            _check_range(f"control[{i}]", control.start, control.end)
+        for i, reference in enumerate(self.reference):
+            reference.image.check(limits, f"reference[{i}].image")
+            if reference.mask is not None:
+                reference.mask.check(limits, f"reference[{i}].mask")
+            _check_range(f"reference[{i}]", reference.start, reference.end)
         if self.mode != "txt2img" and self.strength is not None and int(self.steps * self.strength) < 1:
             raise bad_request("strength", f"strength {self.strength} of {self.steps} steps runs no step; "
                                           "raise strength or steps")
@@ -297,6 +324,11 @@ class Generate:
         if self.result_format == "rgba8" and width * height * Image.CHANNELS > limits.max_message - RESULT_MARGIN:
             raise bad_request("result_format", f"a {width}x{height} result does not fit in one message as rgba8; "
                                                "ask for png")
+
+
+def _check_range(where: str, start: float, end: float) -> None:
+    if start >= end:
+        raise bad_request(f"{where}.end", f"{where} ends at {end}, not after its start {start}")
 
 
 @dataclass

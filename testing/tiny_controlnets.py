@@ -9,6 +9,9 @@ controlnet/tiny-sdxl-lineart.safetensors       single file, diffusers keys
 controlnet/old-pose.pth                        a pickle: refused unopened
 annotators/tiny-depth-anything/                a Depth Anything of a tiny DINOv2, for `preprocess` depth
 
+and, for `preprocess` pose, written where a test wants them: a tiny ViTPose (write_tiny_pose_model) and
+a tiny RT-DETR person detector (write_tiny_person_detector).
+
 A new ControlNet's output layers are zero, so it would change nothing; these get small random
 ones, so a test sees what a control does.
 """
@@ -127,3 +130,43 @@ def write_tiny_depth_model(folder: Path) -> None:
     DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
                       image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
                       resample=3).save_pretrained(folder)
+
+
+def write_tiny_pose_model(folder: Path, confidence: float = 1.0) -> None:
+    """ViTPose's architecture (COCO's 17 keypoints) on a tiny ViT, with the real one's image processor at
+    64×48. Its heatmaps are `confidence` everywhere but for a faint random pattern: every keypoint
+    scores about `confidence`, and lies where the pattern peaks for the picture."""
+    from transformers import VitPoseBackboneConfig, VitPoseConfig, VitPoseForPoseEstimation, VitPoseImageProcessorPil
+
+    backbone = VitPoseBackboneConfig(image_size=[64, 48], patch_size=[16, 16], hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, mlp_ratio=2, out_indices=[2])
+    torch.manual_seed(7)
+    model = VitPoseForPoseEstimation(VitPoseConfig(backbone_config=backbone, num_labels=17))
+    with torch.no_grad():
+        model.head.conv.weight.mul_(0.01)
+        model.head.conv.bias.fill_(confidence)
+    model.save_pretrained(folder)
+    VitPoseImageProcessorPil(size={"height": 64, "width": 48}).save_pretrained(folder)
+
+
+def write_tiny_person_detector(folder: Path) -> None:
+    """RT-DETR's architecture on a tiny ResNet, labelled `person` and `cat` as COCO's are, with the real
+    one's image processor at 64×64. It is made sure of a person at each of its two queries, in boxes
+    most of the picture wide, so that each is posed."""
+    from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrImageProcessorPil, RTDetrResNetConfig
+
+    backbone = RTDetrResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1],
+                                  layer_type="basic", out_features=["stage2", "stage3", "stage4"])
+    config = RTDetrConfig(backbone_config=backbone, encoder_hidden_dim=16, encoder_in_channels=[16, 16, 16],
+                          encoder_ffn_dim=16, encoder_attention_heads=2, d_model=16, num_queries=2,
+                          decoder_in_channels=[16, 16, 16], decoder_ffn_dim=16, decoder_layers=1,
+                          decoder_attention_heads=2, num_labels=2, id2label={0: "person", 1: "cat"},
+                          label2id={"person": 0, "cat": 1})
+    torch.manual_seed(8)
+    model = RTDetrForObjectDetection(config)
+    with torch.no_grad():
+        model.model.decoder.class_embed[0].bias.copy_(torch.tensor([4.0, -4.0]))
+        # Added to the anchors' logits (width and height about 0.05 of the picture's): most of it.
+        model.model.decoder.bbox_embed[0].layers[2].bias.copy_(torch.tensor([0.0, 0.0, 4.5, 4.5]))
+    model.save_pretrained(folder)
+    RTDetrImageProcessorPil(size={"height": 64, "width": 64}).save_pretrained(folder)

@@ -27,6 +27,7 @@ if str(PLUGIN_SOURCE) not in sys.path:
 
 from underpaint_krita.connection import Connected, Disconnected, Failed, Received  # noqa: E402
 from underpaint_krita.controller import Controller  # noqa: E402
+from underpaint_krita.references import sent_size  # noqa: E402
 
 MODELS = [
     ModelInfo(name="broken", kind="checkpoint", refused="cannot be read"),
@@ -61,6 +62,28 @@ def box_mask(width: int, height: int, box: Rect, value: int = 255) -> bytes:
     return b"".join(rows)
 
 
+def alpha_bounds(rgba: bytes, width: int, height: int) -> Rect | None:
+    """The bounds of a full-canvas RGBA layer's pixels that are not wholly transparent, as Krita's
+    Node.bounds() gives them; None for an empty layer."""
+    rows = [y for y in range(height) if rgba[y * width * 4 + 3:(y + 1) * width * 4:4].strip(b"\0")]
+    if not rows:
+        return None
+    columns = [x for x in range(width) if any(rgba[(y * width + x) * 4 + 3] for y in rows)]
+    return Rect(columns[0], rows[0], columns[-1] - columns[0] + 1, rows[-1] - rows[0] + 1)
+
+
+def shrunk_nearest(image: Image, side: int) -> Image:
+    """`image` shrunk to references.sent_size, taking the nearest pixel (Krita's glue smooths)."""
+    width, height = sent_size(image.width, image.height, side)
+    if (width, height) == (image.width, image.height):
+        return image
+    rows = []
+    for y in range(height):
+        source = image.data[(y * image.height // height) * image.width * 4:][:image.width * 4]
+        rows.append(b"".join(source[(x * image.width // width) * 4:][:4] for x in range(width)))
+    return Image(width=width, height=height, format="rgba8", data=b"".join(rows))
+
+
 @dataclass
 class FakeDocument:
     """A document as the controller sees it: one merged image, a selection, the layers added."""
@@ -81,6 +104,10 @@ class FakeDocument:
     # layer id -> (name, full-canvas straight RGBA): the layers controls can be made of
     rgbas: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     controls_blob: bytes | None = None
+    # layer id -> (name, the layer's own picture at its bounds): hidden layers imported from files
+    pictures: dict[str, tuple[str, Image]] = field(default_factory=dict)
+    files: dict[str, Image] = field(default_factory=dict)  # path -> the picture a readable file holds
+    references_blob: bytes | None = None
     painting: bool = False  # the artist holds the brush down: busy()
     scaled: list[int] = field(default_factory=list)  # each scale_with_layer's factor
 
@@ -135,12 +162,40 @@ class FakeDocument:
         self.reads.append(rect)
         return crop(self.rgbas[layer_id][1], self.width, rect.x, rect.y, rect.width, rect.height)
 
+    def read_layer_picture(self, layer_id: str, side: int) -> Image | None:
+        if layer_id in self.pictures:
+            return shrunk_nearest(self.pictures[layer_id][1], side)
+        if layer_id not in self.rgbas:
+            return None
+        bounds = alpha_bounds(self.rgbas[layer_id][1], self.width, self.height)
+        if bounds is None:
+            return None
+        self.reads.append(bounds)
+        data = crop(self.rgbas[layer_id][1], self.width, bounds.x, bounds.y, bounds.width, bounds.height)
+        return shrunk_nearest(Image(width=bounds.width, height=bounds.height, format="rgba8", data=data), side)
+
+    def add_picture_layer(self, path: str, name: str) -> str | None:
+        if path not in self.files:
+            return None
+        layer_id = f"picture-{len(self.pictures)}"
+        self.pictures[layer_id] = (name, self.files[path])
+        return layer_id
+
+    def layer_thumbnail(self, layer_id: str, side: int) -> Image | None:
+        return self.read_layer_picture(layer_id, side) if self.layer_name(layer_id) is not None else None
+
     def active_layer_id(self) -> str | None:
         return self.active_layer
 
     def layer_name(self, layer_id: str) -> str | None:
-        layer = self.alphas.get(layer_id) or self.rgbas.get(layer_id)
+        layer = self.alphas.get(layer_id) or self.rgbas.get(layer_id) or self.pictures.get(layer_id)
         return layer[0] if layer is not None else None
+
+    def load_references(self) -> bytes | None:
+        return self.references_blob
+
+    def save_references(self, blob: bytes) -> None:
+        self.references_blob = blob
 
     def load_regions(self) -> bytes | None:
         return self.regions_blob
@@ -166,7 +221,7 @@ class FakeDocument:
     def add_result_layer(self, name: str, image: Image) -> None:
         self.layers.append((name, image))
 
-    def add_control_layer(self, name: str, image: Image) -> str:
+    def add_hidden_layer(self, name: str, image: Image) -> str:
         """Hidden, as in Krita: the merged image stays as it was; controls read it from `rgbas`."""
         self.add_result_layer(name, image)
         layer_id = f"control-{len(self.layers)}"

@@ -249,8 +249,8 @@ def test_a_live_frame_with_a_control(client):
     ({"control": [Control(kind="lineart", image=cross(), model="tiny-sdxl-lineart")]}, "unsupported",
      "control[0].model"),
     ({"control": [Control(kind="scribble", image=cross(), start=0.6, end=0.4)]}, "bad_request", "control[0].end"),
-    ({"mode": "upscale", "image": canvas(), "control": [Control(kind="scribble", image=cross())]}, "unsupported",
-     "control"),
+    ({"mode": "upscale", "image": canvas(), "control": [Control(kind="scribble", image=cross())]}, "bad_request",
+     "control"),  # an upscale without a refine has nothing for controls to steer
 ])
 def test_errors_name_the_control(client, fields, code, field):
     with pytest.raises(ServerError) as caught:
@@ -306,7 +306,7 @@ def test_preprocess_errors_name_the_field(client):
     from shared.messages import Preprocess
 
     with pytest.raises(ServerError) as caught:
-        client.generate(Preprocess(id=uuid.uuid4().hex, kind="pose", image=cross()))  # type: ignore[arg-type]
+        client.generate(Preprocess(id=uuid.uuid4().hex, kind="tile", image=cross()))  # type: ignore[arg-type]
     assert (caught.value.error.code, caught.value.error.field) == ("bad_request", "kind")
     short = Image(width=8, height=8, format="rgba8", data=b"\0" * 10)
     with pytest.raises(ServerError) as caught:
@@ -374,6 +374,7 @@ def test_a_depth_map_comes_from_the_installed_depth_model(client):
     again = client.generate(Preprocess(id=uuid.uuid4().hex, kind="depth", image=image))
     made = result.images[0].image
     assert (made.x, made.y, made.width, made.height) == (2, 3, 32, 32)
+    assert result.info["model"] == "tiny-depth-anything"
     grey = np.frombuffer(made.data, np.uint8).reshape(32, 32, 4)[..., 0]
     assert grey.min() == 0 and grey.max() == 255  # spread over the whole range, near white
     assert made.data == again.images[0].image.data
@@ -381,7 +382,7 @@ def test_a_depth_map_comes_from_the_installed_depth_model(client):
 
 def test_without_a_depth_model_depth_is_unsupported(tmp_path):
     from server.errors import Unsupported
-    from server.models.annotators import Annotators
+    from server.models.annotators.kept import Annotators
 
     with pytest.raises(Unsupported) as caught:
         Annotators([tmp_path], torch.device("cpu"), torch.float32).depth(square_painting())
@@ -400,7 +401,7 @@ def test_a_controlnet_is_not_run_outside_its_range(start, end, runs):
     net = tiny_controlnet("sd15")
     calls = []
     net.register_forward_hook(lambda *_: calls.append(1))
-    hint = torch.zeros(1, 3, 64, 64)
+    hint = torch.zeros(1, 3, 64, 64, dtype=torch.uint8)
     controls = control.Controls([control.ActiveControl("n", "scribble", net, hint, 1.0, start, end, (8, 8))])
     with control.applied(pipe, controls):
         pipe("a red circle", width=64, height=64, num_inference_steps=4, guidance_scale=7.0,
@@ -423,3 +424,65 @@ def test_a_controlnet_that_cannot_be_loaded_is_an_error_naming_it_and_the_server
             artist.generate(request(control=[Control(kind="canny", image=cross(), model="broken-canny")]))
         assert (caught.value.error.code, caught.value.error.field) == ("model_broken", "control[0].model")
         assert artist.generate(request()).images
+
+
+@pytest.mark.parametrize(("latent", "tile", "box", "expected"), [
+    ((8, 6), None, None, (0, 48, 0, 64)),  # the picture it was placed for: all of the image
+    ((4, 4), (8, 6), Rect(2, 1, 4, 4), (8, 40, 16, 48)),  # a tile of it: the image under the tile, 8 px a latent
+    ((4, 4), (8, 6), Rect(4, 2, 4, 4), (16, 48, 32, 64)),  # the last tile, at the far corner
+    ((4, 4), None, None, None),  # another picture (a refine at another size): none
+    ((4, 4), (16, 12), Rect(0, 0, 4, 4), None),  # a tile of another picture: none
+])
+def test_a_control_gives_the_part_of_its_image_under_a_tile(latent, tile, box, expected):
+    hint = torch.arange(48 * 64, dtype=torch.int32).reshape(1, 1, 48, 64).expand(1, 3, 48, 64)
+    item = control.ActiveControl("n", "tile", None, hint, 1.0, 0.0, 1.0, (8, 6))  # type: ignore[arg-type]
+    sample = torch.zeros(1, 4, latent[1], latent[0])
+    if tile is None:
+        found = item.hint_for(sample)
+    else:
+        with control.cropped(box, tile):
+            found = item.hint_for(sample)
+    if expected is None:
+        assert found is None
+    else:
+        top, bottom, left, right = expected
+        assert torch.equal(found, hint[..., top:bottom, left:right])
+    assert item.hint_for(torch.zeros(1, 4, 3, 3)) is None  # the tile is gone after the block
+
+
+def test_in_tiles_each_controlnet_call_reads_the_image_under_its_tile():
+    from server.modes.tiled import tiled_unet
+    from shared.tiles import grid
+    from testing.tiny_models import tiny_pipeline
+
+    pipe = tiny_pipeline("sd15")
+    pipe._num_timesteps = 1
+    net = tiny_controlnet("sd15")
+    seen: list[torch.Tensor] = []
+    net.register_forward_pre_hook(lambda _, args, kwargs: seen.append(kwargs["controlnet_cond"]), with_kwargs=True)
+    hint = torch.randint(0, 256, (1, 3, 96, 128), dtype=torch.uint8)
+    controls = control.Controls([control.ActiveControl("n", "tile", net, hint, 1.0, 0.0, 1.0, (16, 12))])
+    sample = torch.randn(1, 4, 12, 16)
+    context = torch.randn(1, 77, pipe.unet.config.cross_attention_dim)
+    with torch.inference_mode(), control.applied(pipe, controls), tiled_unet(pipe.unet, 8):
+        pipe.unet(sample, 999, encoder_hidden_states=context)
+    boxes = grid(16, 12, 8, 2)
+    assert len(seen) == len(boxes) > 1
+    for cond, box in zip(seen, boxes, strict=True):
+        assert torch.equal(cond, hint[..., box.y * 8:box.bottom * 8, box.x * 8:box.right * 8].float() / 255)
+
+
+def test_an_upscale_refine_follows_its_controls_tile_by_tile(client):
+    side = 160  # enlarged to 320 px: 2 x 2 tiles of the tiny model's native 256 px
+    picture = Image(width=side, height=side, format="rgba8", data=bytes(range(256)) * (side * side * 4 // 256))
+    fields = {"mode": "upscale", "image": picture, "scale": 2, "strength": 0.5, "steps": 4}
+    plain = client.generate(request(**fields))
+    controlled = client.generate(request(**fields, control=[Control(kind="scribble", image=cross())]))
+    again = client.generate(request(**fields, control=[Control(kind="scribble", image=cross())]))
+    empty = client.generate(request(**fields, control=[Control(kind="scribble", image=picture, strength=0)]))
+    layer = controlled.images[0].image
+    assert (layer.width, layer.height) == (2 * side, 2 * side)
+    assert controlled.info["controls"][0]["model"] == "tiny-sd15-scribble"
+    assert 'ControlNet 0: "Module: none, Model: tiny-sd15-scribble' in parameters_text(controlled.info, 3)
+    assert layer.data != plain.images[0].image.data and layer.data == again.images[0].image.data
+    assert empty.images[0].image.data == plain.images[0].image.data

@@ -9,6 +9,7 @@ import io
 import os
 import re
 import socket
+import subprocess
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from installer.download import (
+    CHUNK,
     ChecksumMismatch,
     DiskFull,
     NetworkError,
@@ -27,6 +29,7 @@ from installer.download import (
     format_duration,
     format_progress,
     format_size,
+    git_blob_id,
     part_path,
 )
 from installer.models import RECORD_NAME, ModelFile, install_models, purge_downloads
@@ -52,6 +55,8 @@ class FileServer(http.server.ThreadingHTTPServer):
         # path -> the SHA-256 stated for it, as the Hugging Face hub does for Git LFS files: a HEAD is
         # answered by a redirect to the file carrying it in X-Linked-Etag.
         self.stated: dict[str, str] = {}
+        # path -> the ETag header of its HEAD answer, as the hub sends a git blob id for a file kept in git.
+        self.etags: dict[str, str] = {}
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}{urllib.parse.quote(path)}"
@@ -65,15 +70,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
-        if path not in self.server.files:
+        if path in self.server.redirects:
+            self.send_response(302)
+            self.send_header("Location", self.server.redirects[path])
+        elif path not in self.server.files:
             self.send_error(404)
             return
-        if path in self.server.stated:
+        elif path in self.server.stated:
             self.send_response(302)
             self.send_header("X-Linked-Etag", f'"{self.server.stated[path]}"')
             self.send_header("Location", self.server.url(path + ".stored"))
         else:
             self.send_response(200)
+            self.send_header("Content-Length", str(len(self.server.files[path])))
+        if path in self.server.etags:
+            self.send_header("ETag", self.server.etags[path])
         self.end_headers()
 
     def do_GET(self) -> None:
@@ -128,6 +139,11 @@ def payload(size: int, seed: int = 0) -> bytes:
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def git_blob(data: bytes) -> str:
+    """The id git gives these bytes, as the Hugging Face hub states it for a file kept in git itself."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def test_download_places_the_verified_file_and_reports_progress(server: FileServer, tmp_path: Path) -> None:
@@ -377,6 +393,58 @@ def test_a_file_without_a_recorded_sha256_is_checked_against_the_one_its_host_st
     install_models(files[:1], models, log=log.append, progress=quiet, **FAST)
     install_models(files[:1], models, verify=True, log=log.append, progress=quiet, **FAST)
     assert log == ["  good: already verified", "  good: verified"]
+
+
+@pytest.mark.parametrize("data", [b"", b"Hello, World!", payload(CHUNK + 7)], ids=["empty", "short", "two chunks"])
+def test_git_blob_id_is_the_id_git_gives_the_bytes(tmp_path: Path, data: bytes) -> None:
+    file = tmp_path / "f"
+    file.write_bytes(data)
+    git = subprocess.run(["git", "hash-object", str(file)], capture_output=True, text=True, check=True)
+    assert git_blob_id(file) == git.stdout.strip() == git_blob(data)
+
+
+CONFIG = b'{"model_type": "depth_anything"}\n'
+OTHER = b'{"model_type": "dpt"}\n'
+
+
+@pytest.mark.parametrize(
+    ("etag", "redirected", "refusal"),
+    [
+        pytest.param(f'"{git_blob(CONFIG)}"', False, None, id="blob id"),
+        pytest.param(f'W/"{git_blob(CONFIG)}"', False, None, id="weak tag"),
+        pytest.param(f'"{git_blob(OTHER)}"', False,
+                     f"gave a file with git blob id {git_blob(CONFIG)}, expected {git_blob(OTHER)}", id="tampered"),
+        pytest.param(f'"{git_blob(CONFIG).upper()}"', False, "states no SHA-256", id="upper case"),
+        pytest.param(f'"{hashlib.md5(CONFIG).hexdigest()}"', False, "states no SHA-256", id="not a blob id"),
+        pytest.param(f'"{git_blob(CONFIG)}"', True, "states no SHA-256", id="on a redirect"),
+        pytest.param(None, False, "states no SHA-256", id="no tag"),
+    ],
+)
+def test_a_file_kept_in_git_is_checked_against_the_blob_id_its_host_states(
+        server: FileServer, tmp_path: Path, etag: str | None, redirected: bool, refusal: str | None) -> None:
+    path = "/resolve/main/config.json"
+    if redirected:
+        server.files["/stored/config.json"] = CONFIG
+        server.redirects[path] = server.url("/stored/config.json")
+    else:
+        server.files[path] = CONFIG
+    if etag is not None:
+        server.etags[path] = etag
+    file = ModelFile("config", server.url(path), None, "annotators/depth/config.json", "any", "annotator-depth")
+    models, log = tmp_path / "models", []
+    failures = install_models([file], models, log=log.append, progress=quiet, **FAST)
+    target = models / "annotators" / "depth" / "config.json"
+    if refusal is None:
+        assert failures == [] and log == ["  config: downloaded, checked against the git blob id its host states"]
+        assert target.read_bytes() == CONFIG
+        # Its SHA-256 is recorded as for any placed file, and stands in for the list's on a re-run.
+        assert VerifiedRecord(models / RECORD_NAME).recorded_sha256(target) == sha(CONFIG)
+        install_models([file], models, verify=True, log=log.append, progress=quiet, **FAST)
+        assert log[-1] == "  config: verified"
+    else:
+        (failure,) = failures
+        assert refusal in failure.reason and file.url in failure.reason
+        assert not target.exists() and not part_path(target).exists()
 
 
 def test_offline_folder_supplies_files_checked_like_downloads(tmp_path: Path) -> None:

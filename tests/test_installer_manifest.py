@@ -9,6 +9,7 @@ import pytest
 
 from installer import InstallError
 from installer.models import load_manifest, parse_manifest
+from server.models.identify import control_kinds
 
 SHA = "a" * 64
 GOOD = {
@@ -48,10 +49,18 @@ def test_shipped_files_go_where_the_server_looks() -> None:
         assert file.url.startswith("https://huggingface.co/"), file.name
         folder = PurePosixPath(file.destination).parts[0]
         folders = {"checkpoint": "checkpoints", "lora": "loras", "embedding": "embeddings", "tiny": "vae-approx",
-                   "controlnet": "controlnet"}
+                   "controlnet": "controlnet", "annotator": "annotators"}
         assert folder == folders[file.role.split("-")[0]]
     tiny = {f.destination: f.family for f in load_manifest().files.values() if f.role == "tiny-autoencoder"}
     assert tiny == {"vae-approx/taesd.safetensors": "sd15", "vae-approx/taesdxl.safetensors": "sdxl"}
+
+
+def test_the_control_set_has_a_controlnet_for_each_kind_its_name_tells_the_server() -> None:
+    controlnets = load_manifest().select(["control"])
+    kinds = {f.role.removeprefix("controlnet-"): PurePosixPath(f.destination).stem for f in controlnets}
+    assert sorted(kinds) == ["canny", "depth", "lineart", "pose", "scribble", "softedge", "tile"]
+    for kind, stem in kinds.items():
+        assert control_kinds(stem) == (kind,), stem
 
 
 def test_unknown_set_names_the_choices() -> None:

@@ -174,6 +174,21 @@ def test_a_setting_the_server_would_refuse_is_told_and_not_kept(controller_setup
     assert [c for c, _ in controller.controls()] == [ControlLayer("sketch-id")]
 
 
+def test_a_refined_upscale_carries_the_controls_and_a_plain_one_none(controller_setup) -> None:
+    controller, connection, _, document = controller_setup
+    document.active_layer = "sketch-id"
+    controller.add_control("tile")
+    controller.upscaling.refine = 0.3
+    controller.upscale()
+    (control,) = connection.sent[-1].control
+    assert (control.kind, control.image.x, control.image.y) == ("tile", 0, 0)
+    assert (control.image.width, control.image.height) == (connection.sent[-1].image.width,
+                                                           connection.sent[-1].image.height)
+    controller.upscaling.refine = 0.0  # nothing to steer: the server would refuse controls
+    controller.upscale()
+    assert connection.sent[-1].control == []
+
+
 def test_an_unreadable_stored_control_list_starts_empty(controller_setup) -> None:
     _, _, workspace, document = controller_setup
     document.controls_blob = b'{"version": 1, "controls": [{"layer_id": "sketch-id", "kind": "normal"}]}'

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from shared.messages import Cancelled, Error, Limits, ListModels, ModelInfo, ModelList, Result, Welcome
+from shared.messages import Cancelled, Error, Image, Limits, ListModels, ModelInfo, ModelList, Result, Welcome
 
 from . import networks
 from .choices import Choices, checkpoint
@@ -26,6 +26,7 @@ from .controls import ControlLayer
 from .errors import NO_DOCUMENT, PLUGIN_FAULT, TRAINING_RUNS, UserError, artist_message
 from .history import DEFAULT_LIMIT
 from .preferences import DETAIL, FILL, SERVER_URL, TOKEN, MemoryPreferences, Preferences
+from .references import ReferenceLayer
 from .regions import RegionPrompt
 from .requests import Settings, Upscaling, detail, fill_mode
 from .session import Document, DocumentSession
@@ -238,6 +239,45 @@ class Controller:
             self.connection.submit(stop)
         self._changed()
 
+    # --- reference pictures (references.py) --------------------------------------------------
+
+    def references(self) -> list[tuple[ReferenceLayer, str]]:
+        """The active document's reference pictures with their layers' names, dropping those whose layer
+        was deleted."""
+        session = self.session()
+        return session.named_references() if session is not None else []
+
+    def layer_thumbnail(self, layer_id: str, side: int) -> Image | None:
+        """A small picture of one of the active document's layers; None when it is gone."""
+        session = self.session()
+        return session.document.layer_thumbnail(layer_id, side) if session is not None else None
+
+    @_reports_errors
+    def add_reference(self, mode: str) -> str:
+        """Make the active layer a reference picture in `mode`; returns its layer id."""
+        layer_id = self._require_session().add_reference(mode)
+        self._changed()
+        return layer_id
+
+    @_reports_errors
+    def add_reference_picture(self, path: str, mode: str) -> str:
+        """Import a picture file as a new hidden layer and make it a reference in `mode`; returns its
+        layer id."""
+        layer_id = self._require_session().add_reference_picture(path, mode)
+        self._changed()
+        return layer_id
+
+    @_reports_errors
+    def set_reference(self, reference: ReferenceLayer) -> None:
+        """Change a reference picture's mode, strength or range."""
+        self._require_session().set_reference(reference)
+        self._changed()
+
+    @_reports_errors
+    def remove_reference(self, layer_id: str) -> None:
+        self._require_session().remove_reference(layer_id)
+        self._changed()
+
     # --- training (training.py): one run at a time, not tied to a document ----------------------
 
     def train(self, settings: TrainingSettings, pictures: list[Picture]) -> TrainingRun:
@@ -364,7 +404,7 @@ class Controller:
         if session is None or session.live is None or not self.server.connected:
             return
         frame = session.live.next_frame(session.document, self.choices.for_request(), self.clock(),
-                                        tuple(session.regions), tuple(session.controls),
+                                        tuple(session.regions), tuple(session.controls), tuple(session.references),
                                         may_read=lambda: self._may_touch(session.document))
         if frame is not None:
             self.connection.submit(frame)

@@ -9,14 +9,13 @@ A control layer can also be made from the canvas by the server (`preprocess`, se
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import get_args
 
 from shared.messages import CONTROL_KINDS, MAX_CONTROLS, Control, ControlKind, PreprocessKind
 
 from .errors import TOO_MANY_CONTROLS
-from .layer_list import LayerList
+from .layer_list import WeightedLayerList, protocol_bounds
 
 # The docker's kind picker: what each kind of control layer holds, as the artist paints it.
 KINDS: dict[ControlKind, tuple[str, str]] = {
@@ -32,8 +31,7 @@ DEFAULT_KIND: ControlKind = "scribble"
 # The kinds the server makes from a picture (`preprocess`), as shared/ lists them.
 PREPROCESS_KINDS: tuple[str, ...] = get_args(PreprocessKind)
 # The bounds the protocol gives strength, start and end (shared/messages.py Control).
-BOUNDS = {f.name: (f.metadata["min"], f.metadata["max"]) for f in dataclasses.fields(Control)
-          if f.name in ("strength", "start", "end")}
+BOUNDS = protocol_bounds(Control)
 
 
 @dataclass(frozen=True)
@@ -45,25 +43,13 @@ class ControlLayer:
     end: float = 1.0
 
 
-class Controls(LayerList[ControlLayer]):
+class Controls(WeightedLayerList[ControlLayer]):
     """The control layers of one document, at most one entry per layer, in the order they were added."""
 
     ITEM = ControlLayer
     KEY = "controls"
     LIMIT = MAX_CONTROLS
     TOO_MANY = TOO_MANY_CONTROLS
-
-    @classmethod
-    def problem(cls, item: ControlLayer) -> str | None:
-        """What makes a control layer's settings unusable, naming the field; None when nothing does."""
-        if not isinstance(item.layer_id, str):
-            return "layer_id must be text"
-        if item.kind not in CONTROL_KINDS:
-            return f"kind is {item.kind!r}, not one of {', '.join(CONTROL_KINDS)}"
-        for name, (low, high) in BOUNDS.items():
-            value = getattr(item, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-                return f"{name} is {value!r}, not a number from {low:g} to {high:g}"
-        if item.start >= item.end:
-            return f"start ({item.start:g}) must come before end ({item.end:g})"
-        return None
+    CHOICE = "kind"
+    CHOICES = CONTROL_KINDS
+    BOUNDS = BOUNDS

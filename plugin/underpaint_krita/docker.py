@@ -21,6 +21,7 @@ from .sections.controls import ControlsSection
 from .sections.generation import GenerationSection
 from .sections.job import JobSection
 from .sections.prompt import PromptSection
+from .sections.references import ReferencesSection
 from .sections.regions import RegionsSection
 from .sections.results import ResultsSection
 from .sections.server import ServerSection
@@ -51,10 +52,12 @@ class UnderpaintDocker(DockWidget):
         self.advanced = AdvancedSection(controller, self._store_settings)
         self.regions = RegionsSection(controller)
         self.controls = ControlsSection(controller)
+        self.references = ReferencesSection(controller)
         self.results = ResultsSection(controller)
         self.upscale = UpscaleSection(controller)
         self._sections: list[Section] = [self.styles, self.server, self.prompt, self.generation, self.job,
-                                         self.advanced, self.regions, self.controls, self.upscale, self.results]
+                                         self.advanced, self.regions, self.controls, self.references, self.upscale,
+                                         self.results]
         body = QWidget()
         body.setMinimumWidth(MIN_WIDTH)
         layout = QVBoxLayout(body)

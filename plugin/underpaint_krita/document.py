@@ -21,16 +21,21 @@ from shared.messages import Image
 
 from . import layer_pixels, naming
 from .layer_pixels import SRGB
-from .qimage import as_rgba8, from_bgra, pixel_bytes, rgba_bytes, shrunk_in_bands
-from .qt import QApplication, QByteArray, QEvent, QImage, QObject, Qt, QTimer
+from .qimage import as_rgba8, from_bgra, pixel_bytes, rgba_bytes, shrunk_in_bands, to_image
+from .qt import QApplication, QByteArray, QEvent, QImage, QImageReader, QObject, Qt, QTimer
+from .references import sent_size
 from .training import Picture
 
 HISTORY_ANNOTATION = "underpaint/history"
 REGIONS_ANNOTATION = "underpaint/regions"
 CONTROLS_ANNOTATION = "underpaint/controls"
+REFERENCES_ANNOTATION = "underpaint/references"
+# A picture file imported as a reference layer is read at most this large a side (a reference is sent at
+# references.SIDE anyway): a photo of a hundred megapixels does not become a layer of 400 MB.
+IMPORT_SIDE = 4096
 QUICK_SIDE = 512  # thumbnail side for the quick change token
 # Krita makes a layer added by a script the active one some time after control returns to its
-# top-level event loop (seen 0.1-0.5 s later): the preview or a control layer is watched this long.
+# top-level event loop (seen 0.1-0.5 s later): the preview or a hidden layer is watched this long.
 ACTIVATION_WATCH = 3.0
 ACTIVATION_CHECK_MS = 10
 # Image > Scale Image's filter for enlarging, as scripts name it.
@@ -42,10 +47,10 @@ class KritaDocument:
     def __init__(self, document):  # a krita.Document
         self.document = document
         # Krita makes a newly added layer the active one; the artist's choice from before the
-        # preview layer (or a control layer) appeared is where results go, and where the next stroke must go.
+        # preview layer (or a hidden layer) appeared is where results go, and where the next stroke must go.
         self._artist_layer = None
         self._keep_active: _KeepActiveLayer | None = None
-        self._control_layer = None  # the control layer added last, never to take the artist's place
+        self._hidden_layer = None  # the hidden layer added last, never to take the artist's place
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, KritaDocument) and self.document == other.document
@@ -121,6 +126,19 @@ class KritaDocument:
     def read_layer_rgba(self, layer_id: str, rect: Rect) -> bytes | None:
         return self._read_layer(layer_pixels.rgba, layer_id, rect)
 
+    def read_layer_picture(self, layer_id: str, side: int) -> Image | None:
+        node = self._node(layer_id)
+        if node is None:
+            return None
+        self.document.waitForDone()
+        bounds = node.bounds()
+        if bounds.isEmpty():
+            return None
+        x, y, width, height = bounds.x(), bounds.y(), bounds.width(), bounds.height()
+        node = layer_pixels.in_rgba8(node)
+        return shrunk_in_bands(lambda top, rows: from_bgra(layer_pixels.pixel_data(node, Rect(x, y + top, width, rows)),
+                                                           width, rows), width, height, side, fit=sent_size)
+
     def _read_layer(self, read: Callable[..., bytes], layer_id: str, rect: Rect) -> bytes | None:
         node = self._node(layer_id)
         if node is None:
@@ -160,11 +178,11 @@ class KritaDocument:
     def add_result_layer(self, name: str, image: Image) -> None:
         self._insert(self._layer(name, image))
 
-    def add_control_layer(self, name: str, image: Image) -> str:
+    def add_hidden_layer(self, name: str, image: Image) -> str:
         """Hidden before it is added, so adding it stays one undo step."""
         layer = self._layer(name, image)
         layer.setVisible(False)
-        self._control_layer = layer
+        self._hidden_layer = layer
         self._keeping_the_artists_layer(lambda: self._insert(layer))
         return layer.uniqueId().toString()
 
@@ -194,6 +212,32 @@ class KritaDocument:
 
     def save_controls(self, blob: bytes) -> None:
         self._annotate(CONTROLS_ANNOTATION, "Underpaint control layers", blob)
+
+    def load_references(self) -> bytes | None:
+        return self._annotation(REFERENCES_ANNOTATION)
+
+    def save_references(self, blob: bytes) -> None:
+        self._annotate(REFERENCES_ANNOTATION, "Underpaint reference pictures", blob)
+
+    def add_picture_layer(self, path: str, name: str) -> str | None:
+        reader = QImageReader(path)
+        reader.setAutoTransform(True)  # a photo's EXIF orientation, as a viewer shows it
+        size = reader.size()
+        if size.isValid() and max(size.width(), size.height()) > IMPORT_SIDE:
+            reader.setScaledSize(size.scaled(IMPORT_SIDE, IMPORT_SIDE, Qt.AspectRatioMode.KeepAspectRatio))
+        picture = reader.read()
+        if picture.isNull():
+            return None
+        return self.add_hidden_layer(name, to_image(picture))  # a picture to take after, not part of the painting
+
+    def layer_thumbnail(self, layer_id: str, side: int) -> Image | None:
+        """Krita's own thumbnail of the layer (from its downscaled levels: a few ms, and it does not end
+        a stroke), of the canvas's shape."""
+        node = self._node(layer_id)
+        if node is None:
+            return None
+        width, height = sent_size(*self.size, side)
+        return to_image(node.thumbnail(width, height))
 
     def active_layer_id(self) -> str | None:
         active = self.document.activeNode()
@@ -301,7 +345,7 @@ class KritaDocument:
         self.document.waitForDone()
 
     def _keeping_the_artists_layer(self, add: Callable[[], object]) -> None:
-        """`add` a layer of ours (the preview, a control layer), which Krita makes the active one some
+        """`add` a layer of ours (the preview, a hidden layer), which Krita makes the active one some
         time later; the layer active before is given back whenever that happens (_KeepActiveLayer)."""
         active = self.document.activeNode()
         if active is not None and not self._is_ours(active):
@@ -313,8 +357,8 @@ class KritaDocument:
             self._keep_active = _KeepActiveLayer(self._restore_active_layer)
 
     def _is_ours(self, node) -> bool:
-        """The preview layer, or the control layer added last: layers the artist did not choose to paint on."""
-        return naming.is_preview(node.name()) or (self._control_layer is not None and node == self._control_layer)
+        """The preview layer, or the hidden layer added last: layers the artist did not choose to paint on."""
+        return naming.is_preview(node.name()) or (self._hidden_layer is not None and node == self._hidden_layer)
 
     def _restore_active_layer(self) -> bool:
         """Make the artist's layer active again if a layer of ours is; False once that can no longer
@@ -354,7 +398,7 @@ class _KeepActiveLayer(QObject):
     """For ACTIVATION_WATCH seconds after a layer of ours is added, gives the artist's layer back
     whenever Krita has made ours the active layer: every ACTIVATION_CHECK_MS, and before any press
     reaches Krita, so a stroke begun in that moment lands on the artist's layer, not on the locked
-    preview (where it would paint nothing) or a hidden control layer (where it would not be seen)."""
+    preview (where it would paint nothing) or a hidden layer (where it would not be seen)."""
 
     PRESSES = (QEvent.Type.MouseButtonPress, QEvent.Type.TabletPress, QEvent.Type.TouchBegin)
 

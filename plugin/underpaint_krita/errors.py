@@ -25,6 +25,10 @@ NO_LAYER = "no_layer"
 TOO_MANY_CONTROLS = "too_many_controls"
 NO_CONTROL_LAYER = "no_control_layer"
 BAD_CONTROL = "bad_control"
+TOO_MANY_REFERENCES = "too_many_references"
+NO_REFERENCE_LAYER = "no_reference_layer"
+BAD_REFERENCE = "bad_reference"
+UNREADABLE_PICTURE = "unreadable_picture"
 PLUGIN_FAULT = "plugin_fault"
 NO_STYLE_FOLDER = "no_style_folder"
 NO_STYLE_NAME = "no_style_name"
@@ -62,6 +66,10 @@ _SENTENCES = {
     TOO_MANY_CONTROLS: "This image has as many control layers as the server takes. Remove one first.",
     NO_CONTROL_LAYER: "Select the layer to use as a control first.",
     BAD_CONTROL: "That control setting cannot be used.",
+    TOO_MANY_REFERENCES: "This image has as many reference pictures as the server takes. Remove one first.",
+    NO_REFERENCE_LAYER: "Select the layer to use as a reference picture first.",
+    BAD_REFERENCE: "That reference setting cannot be used.",
+    UNREADABLE_PICTURE: "That file is not a picture Krita can read.",
     NO_RESULT: "That result is no longer in the history.",
     PLUGIN_FAULT: "The plugin failed; Krita's log has the details.",
     NO_STYLE_FOLDER: "Styles cannot be saved here: the plugin has no folder for them.",
@@ -78,6 +86,7 @@ _SENTENCES = {
 _WITH_DETAIL = {
     PLUGIN_FAULT, codes.TOO_LARGE, codes.OUT_OF_MEMORY, codes.BAD_REQUEST, codes.UNSUPPORTED,
     codes.MODEL_BROKEN, TOO_MANY_REGIONS, TOO_MANY_CONTROLS, BAD_CONTROL, TOO_MANY_PICTURES, PICTURES_TOO_LARGE,
+    TOO_MANY_REFERENCES, BAD_REFERENCE,
 }
 
 

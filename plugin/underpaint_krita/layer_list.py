@@ -1,5 +1,5 @@
-"""What a document keeps per layer (region prompts, control layers): at most one item per layer, in
-the order they were added, stored as versioned JSON in the document.
+"""What a document keeps per layer (region prompts, control layers, reference pictures): at most one
+item per layer, in the order they were added, stored as versioned JSON in the document.
 
 Krita-free. Items name their layer by Krita's uniqueId (`layer_id`), which survives saving and
 reopening the .kra; the pixels are never stored, they are read from the layer for every request.
@@ -7,6 +7,7 @@ reopening the .kra; the pixels are never stored, they are read from the layer fo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -58,7 +59,7 @@ class LayerList(Generic[T]):
         self._items.append(item)
 
     def check_room(self, limit: int | None = None) -> None:
-        """UserError(TOO_MANY) when an item for a new layer would be one too many (`limit` as for `set`)."""
+        """UserError(TOO_MANY) when one more item would be more than `limit` (as `set` takes it)."""
         limit = self.LIMIT if limit is None else limit
         if len(self._items) >= limit:
             raise UserError(self.TOO_MANY, f"this server takes at most {limit}")
@@ -105,3 +106,34 @@ class LayerList(Generic[T]):
             except ValueError as exc:
                 log.warning("starting without %s: %s", cls.KEY, exc)
         return cls()
+
+
+def protocol_bounds(message: type) -> dict[str, tuple[float, float]]:
+    """The bounds the protocol gives a message's strength, start and end (shared/messages.py)."""
+    return {f.name: (f.metadata["min"], f.metadata["max"]) for f in dataclasses.fields(message)
+            if f.name in ("strength", "start", "end")}
+
+
+class WeightedLayerList(LayerList[T]):
+    """Items that each say what their layer is (a control's kind, a reference's mode), how strongly it
+    acts and over which share [start, end] of the steps, within the protocol's bounds."""
+
+    CHOICE: ClassVar[str]  # the item's field that says what the layer is
+    CHOICES: ClassVar[tuple[str, ...]]  # the protocol's values for it
+    BOUNDS: ClassVar[dict[str, tuple[float, float]]]  # protocol_bounds of the protocol's message
+
+    @classmethod
+    def problem(cls, item: T) -> str | None:
+        """What makes an item's settings unusable, naming the field; None when nothing does."""
+        if not isinstance(item.layer_id, str):
+            return "layer_id must be text"
+        choice = getattr(item, cls.CHOICE)
+        if choice not in cls.CHOICES:
+            return f"{cls.CHOICE} is {choice!r}, not one of {', '.join(cls.CHOICES)}"
+        for name, (low, high) in cls.BOUNDS.items():
+            value = getattr(item, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                return f"{name} is {value!r}, not a number from {low:g} to {high:g}"
+        if item.start >= item.end:
+            return f"start ({item.start:g}) must come before end ({item.end:g})"
+        return None

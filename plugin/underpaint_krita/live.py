@@ -20,6 +20,7 @@ from shared.crop import Rect
 from shared.messages import Image, Live
 
 from .controls import ControlLayer
+from .references import ReferenceLayer
 from .regions import RegionPrompt
 from .requests import Canvas, Settings, build_request, source_rect
 
@@ -60,6 +61,7 @@ class LiveSession:
 
     def next_frame(self, canvas: LiveCanvas, settings: Settings, now: float,
                    regions: tuple[RegionPrompt, ...] = (), controls: tuple[ControlLayer, ...] = (),
+                   references: tuple[ReferenceLayer, ...] = (),
                    may_read: Callable[[], bool] = lambda: True) -> Live | None:
         """A frame to send, or None when it is too early or nothing changed since the last one.
 
@@ -72,7 +74,7 @@ class LiveSession:
         # The exact token reads every pixel of the region (~100 ms on a whole 4096² canvas), so it
         # runs only when the quick token moved or exact_interval passed: detection stays a few
         # percent of one core (docs/live.md).
-        layers = (regions, controls)
+        layers = (regions, controls, references)
         quick = (canvas.quick_change_token(), rect, dataclasses.astuple(settings), layers)
         if quick == self._quick and now - self._exact_checked < self.exact_interval:
             self._checked = now
@@ -85,7 +87,7 @@ class LiveSession:
             return None
         self._key = key  # also on failure below: a broken setting is reported once, not every interval
         frame = build_request(canvas, settings, uuid.uuid4().hex, live_session=self.id, regions=regions,
-                              controls=controls)
+                              controls=controls, references=references)
         self.frames[frame.id] = frame.prompt
         return frame
 

@@ -8,6 +8,7 @@ PREVIEW = "[Preview]"
 GENERATED = "[Generated]"
 LIVE = "[Live]"
 CONTROL = "[Control]"
+REFERENCE = "[Reference]"
 PROMPT_CHARS = 40
 ELLIPSIS = "…"
 LORA_TAG = re.compile(r"<(?:lora|lyco):[^<>]*>", re.IGNORECASE)  # as the server reads them (prompts.py)
@@ -53,6 +54,11 @@ def live_name(prompt: str, seed: int) -> str:
 def control_name(kind: str) -> str:
     """A control image the server made from the canvas (`preprocess`), by its kind as the protocol names it."""
     return f"{CONTROL} {kind}"
+
+
+def reference_name(file_name: str) -> str:
+    """The name of the hidden layer a picture file is imported into as a reference."""
+    return f"{REFERENCE} {file_name}"
 
 
 def is_preview(name: str) -> bool:

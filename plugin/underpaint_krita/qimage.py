@@ -47,15 +47,22 @@ def shrunk(image: QImage, side: int) -> Image:
     if (width, height) != (image.width(), image.height()):
         image = image.scaled(width, height, Qt.AspectRatioMode.IgnoreAspectRatio,
                              Qt.TransformationMode.SmoothTransformation)
-    return Image(width=width, height=height, format="rgba8", data=rgba_bytes(image))
+    return to_image(image)
+
+
+def to_image(image: QImage) -> Image:
+    """Any QImage as an rgba8 `Image` at (0, 0)."""
+    return Image(width=image.width(), height=image.height(), format="rgba8", data=rgba_bytes(image))
 
 
 def shrunk_in_bands(read_rows: Callable[[int, int], QImage], width: int, height: int, side: int,
-                    band_bytes: int = BAND_BYTES) -> Image:
+                    band_bytes: int = BAND_BYTES,
+                    fit: Callable[[int, int, int], tuple[int, int]] = fitted_size) -> Image:
     """A width x height picture read `read_rows(y, rows)` a band of at most `band_bytes` (as 8-bit RGBA)
-    at a time, as rgba8 shrunk like `shrunk`. Each band is shrunk to the whole output rows it covers,
-    so reading takes one band's memory, whatever the picture's size."""
-    out_width, out_height = fitted_size(width, height, side)
+    at a time, as rgba8 shrunk like `shrunk` (or to the size `fit(width, height, side)` gives). Each
+    band is shrunk to the whole output rows it covers, so reading takes one band's memory, whatever the
+    picture's size."""
+    out_width, out_height = fit(width, height, side)
     step = max(1, band_bytes // (width * 4))
     rows = []
     for y in range(0, height, step):

@@ -61,6 +61,7 @@ QTimer = QtCore.QTimer
 QColor = QtGui.QColor
 QIcon = QtGui.QIcon
 QImage = QtGui.QImage
+QImageReader = QtGui.QImageReader
 QPainter = QtGui.QPainter
 QPen = QtGui.QPen
 QPixmap = QtGui.QPixmap

@@ -24,11 +24,13 @@ from shared.messages import (
     Live,
     Mask,
     Preprocess,
+    Reference,
     Region,
 )
 
 from .controls import KINDS, PREPROCESS_KINDS, ControlLayer
 from .errors import BAD_CONTROL, NO_MODEL, SELECTION_OUTSIDE, UserError
+from .references import SIDE, ReferenceLayer
 from .regions import RegionPrompt
 
 
@@ -54,6 +56,11 @@ class Canvas(Protocol):
     def read_layer_rgba(self, layer_id: str, rect: Rect) -> bytes | None:
         """A layer's or group's own pixels inside `rect`, straight RGBA8 whatever its visibility; None
         when the layer no longer exists."""
+
+    def read_layer_picture(self, layer_id: str, side: int) -> Image | None:
+        """A layer's or group's own pixels over its own bounds (not the canvas's), straight rgba8
+        whatever its visibility, shrunk to at most `side` pixels a side (references.sent_size); None
+        when the layer no longer exists or holds no pixels."""
 
 
 # The docker's fill picker: every fill mode of the protocol (docs/inpaint.md) as a label and a
@@ -134,14 +141,16 @@ def source_rect(canvas: Canvas, fill: FillMode) -> Rect:
 
 
 def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session: str | None = None,
-                  regions: Iterable[RegionPrompt] = (), controls: Iterable[ControlLayer] = ()) -> Generate:
+                  regions: Iterable[RegionPrompt] = (), controls: Iterable[ControlLayer] = (),
+                  references: Iterable[ReferenceLayer] = ()) -> Generate:
     """txt2img / img2img of the whole canvas, or an inpaint of the selection's context region
     (of the whole canvas for a fill mode that repaints around the selection).
 
     Each region prompt goes along with its layer's alpha over the same part of the canvas as the
     image; a region that does not reach into that part, or whose layer is gone, is left out. So does
     each control layer's image, placed where it was read (docs/control.md): a control with nothing
-    painted in that part, or whose layer is gone, is left out.
+    painted in that part, or whose layer is gone, is left out. Each reference picture goes along
+    whole, however much of the canvas is read (_references).
 
     With `live_session` it is a `live` frame: one image, always from the canvas (img2img, never
     txt2img), with the session's seed unless the artist fixed one; the server codes it with its tiny
@@ -155,7 +164,8 @@ def build_request(canvas: Canvas, settings: Settings, job_id: str, live_session:
     common = dict(
         id=job_id, model=settings.model, prompt=settings.prompt, negative_prompt=settings.negative_prompt,
         steps=settings.steps, cfg_scale=settings.cfg_scale, scheduler=settings.scheduler, seed=settings.seed,
-        batch_size=1 if live_session else settings.batch_size, preview=live_session is None, **extra,
+        batch_size=1 if live_session else settings.batch_size, preview=live_session is None,
+        reference=_references(canvas, references), **extra,
     )
     if selection is not None:
         edge = edge_defaults(selection)
@@ -188,9 +198,12 @@ class Upscaling:
 
 
 def build_upscale(canvas: Canvas, settings: Settings, upscaling: Upscaling, job_id: str,
-                  limits: Limits) -> Generate:
+                  limits: Limits, controls: Iterable[ControlLayer] = (),
+                  references: Iterable[ReferenceLayer] = ()) -> Generate:
     """An upscale of the whole canvas as it looks (docs/upscale.md): the result comes back as large as
-    the canvas will be once scaled, as png where raw pixels would not fit in one message."""
+    the canvas will be once scaled, as png where raw pixels would not fit in one message. A refined
+    upscale carries the control layers, which steer the refine (a tile control above all), and the
+    reference pictures."""
     if not settings.model:
         raise UserError(NO_MODEL)
     bounds = canvas_rect(canvas)
@@ -200,6 +213,8 @@ def build_upscale(canvas: Canvas, settings: Settings, upscaling: Upscaling, job_
         negative_prompt=settings.negative_prompt, steps=settings.steps, cfg_scale=settings.cfg_scale,
         scheduler=settings.scheduler, seed=settings.seed, image=_image(canvas, bounds), scale=upscaling.scale,
         upscaler=upscaling.upscaler, strength=upscaling.refine or None,
+        control=_controls(canvas, controls, bounds) if upscaling.refine else [],
+        reference=_references(canvas, references) if upscaling.refine else [],
         result_format="rgba8" if raw <= limits.max_message - RESULT_MARGIN else "png",
     )
 
@@ -239,4 +254,17 @@ def _controls(canvas: Canvas, controls: Iterable[ControlLayer], rect: Rect) -> l
         image = Image(width=rect.width, height=rect.height, format="rgba8", x=rect.x, y=rect.y, data=rgba)
         found.append(Control(kind=control.kind, image=image, strength=control.strength, start=control.start,
                              end=control.end))
+    return found
+
+
+def _references(canvas: Canvas, references: Iterable[ReferenceLayer]) -> list[Reference]:
+    """Each reference layer's whole picture, shrunk to at most SIDE a side; a layer that is gone or
+    holds nothing visible is left out."""
+    found = []
+    for reference in references:
+        image = canvas.read_layer_picture(reference.layer_id, SIDE)
+        if image is None or not image.data[3::4].strip(b"\0"):
+            continue
+        found.append(Reference(image=image, mode=reference.mode, strength=reference.strength,
+                               start=reference.start, end=reference.end))
     return found

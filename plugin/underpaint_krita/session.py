@@ -1,6 +1,6 @@
 """One open document's Underpaint state and what the artist and the server do to it: its jobs, its
 history of results, what its preview layer shows, its region prompts, its control layers (also those
-the server makes from the canvas) and its live session.
+the server makes from the canvas), its reference pictures and its live session.
 
 Krita-free. The controller keeps one session per open document and routes to it: the artist's
 actions to the active document's session, the server's messages to the session whose job they
@@ -13,6 +13,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any, Protocol
 
 from shared.messages import (
@@ -34,17 +35,21 @@ from . import naming
 from .controls import ControlLayer, Controls
 from .errors import (
     BAD_CONTROL,
+    BAD_REFERENCE,
     CONNECTION_LOST,
     NO_CONTROL_LAYER,
     NO_LAYER,
+    NO_REFERENCE_LAYER,
     NO_RESULT,
     SERVER_BACK,
+    UNREADABLE_PICTURE,
     UserError,
     artist_message,
 )
 from .history import Entry, History
-from .layer_list import LayerList
+from .layer_list import LayerList, WeightedLayerList
 from .live import LiveCanvas, LiveResult, LiveSession
+from .references import DEFAULT_STRENGTH, ReferenceLayer, References
 from .regions import RegionPrompt, Regions
 from .requests import Settings, Upscaling, build_preprocess, build_request, build_upscale
 
@@ -69,7 +74,7 @@ class Document(LiveCanvas, Protocol):
     def add_result_layer(self, name: str, image: Image) -> None:
         """A new paint layer holding `image` at its canvas position, above the active layer."""
 
-    def add_control_layer(self, name: str, image: Image) -> str:
+    def add_hidden_layer(self, name: str, image: Image) -> str:
         """Like `add_result_layer`, but hidden, and the active layer stays the artist's; returns the new
         layer's id."""
 
@@ -88,6 +93,18 @@ class Document(LiveCanvas, Protocol):
     def load_controls(self) -> bytes | None: ...
 
     def save_controls(self, blob: bytes) -> None: ...
+
+    def load_references(self) -> bytes | None: ...
+
+    def save_references(self, blob: bytes) -> None: ...
+
+    def add_picture_layer(self, path: str, name: str) -> str | None:
+        """Import the picture file at `path` into a new hidden paint layer named `name` above the
+        active layer; returns its uniqueId, None when the file is not a picture that can be read."""
+
+    def layer_thumbnail(self, layer_id: str, side: int) -> Image | None:
+        """A small picture of a layer, at most side² pixels, read without ending a stroke; None when
+        the layer no longer exists."""
 
     def active_layer_id(self) -> str | None:
         """The uniqueId of the layer or group the artist selected (never the preview layer)."""
@@ -133,11 +150,12 @@ class WaitingLayer:
 
 class DocumentSession:
     def __init__(self, document: Document, history: History, regions: Regions | None = None,
-                 controls: Controls | None = None):
+                 controls: Controls | None = None, references: References | None = None):
         self.document = document
         self.history = history
         self.regions = regions if regions is not None else Regions()
         self.controls = controls if controls is not None else Controls()
+        self.references = references if references is not None else References()
         self.jobs: list[Job] = []
         self.shown: str | None = None  # the entry in the preview layer, or LIVE
         self.live: LiveSession | None = None  # live mode is on
@@ -153,16 +171,17 @@ class DocumentSession:
 
     @classmethod
     def open(cls, document: Document, history_limit: int) -> DocumentSession:
-        """The session of a document seen for the first time, with the history, regions and control
-        layers stored in it."""
+        """The session of a document seen for the first time, with the history, regions, control layers
+        and reference pictures stored in it."""
         return cls(document, _stored_history(document, history_limit), Regions.stored(document.load_regions()),
-                   Controls.stored(document.load_controls()))
+                   Controls.stored(document.load_controls()), References.stored(document.load_references()))
 
     # --- the artist's actions --------------------------------------------------------------------
 
     def start_job(self, settings: Settings, job_id: str, connected: bool) -> Generate:
         """A job for this document with `settings`; returns its request, for the controller to send."""
-        request = build_request(self.document, settings, job_id, regions=self.regions, controls=self.controls)
+        request = build_request(self.document, settings, job_id, regions=self.regions, controls=self.controls,
+                                references=self.references)
         self.jobs.append(Job(request))
         self.message = "" if connected else WAITING
         return request
@@ -170,7 +189,8 @@ class DocumentSession:
     def start_upscale(self, settings: Settings, upscaling: Upscaling, job_id: str, connected: bool,
                       limits: Limits) -> Generate:
         """An upscale of this document's canvas; returns its request, for the controller to send."""
-        request = build_upscale(self.document, settings, upscaling, job_id, limits)
+        request = build_upscale(self.document, settings, upscaling, job_id, limits, controls=self.controls,
+                                references=self.references)
         self.jobs.append(Job(request, upscale=True))
         self.message = "" if connected else WAITING
         return request
@@ -248,22 +268,46 @@ class DocumentSession:
     def add_control(self, kind: str, limit: int | None = None) -> str:
         """Make the active layer a control of `kind` (a control already keeps its strength and range);
         returns its layer id."""
-        layer_id = self._active_layer(NO_CONTROL_LAYER)
-        old = self.controls.get(layer_id)
-        self.set_control(ControlLayer(layer_id, kind) if old is None else dataclasses.replace(old, kind=kind), limit)
-        return layer_id
+        return self._add_active(self.controls, NO_CONTROL_LAYER, kind, self.set_control, limit)
 
     def set_control(self, control: ControlLayer, limit: int | None = None) -> None:
         """Add a control layer or change one's kind, strength or range."""
-        problem = Controls.problem(control)
-        if problem is not None:
-            raise UserError(BAD_CONTROL, problem)
-        self.controls.set(control, limit)
-        self.document.save_controls(self.controls.to_json())
+        self._keep(self.controls, control, BAD_CONTROL, self.document.save_controls, limit)
 
     def remove_control(self, layer_id: str) -> None:
         self.controls.remove(layer_id)
         self.document.save_controls(self.controls.to_json())
+
+    def named_references(self) -> list[tuple[ReferenceLayer, str]]:
+        """The reference pictures with their layers' names, dropping those whose layer was deleted."""
+        return self._named(self.references, self.document.save_references)
+
+    def add_reference(self, mode: str, limit: int | None = None) -> str:
+        """Make the active layer a reference picture in `mode` (a reference already keeps its strength
+        and range); returns its layer id."""
+        return self._add_active(self.references, NO_REFERENCE_LAYER, mode, self.set_reference, limit)
+
+    def add_reference_picture(self, path: str, mode: str, limit: int | None = None) -> str:
+        """Import a picture file as a new hidden layer above the active one, named after the file, and
+        make it a reference picture in `mode`; returns its layer id. The artist's layers stay as they are."""
+        self.references.check_room(limit)  # before a layer is added that could not be used
+        reference = ReferenceLayer("", mode, DEFAULT_STRENGTH)
+        problem = References.problem(reference)
+        if problem is not None:
+            raise UserError(BAD_REFERENCE, problem)
+        layer_id = self.document.add_picture_layer(path, naming.reference_name(PurePath(path).name))
+        if layer_id is None:
+            raise UserError(UNREADABLE_PICTURE)
+        self.set_reference(dataclasses.replace(reference, layer_id=layer_id), limit)
+        return layer_id
+
+    def set_reference(self, reference: ReferenceLayer, limit: int | None = None) -> None:
+        """Add a reference picture or change one's mode, strength or range."""
+        self._keep(self.references, reference, BAD_REFERENCE, self.document.save_references, limit)
+
+    def remove_reference(self, layer_id: str) -> None:
+        self.references.remove(layer_id)
+        self.document.save_references(self.references.to_json())
 
     def set_live(self, on: bool) -> LiveStop | None:
         """Start or stop live mode (the last live picture stays to apply); returns the message that
@@ -380,7 +424,7 @@ class DocumentSession:
         """The layer, hidden (its black would cover the canvas the next picture is made from), made a
         control of its kind; when the artist added controls meanwhile up to the limit, it stays a plain
         layer and the message says why."""
-        layer_id = self.document.add_control_layer(layer.name, layer.image)
+        layer_id = self.document.add_hidden_layer(layer.name, layer.image)
         try:
             self.set_control(ControlLayer(layer_id, layer.control))
         except UserError as exc:
@@ -436,6 +480,24 @@ class DocumentSession:
         if layer_id is None:
             raise UserError(missing)
         return layer_id
+
+    def _add_active(self, items: WeightedLayerList, missing: str, choice: str, keep: Callable[[Any, int | None], None],
+                    limit: int | None) -> str:
+        """Make the active layer an item of `items` whose CHOICE is `choice` (an item of that layer keeps its
+        other settings), through `keep`; returns its layer id. UserError(`missing`) without an active layer."""
+        layer_id = self._active_layer(missing)
+        item = items.get(layer_id) or items.ITEM(layer_id)
+        keep(dataclasses.replace(item, **{items.CHOICE: choice}), limit)
+        return layer_id
+
+    def _keep(self, items: LayerList, item: Any, bad: str, save: Callable[[bytes], None], limit: int | None) -> None:
+        """Add `item` to `items` or replace its layer's, and save them; UserError(`bad`) naming what the
+        server would refuse in it, which is then not kept."""
+        problem = items.problem(item)
+        if problem is not None:
+            raise UserError(bad, problem)
+        items.set(item, limit)
+        save(items.to_json())
 
     def _named(self, items: LayerList, save: Callable[[bytes], None]) -> list[tuple[Any, str]]:
         """`items` with their layers' names; those whose layer was deleted are dropped and the rest saved."""

@@ -6,13 +6,15 @@ selection, a live frame). The UNet's forward is wrapped for the job, as for tile
 every pipeline a mode uses takes controls without a ControlNet pipeline of its own. A control runs
 only at the steps within its [start, end] share (diffusers' `controlnet_keep`), and not at all at
 strength 0: outside its range a step costs what it costs without it. It acts on the picture it was
-placed for: with full detail, the native picture whose composition the refine then keeps.
+placed for: with full detail, the native picture whose composition the refine then keeps; in an
+upscale's refine, the enlarged picture, tile by tile (`cropped`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,10 @@ from ..imaging import payloads
 from ..models.controlnets import ControlNets, Net
 from ..models.entry import ModelEntry
 from ..models.identify import UNION_TYPES
+
+# The tile of a larger latent the UNet is running on (box, the whole latent's (width, height)), while
+# modes/tiled.py runs one: set and read on the job's thread.
+_TILE: ContextVar[tuple[Rect, tuple[int, int]] | None] = ContextVar("control_tile", default=None)
 
 # Kinds whose image is lines: a ControlNet reads them as light lines on black.
 LINE_KINDS = frozenset({"scribble", "lineart", "softedge", "canny"})
@@ -58,7 +64,7 @@ class ActiveControl:
     name: str  # the ControlNet's
     kind: str
     net: Net
-    hint: torch.Tensor  # [1, 3, height, width] in 0..1, at generation size
+    hint: torch.Tensor  # [1, 3, height, width], 8-bit (a quarter of floats' memory), at generation size
     strength: float
     start: float
     end: float
@@ -68,13 +74,21 @@ class ActiveControl:
         """Whether it runs at `step` of `steps`: the step lies wholly within [start, end]."""
         return steps > 0 and not (step / steps < self.start or (step + 1) / steps > self.end)
 
-    def fits(self, sample: torch.Tensor) -> bool:
-        """Whether `sample` is the picture the control image was placed for (not a tile of a later pass)."""
-        return (sample.shape[-1], sample.shape[-2]) == self.latent_size
+    def hint_for(self, sample: torch.Tensor) -> torch.Tensor | None:
+        """The control image under `sample`: all of it for the picture it was placed for, its part under
+        a tile of that picture; None for any other picture (a later pass at another size)."""
+        size = (sample.shape[-1], sample.shape[-2])
+        if size == self.latent_size:
+            return self.hint
+        tile = _TILE.get()
+        if tile is None or tile[1] != self.latent_size:
+            return None
+        box, scale = tile[0], self.hint.shape[-1] // self.latent_size[0]
+        return self.hint[..., box.y * scale:box.bottom * scale, box.x * scale:box.right * scale]
 
-    def residuals(self, sample: torch.Tensor, timestep: Any, context: torch.Tensor,
+    def residuals(self, sample: torch.Tensor, hint: torch.Tensor, timestep: Any, context: torch.Tensor,
                   extra: dict[str, Any]) -> tuple[Sequence[torch.Tensor], torch.Tensor]:
-        hint = self.hint.to(sample.device, self.net.dtype).expand(sample.shape[0], -1, -1, -1)
+        hint = (hint.to(sample.device, self.net.dtype) / 255).expand(sample.shape[0], -1, -1, -1)
         arguments: dict[str, Any] = {"controlnet_cond": hint, "conditioning_scale": self.strength}
         if getattr(self.net.config, "num_control_type", None) is not None:  # a union model
             index = UNION_TYPES[self.kind]
@@ -118,8 +132,8 @@ def prepare(controls: Sequence[Control], frame: Rect, size: tuple[int, int], lat
         picture = payloads.to_pil(control.image, f"{where}.image")
         if control.kind in LINE_KINDS:
             picture = line_picture(picture)
-        pixels = np.asarray(placed(picture, (control.image.x, control.image.y), frame, size), dtype=np.float32)
-        hint = torch.from_numpy(pixels / 255.0).permute(2, 0, 1)[None]
+        pixels = np.asarray(placed(picture, (control.image.x, control.image.y), frame, size))
+        hint = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None]
         net = controlnets.get(entry, f"{where}.model")
         active.append(ActiveControl(entry.name, control.kind, net, hint, control.strength, control.start, control.end,
                                     latent_size))
@@ -139,7 +153,8 @@ def applied(pipe: Any, controls: Controls | None, global_tokens: int | None = No
 
     def controlled(sample: torch.Tensor, timestep: Any, *args: Any, **kwargs: Any) -> Any:
         steps = getattr(pipe, "num_timesteps", 0)
-        running = [c for c in controls.items if c.covers(controls.step, steps) and c.fits(sample)]
+        running = [(c, hint) for c in controls.items if c.covers(controls.step, steps)
+                   and (hint := c.hint_for(sample)) is not None]
         if running:
             context = kwargs["encoder_hidden_states"] if "encoder_hidden_states" in kwargs else args[0]
             if global_tokens is not None:
@@ -149,8 +164,8 @@ def applied(pipe: Any, controls: Controls | None, global_tokens: int | None = No
             latents = sample[:, :4]
             down: list[torch.Tensor] | None = None
             mid: torch.Tensor | None = None
-            for control in running:
-                more_down, more_mid = control.residuals(latents, timestep, context, extra)
+            for control, hint in running:
+                more_down, more_mid = control.residuals(latents, hint, timestep, context, extra)
                 down = list(more_down) if down is None else [a + b for a, b in zip(down, more_down, strict=True)]
                 mid = more_mid if mid is None else mid + more_mid
             kwargs["down_block_additional_residuals"] = [d.to(sample.dtype) for d in down]
@@ -163,3 +178,14 @@ def applied(pipe: Any, controls: Controls | None, global_tokens: int | None = No
     finally:
         # A full-detail refine's tiles (modes/tiled.py) may have taken the forward off already.
         unet.__dict__.pop("forward", None)
+
+
+@contextmanager
+def cropped(box: Rect, latent_size: tuple[int, int]) -> Iterator[None]:
+    """Within the block the UNet runs on `box` of a latent of `latent_size` (width, height): the
+    controls placed for that latent give the part of their image under the box."""
+    token = _TILE.set((box, latent_size))
+    try:
+        yield
+    finally:
+        _TILE.reset(token)

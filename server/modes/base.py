@@ -4,6 +4,7 @@ The job handler (server/generate.py) makes one mode object per job, `MODES[reque
 model)`, and asks it in order:
 
   frame                      where the picture lies on the canvas and the size it is generated at
+  request_area               where it lies in the request's coordinates (control images are there)
   request                    the request as the mode reads it (a fill mode may imply a prompt)
   pipeline                   the diffusers pipeline a regular model runs it with (a 9-channel
                              model runs every mode through its inpaint pipeline)
@@ -105,6 +106,12 @@ class Mode(ABC):
 
     def denoise(self, pipe: DiffusionPipeline, arguments: dict[str, Any], progress: Progress) -> Any:
         return pipe(**arguments)
+
+    @property
+    def request_area(self) -> Rect:
+        """Where the picture lies in the request's canvas coordinates, where control images are given
+        (a mode that scales the canvas differs from its frame)."""
+        return self.frame.canvas
 
     def enlarge(self, pictures: Sequence[PIL.Image.Image], size: tuple[int, int], upscaler: str | None,
                 progress: Progress) -> tuple[list[PIL.Image.Image], str]:

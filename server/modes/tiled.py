@@ -5,7 +5,8 @@ feathered weights; docs/upscale.md says why and what the seams measure).
 Blending the noise predictions is blending the tiles' next latents: every sampler's step is linear
 in the model's output, so one sampler over the whole picture steps exactly as the weighted average
 of per-tile steps would. The pipeline, its sampler, classifier-free guidance and the step callbacks
-run as for any picture; only the UNet's forward is replaced, for the duration of the block.
+run as for any picture; only the UNet's forward is replaced, for the duration of the block. Region
+prompts and control images see the part of the picture under each tile.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from shared.tiles import grid
 
-from ..conditioning import regions
+from ..conditioning import control, regions
 from ..imaging import tiles
 from ..imaging.tiles import TileCallback
 
@@ -48,7 +49,8 @@ def tiled_unet(unet: torch.nn.Module, tile: int, on_tile: TileCallback | None = 
         offsets = iter(grid(width, height, tile, overlap))  # the tiles `blended` cuts, in its order
 
         def one(part: torch.Tensor) -> torch.Tensor:
-            with regions.cropped(unet, next(offsets), size):
+            box = next(offsets)
+            with regions.cropped(unet, box, size), control.cropped(box, (width, height)):
                 return forward(part, timestep, *args, return_dict=False, **kwargs)[0]
 
         out = tiles.blended(sample, one, tile, overlap, feather, on_tile).to(sample.dtype)

@@ -1,6 +1,9 @@
 """upscale: the request's image `scale` times larger each way, by an upscaler model in tiles (or
 Lanczos without one), and with a `strength`, refined at that size with the prompt (full_size.py).
 
+Control images (a tile ControlNet above all) steer the refine: they are given on the canvas as it is
+and stretched over the enlarged picture, then cut to each tile with it (conditioning/control.py).
+
 The result lies where the image lies on a canvas scaled by the same factor: the plugin scales the
 canvas as Krita's Scale Image does and adds the result as a layer (docs/upscale.md).
 """
@@ -33,6 +36,8 @@ class Upscale(WholePicture):
     def check(request: Generate) -> None:
         if request.autoencoder == "tiny":
             raise BadInput("an upscale is decoded by the full VAE; leave autoencoder at auto or full", "autoencoder")
+        if request.control and not request.strength:
+            raise BadInput("control images steer the refine: give the upscale a strength above 0", "control")
 
     def __init__(self, request: Generate, model: Model, upscalers: Upscalers | None = None):
         super().__init__(request, model, upscalers)
@@ -51,6 +56,11 @@ class Upscale(WholePicture):
             return StableDiffusionPipelineOutput(images=pictures, nsfw_content_detected=None)
         return full_size.refine(self.model, pipe, {**arguments, "output_type": "pil"}, pictures, self.strength,
                                 progress, self.source.size)
+
+    @property
+    def request_area(self) -> Rect:
+        image = self.request.image
+        return Rect(image.x, image.y, image.width, image.height)
 
     def describe(self) -> dict[str, Any]:
         return {"scale": self.request.scale, "upscaler": self.enlarged_by,

@@ -405,6 +405,99 @@ def control_from_canvas(job: dict, out: dict) -> None:
                                     for c, layer_name in controller.controls()]
 
 
+def _recorded(session, out: dict) -> None:
+    """Note the server's answer to the session's jobs in `out` (code and field of an error), unchanged."""
+    from shared.messages import Error
+
+    received = session.receive
+
+    def record(message) -> None:
+        if isinstance(message, Error):
+            out["server_error"] = [message.code, message.field]
+        received(message)
+
+    session.receive = record
+
+
+def _layer_rgba(node) -> tuple[list[int], bytes]:
+    """A layer's bounds and its straight RGBA pixels over them."""
+    from shared.images import swap_red_blue
+
+    x, y, width, height = _bounds(node)
+    return [x, y, width, height], swap_red_blue(bytes(node.pixelData(x, y, width, height)))
+
+
+@report
+def reference_layers(job: dict, out: dict) -> None:
+    """A painted layer made a reference and a large picture file added as one (a new hidden layer) are
+    kept in the .kra; reopened, an inpaint of a small selection sends both whole: the painted layer's
+    own pixels over its own bounds, the picture shrunk to 1024 px a side."""
+    controller = _prepare(job, out)
+    from underpaint_krita.references import ReferenceLayer
+
+    width, height = job["size"]
+    document = new_document(width, height)
+    _fill(document.rootNode().childNodes()[0], width, height, bytes([255, 255, 255, 255]))
+    photo = document.createNode("Photo", "paintlayer")
+    document.rootNode().addChildNode(photo, document.rootNode().childNodes()[0])
+    x0, y0, w0, h0 = job["photo"]
+    photo.setPixelData(bytes((x * 7 + y * 3 + c * 50) % 256 if c < 3 else 255 for y in range(h0) for x in range(w0)
+                             for c in range(4)), x0, y0, w0, h0)
+    document.waitForDone()
+    photo_id = photo.uniqueId().toString()
+    session = controller.session()
+    # kritarunner has no view and so no active layer to add: the session's own call, as Add layer makes it.
+    session.set_reference(ReferenceLayer(photo_id, "reference", 0.7, 0.1, 0.9))
+    big_width, big_height = job["picture"]
+    # A smooth picture (red follows x, green y): shrunk in bands or at once, nearly the same pixels.
+    row, rows = bytearray(b"\x80\xff" * 2 * big_width), []
+    row[0::4] = bytes(x * 255 // big_width for x in range(big_width))
+    for y in range(big_height):
+        row[1::4] = bytes([y * 255 // big_height]) * big_width
+        rows.append(bytes(row))
+    pixels = b"".join(rows)
+    picture = QImage(pixels, big_width, big_height, big_width * 4, QImage.Format_RGBA8888).copy()
+    path = job["workdir"] + "/big photo.png"
+    picture.save(path)
+    big_id = controller.add_reference_picture(path, "style")
+    out["message_after_import"] = controller.message
+    big = next(n for n in document.rootNode().childNodes() if n.uniqueId().toString() == big_id)
+    out["imported"] = [big.name(), big.visible(), _bounds(big)]
+    out["layers_before_save"] = layer_names(document)
+
+    path = job["workdir"] + "/references.kra"
+    document.setBatchmode(True)
+    out["saved"] = document.saveAs(path)
+    document.close()
+    document = Krita.instance().openDocument(path)
+    session = controller.session()
+    out["references_after_reopen"] = [[r.layer_id == photo_id, r.layer_id == big_id, r.mode, r.strength, r.start,
+                                       r.end, name] for r, name in controller.references()]
+    big = _node(document, "[Reference] big photo.png")
+    out["imported_after_reopen"] = [big.visible(), _bounds(big)]
+
+    _select(document, *job["select"])
+    settings = controller.settings
+    settings.model, settings.prompt, settings.steps, settings.seed = job["model"], "a garden", 3, 5
+    _recorded(session, out)
+    controller.generate()
+    request = session.jobs[0].request
+    out["mode"], out["image_bounds"] = request.mode, list(request.image.bounds)
+    out["sent"] = [[r.mode, r.strength, r.start, r.end, r.image.width, r.image.height] for r in request.reference]
+    photo_bounds, photo_rgba = _layer_rgba(_node(document, "Photo"))
+    out["photo_bounds"] = photo_bounds
+    out["photo_is_the_layer"] = request.reference[0].image.data == photo_rgba
+    expected = picture.scaled(request.reference[1].image.width, request.reference[1].image.height,
+                              Qt.IgnoreAspectRatio, Qt.SmoothTransformation).convertToFormat(QImage.Format_RGBA8888)
+    bits = expected.constBits()
+    bits.setsize(expected.sizeInBytes())
+    sent = request.reference[1].image.data
+    out["picture_difference"] = sum(abs(a - b) for a, b in zip(bytes(bits), sent, strict=True)) / len(sent)
+    out["finished"] = _wait_for_jobs(controller)
+    out["message"] = controller.message
+    out["layers"] = layer_names(document)
+
+
 def _activate(document, name: str, settled: float = 0.5, timeout: float = 10.0) -> str:
     """Make `name` the active layer as a click in the Layers docker would, and wait until it has stayed
     active for `settled` seconds: a view that was just opened may still activate the layer added last
@@ -1011,6 +1104,49 @@ def gui_control_from_canvas(job: dict, out: dict):
     out["layers_after_undo"] = layer_names(document)
     out["controls_after_undo"] = [[c.kind, layer_name] for c, layer_name in controller.controls()]
     out["artist_untouched_after_undo"] = _untouched(document, artist)
+
+
+@report
+def gui_reference_stroke(job: dict, out: dict):
+    """In the GUI: "Paint Layer 1" added as a reference picture with the docker's Add layer, an artist's
+    brush stroke on it (xdotool), then Generate: the reference the request carries, against the layer's
+    pixels over its bounds once the stroke ended, and the server's answer."""
+    controller, docker, preset = yield from _gui_start(job, out, "a garden")
+    width, height = job["size"]
+    document, paint = yield from _brush_document("reference-stroke", width, height, preset)
+    session = controller.session()
+    docker.references.toggle.setChecked(True)
+    docker.references.mode.setCurrentIndex(docker.references.mode.findData("style"))
+    docker.references.add.click()
+    out["references"] = [[r.mode, r.strength, name] for r, name in controller.references()]
+    from underpaint_krita.sections.layers import THUMBNAIL_ROLE
+
+    rows = docker.references.layer_list
+    thumbnails = [rows.item(0).data(THUMBNAIL_ROLE)]  # a checksum of the thumbnail shown
+    timeline = _Timeline(document, session, time.monotonic())
+    canvas = _canvas_widget(Krita.instance().activeWindow())
+    centre = canvas.mapToGlobal(QPoint(canvas.width() // 2, canvas.height() // 2))
+    zigzag = _zigzag(centre.x(), centre.y(), min(canvas.width(), canvas.height()) * job["reach"], job["points"])
+    yield from _xdotool_run(_xdotool(zigzag, job["pause"]), timeline)
+    yield timeline.until(lambda: _idle(document))
+    yield 0.5
+    _recorded(session, out)
+    docker.advanced.steps.setValue(job["steps"])
+    docker.generation.strength.setValue(100)
+    docker.job.generate.click()
+    request = session.jobs[0].request if session.jobs else None
+    out["message_after_click"] = controller.message
+    bounds, ink = _layer_rgba(paint)
+    out["layer_bounds"] = bounds
+    out["ink_pixels"] = sum(1 for a in ink[3::4] if a)
+    out["sent"] = None if request is None else [[r.mode, r.strength, r.image.width, r.image.height,
+                                                 r.image.data == ink] for r in request.reference]
+    yield lambda: not session.jobs
+    out["message"] = controller.message
+    out["layers"] = layer_names(document)
+    thumbnails.append(rows.item(0).data(THUMBNAIL_ROLE))
+    out["thumbnails"] = [thumbnails[0] is not None, thumbnails[1] is not None, thumbnails[0] != thumbnails[1],
+                         not rows.item(0).icon().isNull()]
 
 
 def _xdotool_run(command: list[str], timeline: _Timeline):

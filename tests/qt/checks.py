@@ -114,7 +114,8 @@ def check_the_docker_builds_its_sections_and_shows_the_server() -> None:
     body = docker.widget().widget().layout()
     sections = [type(body.itemAt(i).widget()).__name__ for i in range(body.count())]
     assert sections == ["StyleSection", "ServerSection", "PromptSection", "GenerationSection", "JobSection",
-                        "AdvancedSection", "RegionsSection", "ControlsSection", "UpscaleSection", "ResultsSection"]
+                        "AdvancedSection", "RegionsSection", "ControlsSection", "ReferencesSection", "UpscaleSection",
+                        "ResultsSection"]
     detail = docker.generation.detail
     assert [detail.itemData(i) for i in range(detail.count())] == ["fast", "full"]
     detail.setCurrentIndex(detail.findData("full"))
@@ -253,7 +254,7 @@ def check_the_docker_fits_a_narrow_column() -> None:
     where Krita docks it)."""
     controller, _, _, _ = connected_controller(FakeDocument(64, 48), "a fox")
     docker = UnderpaintDocker(controller)
-    for section in (docker.server, docker.advanced, docker.regions, docker.controls):
+    for section in (docker.server, docker.advanced, docker.regions, docker.controls, docker.references):
         section.toggle.setChecked(True)
     docker.job.live.click()
     controller.server.message = "Cannot reach the server at 127.0.0.1:9860. Is it running? Retrying in 10 s."
@@ -436,7 +437,7 @@ def check_from_canvas_makes_a_control_layer_and_shows_it_is_busy() -> None:
     assert docker.job.message.text() == controller.message and "“[Control] canny”" in controller.message
 
 
-def check_a_control_layer_is_added_hidden_and_the_artists_layer_stays_active() -> None:
+def check_a_hidden_layer_is_added_with_the_artists_layer_kept_active() -> None:
     """Krita makes a layer added by a script the active one a moment later (played here by hand): the
     artist's layer is made active again, so the next stroke does not go to the hidden control layer."""
     document = Krita.instance().createDocument(16, 8, "control", "RGBA", "U8", SRGB_PROFILE, 72.0)
@@ -444,7 +445,7 @@ def check_a_control_layer_is_added_hidden_and_the_artists_layer_stays_active() -
     document.setActiveNode(artist)
     glue = KritaDocument(document)
     lines = Image(width=4, height=3, format="rgba8", x=2, y=4, data=_rgba(4, 3))
-    layer_id = glue.add_control_layer("[Control] canny", lines)
+    layer_id = glue.add_hidden_layer("[Control] canny", lines)
     layers = document.rootNode().childNodes()
     assert [n.name() for n in layers] == ["Background", "[Control] canny"]
     layer = layers[1]
@@ -452,6 +453,42 @@ def check_a_control_layer_is_added_hidden_and_the_artists_layer_stays_active() -
     assert not layer.visible() and glue.read_layer_rgba(layer_id, Rect(2, 4, 4, 3)) == lines.data
     document.setActiveNode(layer)
     assert _pump(lambda: document.activeNode() is artist, 1.0)
+
+
+def check_the_docker_adds_edits_and_removes_reference_pictures_with_thumbnails() -> None:
+    controller, connection, _, document = connected_controller(FakeDocument(64, 48), "a garden")
+    document.rgbas = {"photo-id": ("Photo", solid(64, 48, (200, 30, 30, 255)))}
+    oak = Image(width=30, height=20, format="rgba8", data=solid(30, 20, (0, 90, 0, 255)))
+    document.files["/pictures/oak.png"] = oak
+    docker = UnderpaintDocker(controller)
+    section = docker.references
+    assert section.mode.currentData() == "reference" and not section.strength.isEnabled()
+    document.active_layer = "photo-id"
+    section.add.click()
+    section.mode.setCurrentIndex(section.mode.findData("style"))
+    chosen = QtWidgets.QFileDialog.getOpenFileName
+    QtWidgets.QFileDialog.getOpenFileName = staticmethod(lambda *args: ("/pictures/oak.png", ""))
+    try:
+        section.add_image.click()
+    finally:
+        QtWidgets.QFileDialog.getOpenFileName = chosen
+    rows = section.layer_list
+    assert [rows.item(i).text() for i in range(rows.count())] == ["Photo: Whole picture", "[Reference] oak.png: Style"]
+    assert all(not rows.item(i).icon().isNull() for i in range(rows.count()))  # each with its thumbnail
+    rows.setCurrentRow(0)
+    assert section.mode.currentData() == "reference" and section.strength.value() == 0.6
+    section.strength.setValue(0.35)
+    section.start.setValue(10)
+    section.mode.setCurrentIndex(section.mode.findData("composition"))
+    assert [(r.mode, r.strength, r.start, r.end) for r, _ in controller.references()] == [
+        ("composition", 0.35, 0.1, 1.0), ("style", 0.6, 0.0, 1.0)]
+    assert rows.item(0).text() == "Photo: Composition" and rows.currentRow() == 0
+    section.strength.setValue(section.strength.maximum() + 1)  # held at the protocol's bound
+    assert section.strength.value() == 1.0
+    controller.generate()
+    assert [(r.mode, r.image.width) for r in connection.sent[-1].reference] == [("composition", 64), ("style", 30)]
+    section.remove.click()
+    assert [name for _, name in controller.references()] == ["[Reference] oak.png"] and rows.count() == 1
 
 
 def check_qimages_round_trip_straight_rgba() -> None:
@@ -509,6 +546,44 @@ def check_the_krita_document_glue_converts_both_ways() -> None:
     glue.save_controls(b'{"controls": []}')
     assert glue.load_history() == b"history\x00blob" and glue.load_regions() == b'{"regions": []}'
     assert glue.load_controls() == b'{"controls": []}'
+
+
+def check_the_krita_document_glue_reads_and_imports_reference_pictures() -> None:
+    """A layer's whole picture over its own bounds, RGBA out of BGRA; a picture file in a new hidden
+    layer above the active one; thumbnails; the references annotation."""
+    document = Krita.instance().createDocument(40, 30, "refs", "RGBA", "U8", SRGB_PROFILE, 72.0)
+    root = document.rootNode()
+    glue = KritaDocument(document)
+    photo = document.createNode("Photo", "paintlayer")
+    root.addChildNode(photo, root.childNodes()[0])
+    photo.setPixelData(RED_BGRA * 12, 5, 7, 4, 3)
+    photo_id = photo.uniqueId().toString()
+    picture = glue.read_layer_picture(photo_id, 1024)
+    assert (picture.width, picture.height, picture.x, picture.y) == (4, 3, 0, 0)
+    assert picture.data == bytes([255, 0, 0, 255]) * 12
+    shrunk_picture = glue.read_layer_picture(photo_id, 2)
+    assert (shrunk_picture.width, shrunk_picture.height) == (2, 2)  # 4x3 within 2 a side: 2x1.5, rounded
+    assert glue.read_layer_picture("gone", 1024) is None
+    empty = document.createNode("Empty", "paintlayer")
+    root.addChildNode(empty, photo)
+    assert glue.read_layer_picture(empty.uniqueId().toString(), 1024) is None
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = str(Path(folder) / "oak.png")
+        from_image(Image(width=6, height=5, format="rgba8", data=_rgba(6, 5))).save(path)
+        document.setActiveNode(photo)
+        layer_id = glue.add_picture_layer(path, "[Reference] oak.png")
+        (Path(folder) / "notes.txt").write_text("not a picture")
+        assert glue.add_picture_layer(str(Path(folder) / "notes.txt"), "[Reference] notes.txt") is None
+    names = [n.name() for n in root.childNodes()]
+    assert names == ["Background", "Photo", "[Reference] oak.png", "Empty"]  # right above the active layer
+    layer = root.childNodes()[2]
+    assert layer.uniqueId().toString() == layer_id and not layer.visible()
+    assert glue.read_layer_picture(layer_id, 1024).data == _rgba(6, 5)
+    thumbnail = glue.layer_thumbnail(layer_id, 16)
+    assert (thumbnail.width, thumbnail.height) == (16, 12) and glue.layer_thumbnail("gone", 16) is None
+    glue.save_references(b'{"references": []}')
+    assert glue.load_references() == b'{"references": []}'
 
 
 def _training_docker() -> tuple[Controller, ScriptedConnection, UnderpaintDocker]:

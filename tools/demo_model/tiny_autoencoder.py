@@ -43,7 +43,7 @@ from server.models.demo import MODEL_DIR, TINY_AUTOENCODER_DIR
 from server.models.tiny_autoencoders import TinyAutoencoder
 
 from .data import SHAPE_COLOURS, Scene, caption, render, sample_scene
-from .detect import SceneCheck, check
+from .detect import MAX_DISTANCE, PALETTE, SceneCheck, check
 from .evaluate import HELD_OUT_SEED
 from .train import cosine_rate, to_tensor
 
@@ -67,6 +67,12 @@ SCALING_FACTOR = 2.0
 # The decoder's error in each 8x8 patch's mean colour also counts: the colour of a region is what an
 # artist (and the detector) reads first.
 COLOUR_WEIGHT = 4.0
+# Second phase, from `palette_from`: pixels must also take the palette name the VAE's pixel has (the
+# nearest demo colour within MAX_DISTANCE, else none), by cross-entropy over -distance² / PALETTE_SOFTNESS
+# (levels of 255, squared). After the first phase most disagreements were pixels tipped between two
+# palette colours by a few levels: a mean error alone does not say on which side of the border to stay.
+PALETTE_WEIGHT = 0.5
+PALETTE_SOFTNESS = 200.0
 LIVE_STEPS = 4
 LIVE_GUIDANCE = 3.0
 LIVE_STRENGTH = 0.5  # of the evaluated frames, as the plugin's Live starts
@@ -85,7 +91,8 @@ class Settings:
     side: int = 128
     pictures: int = 4096
     live_frames: int = 4096
-    steps: int = 4800
+    steps: int = 6400
+    palette_from: int = 4800  # the second phase: its own learning-rate cycle, the palette loss added
     batch: int = 16
     live_batch: int = 8  # whole live frames: 4 crops' worth each
     crop: int = 8  # latent pixels (x 8 picture pixels) a side
@@ -209,10 +216,24 @@ def crop(latents: torch.Tensor, pictures: torch.Tensor, side: int,
             pictures[..., 8 * y:8 * (y + side), 8 * x:8 * (x + side)])
 
 
-def decoder_loss(tiny: AutoencoderTiny, latents: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def palette_logits(pixels: torch.Tensor) -> torch.Tensor:
+    """[B, names + 1, H, W]: how near each pixel (-1..1) is to each palette colour, the last for none."""
+    levels = (pixels + 1) * 127.5
+    palette = torch.tensor(list(PALETTE.values()), dtype=levels.dtype)[None, :, :, None, None]
+    distances = ((levels[:, None] - palette) ** 2).sum(dim=2)
+    none = torch.full_like(distances[:, :1], MAX_DISTANCE**2)
+    return -torch.cat([distances, none], dim=1) / PALETTE_SOFTNESS
+
+
+def palette_loss(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(palette_logits(decoded), palette_logits(target).argmax(dim=1))
+
+
+def decoder_loss(tiny: AutoencoderTiny, latents: torch.Tensor, target: torch.Tensor, palette: bool) -> torch.Tensor:
     decoded = tiny.decoder(latents / tiny.config.scaling_factor)
     colour = F.mse_loss(F.avg_pool2d(decoded, 8), F.avg_pool2d(target, 8))
-    return F.l1_loss(decoded, target) + F.mse_loss(decoded, target) + COLOUR_WEIGHT * colour
+    loss = F.l1_loss(decoded, target) + F.mse_loss(decoded, target) + COLOUR_WEIGHT * colour
+    return loss + PALETTE_WEIGHT * palette_loss(decoded, target) if palette else loss
 
 
 def losses(tiny: AutoencoderTiny, data: dict[str, torch.Tensor], step: int,
@@ -226,11 +247,20 @@ def losses(tiny: AutoencoderTiny, data: dict[str, torch.Tensor], step: int,
     latents, pictures = crop(data["latents"][index], data["pictures"][index], settings.crop, generator)
     encode_loss = F.mse_loss(tiny.encoder(to_pixels(pictures)), latents / tiny.config.scaling_factor)
     inputs, decoded = crop(data["inputs"][index], data["decoded"][index], settings.crop, generator)
-    crops = decoder_loss(tiny, inputs, to_pixels(decoded))
-    wholes = decoder_loss(tiny, data["live"][live], to_pixels(data["live_decoded"][live]))
+    palette = step >= settings.palette_from
+    crops = decoder_loss(tiny, inputs, to_pixels(decoded), palette)
+    wholes = decoder_loss(tiny, data["live"][live], to_pixels(data["live_decoded"][live]), palette)
     # Weighted by pixels, as one batch would be.
     crop_pixels, whole_pixels = decoded.numel(), data["live_decoded"][live].numel()
     return encode_loss, (crops * crop_pixels + wholes * whole_pixels) / (crop_pixels + whole_pixels)
+
+
+def learning_rate(step: int, settings: Settings) -> float:
+    """A cycle for each phase: the second starts again from a quarter of the first's peak."""
+    if step < settings.palette_from:
+        return cosine_rate(step, settings.palette_from, settings.lr, settings.warmup)
+    return cosine_rate(step - settings.palette_from, settings.steps - settings.palette_from, settings.lr / 4,
+                       settings.warmup)
 
 
 def save_checkpoint(tiny: AutoencoderTiny, optimizer: torch.optim.Optimizer, step: int, path: Path) -> None:
@@ -254,7 +284,7 @@ def train(data: dict[str, torch.Tensor], settings: Settings, checkpoint: Path) -
     tiny.train()
     while step < settings.steps:
         for group in optimizer.param_groups:
-            group["lr"] = cosine_rate(step, settings.steps, settings.lr, settings.warmup)
+            group["lr"] = learning_rate(step, settings)
         encode_loss, decode_loss = losses(tiny, data, step, settings)
         optimizer.zero_grad(set_to_none=True)
         (encode_loss + decode_loss).backward()

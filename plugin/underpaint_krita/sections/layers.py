@@ -1,15 +1,21 @@
-"""What the docker's per-layer sections share (regions, control layers): a short list of layers with
-what each is for, a button that adds the active layer and one that removes the selected entry."""
+"""What the docker's per-layer sections share (regions, control layers, reference pictures): a short
+list of layers with what each is for (and a thumbnail where the layer's picture matters), a button that
+adds the active layer and one that removes the selected entry."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 
+from shared.messages import Image
+
 from ..controller import Controller
-from ..qt import QHBoxLayout, QListWidget, QListWidgetItem, QSizePolicy, QToolButton
+from ..qimage import from_image
+from ..qt import QHBoxLayout, QIcon, QListWidget, QListWidgetItem, QPixmap, QSizePolicy, QToolButton
 from .base import USER_ROLE, FoldingSection, wrapping_label
 
 LIST_HEIGHT = 80
+THUMBNAIL_ROLE = USER_ROLE + 1  # a checksum of the thumbnail a row shows
 
 
 class LayerListSection(FoldingSection):
@@ -38,17 +44,23 @@ class LayerListSection(FoldingSection):
         self.buttons.addWidget(self.remove)
         self.rows.addLayout(self.buttons)
 
-    def show_layers(self, rows: list[tuple[str, str]]) -> None:
-        """Show (text, layer id) rows, the selected layer kept selected (rebuilt only when they differ)."""
-        shown = [(self.layer_list.item(i).text(), self.layer_list.item(i).data(USER_ROLE))
-                 for i in range(self.layer_list.count())]
-        if shown == rows:
+    def show_layers(self, rows: list[tuple[str, str]], thumbnails: list[Image | None] | None = None) -> None:
+        """Show (text, layer id) rows, each with its thumbnail where `thumbnails` gives one, the selected
+        layer kept selected (rebuilt only when they differ)."""
+        thumbnails = thumbnails or [None] * len(rows)
+        checksums = [zlib.crc32(t.data) if t is not None else None for t in thumbnails]
+        shown = [(self.layer_list.item(i).text(), self.layer_list.item(i).data(USER_ROLE),
+                  self.layer_list.item(i).data(THUMBNAIL_ROLE)) for i in range(self.layer_list.count())]
+        if shown == [(text, layer_id, checksum) for (text, layer_id), checksum in zip(rows, checksums, strict=True)]:
             return
         selected = self.selected()
         self.layer_list.clear()
-        for text, layer_id in rows:
+        for (text, layer_id), thumbnail, checksum in zip(rows, thumbnails, checksums, strict=True):
             item = QListWidgetItem(text)
             item.setData(USER_ROLE, layer_id)
+            item.setData(THUMBNAIL_ROLE, checksum)
+            if thumbnail is not None:
+                item.setIcon(QIcon(QPixmap.fromImage(from_image(thumbnail))))
             self.layer_list.addItem(item)
             if layer_id == selected:
                 self.layer_list.setCurrentItem(item)
