@@ -221,6 +221,18 @@ class FakeDocument:
     def add_result_layer(self, name: str, image: Image) -> None:
         self.layers.append((name, image))
 
+    def add_hidden_layer(self, name: str, image: Image) -> str:
+        """Hidden, as in Krita: the merged image stays as it was; controls read it from `rgbas`."""
+        self.add_result_layer(name, image)
+        layer_id = f"control-{len(self.layers)}"
+        pixels = bytearray(self.width * self.height * 4)
+        row = image.width * 4
+        for y in range(image.height):
+            start = ((image.y + y) * self.width + image.x) * 4
+            pixels[start:start + row] = image.data[y * row:(y + 1) * row]
+        self.rgbas[layer_id] = (name, bytes(pixels))
+        return layer_id
+
     def scale_with_layer(self, scale: int, name: str, image: Image) -> None:
         """Krita's Scale Image as far as the controller can tell: a larger canvas (nearest-neighbour here)."""
         rows = [self.pixels[y * self.width * 4:(y + 1) * self.width * 4] for y in range(self.height)]

@@ -13,7 +13,7 @@ from plugin_support import FakeDocument, FakeWorkspace, server_url_or_own
 from underpaint_krita.connection import Backoff, Connected, Connection, Disconnected, Failed, Received
 from underpaint_krita.controller import Controller
 
-from shared.messages import Finalize, Generate, Image, Live, Progress, Result
+from shared.messages import Finalize, Generate, Image, Live, Preprocess, Progress, Result
 from shared.training import Train, TrainingImage
 from testing.processes import ServerProcess, free_port
 
@@ -95,8 +95,11 @@ _TRAIN = Train(id="lonely", kind="lora", model="tiny-sd15", name="cat", trigger=
                images=[TrainingImage(Image(width=8, height=8, format="rgba8", data=bytes(256)))])
 
 
-@pytest.mark.parametrize("request_", [_job("lonely"), Finalize(id="lonely"), _TRAIN],
-                         ids=["generate", "finalize", "train"])
+_PREPROCESS = Preprocess(id="lonely", kind="canny", image=Image(width=8, height=8, format="rgba8", data=bytes(256)))
+
+
+@pytest.mark.parametrize("request_", [_job("lonely"), Finalize(id="lonely"), _TRAIN, _PREPROCESS],
+                         ids=["generate", "finalize", "train", "preprocess"])
 def test_a_request_nobody_answers_is_reported_failed_after_the_wait_limit(fast_backoff: Backoff,
                                                                            request_: Generate | Finalize) -> None:
     connection = Connection(f"ws://127.0.0.1:{free_port()}", backoff=fast_backoff, wait_limit=0.5)
@@ -141,13 +144,16 @@ def test_cancel_before_sending_and_newer_live_frames_replace_unsent_ones(fast_ba
     connection.cancel("a")
     connection.submit(replace(_TRAIN, id="t"))
     connection.cancel("t")
+    connection.submit(replace(_PREPROCESS, id="p"))
+    connection.cancel("p")
     frame = dict(mode="txt2img", model="tiny-sd15", session="s")
     connection.submit(Live(id="f1", **frame))
     connection.submit(Live(id="f2", **frame))
     connection.submit(Live(id="g1", **dict(frame, session="other")))
     got = [(type(e.message).__name__, e.message.id, e.message.reason) for e in connection.events()]
     unsent = "cancelled before it was sent"
-    assert got == [("Cancelled", "a", unsent), ("Cancelled", "t", unsent), ("Cancelled", "f1", "superseded")]
+    assert got == [("Cancelled", "a", unsent), ("Cancelled", "t", unsent), ("Cancelled", "p", unsent),
+                   ("Cancelled", "f1", "superseded")]
 
 
 @pytest.mark.parametrize("attempts, expected", [(1, [0.5]), (6, [0.5, 1.0, 2.0, 4.0, 8.0, 10.0])])

@@ -15,11 +15,13 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import PIL.Image
 import pytest
 from plugin_support import server_url_or_own
 
 from shared.crop import Rect, context_rect, edge_defaults
+from shared.images import swap_red_blue
 from testing.krita import KRITA, KRITARUNNER, XVFB, KritaHome, run_gui, run_scenario
 from testing.processes import ServerProcess
 from testing.tiny_controlnets import write_tiny_controlnets
@@ -181,6 +183,66 @@ def test_live_follows_a_brush_stroke_on_a_control_layer_in_gui_krita(
     used = {frame_id: info for frame_id, info in found["results"]}
     assert used[found["frames"][-1][0]] == [{"kind": "scribble", "model": "tiny-sd15-scribble", "strength": 1.0,
                                              "start": 0.0, "end": 1.0}]
+
+
+def _made_from(found: dict, kind: str) -> bytes:
+    """The checks every control layer made from the canvas passes; returns the server's answer (RGBA).
+    The answer lies where the request's picture lay, is what the server's preprocessor makes of that
+    picture (over the canvas's white, as the server reads it), and the layer holds it there."""
+    from server.imaging import payloads
+    from server.imaging.preprocess import PREPROCESSORS
+    from shared.messages import Image
+
+    assert found["request_bounds"] == found["answer_bounds"] == found["layer_bounds"]
+    x, y, width, height = found["request_bounds"]
+    request = Image(width=width, height=height, format="rgba8", data=Path(found["request"]).read_bytes())
+    made = PREPROCESSORS[kind](np.asarray(payloads.flattened(payloads.to_pil(request, "image"))))
+    answer = Path(found["answer"]).read_bytes()
+    assert np.frombuffer(answer, np.uint8).reshape(height, width, 4)[..., :3].tolist() == made.tolist()
+    assert made.any()  # there were lines to find
+    assert swap_red_blue(Path(found["layer"]).read_bytes()) == answer
+    assert not found["layer_visible"]  # its black would cover the canvas the next picture is made from
+    name = f"[Control] {kind}"
+    assert found["controls"] == [[kind, 1.0, 0.0, 1.0, name, True]]  # linked, with the default settings
+    assert found["message"] == f"Added the control layer “{name}” (hidden; it steers the next pictures)."
+    return answer
+
+
+@needs_kritarunner
+def test_a_control_layer_made_from_the_canvas_lies_where_the_answer_does_in_real_krita(
+        krita_home: KritaHome, plugin_server_url: str) -> None:
+    width, height = 640, 480
+    box = Rect(71, 83, 37, 29)
+    found = run_scenario(krita_home, "control_from_canvas", server=plugin_server_url, kind="canny",
+                         size=[width, height], select=[box.x, box.y, box.width, box.height])
+    assert "error" not in found, found.get("error")
+    assert found["connected"] and found["finished"], found["message"]
+    region = context_rect(box, Rect(0, 0, width, height), edge_defaults(box))
+    assert found["request_bounds"] == [region.x, region.y, region.width, region.height] != [0, 0, width, height]
+    _made_from(found, "canny")
+    # kritarunner has no view and so no active layer: the new layer goes on top.
+    assert found["layers"] == ["Background", "Paint", "Top", "[Control] canny"]
+    assert found["artist_untouched"] == {"Background": True, "Paint": True, "Top": True}
+    assert found["saved"] and found["controls_after_reopen"] == [["canny", "[Control] canny", False]]
+
+
+@needs_strokes
+def test_from_canvas_after_a_brush_stroke_adds_a_control_layer_and_one_undo_removes_it_in_gui_krita(
+        krita_home: KritaHome, plugin_server_url: str) -> None:
+    found = run_gui(krita_home, "gui_control_from_canvas", plugin_server_url, model="tiny-sd15", size=[256, 192],
+                    points=60, pause=0.02, kind="scribble")
+    assert "Traceback" not in found["log"] and "error" not in found, found.get("error") or found["log"][-3000:]
+    assert found["connected"] and found["ink_pixels"] > 500
+    assert found["button_before"] == ["From canvas", True] == found["button_after"]
+    assert ["Making…", False] in found["busy"]  # busy from the click until the layer is in
+    assert found["canvas_sent"] and found["request_bounds"] == [0, 0, 256, 192]  # the canvas with the stroke
+    _made_from(found, "scribble")
+    artist = {"Background": True, "Paint Layer 1": True}
+    assert found["layers"] == ["Background", "Paint Layer 1", "[Control] scribble"]  # above the active layer
+    assert found["active_layer"] == "Paint Layer 1", found["active_changes"]  # the next stroke goes there
+    assert found["artist_untouched"] == artist
+    assert found["layers_after_undo"] == ["Background", "Paint Layer 1"] and found["controls_after_undo"] == []
+    assert found["artist_untouched_after_undo"] == artist
 
 
 @needs_kritarunner

@@ -33,6 +33,7 @@ def test_short_prompt(prompt: str, expected: str) -> None:
         (naming.generated_name, ("a red fox", 42), "[Generated] a red fox (42)"),
         (naming.generated_name, ("", 7), "[Generated] (no prompt) (7)"),
         (naming.live_name, ("sketch", 3), "[Live] sketch (3)"),
+        (naming.control_name, ("depth",), "[Control] depth"),
     ],
 )
 def test_layer_names(make, args, expected: str) -> None:
@@ -41,7 +42,8 @@ def test_layer_names(make, args, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "name, preview",
-    [("[Preview] a fox", True), ("[Preview]", False), ("[Generated] a fox (1)", False), ("Preview", False)],
+    [("[Preview] a fox", True), ("[Preview]", False), ("[Generated] a fox (1)", False), ("Preview", False),
+     ("[Control] canny", False)],
 )
 def test_is_preview(name: str, preview: bool) -> None:
     assert naming.is_preview(name) is preview

@@ -19,7 +19,7 @@ from typing import Any
 from shared import errors as codes
 from shared.client import Client, NotUnderpaint, ServerError, address
 from shared.errors import ProtocolError
-from shared.messages import Cancel, Cancelled, Error, Finalize, Generate, Live, Result, Welcome
+from shared.messages import Cancel, Cancelled, Error, Finalize, Generate, Live, Preprocess, Result, Welcome
 from shared.training import Train
 
 from .errors import CONNECTION_LOST, DISCONNECTED, NOT_UNDERPAINT, SERVER_CHANGED, UNREACHABLE
@@ -32,9 +32,9 @@ POLL_SECONDS = 0.05
 # Answers after which retrying the same way cannot help: jobs waiting to be sent fail at once.
 _FATAL = {codes.UNAUTHORIZED, codes.PROTOCOL_MISMATCH, NOT_UNDERPAINT}
 # Requests that end with a terminal message (result, cancelled or error) about their id.
-_ANSWERED = (Generate, Finalize, Train)
+_ANSWERED = (Generate, Finalize, Preprocess, Train)
 # Jobs that wait in the outbox through a lost connection, for the next one.
-_KEPT = (Generate, Train)
+_KEPT = (Generate, Preprocess, Train)
 
 
 @dataclass

@@ -211,6 +211,16 @@ class Controller:
         return layer_id
 
     @_reports_errors
+    def control_from_canvas(self, kind: str) -> str:
+        """Have the server make a control image of `kind` from the canvas (the part a generate reads); it
+        comes in as a new hidden layer, a control of that kind (docs/control.md). Returns the job's id."""
+        request = self._require_session().start_preprocess(kind, self.settings.fill, uuid.uuid4().hex,
+                                                          self.server.connected)
+        self.connection.submit(request)
+        self._changed()
+        return request.id
+
+    @_reports_errors
     def set_control(self, control: ControlLayer) -> None:
         """Change a control layer's kind, strength or range."""
         self._require_session().set_control(control)
@@ -372,7 +382,9 @@ class Controller:
 
     @_reports_errors
     def _write_waiting(self) -> None:
-        """Show the pictures and add the layers that arrived while the artist painted."""
+        """Show the pictures and add the layers that arrived while the artist painted; the docker is told,
+        for what they change in it (a message, a new control layer)."""
+        wrote = False
         for session in self._sessions:
             waiting = (session.waiting_preview is not None or session.waiting_layers
                        or session.waiting_upscale is not None)
@@ -380,6 +392,9 @@ class Controller:
                 session.show_waiting_preview()
                 session.add_waiting_layers()
                 session.apply_waiting_upscale()
+                wrote = True
+        if wrote:
+            self._changed()
 
     @_reports_errors
     def _live_tick(self) -> None:

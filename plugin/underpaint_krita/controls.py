@@ -4,13 +4,15 @@ map, a pose...), read by a ControlNet of its kind (docs/control.md).
 Krita-free. The document stores them (layer_list.py) by the layer's Krita uniqueId with the kind,
 strength and range the artist chose; the control image itself is read from the layer for every
 request, so a stroke on the sketch layer changes the next picture (and, in live mode, the next frame).
+A control layer can also be made from the canvas by the server (`preprocess`, session.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
-from shared.messages import CONTROL_KINDS, MAX_CONTROLS, Control, ControlKind
+from shared.messages import CONTROL_KINDS, MAX_CONTROLS, Control, ControlKind, PreprocessKind
 
 from .errors import TOO_MANY_CONTROLS
 from .layer_list import WeightedLayerList, protocol_bounds
@@ -26,6 +28,8 @@ KINDS: dict[ControlKind, tuple[str, str]] = {
     "tile": ("Tile", "A picture whose content and colours are to be kept"),
 }
 DEFAULT_KIND: ControlKind = "scribble"
+# The kinds the server makes from a picture (`preprocess`), as shared/ lists them.
+PREPROCESS_KINDS: tuple[str, ...] = get_args(PreprocessKind)
 # The bounds the protocol gives strength, start and end (shared/messages.py Control).
 BOUNDS = protocol_bounds(Control)
 

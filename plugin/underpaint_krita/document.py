@@ -35,7 +35,7 @@ REFERENCES_ANNOTATION = "underpaint/references"
 IMPORT_SIDE = 4096
 QUICK_SIDE = 512  # thumbnail side for the quick change token
 # Krita makes a layer added by a script the active one some time after control returns to its
-# top-level event loop (seen 0.1-0.5 s later): the preview layer is watched this long.
+# top-level event loop (seen 0.1-0.5 s later): the preview or a hidden layer is watched this long.
 ACTIVATION_WATCH = 3.0
 ACTIVATION_CHECK_MS = 10
 # Image > Scale Image's filter for enlarging, as scripts name it.
@@ -47,9 +47,10 @@ class KritaDocument:
     def __init__(self, document):  # a krita.Document
         self.document = document
         # Krita makes a newly added layer the active one; the artist's choice from before the
-        # preview layer appeared is where results go, and where the next stroke must go.
+        # preview layer (or a hidden layer) appeared is where results go, and where the next stroke must go.
         self._artist_layer = None
         self._keep_active: _KeepActiveLayer | None = None
+        self._hidden_layer = None  # the hidden layer added last, never to take the artist's place
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, KritaDocument) and self.document == other.document
@@ -154,12 +155,7 @@ class KritaDocument:
             preview = self._layer(name, image, in_document_space=False)
             root = self.document.rootNode()
             children = root.childNodes()
-            self._artist_layer = self.document.activeNode()
-            root.addChildNode(preview, children[-1] if children else None)
-            if self._artist_layer is not None:
-                if self._keep_active is not None:
-                    self._keep_active.stop()
-                self._keep_active = _KeepActiveLayer(self._restore_active_layer)
+            self._keeping_the_artists_layer(lambda: root.addChildNode(preview, children[-1] if children else None))
         else:
             old = preview.bounds()
             if old.width() > 0 and old.height() > 0:
@@ -180,10 +176,15 @@ class KritaDocument:
             self.document.waitForDone()
 
     def add_result_layer(self, name: str, image: Image) -> None:
+        self._insert(self._layer(name, image))
+
+    def add_hidden_layer(self, name: str, image: Image) -> str:
+        """Hidden before it is added, so adding it stays one undo step."""
         layer = self._layer(name, image)
-        parent, above = self._insertion_point()
-        parent.addChildNode(layer, above)
-        self.document.waitForDone()
+        layer.setVisible(False)
+        self._hidden_layer = layer
+        self._keeping_the_artists_layer(lambda: self._insert(layer))
+        return layer.uniqueId().toString()
 
     def scale_with_layer(self, scale: int, name: str, image: Image) -> None:
         """Krita's own Scale Image (every layer resampled, the resolution kept), then the picture as a new
@@ -227,12 +228,7 @@ class KritaDocument:
         picture = reader.read()
         if picture.isNull():
             return None
-        layer = self._layer(name, to_image(picture))
-        layer.setVisible(False)  # a picture to take after, not part of the painting
-        parent, above = self._insertion_point()
-        parent.addChildNode(layer, above)
-        self.document.waitForDone()
-        return layer.uniqueId().toString()
+        return self.add_hidden_layer(name, to_image(picture))  # a picture to take after, not part of the painting
 
     def layer_thumbnail(self, layer_id: str, side: int) -> Image | None:
         """Krita's own thumbnail of the layer (from its downscaled levels: a few ms, and it does not end
@@ -343,13 +339,34 @@ class KritaDocument:
             return root, layers[-1] if layers else None
         return active.parentNode(), active
 
+    def _insert(self, layer) -> None:
+        parent, above = self._insertion_point()
+        parent.addChildNode(layer, above)
+        self.document.waitForDone()
+
+    def _keeping_the_artists_layer(self, add: Callable[[], object]) -> None:
+        """`add` a layer of ours (the preview, a hidden layer), which Krita makes the active one some
+        time later; the layer active before is given back whenever that happens (_KeepActiveLayer)."""
+        active = self.document.activeNode()
+        if active is not None and not self._is_ours(active):
+            self._artist_layer = active
+        add()
+        if self._artist_layer is not None:
+            if self._keep_active is not None:
+                self._keep_active.stop()
+            self._keep_active = _KeepActiveLayer(self._restore_active_layer)
+
+    def _is_ours(self, node) -> bool:
+        """The preview layer, or the hidden layer added last: layers the artist did not choose to paint on."""
+        return naming.is_preview(node.name()) or (self._hidden_layer is not None and node == self._hidden_layer)
+
     def _restore_active_layer(self) -> bool:
-        """Make the artist's layer active again if the preview layer is; False once that can no
-        longer happen (the document or the artist's layer is gone)."""
+        """Make the artist's layer active again if a layer of ours is; False once that can no longer
+        happen (the document or the artist's layer is gone)."""
         if self.document.rootNode() is None or not self._exists(self._artist_layer):
             return False
         active = self.document.activeNode()
-        if active is not None and naming.is_preview(active.name()):
+        if active is not None and self._is_ours(active):
             self.document.setActiveNode(self._artist_layer)
         return True
 
@@ -378,10 +395,10 @@ class KritaDocument:
 
 
 class _KeepActiveLayer(QObject):
-    """For ACTIVATION_WATCH seconds after the preview layer is added, gives the artist's layer back
-    whenever Krita has made the preview the active layer: every ACTIVATION_CHECK_MS, and before any
-    press reaches Krita, so a stroke begun in that moment lands on the artist's layer, not on the
-    locked preview (where it would paint nothing)."""
+    """For ACTIVATION_WATCH seconds after a layer of ours is added, gives the artist's layer back
+    whenever Krita has made ours the active layer: every ACTIVATION_CHECK_MS, and before any press
+    reaches Krita, so a stroke begun in that moment lands on the artist's layer, not on the locked
+    preview (where it would paint nothing) or a hidden layer (where it would not be seen)."""
 
     PRESSES = (QEvent.Type.MouseButtonPress, QEvent.Type.TabletPress, QEvent.Type.TouchBegin)
 

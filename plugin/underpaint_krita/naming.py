@@ -7,6 +7,7 @@ import re
 PREVIEW = "[Preview]"
 GENERATED = "[Generated]"
 LIVE = "[Live]"
+CONTROL = "[Control]"
 REFERENCE = "[Reference]"
 PROMPT_CHARS = 40
 ELLIPSIS = "…"
@@ -48,6 +49,11 @@ def generated_name(prompt: str, seed: int) -> str:
 
 def live_name(prompt: str, seed: int) -> str:
     return f"{LIVE} {short_prompt(prompt)} ({seed})"
+
+
+def control_name(kind: str) -> str:
+    """A control image the server made from the canvas (`preprocess`), by its kind as the protocol names it."""
+    return f"{CONTROL} {kind}"
 
 
 def reference_name(file_name: str) -> str:

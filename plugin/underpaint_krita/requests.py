@@ -1,4 +1,5 @@
-"""From what the artist has on the canvas and in the docker to one `generate` request.
+"""From what the artist has on the canvas and in the docker to one `generate` request (or a
+`preprocess` one, which makes a control image from the canvas).
 
 Krita-free: the canvas is read through the `Canvas` interface (plugin/document.py for Krita,
 a fake in the tests). Only the region the crop rule names is ever read, never more.
@@ -22,12 +23,13 @@ from shared.messages import (
     Limits,
     Live,
     Mask,
+    Preprocess,
     Reference,
     Region,
 )
 
-from .controls import ControlLayer
-from .errors import NO_MODEL, SELECTION_OUTSIDE, UserError
+from .controls import KINDS, PREPROCESS_KINDS, ControlLayer
+from .errors import BAD_CONTROL, NO_MODEL, SELECTION_OUTSIDE, UserError
 from .references import SIDE, ReferenceLayer
 from .regions import RegionPrompt
 
@@ -215,6 +217,16 @@ def build_upscale(canvas: Canvas, settings: Settings, upscaling: Upscaling, job_
         reference=_references(canvas, references) if upscaling.refine else [],
         result_format="rgba8" if raw <= limits.max_message - RESULT_MARGIN else "png",
     )
+
+
+def build_preprocess(canvas: Canvas, kind: str, fill: FillMode, job_id: str) -> Preprocess:
+    """A control image of `kind` made by the server from the canvas as a generate with `fill` reads it:
+    the selection's context region, else the whole canvas (docs/control.md, "Preprocess"). The answer
+    lies where that part of the canvas lies."""
+    if kind not in PREPROCESS_KINDS:
+        made = ", ".join(KINDS[k][0] for k in PREPROCESS_KINDS)
+        raise UserError(BAD_CONTROL, f"the server makes no {kind!r} control from the canvas, only {made}")
+    return Preprocess(id=job_id, kind=kind, image=_image(canvas, source_rect(canvas, fill)))
 
 
 def _image(canvas: Canvas, rect: Rect) -> Image:

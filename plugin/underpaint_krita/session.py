@@ -1,6 +1,6 @@
 """One open document's Underpaint state and what the artist and the server do to it: its jobs, its
-history of results, what its preview layer shows, its region prompts, its control layers, its
-reference pictures and its live session.
+history of results, what its preview layer shows, its region prompts, its control layers (also those
+the server makes from the canvas), its reference pictures and its live session.
 
 Krita-free. The controller keeps one session per open document and routes to it: the artist's
 actions to the active document's session, the server's messages to the session whose job they
@@ -16,7 +16,20 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Protocol
 
-from shared.messages import Cancelled, Error, Finalize, Generate, Image, Limits, LiveStop, Progress, Queued, Result
+from shared.messages import (
+    Cancelled,
+    Error,
+    FillMode,
+    Finalize,
+    Generate,
+    Image,
+    Limits,
+    LiveStop,
+    Preprocess,
+    Progress,
+    Queued,
+    Result,
+)
 
 from . import naming
 from .controls import ControlLayer, Controls
@@ -38,7 +51,7 @@ from .layer_list import LayerList, WeightedLayerList
 from .live import LiveCanvas, LiveResult, LiveSession
 from .references import DEFAULT_STRENGTH, ReferenceLayer, References
 from .regions import RegionPrompt, Regions
-from .requests import Settings, Upscaling, build_request, build_upscale
+from .requests import Settings, Upscaling, build_preprocess, build_request, build_upscale
 
 log = logging.getLogger(__name__)
 WAITING = "Waiting for the server…"
@@ -60,6 +73,10 @@ class Document(LiveCanvas, Protocol):
 
     def add_result_layer(self, name: str, image: Image) -> None:
         """A new paint layer holding `image` at its canvas position, above the active layer."""
+
+    def add_hidden_layer(self, name: str, image: Image) -> str:
+        """Like `add_result_layer`, but hidden, and the active layer stays the artist's; returns the new
+        layer's id."""
 
     def scale_with_layer(self, scale: int, name: str, image: Image) -> None:
         """Scale the canvas `scale` times each way as Image > Scale Image does (Krita resamples every
@@ -102,7 +119,7 @@ class Document(LiveCanvas, Protocol):
 
 @dataclass
 class Job:
-    request: Generate
+    request: Generate | Preprocess
     state: str = "waiting"  # waiting (for a connection), queued, running
     position: int = 0
     step: int = 0
@@ -115,6 +132,20 @@ class Job:
     @property
     def id(self) -> str:
         return self.request.id
+
+    @property
+    def makes_control(self) -> bool:
+        """A control image made from the canvas (`preprocess`)."""
+        return isinstance(self.request, Preprocess)
+
+
+@dataclass
+class WaitingLayer:
+    """A layer to add once the artist stops painting: a result, or a control image of `control`'s kind."""
+
+    name: str
+    image: Image
+    control: str | None = None
 
 
 class DocumentSession:
@@ -133,7 +164,7 @@ class DocumentSession:
         self.waiting_preview: tuple[str, Image] | None = None
         # Live pictures being applied: frame id -> the picture, while the server decodes it at full quality.
         self.applying: dict[str, LiveResult] = {}
-        self.waiting_layers: list[tuple[str, Image]] = []  # to add once the artist stops painting
+        self.waiting_layers: list[WaitingLayer] = []  # to add once the artist stops painting
         # (scale, layer name, picture) of an upscale to apply once the artist stops painting.
         self.waiting_upscale: tuple[int, str, Image] | None = None
         self.message = ""  # the last error or notice for this document
@@ -163,6 +194,19 @@ class DocumentSession:
         self.jobs.append(Job(request, upscale=True))
         self.message = "" if connected else WAITING
         return request
+
+    def start_preprocess(self, kind: str, fill: FillMode, job_id: str, connected: bool) -> Preprocess:
+        """A control image of `kind` made from the canvas as a generate with `fill` reads it; returns its
+        request, for the controller to send. It comes in as a new layer, a control of that kind."""
+        self.controls.check_room()
+        request = build_preprocess(self.document, kind, fill, job_id)
+        self.jobs.append(Job(request))
+        self.message = "" if connected else WAITING
+        return request
+
+    def making_control(self) -> bool:
+        """Whether a control image is being made from the canvas."""
+        return any(job.makes_control for job in self.jobs)
 
     def show(self, entry_id: str) -> None:
         entry = self._entry(entry_id)
@@ -306,6 +350,11 @@ class DocumentSession:
             job.state, job.step, job.total = "running", message.step, message.total
             job.tile, job.tiles = message.tile, message.tiles
             job.preview = message.preview or job.preview
+        elif isinstance(message, Result) and job.makes_control:
+            self._finish(job.id, "")
+            if message.images:
+                kind = job.request.kind
+                self.waiting_layers.append(WaitingLayer(naming.control_name(kind), message.images[0].image, kind))
         elif isinstance(message, Result) and job.upscale:
             self._finish(job.id, "")
             if message.images:
@@ -355,7 +404,7 @@ class DocumentSession:
         the preview's picture is applied then. The layer is added once the artist stops painting."""
         live = self.applying.pop(frame_id)
         name = naming.live_name(live.prompt, live.seed)
-        self.waiting_layers.append((name, image if image is not None else live.image))
+        self.waiting_layers.append(WaitingLayer(name, image if image is not None else live.image))
         if self.shown == LIVE and self.live_result is live:
             self._hide_preview()
             self.shown = None
@@ -365,8 +414,23 @@ class DocumentSession:
         """Add the layers that arrived while the artist painted (the controller calls this only when
         the stroke guard allows touching the canvas)."""
         layers, self.waiting_layers = self.waiting_layers, []
-        for name, image in layers:
-            self.document.add_result_layer(name, image)
+        for layer in layers:
+            if layer.control is None:
+                self.document.add_result_layer(layer.name, layer.image)
+            else:
+                self._add_control_layer(layer)
+
+    def _add_control_layer(self, layer: WaitingLayer) -> None:
+        """The layer, hidden (its black would cover the canvas the next picture is made from), made a
+        control of its kind; when the artist added controls meanwhile up to the limit, it stays a plain
+        layer and the message says why."""
+        layer_id = self.document.add_hidden_layer(layer.name, layer.image)
+        try:
+            self.set_control(ControlLayer(layer_id, layer.control))
+        except UserError as exc:
+            self.message = f"Added the layer “{layer.name}”, but not as a control: {exc}"
+            return
+        self.message = f"Added the control layer “{layer.name}” (hidden; it steers the next pictures)."
 
     def _store(self, request: Generate, result: Result) -> None:
         entries = [Entry.from_result(f"{request.id}-{i}", request, item.image, item.seed)

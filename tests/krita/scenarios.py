@@ -339,6 +339,72 @@ def control_layers(job: dict, out: dict) -> None:
     out["applied_bounds"] = _bounds(layer) if layer is not None else None
 
 
+def _recording_answers(session) -> list:
+    """The server's results for `session`, recorded on their way in, unchanged."""
+    from shared.messages import Result
+
+    answers, receive = [], session.receive
+
+    def record(message) -> None:
+        if isinstance(message, Result):
+            answers.append(message)
+        receive(message)
+
+    session.receive = record
+    return answers
+
+
+def _write(path: str, data: bytes) -> str:
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def _made_control(job: dict, out: dict, controller, document, request, answer, name: str) -> None:
+    """Findings on a control layer made from the canvas: the request's picture, the server's answer and the
+    new layer's pixels (BGRA) over the answer's rectangle as files; where the layer lies, whether it is shown."""
+    out["request_bounds"] = list(request.image.bounds)
+    out["request"] = _write(f"{job['workdir']}/request.rgba", request.image.data)
+    image = answer.images[0].image
+    out["answer_bounds"] = list(image.bounds)
+    out["answer"] = _write(f"{job['workdir']}/answer.rgba", image.data)
+    layer = _node(document, name)
+    out["layer_bounds"], out["layer_visible"] = _bounds(layer), layer.visible()
+    out["layer"] = _write(f"{job['workdir']}/layer.bgra", bytes(layer.pixelData(*image.bounds)))
+    out["controls"] = [[c.kind, c.strength, c.start, c.end, layer_name, c.layer_id == layer.uniqueId().toString()]
+                       for c, layer_name in controller.controls()]
+
+
+@report
+def control_from_canvas(job: dict, out: dict) -> None:
+    """The Control layers section's From canvas, headless: the selection's context region goes out as
+    `preprocess`; the answer comes in as a hidden layer at its place, linked as a control of its kind and
+    kept in the .kra; the artist's layers untouched."""
+    controller = _prepare(job, out)
+    width, height = job["size"]
+    document = new_document(width, height)
+    artist = _paint_scene(document)
+    _select(document, *job["select"])
+    session = controller.session()
+    answers = _recording_answers(session)
+    controller.control_from_canvas(job["kind"])
+    request = session.jobs[0].request
+    name = f"[Control] {job['kind']}"
+    out["finished"] = pump(lambda: not session.jobs and _node(document, name) is not None, 60)
+    out["message"] = controller.message
+    _made_control(job, out, controller, document, request, answers[0], name)
+    out["layers"] = [n for n in layer_names(document) if n != "Selection Mask"]
+    out["artist_untouched"] = _untouched(document, artist)
+
+    path = job["workdir"] + "/from-canvas.kra"
+    document.setBatchmode(True)
+    out["saved"] = document.saveAs(path)
+    document.close()
+    reopened = Krita.instance().openDocument(path)  # held: Krita closes a document whose wrapper is dropped
+    out["controls_after_reopen"] = [[c.kind, layer_name, _node(reopened, layer_name).visible()]
+                                    for c, layer_name in controller.controls()]
+
+
 def _recorded(session, out: dict) -> None:
     """Note the server's answer to the session's jobs in `out` (code and field of an error; the references a
     result says it read: mode and adapter), unchanged."""
@@ -975,6 +1041,72 @@ def gui_live_control(job: dict, out: dict):
                      for f in frames]
     out["results"] = results
     out["layers"] = layer_names(document)
+
+
+@report
+def gui_control_from_canvas(job: dict, out: dict):
+    """In the GUI: an artist's brush stroke (xdotool) on "Paint Layer 1", then a real click on the Control
+    layers section's From canvas: the canvas with the stroke goes out as `preprocess`, the button says it is
+    busy until the answer is in, which comes in as a hidden layer linked as a control of its kind, while
+    "Paint Layer 1" stays the active layer; one undo removes the layer, the artist's layers untouched."""
+    from shared.images import swap_red_blue
+
+    controller, docker, preset = yield from _gui_start(job, out, "a house")
+    width, height = job["size"]
+    document, paint = yield from _brush_document("from-canvas", width, height, preset)
+    session = controller.session()
+    timeline = _Timeline(document, session, time.monotonic())
+    canvas = _canvas_widget(Krita.instance().activeWindow())
+    centre = canvas.mapToGlobal(QPoint(canvas.width() // 2, canvas.height() // 2))
+    zigzag = _zigzag(centre.x(), centre.y(), min(canvas.width(), canvas.height()) * 0.3, job["points"])
+    yield from _xdotool_run(_xdotool(zigzag, job["pause"]), timeline)
+    yield timeline.until(lambda: _idle(document))
+    out["ink_pixels"] = sum(1 for a in bytes(paint.pixelData(0, 0, width, height))[3::4] if a)
+    artist = {n.name(): fingerprint(n, document) for n in document.rootNode().childNodes()}
+
+    section = docker.controls
+    section.toggle.setChecked(True)
+    section.made_kind.setCurrentIndex(section.made_kind.findData(job["kind"]))
+    yield 0.3  # laid out
+    button = section.from_canvas
+    docker.widget().ensureWidgetVisible(button)
+    yield 0.3
+    out["button_before"] = [button.text(), button.isEnabled()]
+    spot = button.mapToGlobal(QPoint(button.width() // 2, button.height() // 2))
+    if QApplication.widgetAt(spot) is not button:
+        raise RuntimeError(f"From canvas is not on screen at {spot.x()}, {spot.y()}: {QApplication.widgetAt(spot)}")
+    shown = []  # the button after each change the docker was told of (it refreshes first)
+    controller.subscribe(lambda: shown.append([button.text(), button.isEnabled()]))
+    answers, requests, submit = _recording_answers(session), [], controller.connection.submit
+
+    def sent(message) -> None:  # observed on its way out, unchanged
+        requests.append(message)
+        submit(message)
+
+    controller.connection.submit = sent
+    click = subprocess.Popen(["xdotool", "mousemove", str(spot.x()), str(spot.y()), "click", "1"])
+    name = f"[Control] {job['kind']}"
+    yield timeline.until(lambda: click.poll() is not None and bool(requests))
+    (request,) = requests
+    yield timeline.until(lambda: not session.jobs and _node(document, name) is not None)
+    watched = time.monotonic() + 1.0  # Krita makes a layer added by a script the active one a moment later
+    yield timeline.until(lambda: time.monotonic() >= watched)
+    out["message"] = controller.message
+    out["busy"] = shown
+    out["button_after"] = [button.text(), button.isEnabled()]
+    out["canvas_sent"] = request.image.data == swap_red_blue(bytes(document.pixelData(0, 0, width, height)))
+    _made_control(job, out, controller, document, request, answers[0], name)
+    out["layers"] = layer_names(document)
+    out["active_layer"] = document.activeNode().name()
+    out["active_changes"] = [e for _, e in timeline.events if e.startswith("active layer")]
+    out["artist_untouched"] = _untouched(document, artist)
+
+    Krita.instance().action("edit_undo").trigger()
+    document.waitForDone()
+    yield 0.5
+    out["layers_after_undo"] = layer_names(document)
+    out["controls_after_undo"] = [[c.kind, layer_name] for c, layer_name in controller.controls()]
+    out["artist_untouched_after_undo"] = _untouched(document, artist)
 
 
 @report

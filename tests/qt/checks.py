@@ -23,6 +23,7 @@ from plugin_support import WELCOME, FakeDocument, ScriptedConnection, box_mask, 
 from underpaint_krita import qt
 from underpaint_krita.connection import Connected
 from underpaint_krita.controller import Controller
+from underpaint_krita.controls import PREPROCESS_KINDS
 from underpaint_krita.docker import DOCKER_ID, NOT_STARTED, UnderpaintDocker
 from underpaint_krita.document import KritaDocument, KritaWorkspace
 from underpaint_krita.extension import UnderpaintExtension
@@ -42,6 +43,7 @@ from shared.messages import (
     ModelDefaults,
     ModelInfo,
     ModelList,
+    Preprocess,
     Progress,
     Queued,
     Result,
@@ -408,6 +410,49 @@ def check_the_docker_adds_edits_and_removes_control_layers() -> None:
     assert [c.kind for c in connection.sent[-1].control] == ["lineart", "depth"]
     section.remove.click()
     assert [c.layer_id for c, _ in controller.controls()] == ["depth-id"] and rows.count() == 1
+
+
+def check_from_canvas_makes_a_control_layer_and_shows_it_is_busy() -> None:
+    controller, connection, _, document = connected_controller(FakeDocument(64, 48), "a castle")
+    docker = UnderpaintDocker(controller)
+    section = docker.controls
+    made = section.made_kind
+    assert [made.itemData(i) for i in range(made.count())] == list(PREPROCESS_KINDS)
+    assert made.currentData() == "scribble" and section.from_canvas.text() == "From canvas"
+    made.setCurrentIndex(made.findData("canny"))
+    section.from_canvas.click()
+    (request,) = connection.sent
+    assert isinstance(request, Preprocess) and request.kind == "canny" and request.image.bounds == (0, 0, 64, 48)
+    # Busy until the answer is in: the button says so, the progress bar too, and ✕ cancels it.
+    assert (section.from_canvas.text(), section.from_canvas.isEnabled()) == ("Making…", False)
+    assert docker.job.progress.format() == "Making a control image" and docker.job.cancel.isEnabled()
+    lines = Image(width=64, height=48, format="rgba8", data=solid(64, 48, (255, 255, 255, 255)))
+    connection.reply(Result(id=request.id, images=[ResultImage(image=lines, seed=0)], info={}, elapsed=0.1))
+    controller.poll()
+    assert (section.from_canvas.text(), section.from_canvas.isEnabled()) == ("From canvas", True)
+    assert not docker.job.progress.isVisibleTo(docker)
+    rows = section.layer_list
+    assert [rows.item(i).text() for i in range(rows.count())] == ["[Control] canny: Canny edges"]
+    assert document.layers == [("[Control] canny", lines)]
+    assert docker.job.message.text() == controller.message and "“[Control] canny”" in controller.message
+
+
+def check_a_hidden_layer_is_added_with_the_artists_layer_kept_active() -> None:
+    """Krita makes a layer added by a script the active one a moment later (played here by hand): the
+    artist's layer is made active again, so the next stroke does not go to the hidden control layer."""
+    document = Krita.instance().createDocument(16, 8, "control", "RGBA", "U8", SRGB_PROFILE, 72.0)
+    artist = document.rootNode().childNodes()[0]
+    document.setActiveNode(artist)
+    glue = KritaDocument(document)
+    lines = Image(width=4, height=3, format="rgba8", x=2, y=4, data=_rgba(4, 3))
+    layer_id = glue.add_hidden_layer("[Control] canny", lines)
+    layers = document.rootNode().childNodes()
+    assert [n.name() for n in layers] == ["Background", "[Control] canny"]
+    layer = layers[1]
+    assert layer.uniqueId().toString() == layer_id and glue.layer_name(layer_id) == "[Control] canny"
+    assert not layer.visible() and glue.read_layer_rgba(layer_id, Rect(2, 4, 4, 3)) == lines.data
+    document.setActiveNode(layer)
+    assert _pump(lambda: document.activeNode() is artist, 1.0)
 
 
 def check_the_docker_adds_edits_and_removes_reference_pictures_with_thumbnails() -> None:

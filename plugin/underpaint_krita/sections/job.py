@@ -98,8 +98,12 @@ class JobSection(Section):
             self.progress.setFormat(f"Tile {job.tile + 1} of {job.tiles}{waiting}")
         else:
             self.progress.setRange(0, 0)  # busy indicator
-            where = f", {job.position} ahead" if job.state == "queued" and job.position else ""
-            self.progress.setFormat(f"{'Queued' if job.state == 'queued' else 'Waiting'}{where}{waiting}")
+            if job.makes_control:  # made at once, never queued
+                state = "Making a control image"
+            else:
+                where = f", {job.position} ahead" if job.state == "queued" and job.position else ""
+                state = f"{'Queued' if job.state == 'queued' else 'Waiting'}{where}"
+            self.progress.setFormat(state + waiting)
         if job.preview is not None:
             pixmap = QPixmap.fromImage(from_image(job.preview))
             self.step_preview.setPixmap(pixmap.scaled(PREVIEW_SIDE, PREVIEW_SIDE, Qt.AspectRatioMode.KeepAspectRatio,
