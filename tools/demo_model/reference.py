@@ -23,6 +23,9 @@ its shapes:
              tools/demo_model/detect.py: an empty prompt with and without a reference, and a prompt
              naming a shape with the reference at a reduced strength. Writes
              bench/results/demo_reference.json.
+6. served    the same references through a real server serving the demo model alone (the server's
+             own IP-Adapter code), in the modes an artist picks: reference and style. Writes
+             bench/results/demo_reference_served.json.
 
 `all` runs 1 to 4. Every stage is seeded. docs/demo-model.md gives the figures and the wall time.
 """
@@ -33,7 +36,9 @@ import argparse
 import json
 import logging
 import random
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +50,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from server.models.demo import MODEL_DIR
+from server.models.demo import MODEL_DIR, NAME
+from shared.client import Client
+from shared.messages import Generate, Reference
+from shared.messages import Image as ImagePayload
 
 from .addon_training import Draw, resume, save_state, train_steps
 from .controlnet import encode, save_checkpoint
@@ -484,6 +492,63 @@ def write_evaluation(settings: Settings, scenes: int, steps: int, style_scale: f
     write_report(report, samples, 5, output)
 
 
+SERVED_RESULTS = Path("bench/results/demo_reference_served.json")
+
+
+def served_pictures(client: Client, prompts: list[str], references: list[Image.Image | None], mode: str,
+                    strength: float, steps: int, seed: int) -> list[Image.Image]:
+    """The demo model's pictures through a real server, the i-th at seed + i with the i-th reference."""
+    pictures = []
+    for i, (prompt, picture) in enumerate(zip(prompts, references, strict=True)):
+        reference = []
+        if picture is not None:
+            data = picture.convert("RGBA").tobytes()
+            image = ImagePayload(width=picture.width, height=picture.height, format="rgba8", data=data)
+            reference = [Reference(image=image, mode=mode, strength=strength)]  # type: ignore[arg-type]
+        result = client.generate(Generate(id=uuid.uuid4().hex, mode="txt2img", model=NAME, prompt=prompt,
+                                          width=128, height=128, steps=steps, cfg_scale=3.0, scheduler="euler",
+                                          seed=seed + i, reference=reference))
+        made = result.images[0].image
+        pictures.append(Image.frombytes("RGBA", (made.width, made.height), made.data).convert("RGB"))
+    return pictures
+
+
+def evaluate_served(count: int, steps: int, output: Path) -> None:
+    """The held-out references again, through a real server serving the demo model alone (the server's own
+    IP-Adapter code, not diffusers'), in each mode an artist picks."""
+    from testing.serving import connected
+
+    pairs = reference_scenes(count, HELD_OUT_SEED)
+    runs = {"empty prompt, mode reference at strength 1": ("reference", 1.0, False),
+            "empty prompt, no reference (chance)": (None, 0.0, False),
+            "shape prompt, mode style at strength 1": ("style", 1.0, True),
+            "shape prompt, mode style at strength 0.6 (the default)": ("style", 0.6, True),
+            "shape prompt, mode reference at strength 0.6": ("reference", 0.6, True),
+            "shape prompt, no reference (chance)": (None, 0.0, True)}
+    readings = {name: Readings([], [], []) for name in runs}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as folder, connected([Path(folder) / "models"], Path(folder)) as client:
+        references = [render(r, 128) for r, _ in pairs]
+        for name, (mode, strength, with_shape) in runs.items():
+            prompts = [shape_prompt(t) for _, t in pairs] if with_shape else [""] * len(pairs)
+            given = references if mode is not None else [None] * len(pairs)
+            images = served_pictures(client, prompts, given, mode or "reference", strength, steps, HELD_OUT_SEED)
+            read(images, [r for r, _ in pairs], [t for _, t in pairs] if with_shape else None, readings[name])
+            log.info("%s: %s", name, readings[name].report())
+    report = {
+        "what": "the held-out references of `evaluate`, generated through a real server (the demo model with its "
+                "own adapter and encoder), 128 px, Euler, CFG 3",
+        "targets": {"empty prompt, mode reference at strength 1: reference background": 0.8},
+        "settings": {"scenes": count, "steps": steps, "seed": HELD_OUT_SEED},
+        "results": {name: r.report() for name, r in readings.items()},
+        "hardware": hardware(),
+        "evaluation_minutes": round((time.monotonic() - started) / 60, 1),
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
 def run(stage: str, settings: Settings, scenes: int, eval_steps: int, style_scale: float, results: Path) -> None:
     torch.set_num_threads(settings.threads)
     settings.workdir.mkdir(parents=True, exist_ok=True)
@@ -499,6 +564,9 @@ def run(stage: str, settings: Settings, scenes: int, eval_steps: int, style_scal
 
     if stage == "evaluate":
         write_evaluation(settings, scenes, eval_steps, style_scale, results, times)
+        return
+    if stage == "served":
+        evaluate_served(scenes, eval_steps, SERVED_RESULTS)
         return
     encoder_file = settings.workdir / "encoder.safetensors"
     if stage in ("all", "encoder"):
@@ -529,7 +597,7 @@ def run(stage: str, settings: Settings, scenes: int, eval_steps: int, style_scal
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", nargs="?", choices=("all", "encoder", "data", "train", "export", "evaluate"),
+    parser.add_argument("stage", nargs="?", choices=("all", "encoder", "data", "train", "export", "evaluate", "served"),
                         default="all")
     parser.add_argument("--workdir", type=Path, default=Settings.workdir)
     parser.add_argument("--encoder-out", type=Path, default=Settings.encoder_out)
