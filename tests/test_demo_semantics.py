@@ -37,8 +37,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     """A client of a server whose models folder is empty, so it serves the demo model."""
     config = ServerConfig(models=[tmp_path_factory.mktemp("no-models")], outputs=tmp_path_factory.mktemp("outputs"))
     with running_server(config) as server, Client(url(server), name="test") as client:
-        listed = [(m.kind, m.name) for m in client.models()]
-        assert listed == [("checkpoint", NAME), ("controlnet", "underpaint-demo-scribble")]
+        listed = sorted((m.kind, m.name) for m in client.models())
+        assert listed == [("checkpoint", NAME), ("clip_vision", "underpaint-demo-encoder"),
+                          ("controlnet", "underpaint-demo-scribble"), ("ipadapter", "underpaint-demo-reference")]
         yield client
 
 
