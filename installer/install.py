@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         metavar="NAME",
         help="models to download: minimal (default), sdxl, photo, sdxl-photo, embeddings, control, annotators, "
-        "none; repeatable (default: as last time)",
+        "reference, none; repeatable (default: as last time)",
     )
     parser.add_argument(
         "--models",

@@ -49,7 +49,8 @@ def test_shipped_files_go_where_the_server_looks() -> None:
         assert file.url.startswith("https://huggingface.co/"), file.name
         folder = PurePosixPath(file.destination).parts[0]
         folders = {"checkpoint": "checkpoints", "lora": "loras", "embedding": "embeddings", "tiny": "vae-approx",
-                   "controlnet": "controlnet", "annotator": "annotators"}
+                   "controlnet": "controlnet", "annotator": "annotators", "ipadapter": "ipadapter",
+                   "clip_vision": "clip_vision"}
         assert folder == folders[file.role.split("-")[0]]
     tiny = {f.destination: f.family for f in load_manifest().files.values() if f.role == "tiny-autoencoder"}
     assert tiny == {"vae-approx/taesd.safetensors": "sd15", "vae-approx/taesdxl.safetensors": "sdxl"}
@@ -61,6 +62,16 @@ def test_the_control_set_has_a_controlnet_for_each_kind_its_name_tells_the_serve
     assert sorted(kinds) == ["canny", "depth", "lineart", "pose", "scribble", "softedge", "tile"]
     for kind, stem in kinds.items():
         assert control_kinds(stem) == (kind,), stem
+
+
+def test_the_reference_set_has_adapters_of_each_family_and_the_encoder_they_read_with() -> None:
+    files = load_manifest().select(["reference"])
+    adapters = sorted((f.family, f.role) for f in files if f.role.startswith("ipadapter"))
+    assert adapters == [("sd15", "ipadapter-face"), ("sd15", "ipadapter-reference"), ("sd15", "ipadapter-reference"),
+                        ("sdxl", "ipadapter-reference")]
+    (encoder,) = [f for f in files if f.role.startswith("clip_vision")]
+    assert encoder.destination.endswith(".safetensors")  # one file: the server ships the ViT-H/14 config
+    assert all("face" in f.destination for f in files if f.role == "ipadapter-face")  # the name tells face
 
 
 def test_unknown_set_names_the_choices() -> None:
