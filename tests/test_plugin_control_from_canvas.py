@@ -159,7 +159,7 @@ def test_with_every_control_taken_nothing_is_sent(setup) -> None:
     controller, connection, _, document = setup
     session = controller.session()
     for i in range(MAX_CONTROLS):
-        session.set_control(ControlLayer(f"layer-{i}"))
+        session.layers.set_control(ControlLayer(f"layer-{i}"))
     controller.control_from_canvas("canny")
     assert connection.sent == [] and "as many control layers as the server takes" in controller.message
 
@@ -169,11 +169,11 @@ def test_a_control_list_filled_meanwhile_keeps_the_layer_unlinked(setup) -> None
     controller.control_from_canvas("canny")
     session = controller.session()
     for i in range(MAX_CONTROLS):
-        session.set_control(ControlLayer(f"layer-{i}"))
+        session.layers.set_control(ControlLayer(f"layer-{i}"))
     connection.reply(_answer(connection.sent[0]))
     controller.poll()
     assert [name for name, _ in document.layers] == ["[Control] canny"]
-    assert len(session.controls) == MAX_CONTROLS and all(c.kind == "scribble" for c in session.controls)
+    assert len(session.layers.controls) == MAX_CONTROLS and all(c.kind == "scribble" for c in session.layers.controls)
     assert controller.message.startswith("Added the layer “[Control] canny”, but not as a control: This image has "
                                          "as many control layers")
 

@@ -220,7 +220,7 @@ def test_no_layer_is_imported_when_the_list_is_full_or_the_mode_unknown(controll
     assert controller.add_reference_picture("p.png", "pose") is None
     assert "Mode is 'pose'" in controller.message and not document.pictures
     for i in range(MAX_REFERENCES):
-        controller.session().set_reference(ReferenceLayer(f"layer-{i}"))
+        controller.session().layers.set_reference(ReferenceLayer(f"layer-{i}"))
     assert controller.add_reference_picture("p.png", "style") is None
     assert "as many reference pictures as the server takes" in controller.message and not document.pictures
 

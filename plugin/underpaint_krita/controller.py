@@ -181,32 +181,32 @@ class Controller:
         """The active document's region prompts with their layers' names, dropping those whose
         layer was deleted."""
         session = self.session()
-        return session.named_regions() if session is not None else []
+        return session.layers.named_regions() if session is not None else []
 
     @_reports_errors
     def add_region(self, prompt: str, negative_prompt: str = "") -> str:
         """Make the active layer or group a region with this prompt (or give it a new one); returns
         its layer id."""
         limits = self.server.welcome.limits if self.server.welcome is not None else Limits()
-        layer_id = self._require_session().add_region(prompt, negative_prompt, limits.max_regions)
+        layer_id = self._require_session().layers.add_region(prompt, negative_prompt, limits.max_regions)
         self._changed()
         return layer_id
 
     @_reports_errors
     def remove_region(self, layer_id: str) -> None:
-        self._require_session().remove_region(layer_id)
+        self._require_session().layers.remove_region(layer_id)
         self._changed()
 
     def controls(self) -> list[tuple[ControlLayer, str]]:
         """The active document's control layers with their layers' names, dropping those whose layer
         was deleted."""
         session = self.session()
-        return session.named_controls() if session is not None else []
+        return session.layers.named_controls() if session is not None else []
 
     @_reports_errors
     def add_control(self, kind: str) -> str:
         """Make the active layer a control of `kind`; returns its layer id."""
-        layer_id = self._require_session().add_control(kind)
+        layer_id = self._require_session().layers.add_control(kind)
         self._changed()
         return layer_id
 
@@ -223,12 +223,12 @@ class Controller:
     @_reports_errors
     def set_control(self, control: ControlLayer) -> None:
         """Change a control layer's kind, strength or range."""
-        self._require_session().set_control(control)
+        self._require_session().layers.set_control(control)
         self._changed()
 
     @_reports_errors
     def remove_control(self, layer_id: str) -> None:
-        self._require_session().remove_control(layer_id)
+        self._require_session().layers.remove_control(layer_id)
         self._changed()
 
     @_reports_errors
@@ -245,7 +245,7 @@ class Controller:
         """The active document's reference pictures with their layers' names, dropping those whose layer
         was deleted."""
         session = self.session()
-        return session.named_references() if session is not None else []
+        return session.layers.named_references() if session is not None else []
 
     def layer_thumbnail(self, layer_id: str, side: int) -> Image | None:
         """A small picture of one of the active document's layers; None when it is gone."""
@@ -255,7 +255,7 @@ class Controller:
     @_reports_errors
     def add_reference(self, mode: str) -> str:
         """Make the active layer a reference picture in `mode`; returns its layer id."""
-        layer_id = self._require_session().add_reference(mode)
+        layer_id = self._require_session().layers.add_reference(mode)
         self._changed()
         return layer_id
 
@@ -263,19 +263,19 @@ class Controller:
     def add_reference_picture(self, path: str, mode: str) -> str:
         """Import a picture file as a new hidden layer and make it a reference in `mode`; returns its
         layer id."""
-        layer_id = self._require_session().add_reference_picture(path, mode)
+        layer_id = self._require_session().layers.add_reference_picture(path, mode)
         self._changed()
         return layer_id
 
     @_reports_errors
     def set_reference(self, reference: ReferenceLayer) -> None:
         """Change a reference picture's mode, strength or range."""
-        self._require_session().set_reference(reference)
+        self._require_session().layers.set_reference(reference)
         self._changed()
 
     @_reports_errors
     def remove_reference(self, layer_id: str) -> None:
-        self._require_session().remove_reference(layer_id)
+        self._require_session().layers.remove_reference(layer_id)
         self._changed()
 
     # --- training (training.py): one run at a time, not tied to a document ----------------------
@@ -403,8 +403,9 @@ class Controller:
         session = self.session()
         if session is None or session.live is None or not self.server.connected:
             return
+        layers = session.layers
         frame = session.live.next_frame(session.document, self.choices.for_request(), self.clock(),
-                                        tuple(session.regions), tuple(session.controls), tuple(session.references),
+                                        tuple(layers.regions), tuple(layers.controls), tuple(layers.references),
                                         may_read=lambda: self._may_touch(session.document))
         if frame is not None:
             self.connection.submit(frame)

@@ -1,6 +1,7 @@
 """One open document's Underpaint state and what the artist and the server do to it: its jobs, its
-history of results, what its preview layer shows, its region prompts, its control layers (also those
-the server makes from the canvas), its reference pictures and its live session.
+history of results, what its preview layer shows, the layers linked to its jobs (region prompts,
+control layers, reference pictures: linked_layers.py), the control layers the server makes from its
+canvas, and its live session.
 
 Krita-free. The controller keeps one session per open document and routes to it: the artist's
 actions to the active document's session, the server's messages to the session whose job they
@@ -9,11 +10,8 @@ answer. A session never talks to the server itself: it returns what is to be sen
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import PurePath
 from typing import Any, Protocol
 
 from shared.messages import (
@@ -32,25 +30,17 @@ from shared.messages import (
 )
 
 from . import naming
-from .controls import ControlLayer, Controls
+from .controls import ControlLayer
 from .errors import (
-    BAD_CONTROL,
-    BAD_REFERENCE,
     CONNECTION_LOST,
-    NO_CONTROL_LAYER,
-    NO_LAYER,
-    NO_REFERENCE_LAYER,
     NO_RESULT,
     SERVER_BACK,
-    UNREADABLE_PICTURE,
     UserError,
     artist_message,
 )
 from .history import Entry, History
-from .layer_list import LayerList, WeightedLayerList
+from .linked_layers import LayerStore, LinkedLayers
 from .live import LiveCanvas, LiveResult, LiveSession
-from .references import DEFAULT_STRENGTH, ReferenceLayer, References
-from .regions import RegionPrompt, Regions
 from .requests import Settings, Upscaling, build_preprocess, build_request, build_upscale
 
 log = logging.getLogger(__name__)
@@ -62,7 +52,7 @@ SERVER_STOPPING = "server stopping"  # the reason of `cancelled` when the server
 LIVE = "live"  # DocumentSession.shown when the preview layer shows the live picture
 
 
-class Document(LiveCanvas, Protocol):
+class Document(LiveCanvas, LayerStore, Protocol):
     """A document as a session sees it (plugin/document.py wraps Krita's)."""
 
     def show_preview(self, name: str, image: Image) -> None:
@@ -86,31 +76,9 @@ class Document(LiveCanvas, Protocol):
 
     def save_history(self, blob: bytes) -> None: ...
 
-    def load_regions(self) -> bytes | None: ...
-
-    def save_regions(self, blob: bytes) -> None: ...
-
-    def load_controls(self) -> bytes | None: ...
-
-    def save_controls(self, blob: bytes) -> None: ...
-
-    def load_references(self) -> bytes | None: ...
-
-    def save_references(self, blob: bytes) -> None: ...
-
-    def add_picture_layer(self, path: str, name: str) -> str | None:
-        """Import the picture file at `path` into a new hidden paint layer named `name` above the
-        active layer; returns its uniqueId, None when the file is not a picture that can be read."""
-
     def layer_thumbnail(self, layer_id: str, side: int) -> Image | None:
         """A small picture of a layer, at most side² pixels, read without ending a stroke; None when
         the layer no longer exists."""
-
-    def active_layer_id(self) -> str | None:
-        """The uniqueId of the layer or group the artist selected (never the preview layer)."""
-
-    def layer_name(self, layer_id: str) -> str | None:
-        """The name of a layer or group; None when it no longer exists."""
 
     def busy(self) -> bool:
         """True while the artist paints (a pointer button held, a stroke open or still being
@@ -149,13 +117,10 @@ class WaitingLayer:
 
 
 class DocumentSession:
-    def __init__(self, document: Document, history: History, regions: Regions | None = None,
-                 controls: Controls | None = None, references: References | None = None):
+    def __init__(self, document: Document, history: History, layers: LinkedLayers | None = None):
         self.document = document
         self.history = history
-        self.regions = regions if regions is not None else Regions()
-        self.controls = controls if controls is not None else Controls()
-        self.references = references if references is not None else References()
+        self.layers = layers if layers is not None else LinkedLayers(document)
         self.jobs: list[Job] = []
         self.shown: str | None = None  # the entry in the preview layer, or LIVE
         self.live: LiveSession | None = None  # live mode is on
@@ -173,15 +138,15 @@ class DocumentSession:
     def open(cls, document: Document, history_limit: int) -> DocumentSession:
         """The session of a document seen for the first time, with the history, regions, control layers
         and reference pictures stored in it."""
-        return cls(document, _stored_history(document, history_limit), Regions.stored(document.load_regions()),
-                   Controls.stored(document.load_controls()), References.stored(document.load_references()))
+        return cls(document, _stored_history(document, history_limit), LinkedLayers.stored(document))
 
     # --- the artist's actions --------------------------------------------------------------------
 
     def start_job(self, settings: Settings, job_id: str, connected: bool) -> Generate:
         """A job for this document with `settings`; returns its request, for the controller to send."""
-        request = build_request(self.document, settings, job_id, regions=self.regions, controls=self.controls,
-                                references=self.references)
+        layers = self.layers
+        request = build_request(self.document, settings, job_id, regions=layers.regions, controls=layers.controls,
+                                references=layers.references)
         self.jobs.append(Job(request))
         self.message = "" if connected else WAITING
         return request
@@ -189,8 +154,8 @@ class DocumentSession:
     def start_upscale(self, settings: Settings, upscaling: Upscaling, job_id: str, connected: bool,
                       limits: Limits) -> Generate:
         """An upscale of this document's canvas; returns its request, for the controller to send."""
-        request = build_upscale(self.document, settings, upscaling, job_id, limits, controls=self.controls,
-                                references=self.references)
+        request = build_upscale(self.document, settings, upscaling, job_id, limits, controls=self.layers.controls,
+                                references=self.layers.references)
         self.jobs.append(Job(request, upscale=True))
         self.message = "" if connected else WAITING
         return request
@@ -198,7 +163,7 @@ class DocumentSession:
     def start_preprocess(self, kind: str, fill: FillMode, job_id: str, connected: bool) -> Preprocess:
         """A control image of `kind` made from the canvas as a generate with `fill` reads it; returns its
         request, for the controller to send. It comes in as a new layer, a control of that kind."""
-        self.controls.check_room()
+        self.layers.controls.check_room()
         request = build_preprocess(self.document, kind, fill, job_id)
         self.jobs.append(Job(request))
         self.message = "" if connected else WAITING
@@ -244,70 +209,6 @@ class DocumentSession:
             self._hide_preview()
             self.shown = None
         self.document.save_history(self.history.to_blob())
-
-    def named_regions(self) -> list[tuple[RegionPrompt, str]]:
-        """The region prompts with their layers' names, dropping those whose layer was deleted."""
-        return self._named(self.regions, self.document.save_regions)
-
-    def add_region(self, prompt: str, negative_prompt: str, limit: int) -> str:
-        """Make the active layer or group a region with this prompt (or give it a new one); returns
-        its layer id. `limit` is the server's number of regions."""
-        layer_id = self._active_layer(NO_LAYER)
-        self.regions.set(RegionPrompt(layer_id, prompt, negative_prompt), limit)
-        self.document.save_regions(self.regions.to_json())
-        return layer_id
-
-    def remove_region(self, layer_id: str) -> None:
-        self.regions.remove(layer_id)
-        self.document.save_regions(self.regions.to_json())
-
-    def named_controls(self) -> list[tuple[ControlLayer, str]]:
-        """The control layers with their layers' names, dropping those whose layer was deleted."""
-        return self._named(self.controls, self.document.save_controls)
-
-    def add_control(self, kind: str, limit: int | None = None) -> str:
-        """Make the active layer a control of `kind` (a control already keeps its strength and range);
-        returns its layer id."""
-        return self._add_active(self.controls, NO_CONTROL_LAYER, kind, self.set_control, limit)
-
-    def set_control(self, control: ControlLayer, limit: int | None = None) -> None:
-        """Add a control layer or change one's kind, strength or range."""
-        self._keep(self.controls, control, BAD_CONTROL, self.document.save_controls, limit)
-
-    def remove_control(self, layer_id: str) -> None:
-        self.controls.remove(layer_id)
-        self.document.save_controls(self.controls.to_json())
-
-    def named_references(self) -> list[tuple[ReferenceLayer, str]]:
-        """The reference pictures with their layers' names, dropping those whose layer was deleted."""
-        return self._named(self.references, self.document.save_references)
-
-    def add_reference(self, mode: str, limit: int | None = None) -> str:
-        """Make the active layer a reference picture in `mode` (a reference already keeps its strength
-        and range); returns its layer id."""
-        return self._add_active(self.references, NO_REFERENCE_LAYER, mode, self.set_reference, limit)
-
-    def add_reference_picture(self, path: str, mode: str, limit: int | None = None) -> str:
-        """Import a picture file as a new hidden layer above the active one, named after the file, and
-        make it a reference picture in `mode`; returns its layer id. The artist's layers stay as they are."""
-        self.references.check_room(limit)  # before a layer is added that could not be used
-        reference = ReferenceLayer("", mode, DEFAULT_STRENGTH)
-        problem = References.problem(reference)
-        if problem is not None:
-            raise UserError(BAD_REFERENCE, problem)
-        layer_id = self.document.add_picture_layer(path, naming.reference_name(PurePath(path).name))
-        if layer_id is None:
-            raise UserError(UNREADABLE_PICTURE)
-        self.set_reference(dataclasses.replace(reference, layer_id=layer_id), limit)
-        return layer_id
-
-    def set_reference(self, reference: ReferenceLayer, limit: int | None = None) -> None:
-        """Add a reference picture or change one's mode, strength or range."""
-        self._keep(self.references, reference, BAD_REFERENCE, self.document.save_references, limit)
-
-    def remove_reference(self, layer_id: str) -> None:
-        self.references.remove(layer_id)
-        self.document.save_references(self.references.to_json())
 
     def set_live(self, on: bool) -> LiveStop | None:
         """Start or stop live mode (the last live picture stays to apply); returns the message that
@@ -426,7 +327,7 @@ class DocumentSession:
         layer and the message says why."""
         layer_id = self.document.add_hidden_layer(layer.name, layer.image)
         try:
-            self.set_control(ControlLayer(layer_id, layer.control))
+            self.layers.set_control(ControlLayer(layer_id, layer.control))
         except UserError as exc:
             self.message = f"Added the layer “{layer.name}”, but not as a control: {exc}"
             return
@@ -473,41 +374,6 @@ class DocumentSession:
             self.message = message
 
     # --- helpers -----------------------------------------------------------------------------------
-
-    def _active_layer(self, missing: str) -> str:
-        """The active layer's id; UserError(`missing`) when none is selected."""
-        layer_id = self.document.active_layer_id()
-        if layer_id is None:
-            raise UserError(missing)
-        return layer_id
-
-    def _add_active(self, items: WeightedLayerList, missing: str, choice: str, keep: Callable[[Any, int | None], None],
-                    limit: int | None) -> str:
-        """Make the active layer an item of `items` whose CHOICE is `choice` (an item of that layer keeps its
-        other settings), through `keep`; returns its layer id. UserError(`missing`) without an active layer."""
-        layer_id = self._active_layer(missing)
-        item = items.get(layer_id) or items.ITEM(layer_id)
-        keep(dataclasses.replace(item, **{items.CHOICE: choice}), limit)
-        return layer_id
-
-    def _keep(self, items: LayerList, item: Any, bad: str, save: Callable[[bytes], None], limit: int | None) -> None:
-        """Add `item` to `items` or replace its layer's, and save them; UserError(`bad`) naming what the
-        server would refuse in it, which is then not kept."""
-        problem = items.problem(item)
-        if problem is not None:
-            raise UserError(bad, problem)
-        items.set(item, limit)
-        save(items.to_json())
-
-    def _named(self, items: LayerList, save: Callable[[bytes], None]) -> list[tuple[Any, str]]:
-        """`items` with their layers' names; those whose layer was deleted are dropped and the rest saved."""
-        named = [(item, self.document.layer_name(item.layer_id)) for item in items]
-        if any(name is None for _, name in named):
-            for item, name in named:
-                if name is None:
-                    items.remove(item.layer_id)
-            save(items.to_json())
-        return [(item, name) for item, name in named if name is not None]
 
     def _job(self, job_id: str) -> Job | None:
         return next((job for job in self.jobs if job.id == job_id), None)

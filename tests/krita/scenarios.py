@@ -299,7 +299,7 @@ def control_layers(job: dict, out: dict) -> None:
     document.waitForDone()
     sketch_id = sketch.uniqueId().toString()
     # kritarunner has no view and so no active layer to add: the session's own call, as Add layer makes it.
-    controller.session().set_control(ControlLayer(sketch_id, "scribble", 0.9, 0.0, 0.8))
+    controller.session().layers.set_control(ControlLayer(sketch_id, "scribble", 0.9, 0.0, 0.8))
 
     path = job["workdir"] + "/controls.kra"
     document.setBatchmode(True)
@@ -450,7 +450,7 @@ def reference_layers(job: dict, out: dict) -> None:
     photo_id = photo.uniqueId().toString()
     session = controller.session()
     # kritarunner has no view and so no active layer to add: the session's own call, as Add layer makes it.
-    session.set_reference(ReferenceLayer(photo_id, "reference", 0.7, 0.1, 0.9))
+    session.layers.set_reference(ReferenceLayer(photo_id, "reference", 0.7, 0.1, 0.9))
     big_width, big_height = job["picture"]
     # A smooth picture (red follows x, green y): shrunk in bands or at once, nearly the same pixels.
     row, rows = bytearray(b"\x80\xff" * 2 * big_width), []
