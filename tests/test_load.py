@@ -451,6 +451,35 @@ def test_a_client_flooding_requests_without_reading_cannot_grow_the_server_buffe
     assert long < short + 1024 * 1024
 
 
+def test_a_backlog_of_tiny_frames_read_after_a_stall_holds_a_bounded_heap(server):
+    # While the event loop is busy the kernel piles up what a client sends; the server then reads it in
+    # the transport's read size, and websockets turns a read into frame objects all at once: 256 KiB of
+    # 7-byte frames made 3.4 MB of heap.
+    flooder = slow_reader(server)
+    (connection,) = server.connections
+    stalled, released = threading.Event(), threading.Event()
+    connection.websocket.loop.call_soon_threadsafe(lambda: (stalled.set(), released.wait(30)))
+    assert stalled.wait(10)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        sent = 0
+        while sent < 100_000 and flooder.try_send_raw(b"\xc1"):
+            sent += 1
+        released.set()
+        time.sleep(2)
+        grown = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        released.set()
+        tracemalloc.stop()
+    print(f"\n{sent} frames ({sent * 7} bytes) waiting after a stall: heap growth {grown} bytes")
+    assert sent * 7 > 256 * 1024  # more than one read of the old size was waiting
+    assert grown < 1024 * 1024
+    replies = [flooder.receive(timeout=60) for _ in range(sent)]
+    assert all(isinstance(r, Error) and r.field == "frame" for r in replies)
+    flooder.close()
+
+
 def test_a_client_that_stops_reading_gets_the_newest_previews_not_unbounded_buffers(server):
     steps = 60
     reader = slow_reader(server)
