@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from server.conditioning import control
+from server.conditioning.tile import running_on
 from server.config import ServerConfig
 from server.imaging.outputs import parameters_text
 from server.models.controlnets import load
@@ -445,7 +446,7 @@ def test_a_control_gives_the_part_of_its_image_under_a_tile(latent, tile, box, e
     if tile is None:
         found = item.hint_for(sample)
     else:
-        with control.cropped(box, tile):
+        with running_on(box, height=tile[1], width=tile[0]):
             found = item.hint_for(sample)
     if expected is None:
         assert found is None

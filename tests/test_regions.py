@@ -10,6 +10,7 @@ import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from server.conditioning import regions
+from server.conditioning.tile import running_on
 from shared.client import Client
 from shared.crop import Rect
 from shared.messages import Generate, Image, Mask, Region
@@ -206,3 +207,23 @@ def test_regions_in_inpaint(client):
     plain = client.generate(request(**fields))
     regional = client.generate(request(**fields, regions=[Region(mask=left_half(), prompt=FOREST)]))
     assert regional.images[0].image.data != plain.images[0].image.data
+
+
+@pytest.mark.parametrize(("tile", "expected"), [
+    (None, [[0, 1], [2, 3]]),  # the whole picture: the masks as placed
+    # A tile of a latent twice the size: stretched (bilinear: 0, 1 become 0, 0.25, 0.75, 1), then cut.
+    ((Rect(0, 0, 2, 2), 4, 4), [[0, 0.25], [0.5, 0.75]]),
+    ((Rect(2, 2, 2, 2), 4, 4), [[2.25, 2.5], [2.75, 3]]),
+    ((Rect(1, 0, 2, 1), 2, 4), [[0.25, 0.75]]),  # only wider: stretched across, cut at an odd offset
+])
+def test_coverage_reads_the_masks_under_the_tile_the_unet_runs_on(tile, expected):
+    coverage = regions.Coverage(torch.tensor([[[0.0, 1.0], [2.0, 3.0]]]))
+    if tile is None:
+        found = coverage.pooled(len(expected) * len(expected[0]))
+    else:
+        box, height, width = tile
+        with running_on(box, height, width):
+            found = coverage.pooled(box.width * box.height)
+    assert found.reshape(len(expected), -1).tolist() == expected
+    assert coverage.pooled(4).reshape(2, 2).tolist() == [[0, 1], [2, 3]]  # the whole again after the block
+

@@ -7,14 +7,13 @@ every pipeline a mode uses takes controls without a ControlNet pipeline of its o
 only at the steps within its [start, end] share (diffusers' `controlnet_keep`), and not at all at
 strength 0: outside its range a step costs what it costs without it. It acts on the picture it was
 placed for: with full detail, the native picture whose composition the refine then keeps; in an
-upscale's refine, the enlarged picture, tile by tile (`cropped`).
+upscale's refine, the enlarged picture, tile by tile (tile.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +28,8 @@ from ..imaging import payloads
 from ..models.controlnets import ControlNets, Net
 from ..models.entry import ModelEntry
 from ..models.identify import UNION_TYPES
+from . import tile
 from .steps import StepCounter, covers
-
-# The tile of a larger latent the UNet is running on (box, the whole latent's (width, height)), while
-# modes/tiled.py runs one: set and read on the job's thread.
-_TILE: ContextVar[tuple[Rect, tuple[int, int]] | None] = ContextVar("control_tile", default=None)
 
 # Kinds whose image is lines: a ControlNet reads them as light lines on black.
 LINE_KINDS = frozenset({"scribble", "lineart", "softedge", "canny"})
@@ -81,10 +77,10 @@ class ActiveControl:
         size = (sample.shape[-1], sample.shape[-2])
         if size == self.latent_size:
             return self.hint
-        tile = _TILE.get()
-        if tile is None or tile[1] != self.latent_size:
+        under = tile.current()
+        if under is None or (under.width, under.height) != self.latent_size:
             return None
-        box, scale = tile[0], self.hint.shape[-1] // self.latent_size[0]
+        box, scale = under.box, self.hint.shape[-1] // self.latent_size[0]
         return self.hint[..., box.y * scale:box.bottom * scale, box.x * scale:box.right * scale]
 
     def residuals(self, sample: torch.Tensor, hint: torch.Tensor, timestep: Any, context: torch.Tensor,
@@ -175,13 +171,3 @@ def applied(pipe: Any, controls: Controls | None, global_tokens: int | None = No
         # A full-detail refine's tiles (modes/tiled.py) may have taken the forward off already.
         unet.__dict__.pop("forward", None)
 
-
-@contextmanager
-def cropped(box: Rect, latent_size: tuple[int, int]) -> Iterator[None]:
-    """Within the block the UNet runs on `box` of a latent of `latent_size` (width, height): the
-    controls placed for that latent give the part of their image under the box."""
-    token = _TILE.set((box, latent_size))
-    try:
-        yield
-    finally:
-        _TILE.reset(token)

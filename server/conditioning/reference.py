@@ -148,10 +148,6 @@ class References(StepCounter):
         half = batch // 2
         return torch.cat([pair[:1].expand(half, -1, -1), pair[1:].expand(batch - half, -1, -1)])
 
-    @property
-    def coverages(self) -> tuple[Coverage, ...]:
-        return tuple(r.coverage for r in self.items if r.coverage is not None)
-
     def info(self) -> dict[str, Any]:
         return {"references": [{"mode": r.mode, "model": r.name, "encoder": r.encoder, "module": r.module,
                                 "strength": r.strength, "start": r.start, "end": r.end,
@@ -166,7 +162,6 @@ class ReferenceAttention:
         self.layer = layer
         self.references = references
         self.pipe = pipe
-        self.coverages = (*getattr(original, "coverages", ()), *references.coverages)
 
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,

@@ -11,7 +11,7 @@ which reference pictures' masks use too: conditioning/reference.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -26,6 +26,7 @@ from shared.messages import Mask, Region
 from ..errors import Unsupported
 from ..imaging import payloads
 from ..models import attention, interrupts
+from . import tile
 
 OUTSIDE = -10000.0
 # How many times a UNet may halve the latent; SD1.5 and SDXL halve three times.
@@ -52,23 +53,41 @@ def latent_mask(mask: Mask, field: str, frame: Rect, latent_size: tuple[int, int
 
 @dataclass
 class Coverage:
-    """Masks over a latent ([n, h, w], 0..1), read at each resolution the UNet attends at: `regions.cropped`
-    cuts them to the tile the UNet runs on."""
+    """Masks over a latent ([n, h, w], 0..1), read at each resolution the UNet attends at. While the UNet
+    runs on a tile of a larger latent (tile.py), they are stretched over that latent and cut to the
+    tile, so the tile sees them where they lie in the picture."""
 
     masks: torch.Tensor
+    # What was made from the masks for one tile (None: the whole picture); made again for another.
     _cache: dict = field(default_factory=dict, repr=False, kw_only=True)
+    _cached_for: tile.Tile | None = field(default=None, repr=False, kw_only=True)
 
     def pooled(self, queries: int) -> torch.Tensor:
         """The masks averaged over the positions of a layer with `queries` of them: [n, queries]."""
-        size = level_size(tuple(self.masks.shape[1:]), queries)
-        return F.adaptive_avg_pool2d(self.masks[None], size)[0].flatten(1)
+        masks = self.cached(("here",), self._here)
+        size = level_size(tuple(masks.shape[1:]), queries)
+        return F.adaptive_avg_pool2d(masks[None], size)[0].flatten(1)
 
     def at(self, queries: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """`pooled`, cached on `device`."""
-        key = ("pooled", queries, dtype, device)
+        return self.cached(("pooled", queries, dtype, device),
+                           lambda: self.pooled(queries).to(device=device, dtype=dtype))
+
+    def cached(self, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """`make()`, made once for the tile the UNet runs on."""
+        under = tile.current()
+        if under != self._cached_for:
+            self._cache, self._cached_for = {}, under
         if key not in self._cache:
-            self._cache[key] = self.pooled(queries).to(device=device, dtype=dtype)
+            self._cache[key] = make()
         return self._cache[key]
+
+    def _here(self) -> torch.Tensor:
+        under = tile.current()
+        if under is None:
+            return self.masks
+        stretched = F.interpolate(self.masks[None], size=(under.height, under.width), mode="bilinear")[0]
+        return stretched[:, under.box.y:under.box.bottom, under.box.x:under.box.right]
 
 
 @dataclass
@@ -80,10 +99,7 @@ class Restriction(Coverage):
 
     def bias(self, queries: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """The additive attention bias for a layer with `queries` positions: [1, 1, queries, tokens]."""
-        key = ("bias", queries, dtype, device)
-        if key not in self._cache:
-            self._cache[key] = self._make_bias(queries, dtype, device)
-        return self._cache[key]
+        return self.cached(("bias", queries, dtype, device), lambda: self._make_bias(queries, dtype, device))
 
     def _make_bias(self, queries: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         per_region = torch.log(self.pooled(queries)).clamp(min=OUTSIDE)
@@ -110,7 +126,6 @@ class RegionalCrossAttention:
 
     def __init__(self, restriction: Restriction):
         self.restriction = restriction
-        self.coverages = (restriction,)
 
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
@@ -149,20 +164,3 @@ def restricted(unet: torch.nn.Module, restriction: Restriction | None) -> Iterat
         if pooled is not None:
             pooled.remove()
 
-
-@contextmanager
-def cropped(unet: torch.nn.Module, box: Rect, latent_size: tuple[int, int]) -> Iterator[None]:
-    """Within the block, the masks `unet`'s attention processors hold (`coverages`: regions', references')
-    apply to `box` of a latent of `latent_size` (height, width): stretched over that latent and cut to the
-    box, so a tile of a large picture sees them where they lie in it."""
-    coverages = {id(c): c for p in unet.attn_processors.values() for c in getattr(p, "coverages", ())}
-    saved = [(c, c.masks, c._cache) for c in coverages.values()]
-    for coverage in coverages.values():
-        stretched = F.interpolate(coverage.masks[None], size=latent_size, mode="bilinear")[0]
-        coverage.masks = stretched[:, box.y:box.bottom, box.x:box.right]
-        coverage._cache = {}
-    try:
-        yield
-    finally:
-        for coverage, masks, cache in saved:
-            coverage.masks, coverage._cache = masks, cache

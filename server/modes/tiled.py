@@ -20,7 +20,7 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from shared.tiles import grid
 
-from ..conditioning import control, regions
+from ..conditioning.tile import running_on
 from ..imaging import tiles
 from ..imaging.tiles import TileCallback
 
@@ -38,19 +38,20 @@ def tile_side(native_side: int, latent_scale: int) -> int:
 def tiled_unet(unet: torch.nn.Module, tile: int, on_tile: TileCallback | None = None,
                overlap: int | None = None, feather: int | None = None) -> Iterator[None]:
     """Within the block, `unet` denoises latents larger than `tile` (latent pixels) in overlapping
-    tiles, telling `on_tile` before each one; region prompts see their masks cropped to the tile."""
+    tiles, telling `on_tile` before each one; conditioning placed over the whole picture reads the part
+    under each tile (conditioning/tile.py)."""
     overlap = tile // OVERLAP if overlap is None else overlap
     feather = overlap if feather is None else feather
     forward = unet.forward
 
     def tiled_forward(sample: torch.Tensor, timestep: Any, *args: Any, return_dict: bool = True,
                       **kwargs: Any) -> Any:
-        height, width = size = tuple(sample.shape[-2:])
+        height, width = sample.shape[-2:]
         offsets = iter(grid(width, height, tile, overlap))  # the tiles `blended` cuts, in its order
 
         def one(part: torch.Tensor) -> torch.Tensor:
             box = next(offsets)
-            with regions.cropped(unet, box, size), control.cropped(box, (width, height)):
+            with running_on(box, height, width):
                 return forward(part, timestep, *args, return_dict=False, **kwargs)[0]
 
         out = tiles.blended(sample, one, tile, overlap, feather, on_tile).to(sample.dtype)
