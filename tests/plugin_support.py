@@ -100,14 +100,12 @@ class FakeDocument:
     # layer id -> (name, full-canvas 8-bit alpha): the layers and groups regions can be made of
     alphas: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     active_layer: str | None = None
-    regions_blob: bytes | None = None
     # layer id -> (name, full-canvas straight RGBA): the layers controls can be made of
     rgbas: dict[str, tuple[str, bytes]] = field(default_factory=dict)
-    controls_blob: bytes | None = None
     # layer id -> (name, the layer's own picture at its bounds): hidden layers imported from files
     pictures: dict[str, tuple[str, Image]] = field(default_factory=dict)
     files: dict[str, Image] = field(default_factory=dict)  # path -> the picture a readable file holds
-    references_blob: bytes | None = None
+    lists: dict[str, bytes] = field(default_factory=dict)  # the stored linked-layer lists by key
     painting: bool = False  # the artist holds the brush down: busy()
     scaled: list[int] = field(default_factory=list)  # each scale_with_layer's factor
 
@@ -191,23 +189,11 @@ class FakeDocument:
         layer = self.alphas.get(layer_id) or self.rgbas.get(layer_id) or self.pictures.get(layer_id)
         return layer[0] if layer is not None else None
 
-    def load_references(self) -> bytes | None:
-        return self.references_blob
+    def load_list(self, key: str) -> bytes | None:
+        return self.lists.get(key)
 
-    def save_references(self, blob: bytes) -> None:
-        self.references_blob = blob
-
-    def load_regions(self) -> bytes | None:
-        return self.regions_blob
-
-    def save_regions(self, blob: bytes) -> None:
-        self.regions_blob = blob
-
-    def load_controls(self) -> bytes | None:
-        return self.controls_blob
-
-    def save_controls(self, blob: bytes) -> None:
-        self.controls_blob = blob
+    def save_list(self, key: str, blob: bytes) -> None:
+        self.lists[key] = blob
 
     def busy(self) -> bool:
         return self.painting

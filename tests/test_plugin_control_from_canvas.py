@@ -101,7 +101,7 @@ def test_the_answer_becomes_a_hidden_control_layer_at_its_place(setup) -> None:
     assert document.pixels == gradient(W, H)  # hidden: what the canvas shows is unchanged
     (control, layer_name), = controller.controls()
     assert control == ControlLayer(control.layer_id, "canny") and layer_name == "[Control] canny"
-    assert list(Controls.from_json(document.controls_blob)) == [control]  # stored in the document
+    assert list(Controls.from_json(document.lists["controls"])) == [control]  # stored in the document
     assert controller.message == "Added the control layer “[Control] canny” (hidden; it steers the next pictures)."
 
     controller.settings.model = "tiny-sd15"

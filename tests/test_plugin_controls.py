@@ -156,7 +156,7 @@ def test_the_active_layer_becomes_a_control_stored_in_the_document(controller_se
     controller.remove_control("sketch-id")
     del document.rgbas["depth-id"]  # the artist deleted the depth layer
     assert controller.controls() == []
-    assert list(Controls.from_json(document.controls_blob)) == []
+    assert list(Controls.from_json(document.lists["controls"])) == []
 
 
 @pytest.mark.parametrize("change, words", [
@@ -191,7 +191,7 @@ def test_a_refined_upscale_carries_the_controls_and_a_plain_one_none(controller_
 
 def test_an_unreadable_stored_control_list_starts_empty(controller_setup) -> None:
     _, _, workspace, document = controller_setup
-    document.controls_blob = b'{"version": 1, "controls": [{"layer_id": "sketch-id", "kind": "normal"}]}'
+    document.lists["controls"] = b'{"version": 1, "controls": [{"layer_id": "sketch-id", "kind": "normal"}]}'
     assert Controller(ScriptedConnection(), workspace).controls() == []
 
 

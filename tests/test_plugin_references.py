@@ -193,7 +193,7 @@ def test_the_active_layer_becomes_a_reference_stored_in_the_document(controller_
     controller.remove_reference("photo-id")
     del document.rgbas["cat-id"]  # the artist deleted the cat layer
     assert controller.references() == []
-    assert list(References.from_json(document.references_blob)) == []
+    assert list(References.from_json(document.lists["references"])) == []
     assert controller.layer_thumbnail("cat-id", 48) is None
 
 
@@ -242,7 +242,7 @@ def test_a_setting_the_server_would_refuse_is_told_and_not_kept(controller_setup
 
 def test_an_unreadable_stored_list_starts_empty(controller_setup) -> None:
     _, _, workspace, document = controller_setup
-    document.references_blob = b'{"version": 1, "references": [{"layer_id": "cat-id", "strength": 9}]}'
+    document.lists["references"] = b'{"version": 1, "references": [{"layer_id": "cat-id", "strength": 9}]}'
     assert Controller(ScriptedConnection(), workspace).references() == []
 
 

@@ -132,12 +132,12 @@ def test_the_active_layer_becomes_a_region_stored_in_the_document(controller_set
     controller.remove_region("sky-id")
     del document.alphas["fox-id"]  # the artist deleted the fox group
     assert controller.regions() == []
-    assert list(Regions.from_json(document.regions_blob)) == []
+    assert list(Regions.from_json(document.lists["regions"])) == []
 
 
 def test_an_unreadable_stored_region_list_starts_empty(controller_setup) -> None:
     _, _, workspace, document = controller_setup
-    document.regions_blob = b"not json"
+    document.lists["regions"] = b"not json"
     assert Controller(ScriptedConnection(), workspace).regions() == []
 
 

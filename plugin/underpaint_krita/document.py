@@ -27,9 +27,9 @@ from .references import sent_size
 from .training import Picture
 
 HISTORY_ANNOTATION = "underpaint/history"
-REGIONS_ANNOTATION = "underpaint/regions"
-CONTROLS_ANNOTATION = "underpaint/controls"
-REFERENCES_ANNOTATION = "underpaint/references"
+# The annotation of each list of linked layers is "underpaint/" + its key.
+LIST_DESCRIPTIONS = {"regions": "Underpaint region prompts", "controls": "Underpaint control layers",
+                     "references": "Underpaint reference pictures"}
 # A picture file imported as a reference layer is read at most this large a side (a reference is sent at
 # references.SIDE anyway): a photo of a hundred megapixels does not become a layer of 400 MB.
 IMPORT_SIDE = 4096
@@ -201,23 +201,11 @@ class KritaDocument:
     def save_history(self, blob: bytes) -> None:
         self._annotate(HISTORY_ANNOTATION, "Underpaint results", blob)
 
-    def load_regions(self) -> bytes | None:
-        return self._annotation(REGIONS_ANNOTATION)
+    def load_list(self, key: str) -> bytes | None:
+        return self._annotation(f"underpaint/{key}")
 
-    def save_regions(self, blob: bytes) -> None:
-        self._annotate(REGIONS_ANNOTATION, "Underpaint region prompts", blob)
-
-    def load_controls(self) -> bytes | None:
-        return self._annotation(CONTROLS_ANNOTATION)
-
-    def save_controls(self, blob: bytes) -> None:
-        self._annotate(CONTROLS_ANNOTATION, "Underpaint control layers", blob)
-
-    def load_references(self) -> bytes | None:
-        return self._annotation(REFERENCES_ANNOTATION)
-
-    def save_references(self, blob: bytes) -> None:
-        self._annotate(REFERENCES_ANNOTATION, "Underpaint reference pictures", blob)
+    def save_list(self, key: str, blob: bytes) -> None:
+        self._annotate(f"underpaint/{key}", LIST_DESCRIPTIONS[key], blob)
 
     def add_picture_layer(self, path: str, name: str) -> str | None:
         reader = QImageReader(path)

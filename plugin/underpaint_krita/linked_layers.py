@@ -31,17 +31,11 @@ from .regions import RegionPrompt, Regions
 class LayerStore(Protocol):
     """What of a document the linked layers need."""
 
-    def load_regions(self) -> bytes | None: ...
+    def load_list(self, key: str) -> bytes | None:
+        """The stored list of linked layers under `key` ("regions", "controls", "references"); None when
+        the document has none."""
 
-    def save_regions(self, blob: bytes) -> None: ...
-
-    def load_controls(self) -> bytes | None: ...
-
-    def save_controls(self, blob: bytes) -> None: ...
-
-    def load_references(self) -> bytes | None: ...
-
-    def save_references(self, blob: bytes) -> None: ...
+    def save_list(self, key: str, blob: bytes) -> None: ...
 
     def add_picture_layer(self, path: str, name: str) -> str | None:
         """Import the picture file at `path` into a new hidden paint layer named `name` above the
@@ -67,28 +61,27 @@ class LinkedLayers:
     @classmethod
     def stored(cls, document: LayerStore) -> LinkedLayers:
         """The lists stored in the document."""
-        return cls(document, Regions.stored(document.load_regions()), Controls.stored(document.load_controls()),
-                   References.stored(document.load_references()))
+        return cls(document, *(kind.stored(document.load_list(kind.KEY)) for kind in (Regions, Controls, References)))
 
     def named_regions(self) -> list[tuple[RegionPrompt, str]]:
         """The region prompts with their layers' names, dropping those whose layer was deleted."""
-        return self._named(self.regions, self.document.save_regions)
+        return self._named(self.regions)
 
     def add_region(self, prompt: str, negative_prompt: str, limit: int) -> str:
         """Make the active layer or group a region with this prompt (or give it a new one); returns
         its layer id. `limit` is the server's number of regions."""
         layer_id = self._active_layer(NO_LAYER)
         self.regions.set(RegionPrompt(layer_id, prompt, negative_prompt), limit)
-        self.document.save_regions(self.regions.to_json())
+        self._save(self.regions)
         return layer_id
 
     def remove_region(self, layer_id: str) -> None:
         self.regions.remove(layer_id)
-        self.document.save_regions(self.regions.to_json())
+        self._save(self.regions)
 
     def named_controls(self) -> list[tuple[ControlLayer, str]]:
         """The control layers with their layers' names, dropping those whose layer was deleted."""
-        return self._named(self.controls, self.document.save_controls)
+        return self._named(self.controls)
 
     def add_control(self, kind: str, limit: int | None = None) -> str:
         """Make the active layer a control of `kind` (a control already keeps its strength and range);
@@ -97,15 +90,15 @@ class LinkedLayers:
 
     def set_control(self, control: ControlLayer, limit: int | None = None) -> None:
         """Add a control layer or change one's kind, strength or range."""
-        self._keep(self.controls, control, BAD_CONTROL, self.document.save_controls, limit)
+        self._keep(self.controls, control, BAD_CONTROL, limit)
 
     def remove_control(self, layer_id: str) -> None:
         self.controls.remove(layer_id)
-        self.document.save_controls(self.controls.to_json())
+        self._save(self.controls)
 
     def named_references(self) -> list[tuple[ReferenceLayer, str]]:
         """The reference pictures with their layers' names, dropping those whose layer was deleted."""
-        return self._named(self.references, self.document.save_references)
+        return self._named(self.references)
 
     def add_reference(self, mode: str, limit: int | None = None) -> str:
         """Make the active layer a reference picture in `mode` (a reference already keeps its strength
@@ -128,11 +121,11 @@ class LinkedLayers:
 
     def set_reference(self, reference: ReferenceLayer, limit: int | None = None) -> None:
         """Add a reference picture or change one's mode, strength or range."""
-        self._keep(self.references, reference, BAD_REFERENCE, self.document.save_references, limit)
+        self._keep(self.references, reference, BAD_REFERENCE, limit)
 
     def remove_reference(self, layer_id: str) -> None:
         self.references.remove(layer_id)
-        self.document.save_references(self.references.to_json())
+        self._save(self.references)
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -152,21 +145,24 @@ class LinkedLayers:
         keep(dataclasses.replace(item, **{items.CHOICE: choice}), limit)
         return layer_id
 
-    def _keep(self, items: LayerList, item: Any, bad: str, save: Callable[[bytes], None], limit: int | None) -> None:
+    def _keep(self, items: LayerList, item: Any, bad: str, limit: int | None) -> None:
         """Add `item` to `items` or replace its layer's, and save them; UserError(`bad`) naming what the
         server would refuse in it, which is then not kept."""
         problem = items.problem(item)
         if problem is not None:
             raise UserError(bad, problem)
         items.set(item, limit)
-        save(items.to_json())
+        self._save(items)
 
-    def _named(self, items: LayerList, save: Callable[[bytes], None]) -> list[tuple[Any, str]]:
+    def _named(self, items: LayerList) -> list[tuple[Any, str]]:
         """`items` with their layers' names; those whose layer was deleted are dropped and the rest saved."""
         named = [(item, self.document.layer_name(item.layer_id)) for item in items]
         if any(name is None for _, name in named):
             for item, name in named:
                 if name is None:
                     items.remove(item.layer_id)
-            save(items.to_json())
+            self._save(items)
         return [(item, name) for item, name in named if name is not None]
+
+    def _save(self, items: LayerList) -> None:
+        self.document.save_list(items.KEY, items.to_json())

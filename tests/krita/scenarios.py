@@ -136,7 +136,7 @@ def document_glue(job: dict, out: dict) -> None:
     deep_background = deep.rootNode().childNodes()[0]
     out["deep_control_rgba"] = list(deep_doc.read_layer_rgba(deep_background.uniqueId().toString(), Rect(0, 0, 1, 1)))
     out["deep_background_space"] = [deep_background.colorModel(), deep_background.colorDepth()]
-    doc.save_regions(b'{"regions": "blob"}')
+    doc.save_list("regions", b'{"regions": "blob"}')
 
     doc.save_history(b"history\x00blob")
     path = job["workdir"] + "/glue.kra"
@@ -145,7 +145,7 @@ def document_glue(job: dict, out: dict) -> None:
     document.close()
     reopened = Krita.instance().openDocument(path)
     out["history_after_reopen"] = KritaDocument(reopened).load_history().decode("latin-1")
-    out["regions_after_reopen"] = KritaDocument(reopened).load_regions().decode()
+    out["regions_after_reopen"] = KritaDocument(reopened).load_list("regions").decode()
     out["region_alpha_after_reopen"] = list(KritaDocument(reopened).read_layer_alpha(region_id, Rect(3, 4, 3, 1)))
     out["fresh_history"] = KritaDocument(deep).load_history()
 

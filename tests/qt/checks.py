@@ -542,10 +542,10 @@ def check_the_krita_document_glue_converts_both_ways() -> None:
     assert glue.read_layer_rgba(region_id, Rect(3, 0, 2, 1)) == bytes([0, 0, 0, 0, 0, 0, 255, 128])  # BGRA in
 
     glue.save_history(b"history\x00blob")
-    glue.save_regions(b'{"regions": []}')
-    glue.save_controls(b'{"controls": []}')
-    assert glue.load_history() == b"history\x00blob" and glue.load_regions() == b'{"regions": []}'
-    assert glue.load_controls() == b'{"controls": []}'
+    glue.save_list("regions", b'{"regions": []}')
+    glue.save_list("controls", b'{"controls": []}')
+    assert glue.load_history() == b"history\x00blob" and glue.load_list("regions") == b'{"regions": []}'
+    assert glue.load_list("controls") == b'{"controls": []}'
 
 
 def check_the_krita_document_glue_reads_and_imports_reference_pictures() -> None:
@@ -582,8 +582,8 @@ def check_the_krita_document_glue_reads_and_imports_reference_pictures() -> None
     assert glue.read_layer_picture(layer_id, 1024).data == _rgba(6, 5)
     thumbnail = glue.layer_thumbnail(layer_id, 16)
     assert (thumbnail.width, thumbnail.height) == (16, 12) and glue.layer_thumbnail("gone", 16) is None
-    glue.save_references(b'{"references": []}')
-    assert glue.load_references() == b'{"references": []}'
+    glue.save_list("references", b'{"references": []}')
+    assert glue.load_list("references") == b'{"references": []}'
 
 
 def _training_docker() -> tuple[Controller, ScriptedConnection, UnderpaintDocker]:
