@@ -5,9 +5,10 @@ websockets parses frames as bytes arrive (its sans-I/O protocol) and assembles f
 messages; a message reaches the server only once complete. Until then nothing in the server sees
 it, so a client could hold a slot with a message sent one fragment a second, or hold memory with a
 250 MB frame that never ends. This subclass of websockets' connection (handed to `serve` as
-`create_connection`) overrides only asyncio's `data_received` and websockets' `process_event`,
-the two places where bytes and frames come in, to count them. The policy (deadlines, what to tell
-the client) is the connection's (connection.py); the server-wide budget is `Receiving`.
+`create_connection`) overrides asyncio's `data_received` and websockets' `process_event`, the two
+places where bytes and frames come in, to count them, and `connection_made`, to read less at once.
+The policy (deadlines, what to tell the client) is the connection's (connection.py); the
+server-wide budget is `Receiving`.
 """
 
 from __future__ import annotations
