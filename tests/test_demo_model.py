@@ -29,6 +29,7 @@ from tools.demo_model.data import (
     training_caption,
 )
 from tools.demo_model.detect import Blob, background_names, check, find_blob, find_shape
+from tools.demo_model.tiny_autoencoder import Settings, learning_rate
 from tools.demo_model.vocab import build_tokenizer, caption_words, learn_merges
 
 PROMPT = "a large red circle on the left, blue background"
@@ -165,6 +166,23 @@ def test_tokenizer_gives_one_token_per_caption_word(tmp_path: Path) -> None:
     assert tokenizer.decode(ids, skip_special_tokens=True).replace(" ,", ",") == PROMPT
     assert len(tokenizer("zebra", add_special_tokens=False).input_ids) > 1  # unknown words still tokenize
     assert tokenizer.model_max_length == 77
+
+
+# --- the tiny autoencoder's recipe ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("steps", "step", "rate"), [
+    (6400, 0, 2e-5), (6400, 99, 2e-3), (6400, 4799, 2e-4),  # first phase: warm-up, peak, a tenth at its end
+    (6400, 4800, 5e-6), (6400, 4899, 5e-4), (6400, 6399, 5e-5),  # second: its own cycle from a quarter
+    (9600, 4899, 5e-4), (9600, 6400, 2.5e-6), (9600, 6499, 2.5e-4),  # a larger --steps adds a third
+])
+def test_each_training_phase_has_its_own_learning_rate_cycle(steps: int, step: int, rate: float) -> None:
+    assert learning_rate(step, Settings(steps=steps)) == pytest.approx(rate, rel=1e-3)
+
+
+def test_going_on_leaves_the_earlier_phases_as_they_were() -> None:
+    assert all(learning_rate(step, Settings(steps=9600)) == learning_rate(step, Settings(steps=6400))
+               for step in range(0, 6400, 7))
 
 
 # --- the shipped model ----------------------------------------------------------------------
