@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
-import threading
-from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,13 +21,12 @@ from diffusers import ControlNetModel, ControlNetUnionModel
 from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 from safetensors.torch import load_file
 
-from ..errors import ModelBroken, Unsupported
+from ..errors import Unsupported
 from .entry import ModelEntry
 from .identify import CONTROLNET_HINT
+from .loaded import Loaded
 from .loading import CONFIGS
 from .registry import CONFIG_SUFFIX, Registry
-
-log = logging.getLogger(__name__)
 
 CAPACITY = 4
 Net = ControlNetModel | ControlNetUnionModel
@@ -40,11 +35,8 @@ Net = ControlNetModel | ControlNetUnionModel
 class ControlNets:
     def __init__(self, registry: Registry, device: torch.device, dtype: torch.dtype, capacity: int = CAPACITY):
         self.registry = registry
-        self.device = device
-        self.dtype = dtype
-        self.capacity = capacity
-        self._loaded: OrderedDict[tuple[Path, str], Net] = OrderedDict()
-        self._lock = threading.Lock()
+        self._loaded = Loaded(registry, "ControlNet",
+                              lambda entry: load(entry).to(device, dtype).eval().requires_grad_(False), capacity)
 
     def choose(self, kind: str, checkpoint: ModelEntry, name: str | None, field: str) -> ModelEntry:
         """The ControlNet named (it must read `kind` for the checkpoint's family), else the first installed
@@ -68,27 +60,11 @@ class ControlNets:
 
     def get(self, entry: ModelEntry, field: str) -> Net:
         """`entry` loaded (ModelBroken naming `field` where it cannot be), kept for the next jobs."""
-        key = (entry.path, entry.fingerprint())
-        with self._lock:
-            net = self._loaded.get(key)
-            if net is None:
-                log.info("loading ControlNet %s", entry.name)
-                try:
-                    net = load(entry).to(self.device, self.dtype).eval().requires_grad_(False)
-                except Exception as exc:
-                    self.registry.mark_broken(entry.name, f"cannot be loaded: {exc}", "controlnet")
-                    raise ModelBroken(f"ControlNet {entry.name} cannot be loaded: {exc}", field) from exc
-                self._loaded[key] = net
-                while len(self._loaded) > self.capacity:
-                    self._loaded.popitem(last=False)
-            self._loaded.move_to_end(key)
-            return net
-
+        return self._loaded.get(entry, field)
 
     def unload(self) -> None:
         """Let go of every loaded ControlNet (after the device ran out of memory); each loads again when used."""
-        with self._lock:
-            self._loaded.clear()
+        self._loaded.clear()
 
 
 def load(entry: ModelEntry) -> Net:

@@ -16,13 +16,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -31,13 +27,12 @@ from diffusers.loaders.unet import UNet2DConditionLoadersMixin
 from safetensors.torch import load_file
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from ..errors import ModelBroken, Unsupported
+from ..errors import Unsupported
 from .entry import Feature, ModelEntry
 from .headers import safetensors_header
 from .identify import CLIP_VISION_LAYERS, CLIP_VISION_WIDTH, IPADAPTER_LAYERS, IPADAPTER_PROJECTION, clip_vision_config
+from .loaded import Loaded
 from .registry import Registry
-
-log = logging.getLogger(__name__)
 
 ADAPTERS = 4
 ENCODERS = 2
@@ -80,9 +75,8 @@ class IPAdapters:
         self.device = device
         self.dtype = dtype
         self.features = FeatureCache(cache_bytes)
-        self._adapters: OrderedDict[tuple[Path, str], Adapter] = OrderedDict()
-        self._encoders: OrderedDict[tuple[Path, str], Encoder] = OrderedDict()
-        self._lock = threading.Lock()
+        self._adapters = Loaded(registry, "IP-Adapter", self._load_adapter, ADAPTERS)
+        self._encoders = Loaded(registry, "CLIP vision encoder", self._load_encoder, ENCODERS)
 
     def choose(self, mode: str, checkpoint: ModelEntry, name: str | None, field: str) -> tuple[ModelEntry, ModelEntry]:
         """The IP-Adapter named (it must be made for the checkpoint's family, and read faces for `face`), else
@@ -130,28 +124,10 @@ class IPAdapters:
 
     def adapter(self, entry: ModelEntry, field: str) -> Adapter:
         """`entry` loaded (ModelBroken naming `field` where it cannot be), kept for the next jobs."""
-        return self._kept(self._adapters, ADAPTERS, entry, field, "IP-Adapter", self._load_adapter)
+        return self._adapters.get(entry, field)
 
     def encoder(self, entry: ModelEntry, field: str) -> Encoder:
-        return self._kept(self._encoders, ENCODERS, entry, field, "CLIP vision encoder", self._load_encoder)
-
-    def _kept(self, loaded: OrderedDict, capacity: int, entry: ModelEntry, field: str, what: str,
-              load: Callable[[ModelEntry], Any]) -> Any:
-        key = (entry.path, entry.fingerprint())
-        with self._lock:
-            found = loaded.get(key)
-            if found is None:
-                log.info("loading %s %s", what, entry.name)
-                try:
-                    found = load(entry)
-                except Exception as exc:
-                    self.registry.mark_broken(entry.name, f"cannot be loaded: {exc}", entry.kind)
-                    raise ModelBroken(f"{what} {entry.name} cannot be loaded: {exc}", field) from exc
-                loaded[key] = found
-                while len(loaded) > capacity:
-                    loaded.popitem(last=False)
-            loaded.move_to_end(key)
-            return found
+        return self._encoders.get(entry, field)
 
     def _load_adapter(self, entry: ModelEntry) -> Adapter:
         weights = load_file(entry.path)
@@ -201,9 +177,8 @@ class IPAdapters:
 
     def unload(self) -> None:
         """Let go of every loaded adapter, encoder and cached feature (after the device ran out of memory)."""
-        with self._lock:
-            self._adapters.clear()
-            self._encoders.clear()
+        self._adapters.clear()
+        self._encoders.clear()
         self.features.clear()
 
 
