@@ -8,7 +8,6 @@ Krita-free: the document is reached through `LayerStore` (plugin/document.py wra
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from pathlib import PurePath
 from typing import Any, Protocol
 
@@ -86,7 +85,7 @@ class LinkedLayers:
     def add_control(self, kind: str, limit: int | None = None) -> str:
         """Make the active layer a control of `kind` (a control already keeps its strength and range);
         returns its layer id."""
-        return self._add_active(self.controls, NO_CONTROL_LAYER, kind, self.set_control, limit)
+        return self._add_active(self.controls, NO_CONTROL_LAYER, kind, BAD_CONTROL, limit)
 
     def set_control(self, control: ControlLayer, limit: int | None = None) -> None:
         """Add a control layer or change one's kind, strength or range."""
@@ -103,16 +102,14 @@ class LinkedLayers:
     def add_reference(self, mode: str, limit: int | None = None) -> str:
         """Make the active layer a reference picture in `mode` (a reference already keeps its strength
         and range); returns its layer id."""
-        return self._add_active(self.references, NO_REFERENCE_LAYER, mode, self.set_reference, limit)
+        return self._add_active(self.references, NO_REFERENCE_LAYER, mode, BAD_REFERENCE, limit)
 
     def add_reference_picture(self, path: str, mode: str, limit: int | None = None) -> str:
         """Import a picture file as a new hidden layer above the active one, named after the file, and
         make it a reference picture in `mode`; returns its layer id. The artist's layers stay as they are."""
         self.references.check_room(limit)  # before a layer is added that could not be used
         reference = ReferenceLayer("", mode, DEFAULT_STRENGTH)
-        problem = References.problem(reference)
-        if problem is not None:
-            raise UserError(BAD_REFERENCE, problem)
+        self._check(self.references, reference, BAD_REFERENCE)
         layer_id = self.document.add_picture_layer(path, naming.reference_name(PurePath(path).name))
         if layer_id is None:
             raise UserError(UNREADABLE_PICTURE)
@@ -136,23 +133,27 @@ class LinkedLayers:
             raise UserError(missing)
         return layer_id
 
-    def _add_active(self, items: WeightedLayerList, missing: str, choice: str, keep: Callable[[Any, int | None], None],
-                    limit: int | None) -> str:
+    def _add_active(self, items: WeightedLayerList, missing: str, choice: str, bad: str, limit: int | None) -> str:
         """Make the active layer an item of `items` whose CHOICE is `choice` (an item of that layer keeps its
-        other settings), through `keep`; returns its layer id. UserError(`missing`) without an active layer."""
+        other settings); returns its layer id. UserError(`missing`) without an active layer, (`bad`) as `_keep`."""
         layer_id = self._active_layer(missing)
         item = items.get(layer_id) or items.ITEM(layer_id)
-        keep(dataclasses.replace(item, **{items.CHOICE: choice}), limit)
+        self._keep(items, dataclasses.replace(item, **{items.CHOICE: choice}), bad, limit)
         return layer_id
 
     def _keep(self, items: LayerList, item: Any, bad: str, limit: int | None) -> None:
-        """Add `item` to `items` or replace its layer's, and save them; UserError(`bad`) naming what the
-        server would refuse in it, which is then not kept."""
+        """Add `item` to `items` or replace its layer's, and save them; UserError(`bad`) as `_check`, and
+        the item is then not kept."""
+        self._check(items, item, bad)
+        items.set(item, limit)
+        self._save(items)
+
+    @staticmethod
+    def _check(items: LayerList, item: Any, bad: str) -> None:
+        """UserError(`bad`) naming what the server would refuse in `item`."""
         problem = items.problem(item)
         if problem is not None:
             raise UserError(bad, problem)
-        items.set(item, limit)
-        self._save(items)
 
     def _named(self, items: LayerList) -> list[tuple[Any, str]]:
         """`items` with their layers' names; those whose layer was deleted are dropped and the rest saved."""

@@ -6,7 +6,7 @@ Blending the noise predictions is blending the tiles' next latents: every sample
 in the model's output, so one sampler over the whole picture steps exactly as the weighted average
 of per-tile steps would. The pipeline, its sampler, classifier-free guidance and the step callbacks
 run as for any picture; only the UNet's forward is replaced, for the duration of the block. Region
-prompts and control images see the part of the picture under each tile.
+prompts, reference masks and control images see the part of the picture under each tile.
 """
 
 from __future__ import annotations

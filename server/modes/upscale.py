@@ -2,7 +2,7 @@
 Lanczos without one), and with a `strength`, refined at that size with the prompt (full_size.py).
 
 Control images (a tile ControlNet above all) steer the refine: they are given on the canvas as it is
-and stretched over the enlarged picture, then cut to each tile with it (conditioning/control.py).
+and stretched over the enlarged picture, then cut to each tile with it (conditioning/tile.py).
 
 The result lies where the image lies on a canvas scaled by the same factor: the plugin scales the
 canvas as Krita's Scale Image does and adds the result as a layer (docs/upscale.md).
