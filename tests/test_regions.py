@@ -9,7 +9,7 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from server.conditioning import regions
+from server.conditioning import coverage, regions
 from server.conditioning.tile import running_on
 from shared.client import Client
 from shared.crop import Rect
@@ -34,12 +34,12 @@ def mask(width: int, height: int, value: int = 255, x: int = 0, y: int = 0) -> M
     ((128, 96), 768, (32, 24)),
 ])
 def test_level_size(latent, queries, size):
-    assert regions.level_size(latent, queries) == size
+    assert coverage.level_size(latent, queries) == size
 
 
 def test_level_size_refuses_a_length_no_level_has():
     with pytest.raises(ValueError, match="50 positions"):
-        regions.level_size((8, 8), 50)
+        coverage.level_size((8, 8), 50)
 
 
 def test_masks_are_placed_on_the_canvas_and_cropped_to_the_frame():
@@ -217,13 +217,13 @@ def test_regions_in_inpaint(client):
     ((Rect(1, 0, 2, 1), 2, 4), [[0.25, 0.75]]),  # only wider: stretched across, cut at an odd offset
 ])
 def test_coverage_reads_the_masks_under_the_tile_the_unet_runs_on(tile, expected):
-    coverage = regions.Coverage(torch.tensor([[[0.0, 1.0], [2.0, 3.0]]]))
+    masks = coverage.Coverage(torch.tensor([[[0.0, 1.0], [2.0, 3.0]]]))
     if tile is None:
-        found = coverage.pooled(len(expected) * len(expected[0]))
+        found = masks.pooled(len(expected) * len(expected[0]))
     else:
         box, height, width = tile
         with running_on(box, height, width):
-            found = coverage.pooled(box.width * box.height)
+            found = masks.pooled(box.width * box.height)
     assert found.reshape(len(expected), -1).tolist() == expected
-    assert coverage.pooled(4).reshape(2, 2).tolist() == [[0, 1], [2, 3]]  # the whole again after the block
+    assert masks.pooled(4).reshape(2, 2).tolist() == [[0, 1], [2, 3]]  # the whole again after the block
 

@@ -30,7 +30,7 @@ from ..errors import Unsupported
 from ..imaging import payloads
 from ..models.entry import ModelEntry
 from ..models.ipadapters import Adapter, IPAdapters
-from .regions import Coverage, latent_mask
+from .coverage import Coverage, latent_mask
 from .steps import StepCounter, covers
 
 # The attention blocks that carry a picture's style or its composition, as (side, level, attention): `level`
