@@ -12,12 +12,13 @@ from pathlib import Path
 import PIL.Image
 import pytest
 import torch
-from diffusers import AutoencoderTiny
+from diffusers import AutoencoderKL, AutoencoderTiny
 from safetensors.torch import save_file
 
 from server.config import ServerConfig
 from server.imaging import changes, payloads
 from server.models import identify, tiny_autoencoders
+from server.models.autoencoder_tiny_kl import AutoencoderTinyKL
 from server.models.demo import TINY_AUTOENCODER_DIR
 from server.models.registry import Registry, find_tiny_autoencoders
 from shared.client import Client, ServerError
@@ -87,6 +88,48 @@ def test_a_weights_file_alone_loads_with_taesds_architecture(tmp_path):
     state = save_taesd_file(tmp_path / "taesd.safetensors")
     module = tiny_autoencoders.load(tmp_path / "taesd.safetensors", torch.device("cpu"), torch.float32)
     assert all(torch.equal(module.state_dict()[key], value) for key, value in state.items())
+
+
+@pytest.mark.parametrize("widths", [(16, 32, 64, 64), (8, 8, 16), (32,)])
+def test_with_the_vaes_group_norms_the_narrow_decoder_is_the_vaes(widths):
+    """The demo model's tiny autoencoder copies its VAE's lowest decoder level: part for part (names and
+    shapes) and pixel for pixel, given the VAE's groups everywhere, its decoder is diffusers' own."""
+    torch.manual_seed(0)
+    blocks = len(widths)
+    vae = AutoencoderKL(block_out_channels=widths, down_block_types=("DownEncoderBlock2D",) * blocks,
+                        up_block_types=("UpDecoderBlock2D",) * blocks, layers_per_block=1, norm_num_groups=8,
+                        mid_block_add_attention=False).eval()
+    tiny = AutoencoderTinyKL(decoder_block_out_channels=widths, decoder_norm_groups=(8,) * blocks).eval()
+    decoding = ("decoder.", "post_quant_conv.")
+    theirs = {key: value for key, value in vae.state_dict().items() if key.startswith(decoding)}
+    own = tiny.state_dict()
+    assert {key for key in own if key.startswith(decoding)} == theirs.keys()
+    tiny.load_state_dict(own | theirs)
+    latents = torch.randn(2, 4, 6, 5)
+    with torch.no_grad():
+        assert torch.equal(tiny.decode(latents).sample, vae.decode(latents).sample)
+
+
+def test_a_folder_of_the_demo_models_kind_is_found_loaded_and_codes_live_frames(models_dir, tmp_path):
+    """The demo model's kind (AutoencoderTinyKL) is read from its folder's config and serves a family
+    as AutoencoderTiny does; Apply still decodes with the full VAE."""
+    torch.manual_seed(0)
+    saved = AutoencoderTinyKL(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8, 8, 16, 16),
+                              decoder_norm_groups=(2, 2, 4, 4), scaling_factor=0.5)
+    root = tmp_path / "models"
+    shutil.copytree(models_dir / "checkpoints" / "tiny-sd15", root / "checkpoints" / "tiny-sd15")
+    saved.save_pretrained(root / "vae-approx" / "own")
+    assert find_tiny_autoencoders([root]) == {"sd15": root / "vae-approx" / "own"}
+    module = tiny_autoencoders.load(root / "vae-approx" / "own", torch.device("cpu"), torch.float32)
+    assert isinstance(module, AutoencoderTinyKL) and module.config.scaling_factor == 0.5
+    assert all(torch.equal(module.state_dict()[key], value) for key, value in saved.state_dict().items())
+    with running_server(ServerConfig(models=[root], outputs=tmp_path / "outputs")) as server:
+        with Client(url(server)) as client:
+            frame = client.generate(live(session="kl"))
+            applied = client.finalize(frame.id)
+    assert (coders(frame.info), frame.info["tiny_autoencoder"]) == (("tiny", "tiny"), "own")
+    assert applied.info["decoder"] == "vae"
+    assert [i.image.data for i in applied.images] != [i.image.data for i in frame.images]
 
 
 def test_live_frames_use_the_tiny_autoencoder_where_the_family_has_one(served):

@@ -378,11 +378,13 @@ def _has_safetensors(folder: Path) -> bool:
 
 # Tensors every diffusers `AutoencoderTiny` has: the first convolution of its encoder and of its decoder.
 TINY_AUTOENCODER_KEYS = frozenset({"encoder.layers.0.weight", "decoder.layers.0.weight"})
+TINY_AUTOENCODER_CLASSES = frozenset({"AutoencoderTiny", "AutoencoderTinyKL"})
 
 
 def is_tiny_autoencoder(path: Path) -> bool:
-    """A diffusers `AutoencoderTiny`: a folder with its config and safetensors weights, or the weights
-    file alone (TAESD's and TAESDXL's config is the class's defaults)."""
+    """A diffusers `AutoencoderTiny` (or the demo model's `AutoencoderTinyKL`): a folder with its config
+    and safetensors weights, or the weights file alone (TAESD's and TAESDXL's config is the class's
+    defaults)."""
     if path.is_file():
         if path.suffix.lower() != ".safetensors":
             return False
@@ -395,4 +397,4 @@ def is_tiny_autoencoder(path: Path) -> bool:
         config = read_json(path / "config.json")
     except (OSError, ValueError):
         return False
-    return config.get("_class_name") == "AutoencoderTiny" and any(path.glob("*.safetensors"))
+    return config.get("_class_name") in TINY_AUTOENCODER_CLASSES and any(path.glob("*.safetensors"))

@@ -2,8 +2,9 @@
 last detail: they encode the canvas and decode the result several times faster than a full VAE.
 
 The installer puts madebyollin's `taesd` and `taesdxl` weights into `vae-approx/` of the models
-folder; a diffusers `AutoencoderTiny` folder there works too. The registry finds them when it scans
-(registry.py) and says which fits a model.
+folder; a diffusers `AutoencoderTiny` folder there works too. The demo model has its own, with a decoder
+of the VAE's kind (autoencoder_tiny_kl.py). The registry finds them when it scans (registry.py) and
+says which fits a model.
 """
 
 from __future__ import annotations
@@ -17,23 +18,30 @@ import torch
 from diffusers import AutoencoderTiny
 from safetensors.torch import load_file
 
+from .autoencoder_tiny_kl import AutoencoderTinyKL
 from .entry import ModelEntry
+from .headers import read_json
 from .registry import Registry
 
 log = logging.getLogger("underpaint.tiny_autoencoders")
+
+# By the `_class_name` of a folder's config (identify.TINY_AUTOENCODER_CLASSES).
+CLASSES: dict[str, type[AutoencoderTiny | AutoencoderTinyKL]] = {
+    "AutoencoderTiny": AutoencoderTiny, "AutoencoderTinyKL": AutoencoderTinyKL}
 
 
 @dataclass(frozen=True)
 class TinyAutoencoder:
     name: str  # the file's or folder's name, as `info` reports it
-    module: AutoencoderTiny
+    module: AutoencoderTiny | AutoencoderTinyKL  # called alike: encode(pixels).latents, decode(latents).sample
 
 
-def load(path: Path, device: torch.device, dtype: torch.dtype) -> AutoencoderTiny:
+def load(path: Path, device: torch.device, dtype: torch.dtype) -> AutoencoderTiny | AutoencoderTinyKL:
     """A folder with its config, or TAESD's weights file alone (its config is the class's defaults;
     a file of another architecture fails here, naming the tensors that do not fit)."""
     if path.is_dir():
-        module = AutoencoderTiny.from_pretrained(path, torch_dtype=dtype, local_files_only=True, use_safetensors=True)
+        kind = CLASSES[read_json(path / "config.json")["_class_name"]]  # one of them: identify.py found it
+        module = kind.from_pretrained(path, torch_dtype=dtype, local_files_only=True, use_safetensors=True)
     else:
         module = AutoencoderTiny()
         module.load_state_dict(load_file(path), strict=True)

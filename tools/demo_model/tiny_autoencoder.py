@@ -1,17 +1,18 @@
 """Trains the demo model's tiny autoencoder against its VAE: `python -m tools.demo_model.tiny_autoencoder`.
 
-What TAESD is to SD1.5, this is to the demo model: a diffusers `AutoencoderTiny` that live frames
-encode and decode with, because the VAE costs more than the UNet's few steps. It distils the VAE:
+What TAESD is to SD1.5, this is to the demo model: a tiny autoencoder that live frames encode and
+decode with, because the VAE costs more than the UNet's few steps. It is an `AutoencoderTinyKL`
+(server/models/autoencoder_tiny_kl.py: AutoencoderTiny's encoder, a narrow decoder of the VAE's
+kind whose lowest level is the VAE's own). It distils the VAE:
 
 1. teacher   a fixed set of generated pictures, their VAE latents (the distribution's mode times the
              scaling factor: the space the UNet works in), the same latents slightly perturbed, and
              the latents of live-like frames (the demo model refining a canvas at strength 0.3-0.8 in
              4 steps), each with the VAE decoder's picture. Cached in --workdir.
-2. train     the encoder learns the pictures' latents; the decoder learns the VAE decoder's pictures
-             from clean, perturbed and live latents, so a live preview shows what a full decode
-             (Apply) gives. Pictures on 64 px crops (8x8 latents: a quarter of the work, and both
-             networks are convolutional), live frames whole (two thirds of the decoder's pixels).
-             Checkpoints as it goes; a rerun resumes, a larger --steps goes on (into a third phase).
+2. train     the encoder learns the pictures' latents, on 64 px crops (8x8 latents: it is convolutions
+             alone); the decoder learns the VAE decoder's pictures from clean, perturbed and live
+             latents, whole (its group norms see the whole picture), so a live preview shows what a
+             full decode (Apply) gives. Checkpoints as it goes; a rerun resumes.
 3. export    writes the folder the server loads beside the demo model (server/models/demo/).
 4. evaluate  held-out live frames at 128 and 256 px, each decoded both ways and read by
              tools/demo_model/detect.py: how often the preview and the full decode agree on colours
@@ -34,11 +35,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, AutoencoderTiny, StableDiffusionImg2ImgPipeline
+from diffusers import AutoencoderKL, StableDiffusionImg2ImgPipeline
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
 from server.imaging.latents import Coder, FullVAE, TinyCoder
+from server.models.autoencoder_tiny_kl import AutoencoderTinyKL
 from server.models.demo import MODEL_DIR, TINY_AUTOENCODER_DIR
 from server.models.tiny_autoencoders import TinyAutoencoder
 
@@ -49,37 +51,30 @@ from .train import cosine_rate, to_tensor
 
 log = logging.getLogger("underpaint.demo.tiny_autoencoder")
 
-# The encoder has 16 channels (at 32 it was no faster than the VAE). The decoder's cost is almost all
-# at the full-resolution end, so it has 24 channels and no block there, and its depth at the lowest
-# resolutions, where it costs least (6 and 4 blocks): about 1.3 times the previous 16-channel decoder
-# with a block at every resolution, still 2.6 times cheaper than the VAE's. Wider low-resolution
-# levels alone, where width is cheap, are not open to it: AutoencoderTiny's decoder keeps one width
-# through each upsampling, so every level must have the same (diffusers fails on (48, 24, 24, 24)).
-# Measured after both phases (6400 steps, the report in RESULTS, 300 held-out live frames a side):
-# previews agree with Apply's full decode on colour in 81% of frames at 128 px and 79% at 256 px, on
-# positions in 94% and 90%, short of the 95% it must reach to ship; the detector agrees with itself
-# under a nudge in 97-98% (colour) and 98% (position).
+# The encoder is AutoencoderTiny's, 16 channels (at 32 it was no faster than the VAE's). The decoder is
+# the VAE's kind (server/models/autoencoder_tiny_kl.py): its lowest level (64 channels at 1/8 of the
+# picture, and the convolution that doubles it) is the VAE's own, copied and kept as it is; above it,
+# half the VAE's width at each level, with as many channels per group norm as the VAE has there.
+# Measured after 3000 steps (RESULTS, 300 held-out live frames a side): previews agree with Apply's
+# full decode on colour in 86% of frames at 128 px and 89% at 256 px, on positions in 97% and 95%;
+# decoding costs 0.44 of the VAE's. AutoencoderTiny's decoder (no group norms, one width at every
+# level), trained 6400 steps by this recipe's earlier form, agreed in 81% / 79% and 94% / 90%. Copying
+# the next level too (64 channels at 1/4 of the picture) gained nothing: 88% / 83% and 97% / 94%.
 ENCODER_CHANNELS = 16
 ENCODER_BLOCKS = (1, 1, 1, 1)
-DECODER_CHANNELS = 24
-DECODER_BLOCKS = (6, 4, 1, 0)
-# The decoder squeezes its input by tanh(x / 3) * 3 (TAESD's clamp); live latents reach 7 (3% beyond
-# 2.5), so it sees them halved: then nearly all are in the clamp's linear range.
-SCALING_FACTOR = 2.0
+DECODER_CHANNELS = (8, 16, 32, 64)
+DECODER_NORM_GROUPS = (4, 4, 4, 8)
 # The decoder's error in each 8x8 patch's mean colour also counts: the colour of a region is what an
 # artist (and the detector) reads first.
 COLOUR_WEIGHT = 4.0
-# From the second phase on: pixels must also take the palette name the VAE's pixel has (the
-# nearest demo colour within MAX_DISTANCE, else none), by cross-entropy over -distance² / PALETTE_SOFTNESS
-# (levels of 255, squared). After the first phase most disagreements were pixels tipped between two
-# palette colours by a few levels: a mean error alone does not say on which side of the border to stay.
+# Pixels must also take the palette name the VAE's pixel has (the nearest demo colour within
+# MAX_DISTANCE, else none), by cross-entropy over -distance² / PALETTE_SOFTNESS (levels of 255,
+# squared): most disagreements were pixels tipped between two palette colours by a few levels, and a
+# mean error alone does not say on which side of the border to stay.
 PALETTE_WEIGHT = 0.5
 PALETTE_SOFTNESS = 200.0
-# Each phase's learning-rate peak, as a share of Settings.lr. A third phase (steps 6400-9600, the same
-# losses, a restart from an eighth of the first's peak; 36 min) gained nothing: on 300 held-out frames
-# colours agree in 83% / 76% (128 / 256 px) against 81% / 79% at step 6400, positions in 93% / 91%
-# against 94% / 90%; its mean difference from the VAE's decode went from 8.0 to 7.7 levels of 255.
-PHASE_PEAKS = (1.0, 1 / 4, 1 / 8)
+# The parts of the decoder (and its input) that are the VAE's: they have its names and shapes.
+COPIED = ("post_quant_conv", "decoder.conv_in", "decoder.mid_block", "decoder.up_blocks.0")
 LIVE_STEPS = 4
 LIVE_GUIDANCE = 3.0
 LIVE_STRENGTH = 0.5  # of the evaluated frames, as the plugin's Live starts
@@ -98,14 +93,13 @@ class Settings:
     side: int = 128
     pictures: int = 4096
     live_frames: int = 4096
-    steps: int = 6400
-    # Where the later phases start (see PHASE_PEAKS); one that starts at or after `steps` is skipped, so
-    # `--steps 9600` runs the third phase tried (it gained nothing: see the constants above).
-    phases: tuple[int, ...] = (4800, 6400)
-    batch: int = 16
-    live_batch: int = 8  # whole live frames: 4 crops' worth each
+    steps: int = 3000
+    batch: int = 16  # encoder: crops of pictures
     crop: int = 8  # latent pixels (x 8 picture pixels) a side
-    lr: float = 2e-3
+    # decoder: whole pictures (group norms see the whole picture) and whole live frames
+    picture_batch: int = 8
+    live_batch: int = 8
+    lr: float = 1e-3
     warmup: int = 100
     perturbation: float = 0.15  # of the latents' unit standard deviation
     checkpoint_every: int = 200
@@ -113,10 +107,17 @@ class Settings:
     results: Path = RESULTS
 
 
-def make_tiny() -> AutoencoderTiny:
-    return AutoencoderTiny(encoder_block_out_channels=(ENCODER_CHANNELS,) * 4,
-                           decoder_block_out_channels=(DECODER_CHANNELS,) * 4, num_encoder_blocks=ENCODER_BLOCKS,
-                           num_decoder_blocks=DECODER_BLOCKS, latent_channels=4, scaling_factor=SCALING_FACTOR)
+def make_tiny(vae: AutoencoderKL) -> AutoencoderTinyKL:
+    """A new tiny autoencoder for `vae`'s latents, its decoder's lowest level copied from `vae`'s and
+    kept as it is."""
+    tiny = AutoencoderTinyKL(encoder_block_out_channels=(ENCODER_CHANNELS,) * 4, num_encoder_blocks=ENCODER_BLOCKS,
+                             decoder_block_out_channels=DECODER_CHANNELS, decoder_norm_groups=DECODER_NORM_GROUPS,
+                             latent_channels=vae.config.latent_channels, scaling_factor=vae.config.scaling_factor)
+    for name in COPIED:
+        part, theirs = tiny.get_submodule(name), vae.get_submodule(name)
+        part.load_state_dict(theirs.state_dict())
+        part.requires_grad_(False)
+    return tiny
 
 
 def load_vae() -> AutoencoderKL:
@@ -238,51 +239,44 @@ def palette_loss(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(palette_logits(decoded), palette_logits(target).argmax(dim=1))
 
 
-def decoder_loss(tiny: AutoencoderTiny, latents: torch.Tensor, target: torch.Tensor, palette: bool) -> torch.Tensor:
-    decoded = tiny.decoder(latents / tiny.config.scaling_factor)
+def decoder_loss(tiny: AutoencoderTinyKL, latents: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    decoded = tiny.decode(latents / tiny.config.scaling_factor).sample
     colour = F.mse_loss(F.avg_pool2d(decoded, 8), F.avg_pool2d(target, 8))
-    loss = F.l1_loss(decoded, target) + F.mse_loss(decoded, target) + COLOUR_WEIGHT * colour
-    return loss + PALETTE_WEIGHT * palette_loss(decoded, target) if palette else loss
+    return (F.l1_loss(decoded, target) + F.mse_loss(decoded, target) + COLOUR_WEIGHT * colour
+            + PALETTE_WEIGHT * palette_loss(decoded, target))
 
 
-def losses(tiny: AutoencoderTiny, data: dict[str, torch.Tensor], step: int,
+def losses(tiny: AutoencoderTinyKL, data: dict[str, torch.Tensor], step: int,
            settings: Settings) -> tuple[torch.Tensor, torch.Tensor]:
     """Encoder and decoder losses on the step's batch, drawn from (seed, step) alone so that a resumed
-    run draws what an uninterrupted one would. The decoder sees crops of pictures' latents and live
-    frames whole, so it also learns the picture's edges, where the detector reads the background."""
+    run draws what an uninterrupted one would. The encoder sees crops (it is convolutions alone); the
+    decoder whole pictures and live frames, as its group norms will in use."""
     generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
     index = torch.randint(0, len(data["pictures"]), (settings.batch,), generator=generator)
-    live = torch.randint(0, len(data["live"]), (settings.live_batch,), generator=generator)
     latents, pictures = crop(data["latents"][index], data["pictures"][index], settings.crop, generator)
-    encode_loss = F.mse_loss(tiny.encoder(to_pixels(pictures)), latents / tiny.config.scaling_factor)
-    inputs, decoded = crop(data["inputs"][index], data["decoded"][index], settings.crop, generator)
-    palette = step >= settings.phases[0]
-    crops = decoder_loss(tiny, inputs, to_pixels(decoded), palette)
-    wholes = decoder_loss(tiny, data["live"][live], to_pixels(data["live_decoded"][live]), palette)
-    # Weighted by pixels, as one batch would be.
-    crop_pixels, whole_pixels = decoded.numel(), data["live_decoded"][live].numel()
-    return encode_loss, (crops * crop_pixels + wholes * whole_pixels) / (crop_pixels + whole_pixels)
+    encode_loss = F.mse_loss(tiny.encode(to_pixels(pictures)).latents, latents / tiny.config.scaling_factor)
+    index = torch.randint(0, len(data["inputs"]), (settings.picture_batch,), generator=generator)
+    live = torch.randint(0, len(data["live"]), (settings.live_batch,), generator=generator)
+    inputs = torch.cat([data["inputs"][index], data["live"][live]])
+    target = to_pixels(torch.cat([data["decoded"][index], data["live_decoded"][live]]))
+    return encode_loss, decoder_loss(tiny, inputs, target)
 
 
 def learning_rate(step: int, settings: Settings) -> float:
-    """A cosine cycle for each phase begun before `steps`, ending where the next starts, the last at
-    `steps`."""
-    starts = [0, *(start for start in settings.phases if start < settings.steps)]
-    phase = max(i for i, start in enumerate(starts) if start <= step)
-    end = starts[phase + 1] if phase + 1 < len(starts) else settings.steps
-    return cosine_rate(step - starts[phase], end - starts[phase], settings.lr * PHASE_PEAKS[phase], settings.warmup)
+    return cosine_rate(step, settings.steps, settings.lr, settings.warmup)
 
 
-def save_checkpoint(tiny: AutoencoderTiny, optimizer: torch.optim.Optimizer, step: int, path: Path) -> None:
+def save_checkpoint(tiny: AutoencoderTinyKL, optimizer: torch.optim.Optimizer, step: int, path: Path) -> None:
     temporary = path.with_suffix(".tmp")
     torch.save({"step": step, "model": tiny.state_dict(), "optimizer": optimizer.state_dict()}, temporary)
     temporary.replace(path)
 
 
-def train(data: dict[str, torch.Tensor], settings: Settings, checkpoint: Path) -> AutoencoderTiny:
+def train(data: dict[str, torch.Tensor], settings: Settings, checkpoint: Path) -> AutoencoderTinyKL:
     torch.manual_seed(settings.seed)
-    tiny = make_tiny()
-    optimizer = torch.optim.AdamW(tiny.parameters(), lr=settings.lr, weight_decay=0.0)
+    tiny = make_tiny(load_vae())
+    optimizer = torch.optim.AdamW([p for p in tiny.parameters() if p.requires_grad], lr=settings.lr,
+                                  weight_decay=0.0)
     step = 0
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=True)
@@ -308,7 +302,7 @@ def train(data: dict[str, torch.Tensor], settings: Settings, checkpoint: Path) -
     return tiny.eval()
 
 
-def export(tiny: AutoencoderTiny, out: Path) -> None:
+def export(tiny: AutoencoderTinyKL, out: Path) -> None:
     tiny.save_pretrained(out, safe_serialization=True)
     log.info("saved the tiny autoencoder to %s", out)
 
@@ -362,7 +356,7 @@ def live_frames(pipe: StableDiffusionImg2ImgPipeline, coder: Coder, canvases: li
     return live_latents(pipe, start, prompts, LIVE_STRENGTH, seed)
 
 
-def evaluate(tiny: AutoencoderTiny, frames: int, sides: list[int], seed: int) -> dict:
+def evaluate(tiny: AutoencoderTinyKL, frames: int, sides: list[int], seed: int) -> dict:
     """Per side: how often the detector reads the same in a live frame's preview (tiny decode) as in its
     full decode (what Apply gives), and as in the frame made with the full VAE both ways. And the
     detector's own floor: how often it reads the same in the full decode of the frame's latents nudged
@@ -396,7 +390,7 @@ def evaluate(tiny: AutoencoderTiny, frames: int, sides: list[int], seed: int) ->
     return results
 
 
-def coder_seconds(tiny: AutoencoderTiny, side: int = 512, repeats: int = 3) -> dict[str, float]:
+def coder_seconds(tiny: AutoencoderTinyKL, side: int = 512, repeats: int = 3) -> dict[str, float]:
     """Seconds to encode and to decode one side x side picture, by the VAE and by the tiny autoencoder."""
     vae = load_vae()
     pixels = torch.zeros(1, 3, side, side)
@@ -415,7 +409,7 @@ def coder_seconds(tiny: AutoencoderTiny, side: int = 512, repeats: int = 3) -> d
 
 
 def write_evaluation(settings: Settings, frames: int, output: Path) -> None:
-    tiny = AutoencoderTiny.from_pretrained(settings.out, local_files_only=True).eval()
+    tiny = AutoencoderTinyKL.from_pretrained(settings.out, local_files_only=True).eval()
     checkpoint = settings.workdir / "checkpoint.pt"
     started = time.monotonic()
     report = {
@@ -448,7 +442,7 @@ def run(stage: str, settings: Settings) -> None:
     if stage in ("all", "train"):
         export(train(load_file(teacher), settings, checkpoint), settings.out)
     elif stage == "export":  # whatever the last checkpoint holds, e.g. to try a run in progress
-        tiny = make_tiny()
+        tiny = make_tiny(load_vae())
         tiny.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
         export(tiny.eval(), settings.out)
     elif stage == "evaluate":
