@@ -46,7 +46,7 @@ class AutoencoderTinyKL(ModelMixin, ConfigMixin):
         super().__init__()
         self.encoder = EncoderTiny(in_channels, latent_channels, tuple(num_encoder_blocks),
                                    tuple(encoder_block_out_channels), act_fn="relu")
-        # AutoencoderKL's, so that a VAE's lowest decoder levels copy over as they are.
+        # AutoencoderKL's, so that a VAE's lowest decoder level copies over as it is.
         self.post_quant_conv = nn.Conv2d(latent_channels, latent_channels, 1)
         self.decoder = NarrowDecoder(latent_channels, out_channels, tuple(decoder_block_out_channels),
                                      tuple(decoder_norm_groups), layers_per_block)

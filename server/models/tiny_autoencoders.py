@@ -2,9 +2,9 @@
 last detail: they encode the canvas and decode the result several times faster than a full VAE.
 
 The installer puts madebyollin's `taesd` and `taesdxl` weights into `vae-approx/` of the models
-folder; a diffusers `AutoencoderTiny` folder there works too. The demo model has its own, with a decoder
-of the VAE's kind (autoencoder_tiny_kl.py). The registry finds them when it scans (registry.py) and
-says which fits a model.
+folder; a diffusers `AutoencoderTiny` folder there works too, as does one of the kind the demo model's
+own is trained as (autoencoder_tiny_kl.py: a decoder of the VAE's kind). The registry finds them when
+it scans (registry.py) and says which fits a model.
 """
 
 from __future__ import annotations
