@@ -175,7 +175,7 @@ def test_live_follows_a_brush_stroke_on_a_control_layer_in_gui_krita(
                     points=60, pause=0.02, steps=4)
     assert "Traceback" not in found["log"] and "error" not in found, found.get("error") or found["log"][-3000:]
     assert found["connected"] and found["controls"] == [["scribble", "Paint Layer 1"]]
-    assert found["stroke_shown"] and found["ink_pixels"] > 500
+    assert found["stroke_shown"] and found["ink_pixels"] > 500, (found["ink_pixels"], found["timeline"])
     controls = [control for _, control in found["frames"]]
     assert controls[0] == []  # nothing sketched yet: no control image
     # The frame after the stroke: the whole layer as it is once the stroke ended.
@@ -467,7 +467,7 @@ def test_apply_of_a_live_frame_gives_its_full_quality_picture_in_gui_krita(
     found = run_gui(krita_home, "gui_live_apply", tiny_coder_server.url, model="tiny-sd15", size=[256, 192],
                     points=60, pause=0.02, steps=4)
     assert "Traceback" not in found["log"] and "error" not in found, found.get("error") or found["log"][-3000:]
-    assert found["connected"] and found["stroke_shown"]
+    assert found["connected"] and found["stroke_shown"], found["timeline"]
     name = next(n for n in found["layers"] if n.startswith("[Live] a red circle ("))
     assert found["applying_message"] == f"Applying “{name}” at full quality…"
     assert found["message"] == f"Added the layer “{name}”."
@@ -495,7 +495,7 @@ def test_a_small_live_stroke_is_encoded_in_the_area_around_it_in_gui_krita(
     found = run_gui(krita_home, "gui_live_apply", tiny_coder_server.url, model="tiny-sd15", size=[512, 384],
                     points=20, pause=0.02, steps=4, reach=0.03)
     assert "Traceback" not in found["log"] and "error" not in found, found.get("error") or found["log"][-3000:]
-    assert found["connected"] and found["stroke_shown"]
+    assert found["connected"] and found["stroke_shown"], found["timeline"]
     frames = [j for j in tiny_coder_server.job_lines()[lines:] if j.get("session") and j["outcome"] == "result"]
     assert frames[0]["start_encode"] == "whole", frames
     shown = next(j for j in frames if j["id"] == found["frame_id"])

@@ -801,6 +801,9 @@ class _Timeline:
     def __init__(self, document, session, start: float):
         self.document, self.session, self.start = document, session, start
         self.events: list[tuple[float, str]] = []
+        # When each live frame's id was first seen, in flight or as the shown result: a frame can go
+        # out and come back between two checks.
+        self.noted: dict[str, float] = {}
         self._seen = self._state()
 
     def _state(self) -> dict:
@@ -818,6 +821,8 @@ class _Timeline:
     def watch(self) -> None:
         now, state, seen = round(time.monotonic() - self.start, 3), self._state(), self._seen
         self.events += [(now, "frame sent")] * len(state["frames"] - seen["frames"])
+        for frame_id in state["frames"] | ({state["live"].id} if state["live"] else set()):
+            self.noted.setdefault(frame_id, now)
         if state["live"] is not seen["live"] or state["history"] != seen["history"]:
             self.events.append((now, "picture received"))
         if state["shows"] != seen["shows"] and state["shows"] is not None:
@@ -837,6 +842,16 @@ class _Timeline:
 
     def times(self, event: str, after: float = -math.inf) -> list[float]:
         return [t for t, e in self.events if t > after and e == event]
+
+    def stroke_frame_shown(self) -> bool:
+        """Whether the live picture shown is that of a frame sent after the last release, and no
+        frame is in flight. A frame first seen at the check that saw the release counts as after it:
+        the events of one check came in an unknown order, and no frame goes out while the button is
+        down (stroke_guard.py). Known by id, not by the preview's pixels changing: a frame of the
+        same pixels as the one before shows no change."""
+        session, live = self.session, self.session.live_result
+        return (live is not None and self.noted[live.id] >= self.times("released")[-1] and not session.live.frames
+                and session.waiting_preview is None)
 
 
 @report
@@ -931,11 +946,8 @@ def _stroke_case(case: str, job: dict, controller, docker, preset, found: dict):
         """Every picture received is shown; with Live on, a frame with both strokes went out and
         came back."""
         received, shown = timeline.times("picture received"), timeline.times("picture shown")
-        sent = timeline.times("frame sent", after=timeline.times("released")[-1])
-        live_done = session.live is None or (not session.live.frames and sent
-                                             and timeline.times("picture shown", after=sent[0]))
         return (not session.jobs and (not received or (shown and shown[-1] >= received[-1]))
-                and bool(live_done) and _idle(document))
+                and (session.live is None or timeline.stroke_frame_shown()) and _idle(document))
 
     yield timeline.until(settled)
     found["settled"] = settled()
@@ -950,10 +962,11 @@ def _stroke_case(case: str, job: dict, controller, docker, preset, found: dict):
         docker.job.live.click()
 
 
-def _live_stroke(job: dict, docker, document, session):
+def _live_stroke(job: dict, out: dict, docker, document, session):
     """Steps: the job's steps, strength 50% and Live on; once the first picture is shown, an artist's brush
     stroke (xdotool; a zigzag reaching `reach` of the canvas widget's shorter side, 0.3 unless the job
-    says) on the active layer; done when the frame sent after it is shown. Returns whether it was."""
+    says) on the active layer; done when the frame sent after it is shown. Notes whether it was
+    (`stroke_shown`) and the timeline."""
     docker.advanced.steps.setValue(job["steps"])
     docker.generation.strength.setValue(50)
     docker.job.live.click()
@@ -966,12 +979,10 @@ def _live_stroke(job: dict, docker, document, session):
     yield from _xdotool_run(_xdotool(zigzag, job["pause"]), timeline)
 
     def stroke_shown() -> bool:
-        sent = timeline.times("frame sent", after=timeline.times("released")[-1])
-        return (bool(sent) and not session.live.frames and bool(timeline.times("picture shown", after=sent[0]))
-                and _idle(document))
+        return timeline.stroke_frame_shown() and _idle(document)
 
     yield timeline.until(stroke_shown)
-    return stroke_shown()
+    out["stroke_shown"], out["timeline"] = stroke_shown(), timeline.events
 
 
 @report
@@ -983,7 +994,7 @@ def gui_live_apply(job: dict, out: dict):
     width, height = job["size"]
     document, paint = yield from _brush_document("live-apply", width, height, preset)
     session = controller.session()
-    out["stroke_shown"] = yield from _live_stroke(job, docker, document, session)
+    yield from _live_stroke(job, out, docker, document, session)
     live = session.live_result
     out["frame_id"], out["bounds"] = live.id, list(live.image.bounds)
     out["preview"] = f"{job['workdir']}/preview.rgba"
@@ -1033,7 +1044,7 @@ def gui_live_control(job: dict, out: dict):
         receive(message)
 
     controller.connection.submit, session.receive = sent, received
-    out["stroke_shown"] = yield from _live_stroke(job, docker, document, session)
+    yield from _live_stroke(job, out, docker, document, session)
     docker.job.live.click()
     ink = swap_red_blue(bytes(paint.pixelData(0, 0, width, height)))
     out["ink_pixels"] = sum(1 for a in ink[3::4] if a)
