@@ -29,7 +29,7 @@ from tools.demo_model.data import (
     training_caption,
 )
 from tools.demo_model.detect import Blob, background_names, check, find_blob, find_shape
-from tools.demo_model.tiny_autoencoder import COPIED, Settings, learning_rate, load_vae, make_tiny
+from tools.demo_model.tiny_autoencoder import COPIED, Settings, cut_to_width, learning_rate, load_vae, make_tiny
 from tools.demo_model.vocab import build_tokenizer, caption_words, learn_merges
 
 PROMPT = "a large red circle on the left, blue background"
@@ -171,7 +171,7 @@ def test_tokenizer_gives_one_token_per_caption_word(tmp_path: Path) -> None:
 # --- the tiny autoencoder's recipe ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(("step", "rate"), [(0, 1e-5), (99, 1e-3), (2999, 1e-4)])  # warm-up, peak, a tenth
+@pytest.mark.parametrize(("step", "rate"), [(0, 1e-5), (99, 1e-3), (5999, 1e-4)])  # warm-up, peak, a tenth
 def test_the_tiny_autoencoder_trains_in_one_learning_rate_cycle(step: int, rate: float) -> None:
     assert learning_rate(step, Settings()) == pytest.approx(rate, rel=1e-2)
 
@@ -185,6 +185,32 @@ def test_the_tiny_autoencoders_decoder_starts_from_the_vaes_lowest_level_and_kee
         assert not any(p.requires_grad for p in tiny.get_submodule(name).parameters())
     assert all(p.requires_grad for p in tiny.decoder.up_blocks[-1].parameters())
     assert all(p.requires_grad for p in tiny.encoder.parameters())
+
+
+
+def test_the_tiny_decoders_narrower_levels_start_from_the_vaes_first_channels() -> None:
+    vae = load_vae()
+    theirs = dict(vae.decoder.named_parameters())
+    for name, parameter in make_tiny(vae).decoder.named_parameters():
+        if name in theirs:
+            assert torch.equal(parameter, theirs[name][tuple(slice(0, size) for size in parameter.shape)]), name
+        else:  # where a level narrows, a shortcut the VAE's identity has not: the identity on the first channels
+            assert ".conv_shortcut." in name
+            expected = (torch.eye(*parameter.shape[:2]).reshape(parameter.shape) if parameter.ndim == 4
+                        else torch.zeros_like(parameter))
+            assert torch.equal(parameter, expected), name
+
+
+def test_a_decoder_cut_to_its_own_width_is_itself() -> None:
+    from server.models.autoencoder_tiny_kl import NarrowDecoder
+
+    vae = load_vae()
+    widths = tuple(vae.config.block_out_channels)
+    same = NarrowDecoder(4, 3, widths, (vae.config.norm_num_groups,) * len(widths), vae.config.layers_per_block)
+    cut_to_width(same, vae.decoder)
+    latents = torch.randn(1, 4, 5, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(same(latents), vae.decoder(latents))
 
 
 # --- the shipped model ----------------------------------------------------------------------
