@@ -187,7 +187,6 @@ def test_the_tiny_autoencoders_decoder_starts_from_the_vaes_lowest_level_and_kee
     assert all(p.requires_grad for p in tiny.encoder.parameters())
 
 
-
 def test_the_tiny_decoders_narrower_levels_start_from_the_vaes_first_channels() -> None:
     vae = load_vae()
     theirs = dict(vae.decoder.named_parameters())
